@@ -81,6 +81,14 @@ const CREDENTIAL_ERRORS = new Set([
 
 const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'TimeoutError', 'RequestTimeout']);
 
+const THROTTLING_ERRORS = new Set(['Throttling', 'ThrottlingException', 'ThrottledException', 'RequestThrottled', 'RequestThrottledException', 'TooManyRequestsException', 'RequestLimitExceeded', 'SlowDown']);
+
+/** True for an answer that means "slow down" (IAM: HTTP 400 Throttling), from its name, status or $retryable. */
+export function isThrottle(err: unknown): boolean {
+  const e = (err ?? {}) as AwsLikeError & { $retryable?: { throttling?: unknown } };
+  return THROTTLING_ERRORS.has(awsErrorName(err)) || httpStatus(err) === 429 || e.$retryable?.throttling === true;
+}
+
 /** The error's name/code as the SDK reports it (ServiceException name, or Node's errno code). */
 export function awsErrorName(err: unknown): string {
   const e = (err ?? {}) as AwsLikeError;

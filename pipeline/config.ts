@@ -1,0 +1,260 @@
+/**
+ * Options are normalized here, once: defaults, coercion, validation. Every problem
+ * is collected and reported together (one line each, naming the flag and what is
+ * allowed); the rest of the program trusts the `Config` type.
+ */
+import { parseArgs } from 'node:util';
+import { ExportError } from './errors.ts';
+import type { Format } from './sinks/index.ts';
+
+export const STATUSES = ['Active', 'Inactive', 'Expired'] as const;
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  readonly format: Format;
+  readonly out: string;
+  readonly concurrency: number;
+  readonly pageSize: number;
+  readonly pathPrefix: string;
+  /** Statuses to keep, in canonical order; empty = all. */
+  readonly statuses: readonly string[];
+  readonly endpointUrl: string | undefined;
+  readonly region: string | undefined;
+  readonly profile: string | undefined;
+  readonly fresh: boolean;
+  readonly maxItems: number | undefined;
+  readonly timeBudgetMs: number | undefined;
+  readonly allowPartial: boolean;
+  readonly maxAttempts: number;
+  readonly quiet: boolean;
+  readonly logLevel: LogLevel;
+  readonly debug: boolean;
+  readonly tuning: Tuning;
+}
+
+/** Knobs for operators and the benchmark (environment variables, documented in the README). */
+export interface Tuning {
+  /** IKE_COMMIT_ROWS: commit a part after this many records. */
+  readonly commitRows: number;
+  /** IKE_COMMIT_MS: commit at least this often while data flows (0 = only at the end). */
+  readonly commitMs: number;
+  /** IKE_ROWS_PER_FILE: rows per published data file. */
+  readonly rowsPerFile: number;
+}
+
+export const DEFAULTS = {
+  format: 'parquet' as Format,
+  out: './export',
+  concurrency: 8,
+  pageSize: 100,
+  pathPrefix: '/',
+  maxAttempts: 10,
+  logLevel: 'info' as LogLevel,
+  commitRows: 20_000,
+  commitMs: 5_000,
+  rowsPerFile: 1_000_000,
+};
+
+/** The flags, as node:util parseArgs declares them. */
+export const OPTIONS = {
+  format: { type: 'string' },
+  out: { type: 'string' },
+  concurrency: { type: 'string' },
+  'page-size': { type: 'string' },
+  'path-prefix': { type: 'string' },
+  status: { type: 'string', multiple: true },
+  'endpoint-url': { type: 'string' },
+  region: { type: 'string' },
+  profile: { type: 'string' },
+  fresh: { type: 'boolean' },
+  'max-items': { type: 'string' },
+  'time-budget': { type: 'string' },
+  'allow-partial': { type: 'boolean' },
+  'max-attempts': { type: 'string' },
+  quiet: { type: 'boolean' },
+  'log-level': { type: 'string' },
+  debug: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const;
+
+export type ParsedCommand = { readonly kind: 'help' } | { readonly kind: 'version' } | { readonly kind: 'run'; readonly config: Config };
+
+/** Parses argv (without node and script) and the environment into a command; throws CONFIG_INVALID listing every problem. */
+export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedCommand {
+  const problems: string[] = [];
+  const { values, tokens } = parseArgs({ args: [...argv], options: OPTIONS, strict: false, allowPositionals: true, tokens: true });
+  for (const t of tokens ?? []) {
+    if (t.kind === 'positional') problems.push(`unexpected argument ${JSON.stringify(t.value)}: iam-key-export takes only --flags (see --help)`);
+    else if (t.kind === 'option') {
+      const spec = (OPTIONS as Record<string, { type: string }>)[t.name];
+      if (!spec) problems.push(`unknown option ${t.rawName}: see --help for the allowed flags`);
+      else if (spec.type === 'string' && t.value === undefined) problems.push(`${t.rawName} needs a value`);
+      else if (spec.type === 'boolean' && t.value !== undefined) problems.push(`${t.rawName} takes no value`);
+    }
+  }
+  if (values.help === true) return { kind: 'help' };
+  if (values.version === true) return { kind: 'version' };
+
+  const str = (name: keyof typeof OPTIONS): string | undefined => {
+    const v = values[name];
+    return typeof v === 'string' ? v : undefined;
+  };
+  const int = (name: keyof typeof OPTIONS, min: number, max: number, fallback: number | undefined): number | undefined => {
+    const raw = str(name);
+    if (raw === undefined) return fallback;
+    const n = /^\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
+      problems.push(`--${name} must be an integer ${range}, got ${JSON.stringify(raw)}`);
+      return fallback;
+    }
+    return n;
+  };
+
+  const formatRaw = str('format') ?? DEFAULTS.format;
+  const format = formatRaw === 'csv' || formatRaw === 'parquet' ? formatRaw : undefined;
+  if (!format) problems.push(`--format must be csv or parquet, got ${JSON.stringify(formatRaw)}`);
+
+  const out = str('out') ?? DEFAULTS.out;
+  if (out.trim() === '') problems.push('--out must be a directory path, got an empty string');
+
+  const pathPrefix = str('path-prefix') ?? DEFAULTS.pathPrefix;
+  // IAM's pattern for PathPrefix: a slash, then printable ASCII, at most 512 characters.
+  if (!/^\/[\u0021-\u007E]*$/.test(pathPrefix) || pathPrefix.length > 512) {
+    problems.push(`--path-prefix must start with / and hold only printable ASCII without spaces (at most 512 characters), got ${JSON.stringify(pathPrefix)}`);
+  }
+
+  const statuses = new Set<string>();
+  for (const raw of (values.status as string[] | undefined) ?? []) {
+    for (const part of raw.split(',')) {
+      const match = STATUSES.find((s) => s.toLowerCase() === part.trim().toLowerCase());
+      if (match) statuses.add(match);
+      else problems.push(`--status must be Active, Inactive or Expired (repeatable), got ${JSON.stringify(part)}`);
+    }
+  }
+
+  const endpointUrl = str('endpoint-url');
+  if (endpointUrl !== undefined) {
+    let ok = false;
+    try {
+      const u = new URL(endpointUrl);
+      ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+    } catch {
+      ok = false;
+    }
+    if (!ok) problems.push(`--endpoint-url must be an http:// or https:// URL, got ${JSON.stringify(endpointUrl)}`);
+  }
+  const region = str('region');
+  if (region !== undefined && !/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) problems.push(`--region must be an AWS region name such as us-east-1, got ${JSON.stringify(region)}`);
+  const profile = str('profile');
+  if (profile !== undefined && profile.trim() === '') problems.push('--profile must be a profile name, got an empty string');
+
+  const timeBudgetRaw = str('time-budget');
+  let timeBudgetMs: number | undefined;
+  if (timeBudgetRaw !== undefined) {
+    timeBudgetMs = parseDuration(timeBudgetRaw);
+    if (timeBudgetMs === undefined || timeBudgetMs <= 0) problems.push(`--time-budget must be a duration such as 90s, 14m, 1h or 1h30m, got ${JSON.stringify(timeBudgetRaw)}`);
+  }
+
+  const logLevelRaw = str('log-level') ?? DEFAULTS.logLevel;
+  const logLevel = (LOG_LEVELS as readonly string[]).includes(logLevelRaw) ? (logLevelRaw as LogLevel) : undefined;
+  if (!logLevel) problems.push(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevelRaw)}`);
+
+  const concurrency = int('concurrency', 1, 64, DEFAULTS.concurrency)!;
+  const pageSize = int('page-size', 1, 1000, DEFAULTS.pageSize)!;
+  const maxItems = int('max-items', 1, Number.MAX_SAFE_INTEGER, undefined);
+  const maxAttempts = int('max-attempts', 1, 100, DEFAULTS.maxAttempts)!;
+
+  const envInt = (name: string, min: number, fallback: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < min) {
+      problems.push(`environment variable ${name} must be an integer of at least ${min}, got ${JSON.stringify(raw)}`);
+      return fallback;
+    }
+    return n;
+  };
+  const tuning: Tuning = {
+    commitRows: envInt('IKE_COMMIT_ROWS', 1, DEFAULTS.commitRows),
+    commitMs: envInt('IKE_COMMIT_MS', 0, DEFAULTS.commitMs),
+    rowsPerFile: envInt('IKE_ROWS_PER_FILE', 1, DEFAULTS.rowsPerFile),
+  };
+
+  if (problems.length > 0) throw new ExportError('CONFIG_INVALID', problems.join('\n'));
+  return {
+    kind: 'run',
+    config: {
+      format: format!,
+      out,
+      concurrency,
+      pageSize,
+      pathPrefix,
+      statuses: STATUSES.filter((s) => statuses.has(s)),
+      endpointUrl,
+      region,
+      profile,
+      fresh: values.fresh === true,
+      maxItems,
+      timeBudgetMs,
+      allowPartial: values['allow-partial'] === true,
+      maxAttempts,
+      quiet: values.quiet === true,
+      logLevel: logLevel!,
+      debug: values.debug === true,
+      tuning,
+    },
+  };
+}
+
+/** `90s`, `14m`, `1h`, `1h30m`, `500ms` → milliseconds; undefined when malformed. */
+export function parseDuration(text: string): number | undefined {
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  let total = 0;
+  let matched = 0;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(text)) !== null) {
+    total += Number(m[1]) * unit[m[2]!]!;
+    matched = re.lastIndex;
+  }
+  return matched === text.length && text.length > 0 ? Math.round(total) : undefined;
+}
+
+export const HELP = `iam-key-export — snapshot every IAM access key into CSV or Parquet files a warehouse loads as they are.
+
+Usage: iam-key-export [options]
+
+Output
+  --format csv|parquet        output format (default parquet)
+  --out DIR                   dataset root (default ./export); snapshots land in
+                              DIR/access_keys/snapshot_id=<YYYYMMDDTHHMMSSZ>/
+Source
+  --path-prefix P             only users whose path starts with P (ListUsers PathPrefix, default /)
+  --status S                  keep only keys in status S: Active, Inactive or Expired
+                              (repeatable, or comma-separated; default all)
+  --endpoint-url URL          IAM endpoint (default: the SDK's, or AWS_ENDPOINT_URL_IAM)
+  --region R                  region for signing (IAM is global; default from the SDK's chain, else us-east-1)
+  --profile P                 AWS profile for credentials (default: the SDK's chain, AWS_PROFILE)
+  --max-attempts N            attempts per API call, adaptive retry mode, 1..100 (default 10)
+Speed
+  --concurrency N             users paged at once, 1..64 (default 8)
+  --page-size N               PageSize for ListUsers and ListAccessKeys, 1..1000 (default 100)
+Runs and resume
+  --fresh                     discard an unfinished snapshot in --out instead of resuming it
+  --max-items N               stop cleanly after N keys (exit 75); rerun to continue
+  --time-budget DUR           stop cleanly after DUR, e.g. 90s, 14m, 1h (exit 75); rerun to continue
+  --allow-partial             publish even if some users failed (they are listed in the manifest)
+Operator output
+  --quiet                     no progress output, only errors and the final summary
+  --log-level L               trace, debug, info, warn, error, fatal or silent (default info)
+  --debug                     show stack traces with errors
+  --help, --version
+
+Rerunning the same command resumes the unfinished snapshot in --out.
+Exit codes: 0 published; 1 fatal (credentials, endpoint, denied ListUsers, I/O);
+2 usage or configuration error; 3 finished with per-user errors (not published
+unless --allow-partial); 75 stopped early, resumable (signal, --max-items, --time-budget).
+`;

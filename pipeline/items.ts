@@ -1,0 +1,57 @@
+/**
+ * What flows through the stream: RECORD items (one access key) and STATE items
+ * (watermarks), as Singer taps do. A STATE follows the records it vouches for; the
+ * writer applies it to the checkpoint only once every record before it is durable.
+ */
+import type { AccessKeyMetadata } from '@aws-sdk/client-iam';
+import type { AccessKeyRecord } from './schema.ts';
+
+/** The user a key belongs to, as ListUsers described it. */
+export interface UserRef {
+  readonly userName: string;
+  readonly userId: string;
+  readonly accountId: string;
+}
+
+/** A key as the source read it, before `toRecord`. */
+export interface SourceKey {
+  readonly user: UserRef;
+  readonly key: AccessKeyMetadata;
+}
+
+/** A record before `deriveAge` fills in its derived column. */
+export type BaseRecord = Omit<AccessKeyRecord, 'key_age_days'>;
+
+export interface RecordItem<T> {
+  readonly type: 'RECORD';
+  readonly record: T;
+}
+
+/** Watermarks: each says how far the source got once the records before it are durable. */
+export type StateEvent =
+  /** A ListUsers page was read from `token`; `nextToken` lists the page after it (absent: last page). */
+  | { readonly kind: 'users-page'; readonly token: string | null; readonly nextToken: string | null; readonly users: readonly UserRef[] }
+  /** A page of `user`'s keys was read; the rest starts at `nextToken`. */
+  | { readonly kind: 'user-page'; readonly user: UserRef; readonly nextToken: string }
+  /** Every key of `user` was read. */
+  | { readonly kind: 'user-done'; readonly user: UserRef }
+  /** `user` was deleted after ListUsers listed it (NoSuchEntity). */
+  | { readonly kind: 'user-vanished'; readonly user: UserRef }
+  /** Paging `user` failed with a non-retryable `code`; a rerun retries from `token`. */
+  | { readonly kind: 'user-failed'; readonly user: UserRef; readonly code: string; readonly token: string | null };
+
+export interface StateItem {
+  readonly type: 'STATE';
+  readonly state: StateEvent;
+}
+
+export type Item<T> = RecordItem<T> | StateItem;
+
+/** A Transform-friendly helper: maps RECORD items, passes STATE items untouched. */
+export function mapRecords<A, B>(fn: (record: A) => B | undefined): (item: Item<A>) => Item<B> | undefined {
+  return (item) => {
+    if (item.type === 'STATE') return item;
+    const out = fn(item.record);
+    return out === undefined ? undefined : { type: 'RECORD', record: out };
+  };
+}

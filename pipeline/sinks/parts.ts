@@ -1,0 +1,69 @@
+/**
+ * The part writer: the end of the export pipeline. It buffers records, and on each
+ * commit (every `commitRows` records or `commitMs` milliseconds, and at the end)
+ * writes them as one durable sorted part, and only then applies the STATE items
+ * that arrived with them and saves the checkpoint. That order is the one rule that
+ * makes resume exactly-once: a checkpoint never vouches for a record that is not
+ * on disk, and a part the checkpoint does not name is an orphan, deleted on resume.
+ */
+import { Writable } from 'node:stream';
+import { saveCheckpoint, type Checkpoint } from '../checkpoint.ts';
+import type { Item, StateEvent } from '../items.ts';
+import { runFileName, writeRun } from '../runs.ts';
+import type { AccessKeyRecord } from '../schema.ts';
+
+export interface PartWriterOptions {
+  readonly checkpoint: Checkpoint;
+  readonly checkpointFile: string;
+  /** Directory of the part files. */
+  readonly runsDir: string;
+  /** Commit after this many buffered records (bounds memory). */
+  readonly commitRows: number;
+  /** Commit when this long has passed since the last commit and something is pending. */
+  readonly commitMs: number;
+  /** Called for every record received (progress). */
+  readonly onRecord?: () => void;
+  /** Called just before each checkpoint save (e.g. to copy live counters into it). */
+  readonly beforeSave?: (checkpoint: Checkpoint) => void;
+  /** Called after each durable commit. */
+  readonly onCommit?: (commit: { rows: number; states: number }) => void;
+}
+
+/** The part writer as an object-mode Writable of RECORD and STATE items. */
+export function partWriter(o: PartWriterOptions): Writable {
+  let records: AccessKeyRecord[] = [];
+  let states: StateEvent[] = [];
+  let lastCommit = Date.now();
+  let nextRun = o.checkpoint.parts.reduce((max, p) => Math.max(max, Number(p.file.slice(4, 10))), 0) + 1;
+
+  const commit = async () => {
+    if (records.length === 0 && states.length === 0) return;
+    const batch = records;
+    const pending = states;
+    records = [];
+    states = [];
+    if (batch.length > 0) o.checkpoint.addPart(await writeRun(o.runsDir, runFileName(nextRun++), batch));
+    for (const s of pending) o.checkpoint.apply(s);
+    o.beforeSave?.(o.checkpoint);
+    await saveCheckpoint(o.checkpointFile, o.checkpoint);
+    lastCommit = Date.now();
+    o.onCommit?.({ rows: batch.length, states: pending.length });
+  };
+
+  return new Writable({
+    objectMode: true,
+    highWaterMark: 256,
+    write(item: Item<AccessKeyRecord>, _enc, done) {
+      if (item.type === 'RECORD') {
+        records.push(item.record);
+        o.onRecord?.();
+      }
+      else states.push(item.state);
+      if (records.length >= o.commitRows || Date.now() - lastCommit >= o.commitMs) commit().then(() => done(), done);
+      else done();
+    },
+    final(done) {
+      commit().then(() => done(), done);
+    },
+  });
+}

@@ -1,0 +1,22 @@
+/**
+ * The one Transform wrapper every stage uses: applies a pure item function in
+ * object mode; `undefined` drops the item. Keeps each stage file a pure function.
+ */
+import { Transform } from 'node:stream';
+
+/** Wraps a synchronous item function as an object-mode Transform. */
+export function itemTransform<A, B>(fn: (item: A) => B | undefined): Transform {
+  return new Transform({
+    objectMode: true,
+    transform(item: A, _enc, done) {
+      let out: B | undefined;
+      try {
+        out = fn(item);
+      } catch (err) {
+        done(err as Error);
+        return;
+      }
+      done(null, out);
+    },
+  });
+}
