@@ -1,0 +1,42 @@
+/**
+ * CSV data files (DESIGN §6): a header row, RFC 4180 quoting by csv-stringify,
+ * timestamps as ISO 8601 UTC with milliseconds, null as the empty field.
+ */
+import { stringify, type Options } from 'csv-stringify';
+import { COLUMN_NAMES } from '../schema.ts';
+import { writeAtomically } from './atomic.ts';
+import type { DataFileInfo, RecordSource } from './index.ts';
+
+/**
+ * Fields are quoted only when they hold a comma, a double quote, CR or LF, and an
+ * inner `"` is doubled (csv-stringify's defaults are RFC 4180's rules).
+ *
+ * Lines end in LF rather than RFC 4180's CRLF, as DuckDB's COPY, Spark and pandas
+ * write them: every CSV reader accepts both, and line-oriented tools (wc, grep,
+ * split, Hive-style text readers) then see no stray CR at the end of a line.
+ *
+ * An empty string is written as `""` so that it stays distinct from null, the
+ * empty field, for readers that make the difference (PostgreSQL's COPY, Spark).
+ * DuckDB reads both as NULL unless told `allow_quoted_nulls=false`.
+ */
+const CSV_OPTIONS: Options = {
+  header: true,
+  columns: COLUMN_NAMES,
+  record_delimiter: 'unix',
+  // Naming a record_delimiter silently turns this off in csv-stringify 6.9, which
+  // would leave a lone CR unquoted and readers would split the row there.
+  quote_record_delimiter: true,
+  cast: {
+    // Always UTC with milliseconds; invalid Dates never get here (checkRecord).
+    date: (value) => value.toISOString(),
+    string: (value) => (value === '' ? { value, quoted_empty: true } : value),
+  },
+};
+
+/**
+ * Writes `rows` as a CSV file at `target`, atomically (see `writeDataFile`).
+ * Streams: memory does not grow with the number of rows.
+ */
+export function writeCsvFile(target: string, rows: RecordSource): Promise<DataFileInfo> {
+  return writeAtomically(target, rows, stringify(CSV_OPTIONS));
+}
