@@ -104,10 +104,8 @@ async function runSource(o: SourceOptions, out: Channel<SourceItem>): Promise<vo
     }
     if (!o.plan.listingDone && !halted()) {
       let token = o.plan.listToken;
-      const pages = paginateUsers(
-        o.client,
-        { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: o.pageSize, ...(token ? { StartingToken: token } : {}) } },
-        send,
+      const pages = readAhead(
+        paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: o.pageSize, ...(token ? { StartingToken: token } : {}) } }, send),
       );
       for await (const page of pages) {
         const users = page.Users.map(toUserRef);
@@ -136,6 +134,26 @@ async function runSource(o: SourceOptions, out: Channel<SourceItem>): Promise<vo
   }
   // Tasks never reject: they report through requestStop.
   await Promise.all(running);
+}
+
+/**
+ * Requests the next page while the current one is being fanned out, so the users
+ * of a page never wait for a ListUsers round trip once its last user has started.
+ */
+export async function* readAhead<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
+  const it = source[Symbol.asyncIterator]();
+  let next = it.next();
+  try {
+    for (;;) {
+      const r = await next;
+      if (r.done) return;
+      next = it.next();
+      next.catch(() => undefined); // observed when awaited; never an unhandled rejection
+      yield r.value;
+    }
+  } finally {
+    await it.return?.(undefined);
+  }
 }
 
 async function pageUser(o: SourceOptions, out: Channel<SourceItem>, user: UserRef, startToken: string | null): Promise<void> {

@@ -1,0 +1,89 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DEFAULTS, parseCommand, parseDuration, type Config } from '../pipeline/config.ts';
+import { ExportError } from '../pipeline/errors.ts';
+
+function config(argv: string[], env: NodeJS.ProcessEnv = {}): Config {
+  const c = parseCommand(argv, env);
+  assert.equal(c.kind, 'run');
+  return (c as { config: Config }).config;
+}
+
+function problems(argv: string[], env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseCommand(argv, env);
+  } catch (err) {
+    assert.ok(err instanceof ExportError);
+    assert.equal(err.code, 'CONFIG_INVALID');
+    return err.message.split('\n');
+  }
+  assert.fail(`expected ${argv.join(' ')} to be rejected`);
+}
+
+test('defaults follow the documented contract', () => {
+  const c = config([]);
+  assert.equal(c.format, 'parquet');
+  assert.equal(c.out, './export');
+  assert.equal(c.concurrency, 8);
+  assert.equal(c.pageSize, 100);
+  assert.equal(c.pathPrefix, '/');
+  assert.deepEqual(c.statuses, []);
+  assert.equal(c.maxAttempts, DEFAULTS.maxAttempts);
+  assert.equal(c.fresh, false);
+});
+
+test('--status is repeatable, comma-separated, case-insensitive and canonical', () => {
+  assert.deepEqual(config(['--status', 'expired', '--status', 'Active,inactive']).statuses, ['Active', 'Inactive', 'Expired']);
+});
+
+test('durations take ms, s, m and h, alone or combined', () => {
+  assert.equal(parseDuration('90s'), 90_000);
+  assert.equal(parseDuration('14m'), 840_000);
+  assert.equal(parseDuration('1h30m'), 5_400_000);
+  assert.equal(parseDuration('250ms'), 250);
+  for (const bad of ['', '10', 'm', '1x', '1h 30m', '-5s']) assert.equal(parseDuration(bad), undefined, bad);
+});
+
+// Each bad value: the flag it must name.
+const BAD: [string[], string][] = [
+  [['--format', 'json'], '--format'],
+  [['--out', ''], '--out'],
+  [['--concurrency', '0'], '--concurrency'],
+  [['--concurrency', '65'], '--concurrency'],
+  [['--concurrency', 'many'], '--concurrency'],
+  [['--page-size', '1001'], '--page-size'],
+  [['--page-size', '2.5'], '--page-size'],
+  [['--path-prefix', 'eng/'], '--path-prefix'],
+  [['--path-prefix', '/a b/'], '--path-prefix'],
+  [['--status', 'Revoked'], '--status'],
+  [['--endpoint-url', 'ftp://x'], '--endpoint-url'],
+  [['--endpoint-url', 'not a url'], '--endpoint-url'],
+  [['--region', 'mars'], '--region'],
+  [['--profile', ''], '--profile'],
+  [['--max-items', '0'], '--max-items'],
+  [['--time-budget', '5 minutes'], '--time-budget'],
+  [['--max-attempts', '0'], '--max-attempts'],
+  [['--log-level', 'loud'], '--log-level'],
+  [['--bogus'], '--bogus'],
+  [['--format'], '--format'],
+  [['--fresh=yes'], '--fresh'],
+  [['stray'], 'stray'],
+];
+
+for (const [argv, flag] of BAD) {
+  test(`${argv.join(' ') || '(empty)'} is rejected with a line naming ${flag}`, () => {
+    const lines = problems(argv);
+    assert.equal(lines.length, 1, lines.join('\n'));
+    assert.ok(lines[0]!.includes(flag), lines[0]);
+  });
+}
+
+test('every problem is reported at once, one line each', () => {
+  const lines = problems(['--format', 'xml', '--concurrency', '0', '--nope']);
+  assert.equal(lines.length, 3);
+});
+
+test('tuning variables are validated like flags', () => {
+  assert.match(problems([], { IKE_COMMIT_ROWS: '0' })[0]!, /IKE_COMMIT_ROWS/);
+  assert.equal(config([], { IKE_COMMIT_MS: '0', IKE_ROWS_PER_FILE: '10' }).tuning.rowsPerFile, 10);
+});
