@@ -33,15 +33,20 @@ export interface PartWriterOptions {
 export function partWriter(o: PartWriterOptions): Writable {
   let records: AccessKeyRecord[] = [];
   let states: StateEvent[] = [];
+  // Records before this index are vouched for by a STATE already received. Only
+  // they are committed: a record whose STATE has not arrived must not become
+  // durable, or a resume would read its page again.
+  let covered = 0;
   let lastCommit = Date.now();
   let nextRun = o.checkpoint.parts.reduce((max, p) => Math.max(max, Number(p.file.slice(4, 10))), 0) + 1;
 
-  const commit = async () => {
-    if (records.length === 0 && states.length === 0) return;
-    const batch = records;
+  const commit = async (force = false) => {
+    if (states.length === 0 && !force) return;
+    const batch = records.slice(0, covered);
     const pending = states;
-    records = [];
+    records = records.slice(covered);
     states = [];
+    covered = 0;
     if (batch.length > 0) o.checkpoint.addPart(await writeRun(o.runsDir, runFileName(nextRun++), batch));
     for (const s of pending) o.checkpoint.apply(s);
     o.beforeSave?.(o.checkpoint);
@@ -57,13 +62,16 @@ export function partWriter(o: PartWriterOptions): Writable {
       if (item.type === 'RECORD') {
         records.push(item.record);
         o.onRecord?.();
+      } else {
+        states.push(item.state);
+        covered = records.length;
       }
-      else states.push(item.state);
       if (records.length >= o.commitRows || Date.now() - lastCommit >= o.commitMs) commit().then(() => done(), done);
       else done();
     },
     final(done) {
-      commit().then(() => done(), done);
+      // Always save at the end, so the counters of the last stretch are kept too.
+      commit(true).then(() => done(), done);
     },
   });
 }

@@ -19,24 +19,38 @@ import { Channel } from './channel.ts';
 import { paginateAccessKeys, paginateUsers } from './paginate.ts';
 import { toUserRef } from './users.ts';
 
-/** A shared allowance of keys for a bounded run (--max-items). */
+/**
+ * A shared allowance of keys for a bounded run (--max-items). Users reserve up to
+ * a page of keys before each request and settle what they used; a user finding the
+ * allowance reserved by others waits for their settlement instead of giving up,
+ * so the run stops only when N keys were really read.
+ */
 export class KeyBudget {
   #remaining: number;
+  #outstanding = 0;
+  #waiters: (() => void)[] = [];
   constructor(maxItems: number) {
     this.#remaining = maxItems;
   }
+  /** True once every key of the allowance was read. */
   get exhausted(): boolean {
-    return this.#remaining <= 0;
+    return this.#remaining <= 0 && this.#outstanding === 0;
   }
-  /** Reserves up to `want` keys; 0 means the budget is spent. */
-  take(want: number): number {
+  /** Reserves up to `want` keys; resolves 0 when the allowance is spent. */
+  async take(want: number): Promise<number> {
+    while (this.#remaining <= 0 && this.#outstanding > 0) await new Promise<void>((r) => this.#waiters.push(r));
     const grant = Math.min(want, this.#remaining);
     this.#remaining -= grant;
+    this.#outstanding += grant;
     return grant;
   }
-  /** Returns what a reservation did not use. */
-  giveBack(unused: number): void {
-    this.#remaining += unused;
+  /** Settles a reservation: `used` keys were read, the rest returns to the allowance. */
+  settle(grant: number, used: number): void {
+    this.#outstanding -= grant;
+    this.#remaining += grant - used;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
   }
 }
 
@@ -163,31 +177,36 @@ async function pageUser(o: SourceOptions, out: Channel<SourceItem>, user: UserRe
     for (;;) {
       // Unbounded runs page the user in one iteration; bounded ones reserve a slice
       // of the key budget per iteration (the seed's MaxItems / NextToken contract).
-      const grant = o.budget ? o.budget.take(o.pageSize) : undefined;
-      if (grant === 0) return; // budget spent: the user stays in progress at `token`
+      const grant = o.budget ? await o.budget.take(o.pageSize) : undefined;
+      if (grant === 0 || o.stop.aborted) return; // stopped: the user stays in progress at `token`
       let got = 0;
       let more = false;
-      const pages = paginateAccessKeys(
-        o.client,
-        { UserName: user.userName, PaginationConfig: { PageSize: o.pageSize, ...(grant ? { MaxItems: grant } : {}), ...(token ? { StartingToken: token } : {}) } },
-        { abortSignal: o.stop },
-      );
-      for await (const page of pages) {
-        if (o.stop.aborted) return;
-        const items: SourceItem[] = page.AccessKeyMetadata.map((key) => ({ type: 'RECORD', record: { user, key } }));
-        got += items.length;
-        more = page.NextToken !== undefined;
-        if (page.NextToken !== undefined) {
-          items.push({ type: 'STATE', state: { kind: 'user-page', user, nextToken: page.NextToken } });
-          token = page.NextToken;
+      try {
+        const pages = paginateAccessKeys(
+          o.client,
+          { UserName: user.userName, PaginationConfig: { PageSize: o.pageSize, ...(grant ? { MaxItems: grant } : {}), ...(token ? { StartingToken: token } : {}) } },
+          { abortSignal: o.stop },
+        );
+        for await (const page of pages) {
+          if (o.stop.aborted) return;
+          const items: SourceItem[] = page.AccessKeyMetadata.map((key) => ({ type: 'RECORD', record: { user, key } }));
+          got += items.length;
+          more = page.NextToken !== undefined;
+          // A page and the STATE that vouches for it travel as one unit: the writer
+          // commits records only together with the STATE after them.
+          if (page.NextToken !== undefined) {
+            items.push({ type: 'STATE', state: { kind: 'user-page', user, nextToken: page.NextToken } });
+            token = page.NextToken;
+          } else {
+            items.push({ type: 'STATE', state: { kind: 'user-done', user } });
+          }
+          await out.push(...items);
         }
-        await out.push(...items);
+      } finally {
+        if (grant !== undefined) o.budget?.settle(grant, got);
       }
-      if (grant !== undefined) o.budget?.giveBack(grant - got);
-      if (!more) break;
-      if (o.stop.aborted) return; // stopped between iterations: in progress at `token`
+      if (!more) return;
     }
-    await out.push({ type: 'STATE', state: { kind: 'user-done', user } });
   } catch (err) {
     if (o.stop.aborted) return; // an aborted call: its page was not emitted, the token still holds
     const action = classifyUserError(err, user.userName);

@@ -1,0 +1,195 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startFakeIam, type FakeIam } from './fake-iam/server.ts';
+import { runCli, startCli, testEnv } from './support/cli.ts';
+import { killLoop } from './support/crash.ts';
+import { expectedRows, onlySnapshotDir, publishedRows, verifyManifest } from './support/expect.ts';
+
+async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), 'ike-resume-'));
+  try {
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function withFake<T>(options: Parameters<typeof startFakeIam>[0], fn: (fake: FakeIam) => Promise<T>): Promise<T> {
+  const fake = await startFakeIam(options);
+  try {
+    return await fn(fake);
+  } finally {
+    await fake.close();
+  }
+}
+
+/** The rows of an uninterrupted run at --concurrency 1. */
+async function referenceRows(fake: FakeIam, format: 'csv' | 'parquet') {
+  return withTemp(async (out) => {
+    const r = await runCli(['--endpoint-url', fake.url, '--out', out, '--format', format, '--concurrency', '1']);
+    assert.equal(r.code, 0, r.stderr);
+    return (await publishedRows(out, format)).rows;
+  });
+}
+
+async function stagingIds(out: string): Promise<string[]> {
+  return readdir(join(out, '_staging')).catch(() => []);
+}
+
+for (const format of ['csv', 'parquet'] as const) {
+  test(`${format}: killed with SIGKILL at 10 random moments and 3 times inside finalize, reruns publish every key exactly once`, async () => {
+    // Slow enough (~7 s of calls) that each run does a small share of the work before its kill.
+    await withFake({ users: 400, seed: 21, keysPerUser: { min: 0, max: 6 }, latencyMs: 12, jitterMs: 8 }, async (fake) => {
+      // An uninterrupted run equals the ground truth (test/export.test.ts checks it at every concurrency).
+      const reference = expectedRows(fake);
+      await withTemp(async (out) => {
+        const args = ['--endpoint-url', fake.url, '--out', out, '--format', format, '--concurrency', '2', '--page-size', '2'];
+        const loop = await killLoop({
+          args,
+          out,
+          kills: 10,
+          finalizeKills: 3,
+          seed: format === 'csv' ? 101 : 202,
+          signal: 'SIGKILL',
+          minMs: 450,
+          maxMs: 950,
+          // Commit often (many crash points between part and checkpoint); many small files make finalize long enough to hit.
+          env: { IKE_COMMIT_ROWS: '7', IKE_COMMIT_MS: '50', IKE_ROWS_PER_FILE: '20' },
+        });
+        assert.equal(loop.killed, 13);
+        assert.ok(loop.killedInFinalize >= 1, `at least one kill landed inside finalize (${loop.killedInFinalize})`);
+        const { rows } = await publishedRows(out, format);
+        assert.deepEqual(rows, reference, 'row for row equal to the ground truth, in order');
+        const manifest = await verifyManifest(await onlySnapshotDir(out));
+        assert.equal(manifest.duplicates_dropped, 0, 'resume never re-reads a committed page');
+        assert.ok(manifest.resumes >= 3, `resumes counted (${manifest.resumes})`);
+        assert.deepEqual(await stagingIds(out), []);
+      });
+    });
+  });
+}
+
+test('SIGTERM stops within 10 s with exit 75 and the rerun finishes the exact snapshot', async () => {
+  await withFake({ users: 120, seed: 4, keysPerUser: { min: 0, max: 4 }, latencyMs: 30 }, async (fake) => {
+    await withTemp(async (out) => {
+      const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'parquet', '--concurrency', '2', '--page-size', '1'];
+      const cli = startCli(args);
+      while ((await stagingIds(out)).length === 0) await sleep(20);
+      await sleep(400);
+      const signalled = Date.now();
+      cli.kill('SIGTERM');
+      const r = await cli.done;
+      assert.equal(r.code, 75, r.stderr);
+      assert.ok(Date.now() - signalled < 10_000);
+      assert.match(r.stderr, /SIGTERM/);
+      assert.match(r.stderr, /resumable/);
+      const again = await runCli(args);
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual((await publishedRows(out, 'parquet')).rows, expectedRows(fake));
+      const manifest = await verifyManifest(await onlySnapshotDir(out));
+      assert.equal(manifest.resumes, 1);
+    });
+  });
+});
+
+test('--max-items 7 repeated until exit 0 publishes the same rows as one uninterrupted run', async () => {
+  await withFake({ users: 30, seed: 9, keysPerUser: { min: 0, max: 5 } }, async (fake) => {
+    const reference = await referenceRows(fake, 'csv');
+    await withTemp(async (out) => {
+      const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--max-items', '7', '--page-size', '3', '--concurrency', '3'];
+      let runs = 0;
+      for (;;) {
+        const r = await runCli(args);
+        runs++;
+        if (r.code === 0) break;
+        assert.equal(r.code, 75, r.stderr);
+        assert.match(r.stderr, /max-items/);
+        assert.ok(runs < 100);
+      }
+      assert.ok(runs >= Math.ceil(reference.length / 7), `${runs} runs for ${reference.length} keys`);
+      assert.deepEqual((await publishedRows(out, 'csv')).rows, reference);
+    });
+  });
+});
+
+test('--time-budget 2s stops cleanly with exit 75 and one line; the rerun continues', async () => {
+  await withFake({ users: 200, seed: 8, keysPerUser: { min: 1, max: 2 }, latencyMs: 40 }, async (fake) => {
+    await withTemp(async (out) => {
+      const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv'];
+      const r = await runCli([...args, '--concurrency', '1', '--page-size', '1', '--time-budget', '2s']);
+      assert.equal(r.code, 75, r.stderr);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0]!, /time-budget/);
+      // Concurrency and page size may change between a run and its resume.
+      const again = await runCli([...args, '--concurrency', '16', '--page-size', '100']);
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual((await publishedRows(out, 'csv')).rows, expectedRows(fake));
+    });
+  });
+});
+
+test('a different configuration meeting an unfinished snapshot exits 2 naming --fresh; --fresh starts over', async () => {
+  await withFake({ users: 20, seed: 2, keysPerUser: { min: 1, max: 3 } }, async (fake) => {
+    await withTemp(async (out) => {
+      const base = ['--endpoint-url', fake.url, '--out', out];
+      assert.equal((await runCli([...base, '--format', 'csv', '--max-items', '3'])).code, 75);
+      const [id] = await stagingIds(out);
+      const r = await runCli([...base, '--format', 'parquet']);
+      assert.equal(r.code, 2);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0]!, /--fresh/);
+      assert.match(lines[0]!, /--format csv, now parquet/);
+      assert.deepEqual(await stagingIds(out), [id], 'the unfinished snapshot is untouched');
+      const fresh = await runCli([...base, '--format', 'parquet', '--fresh']);
+      assert.equal(fresh.code, 0, fresh.stderr);
+      assert.deepEqual((await publishedRows(out, 'parquet')).rows, expectedRows(fake));
+      assert.deepEqual(await stagingIds(out), []);
+    });
+  });
+});
+
+test('a corrupt checkpoint exits 1 with its path and --fresh, and touches nothing published', async () => {
+  await withFake({ users: 20, seed: 2, keysPerUser: { min: 1, max: 3 } }, async (fake) => {
+    await withTemp(async (out) => {
+      const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv'];
+      assert.equal((await runCli(args)).code, 0);
+      const published = await onlySnapshotDir(out);
+      const before = await readFile(join(published, 'part-00000.csv'));
+      assert.equal((await runCli([...args, '--max-items', '2'])).code, 75);
+      const [id] = await stagingIds(out);
+      const file = join(out, '_staging', id!, 'checkpoint.json');
+      await writeFile(file, '{"version":1,"snapsh');
+      const r = await runCli(args);
+      assert.equal(r.code, 1);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, r.stderr);
+      assert.ok(lines[0]!.includes(file) && lines[0]!.includes('--fresh'), lines[0]);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+      assert.deepEqual(await readFile(join(published, 'part-00000.csv')), before);
+      assert.equal(await readFile(file, 'utf8'), '{"version":1,"snapsh', 'never a silent restart');
+    });
+  });
+});
+
+test('checkpoint and staged parts are private: files 0600, directories 0700', async () => {
+  await withFake({ users: 20, seed: 2, keysPerUser: { min: 1, max: 3 } }, async (fake) => {
+    await withTemp(async (out) => {
+      await chmod(out, 0o755);
+      assert.equal((await runCli(['--endpoint-url', fake.url, '--out', out, '--max-items', '5'], testEnv({ IKE_COMMIT_ROWS: '2' }))).code, 75);
+      const [id] = await stagingIds(out);
+      const staging = join(out, '_staging', id!);
+      for (const dir of [join(out, '_staging'), staging, join(staging, 'runs')]) assert.equal((await stat(dir)).mode & 0o777, 0o700, dir);
+      const files = [join(staging, 'checkpoint.json'), ...(await readdir(join(staging, 'runs'))).map((f) => join(staging, 'runs', f))];
+      assert.ok(files.length >= 2);
+      for (const f of files) assert.equal((await stat(f)).mode & 0o777, 0o600, f);
+      const checkpoint = await readFile(join(staging, 'checkpoint.json'), 'utf8');
+      assert.doesNotMatch(checkpoint, /test-secret-not-real|AKIDTESTTESTTESTTEST/, 'no credentials in the checkpoint');
+    });
+  });
+});

@@ -1,0 +1,99 @@
+/**
+ * Kill-and-rerun loops: run the CLI, kill its whole process group at seeded random
+ * moments (and right inside finalize), rerun until it exits 0, and hand back the
+ * published rows for comparison with an uninterrupted run.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startCli, testEnv, type CliResult } from './cli.ts';
+
+/** A small seeded PRNG (mulberry32), so a failing kill schedule can be replayed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function publishing(out: string): boolean {
+  const staging = join(out, '_staging');
+  if (!existsSync(staging)) return false;
+  return readdirSync(staging).some((id) => existsSync(join(staging, id, 'publish')));
+}
+
+export interface KillLoopOptions {
+  readonly args: readonly string[];
+  readonly out: string;
+  /** Kills at random moments of the export. */
+  readonly kills: number;
+  /** Then kills aimed inside finalize (while publish/ exists in staging). */
+  readonly finalizeKills: number;
+  readonly seed: number;
+  readonly signal: NodeJS.Signals;
+  /** Random kill moments are drawn from [minMs, maxMs] after start. */
+  readonly minMs: number;
+  readonly maxMs: number;
+  readonly env?: Record<string, string>;
+}
+
+export interface KillLoopResult {
+  /** Runs that were killed (the signal reached a live process). */
+  readonly killed: number;
+  /** Kills that landed while publish/ existed in staging. */
+  readonly killedInFinalize: number;
+  /** Every result, the last one being the run that exited 0. */
+  readonly results: readonly CliResult[];
+}
+
+/**
+ * Runs `args` repeatedly, killing `kills` runs, then runs it to completion.
+ * Throws when a run exits with anything but 0 / 75 / the kill.
+ */
+export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
+  const random = prng(o.seed);
+  const results: CliResult[] = [];
+  let killed = 0;
+  let killedInFinalize = 0;
+  const total = o.kills + o.finalizeKills;
+  for (let attempt = 0; killed < total; attempt++) {
+    if (attempt > total * 4) throw new Error(`only ${killed} of ${total} kills landed in ${attempt} runs`);
+    const cli = startCli(o.args, testEnv(o.env));
+    const aimAtFinalize = killed >= o.kills;
+    const deadline = Date.now() + o.minMs + random() * (o.maxMs - o.minMs);
+    let exited = false;
+    void cli.done.then(() => (exited = true));
+    let inFinalize = false;
+    for (;;) {
+      if (exited) break;
+      if (aimAtFinalize ? publishing(o.out) : Date.now() >= deadline) {
+        inFinalize = publishing(o.out);
+        if (aimAtFinalize) await sleep(Math.floor(random() * 3));
+        cli.kill(o.signal);
+        break;
+      }
+      await sleep(aimAtFinalize ? 1 : 5);
+    }
+    const r = await cli.done;
+    results.push(r);
+    if (r.signal === o.signal || (o.signal === 'SIGTERM' && r.code === 75)) {
+      killed++;
+      if (inFinalize) killedInFinalize++;
+      continue;
+    }
+    if (r.code === 0) {
+      // The snapshot finished before the kill: the caller sizes the workload so each
+      // run does a small share of it, and finalize long enough to be hit.
+      throw new Error(`run ${attempt} finished before its kill (${killed} kills so far); make the workload slower`);
+    }
+    if (r.code !== 75) throw new Error(`run exited ${r.code} / ${r.signal}: ${r.stderr}`);
+  }
+  const last = await startCli(o.args, testEnv(o.env)).done;
+  results.push(last);
+  if (last.code !== 0) throw new Error(`the final rerun exited ${last.code}: ${last.stderr}`);
+  return { killed, killedInFinalize, results };
+}
