@@ -1,0 +1,123 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startFakeIam } from './fake-iam/server.ts';
+import { runCli, testEnv } from './support/cli.ts';
+import { expectedRows, onlySnapshotDir, publishedRows, sortRows, verifyManifest } from './support/expect.ts';
+
+async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), 'ike-export-'));
+  try {
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+for (const format of ['parquet', 'csv'] as const) {
+  test(`a ${format} export holds every key of the fake exactly once, sorted, typed as a warehouse reads it`, async () => {
+    const fake = await startFakeIam({ users: 150, seed: 7, keysPerUser: { min: 0, max: 5 } });
+    try {
+      await withTemp(async (out) => {
+        const r = await runCli(['--endpoint-url', fake.url, '--out', out, '--format', format, '--page-size', '2', '--concurrency', '6']);
+        assert.equal(r.code, 0, r.stderr);
+        const { rows, all, types } = await publishedRows(out, format);
+        const expected = expectedRows(fake);
+        assert.ok(expected.length > 200, 'the fake has enough keys to page');
+        assert.deepEqual(rows, expected, 'rows equal the ground truth, in sort order');
+        assert.deepEqual(rows, sortRows(rows));
+        assert.match(types.create_date!, /^TIMESTAMP/);
+        assert.match(types.snapshot_time!, /^TIMESTAMP/);
+        // Parquet carries INT32; DuckDB's CSV sniffer widens integers to BIGINT.
+        assert.equal(types.key_age_days, format === 'parquet' ? 'INTEGER' : 'BIGINT');
+        const snapshotTime = new Date(String(all[0]!.snapshot_time)).getTime();
+        for (const row of all) {
+          const age = Math.floor((snapshotTime - new Date(String(row.create_date)).getTime()) / 86_400_000);
+          assert.equal(row.key_age_days, Math.max(0, age));
+          assert.equal(row.last_used_date, null);
+        }
+        const dir = await onlySnapshotDir(out);
+        const manifest = await verifyManifest(dir);
+        assert.equal(manifest.rows, expected.length);
+        assert.equal(manifest.users.seen, 150);
+        assert.equal(manifest.users.exported, 150);
+        assert.equal(manifest.resumes, 0);
+        assert.equal(manifest.duplicates_dropped, 0);
+        assert.equal(manifest.api.calls.ListAccessKeys, fake.stats().calls.ListAccessKeys);
+        assert.deepEqual((await readdir(dir)).sort(), ['_SUCCESS', '_manifest.json', `part-00000.${format}`]);
+        assert.deepEqual(await readdir(join(out, '_staging')), [], 'staging is cleaned after publish');
+      });
+    } finally {
+      await fake.close();
+    }
+  });
+}
+
+test('never more than --concurrency users are paged at once, and the fan-out uses all of them', async () => {
+  // Users of 3-4 pages each: paging them is slower than listing them, so the fan-out is the limit.
+  const fake = await startFakeIam({ users: 40, seed: 3, keysPerUser: { min: 6, max: 8 }, latencyMs: 25 });
+  try {
+    await withTemp(async (out) => {
+      const r = await runCli(['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--concurrency', '5', '--page-size', '2']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(fake.stats().peakInFlightByAction.ListAccessKeys, 5);
+    });
+  } finally {
+    await fake.close();
+  }
+});
+
+test('--status and --path-prefix keep exactly the matching keys', async () => {
+  const fake = await startFakeIam({ users: 120, seed: 11, keysPerUser: { min: 0, max: 3 } });
+  try {
+    const prefix = fake.truth().users.find((u) => u.path !== '/')!.path;
+    await withTemp(async (out) => {
+      const r = await runCli(['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--status', 'Inactive', '--status', 'Expired', '--path-prefix', prefix]);
+      assert.equal(r.code, 0, r.stderr);
+      const expected = expectedRows(fake, { statuses: ['Inactive', 'Expired'], pathPrefix: prefix });
+      assert.ok(expected.length > 0);
+      assert.deepEqual((await publishedRows(out, 'csv')).rows, expected);
+    });
+  } finally {
+    await fake.close();
+  }
+});
+
+test('large snapshots are split into files of IKE_ROWS_PER_FILE rows, still globally sorted', async () => {
+  const fake = await startFakeIam({ users: 60, seed: 5, keysPerUser: { min: 2, max: 4 } });
+  try {
+    await withTemp(async (out) => {
+      const r = await runCli(['--endpoint-url', fake.url, '--out', out, '--format', 'parquet'], testEnv({ IKE_ROWS_PER_FILE: '50', IKE_COMMIT_ROWS: '17' }));
+      assert.equal(r.code, 0, r.stderr);
+      const dir = await onlySnapshotDir(out);
+      const manifest = await verifyManifest(dir);
+      const expected = expectedRows(fake);
+      assert.equal(manifest.files.length, Math.ceil(expected.length / 50));
+      assert.ok(manifest.files.slice(0, -1).every((f) => f.rows === 50));
+      // Files in name order, rows in file order: the sort holds across files.
+      const { rows } = await publishedRows(out, 'parquet');
+      assert.deepEqual(sortRows(rows), expected);
+    });
+  } finally {
+    await fake.close();
+  }
+});
+
+test('an account without users publishes one readable, empty file', async () => {
+  const fake = await startFakeIam({ users: 0, seed: 1 });
+  try {
+    for (const format of ['csv', 'parquet'] as const) {
+      await withTemp(async (out) => {
+        const r = await runCli(['--endpoint-url', fake.url, '--out', out, '--format', format]);
+        assert.equal(r.code, 0, r.stderr);
+        const manifest = await verifyManifest(await onlySnapshotDir(out));
+        assert.equal(manifest.rows, 0);
+        assert.equal(manifest.files.length, 1);
+      });
+    }
+  } finally {
+    await fake.close();
+  }
+});

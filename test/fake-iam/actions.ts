@@ -1,0 +1,132 @@
+/**
+ * The IAM actions the fake implements, as pure functions from request
+ * parameters to a result or an IamError. No HTTP, no faults beyond the
+ * per-user fates: the server decides those before calling in here.
+ */
+import { compareCodeUnits, type Dataset, type FakeKey, type FakeUser } from './data.ts';
+import { IamError, accessDenied } from './errors.ts';
+import { userFate, type FaultOptions } from './faults.ts';
+import { decodeMarkerOf, encodeMarker, pageOf, parseMaxItems, rejectMarker, type Page } from './paging.ts';
+
+/** The actions the fake implements; any other answers InvalidAction. */
+export const IAM_ACTIONS = ['ListUsers', 'ListAccessKeys', 'GetAccessKeyLastUsed'] as const;
+export type IamAction = (typeof IAM_ACTIONS)[number];
+
+/** Narrows the `Action` parameter to one the fake implements. */
+export function isIamAction(name: string | null): name is IamAction {
+  return (IAM_ACTIONS as readonly (string | null)[]).includes(name);
+}
+
+/** What an action reads: the data, and the fault options that decide per-user fates. */
+export interface ActionContext {
+  readonly dataset: Dataset;
+  readonly faults: Pick<FaultOptions, 'listUsersDenied' | 'vanishedFraction' | 'deniedFraction'>;
+}
+
+/** A successful answer, before rendering. */
+export type ActionResult =
+  | { readonly action: 'ListUsers'; readonly page: Page<FakeUser> }
+  | { readonly action: 'ListAccessKeys'; readonly page: Page<FakeKey> }
+  | { readonly action: 'GetAccessKeyLastUsed'; readonly key: FakeKey };
+
+/** The identity the fake pretends signed every request, named in AccessDenied messages. */
+export const callerArn = (dataset: Dataset): string => `arn:aws:iam::${dataset.accountId}:user/key-exporter`;
+
+/** Input patterns, with the spelling IAM's messages use for them. */
+interface Pattern {
+  readonly regex: RegExp;
+  readonly shown: string;
+}
+const PATH_PREFIX: Pattern = { regex: /^\/[\u0021-\u007f]*$/, shown: '\\u002F[\\u0021-\\u007F]*' };
+const USER_NAME: Pattern = { regex: /^[\w+=,.@-]+$/, shown: '[\\w+=,.@-]+' };
+const ACCESS_KEY_ID: Pattern = { regex: /^\w+$/, shown: '[\\w]+' };
+
+function validationError(value: string | null, member: string, constraint: string): IamError {
+  const shown = value === null ? 'null' : `'${value}'`;
+  return new IamError('ValidationError', `1 validation error detected: Value ${shown} at '${member}' failed to satisfy constraint: Member must ${constraint}`);
+}
+
+function requireMatch(value: string | null, member: string, pattern: Pattern, min: number, max: number): string {
+  if (value === null) throw validationError(value, member, 'not be null');
+  if (value.length < min || value.length > max) throw validationError(value, member, `have length between ${min} and ${max}`);
+  if (!pattern.regex.test(value)) throw validationError(value, member, `satisfy regular expression pattern: ${pattern.shown}`);
+  return value;
+}
+
+/** Runs one action; throws IamError for any error answer. */
+export function runAction(action: IamAction, params: URLSearchParams, context: ActionContext): ActionResult {
+  switch (action) {
+    case 'ListUsers':
+      return { action, page: listUsers(params, context) };
+    case 'ListAccessKeys':
+      return { action, page: listAccessKeys(params, context) };
+    case 'GetAccessKeyLastUsed':
+      return { action, key: getAccessKeyLastUsed(params, context) };
+  }
+}
+
+/** The first index whose user name sorts after `name`. */
+function indexAfter(users: readonly FakeUser[], name: string): number {
+  let low = 0;
+  let high = users.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (compareCodeUnits((users[mid] as FakeUser).userName, name) <= 0) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
+function listUsers(params: URLSearchParams, { dataset, faults }: ActionContext): Page<FakeUser> {
+  if (faults.listUsersDenied) {
+    throw accessDenied(callerArn(dataset), 'ListUsers', `arn:aws:iam::${dataset.accountId}:user/`);
+  }
+  const prefix = requireMatch(params.get('PathPrefix') ?? '/', 'pathPrefix', PATH_PREFIX, 1, 512);
+  const maxItems = parseMaxItems(params.get('MaxItems'));
+  const rawMarker = params.get('Marker');
+  // The marker holds the last name returned, not an index, so it stays valid
+  // whatever the PathPrefix and would survive users being added meanwhile.
+  const from = rawMarker === null ? 0 : indexAfter(dataset.users, decodeMarkerOf(rawMarker, 'users').after);
+
+  const items: FakeUser[] = [];
+  let i = from;
+  for (; i < dataset.users.length && items.length < maxItems; i++) {
+    const user = dataset.users[i] as FakeUser;
+    if (user.path.startsWith(prefix)) items.push(user);
+  }
+  let more = false;
+  for (; i < dataset.users.length && !more; i++) more = (dataset.users[i] as FakeUser).path.startsWith(prefix);
+  const last = items[items.length - 1];
+  if (!more || last === undefined) return { items, isTruncated: false };
+  return { items, isTruncated: true, marker: encodeMarker({ list: 'users', after: last.userName }) };
+}
+
+/** The user a per-user call names, after its fate: denied, vanished or there. */
+function reachableUser(userName: string, action: IamAction, { dataset, faults }: ActionContext): FakeUser {
+  const user = dataset.usersByName.get(userName);
+  const fate = user ? userFate(user.fateRank, dataset.users.length, faults) : 'vanished';
+  if (user && fate === 'denied') throw accessDenied(callerArn(dataset), action, user.arn);
+  if (!user || fate === 'vanished') throw new IamError('NoSuchEntity', `The user with name ${userName} cannot be found.`);
+  return user;
+}
+
+function listAccessKeys(params: URLSearchParams, context: ActionContext): Page<FakeKey> {
+  // IAM would list the caller's own keys without UserName; the fake has no
+  // caller user, and an exporter that forgets UserName has a bug worth seeing.
+  const userName = requireMatch(params.get('UserName'), 'userName', USER_NAME, 1, 128);
+  const maxItems = parseMaxItems(params.get('MaxItems'));
+  const rawMarker = params.get('Marker');
+  const marker = rawMarker === null ? undefined : decodeMarkerOf(rawMarker, 'keys');
+  const user = reachableUser(userName, 'ListAccessKeys', context);
+  const keys = context.dataset.keysByUser.get(user.userName) ?? [];
+  if (marker && (marker.user !== user.userName || marker.index >= keys.length)) rejectMarker();
+  return pageOf(keys, marker?.index ?? 0, maxItems, (_, index) => ({ list: 'keys', user: user.userName, index }));
+}
+
+function getAccessKeyLastUsed(params: URLSearchParams, context: ActionContext): FakeKey {
+  const accessKeyId = requireMatch(params.get('AccessKeyId'), 'accessKeyId', ACCESS_KEY_ID, 16, 128);
+  const key = context.dataset.keysById.get(accessKeyId);
+  if (!key) throw new IamError('NoSuchEntity', `The Access Key with id ${accessKeyId} cannot be found.`);
+  reachableUser(key.userName, 'GetAccessKeyLastUsed', context);
+  return key;
+}

@@ -1,0 +1,167 @@
+/**
+ * Fault injection: latency, a server-side rate limit, random throttles, 500s
+ * and dropped connections, and per-user fates. Decisions are seeded and the
+ * clock is injected, so the logic is testable without a server or real time.
+ */
+import { invalidClientTokenId, serviceFailure, throttling, type IamError } from './errors.ts';
+import { streamFor, type Random } from './random.ts';
+
+/** A token bucket over all API requests: `burst` tokens, refilled at `perSecond`. */
+export interface RateLimit {
+  readonly perSecond: number;
+  readonly burst: number;
+}
+
+/** Everything that can be changed on a running fake with `configure()`. */
+export interface FaultOptions {
+  /** Fixed delay before answering each request. */
+  readonly latencyMs: number;
+  /** Uniform extra delay in [0, jitterMs) on top of latencyMs. */
+  readonly jitterMs: number;
+  /** `null`: no rate limit. */
+  readonly rateLimit: RateLimit | null;
+  /** Share of requests answered 400 Throttling. */
+  readonly throttleProbability: number;
+  /** Share of requests answered 500 ServiceFailure. */
+  readonly serverErrorProbability: number;
+  /** Share of requests whose connection is destroyed without an answer. */
+  readonly dropProbability: number;
+  /** Share of users listed by ListUsers whose ListAccessKeys answers 404 NoSuchEntity. */
+  readonly vanishedFraction: number;
+  /** Share of users whose ListAccessKeys answers 403 AccessDenied. */
+  readonly deniedFraction: number;
+  /** Every call answers 403 InvalidClientTokenId. */
+  readonly invalidCredentials: boolean;
+  /** ListUsers answers 403 AccessDenied. */
+  readonly listUsersDenied: boolean;
+}
+
+export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
+  latencyMs: 0,
+  jitterMs: 0,
+  rateLimit: null,
+  throttleProbability: 0,
+  serverErrorProbability: 0,
+  dropProbability: 0,
+  vanishedFraction: 0,
+  deniedFraction: 0,
+  invalidCredentials: false,
+  listUsersDenied: false,
+});
+
+/** A token bucket; starts full, so a burst is served at once. */
+export class TokenBucket {
+  readonly #limit: RateLimit;
+  readonly #now: () => number;
+  #tokens: number;
+  #updatedAt: number;
+
+  /** @param now monotonic milliseconds */
+  constructor(limit: RateLimit, now: () => number) {
+    this.#limit = limit;
+    this.#now = now;
+    this.#tokens = limit.burst;
+    this.#updatedAt = now();
+  }
+
+  /** Takes a token if one is there; never waits. */
+  tryTake(): boolean {
+    const now = this.#now();
+    const refill = ((now - this.#updatedAt) / 1000) * this.#limit.perSecond;
+    this.#tokens = Math.min(this.#limit.burst, this.#tokens + refill);
+    this.#updatedAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+}
+
+/** What happens to a user's per-user calls. */
+export type UserFate = 'present' | 'vanished' | 'denied';
+
+/**
+ * The fate of the user at `rank` (see `FakeUser.fateRank`) among `userCount`
+ * users: the lowest ranks vanish, the next ones are denied. Shares are rounded
+ * to whole users so a fraction means the same count every time.
+ */
+export function userFate(rank: number, userCount: number, options: Pick<FaultOptions, 'vanishedFraction' | 'deniedFraction'>): UserFate {
+  const vanished = Math.round(options.vanishedFraction * userCount);
+  const denied = Math.round(options.deniedFraction * userCount);
+  if (rank < vanished) return 'vanished';
+  if (rank < vanished + denied) return 'denied';
+  return 'present';
+}
+
+/** What to do with a request once its latency has passed. */
+export type Verdict = { readonly kind: 'answer' } | { readonly kind: 'drop' } | { readonly kind: 'fail'; readonly error: IamError };
+
+const ANSWER: Verdict = Object.freeze({ kind: 'answer' });
+
+/**
+ * Decides, request by request, which faults to inject. Holds the only mutable
+ * fault state: the current options, the rate-limit bucket and the seeded streams.
+ */
+export class FaultInjector {
+  #options: FaultOptions;
+  #bucket: TokenBucket | null;
+  readonly #now: () => number;
+  readonly #faultRandom: Random;
+  readonly #jitterRandom: Random;
+
+  constructor(seed: number, options: FaultOptions, now: () => number = () => performance.now()) {
+    this.#now = now;
+    this.#options = options;
+    this.#bucket = options.rateLimit ? new TokenBucket(options.rateLimit, now) : null;
+    this.#faultRandom = streamFor(seed, 'faults');
+    this.#jitterRandom = streamFor(seed, 'jitter');
+  }
+
+  get options(): FaultOptions {
+    return this.#options;
+  }
+
+  /**
+   * Replaces the options (already validated). A changed rate limit starts
+   * with a full bucket; an unchanged one keeps its state, so toggling another
+   * fault does not hand out a free burst.
+   */
+  configure(options: FaultOptions): void {
+    const before = this.#options.rateLimit;
+    const after = options.rateLimit;
+    if (before?.perSecond !== after?.perSecond || before?.burst !== after?.burst) {
+      this.#bucket = options.rateLimit ? new TokenBucket(options.rateLimit, this.#now) : null;
+    }
+    this.#options = options;
+  }
+
+  /**
+   * Checked on arrival, before any latency: IAM rejects a request over its
+   * rate at once. Bad credentials win over the rate limit, because "every call
+   * answers InvalidClientTokenId" is what that mode promises.
+   */
+  onArrival(): IamError | undefined {
+    if (this.#options.invalidCredentials || !this.#bucket) return undefined;
+    return this.#bucket.tryTake() ? undefined : throttling();
+  }
+
+  /** How long to wait before answering this request. */
+  delayMs(): number {
+    const { latencyMs, jitterMs } = this.#options;
+    // Always draw, so the jitter sequence does not depend on whether jitter was on.
+    const draw = this.#jitterRandom();
+    return latencyMs + draw * jitterMs;
+  }
+
+  /** The request's fate once its latency has passed. */
+  afterDelay(): Verdict {
+    const { invalidCredentials, dropProbability, throttleProbability, serverErrorProbability } = this.#options;
+    // One draw per request whatever the options, so changing one probability
+    // does not shift which later requests the other faults hit.
+    const draw = this.#faultRandom();
+    if (invalidCredentials) return { kind: 'fail', error: invalidClientTokenId() };
+    if (draw < dropProbability) return { kind: 'drop' };
+    if (draw < dropProbability + throttleProbability) return { kind: 'fail', error: throttling() };
+    if (draw < dropProbability + throttleProbability + serverErrorProbability) return { kind: 'fail', error: serviceFailure() };
+    return ANSWER;
+  }
+}

@@ -1,0 +1,234 @@
+/**
+ * An IAM Query-protocol emulator on 127.0.0.1, for tests, the demo and the
+ * benchmark. The real @aws-sdk/client-iam talks to it through `endpoint`.
+ *
+ * Each API request goes: count it → rate limit (answer at once if empty) →
+ * latency → invalid credentials / drop / throttle / 500 → the action itself.
+ * `/_fake/*` is the control plane for other processes; it is never faulted
+ * and never counted.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isIamAction, runAction } from './actions.ts';
+import { generateDataset, type Dataset } from './data.ts';
+import { IamError } from './errors.ts';
+import { FaultInjector, type FaultOptions } from './faults.ts';
+import { FakeIamOptionsError, mergeFaultOptions, resolveOptions, type FakeIamOptions } from './options.ts';
+import { StatsRecorder, type ErrorSource, type FakeIamStats } from './stats.ts';
+import { buildTruth, readableKeys, type FakeIamTruth, type TruthKey } from './truth.ts';
+import { renderError, renderResult } from './xml.ts';
+
+export type { FakeIamOptions } from './options.ts';
+export type { FaultOptions, RateLimit } from './faults.ts';
+export type { FakeIamStats } from './stats.ts';
+export type { FakeIamTruth, TruthKey, TruthUser } from './truth.ts';
+export { FakeIamOptionsError } from './options.ts';
+
+/** A running fake. */
+export interface FakeIam {
+  /** Base URL to pass as the SDK's `endpoint`, e.g. `http://127.0.0.1:54321`. */
+  readonly url: string;
+  readonly port: number;
+  /** Every user and key, with the fates the current options give them. */
+  truth(): FakeIamTruth;
+  /** Keys of users neither vanished nor denied: what a complete export holds. */
+  readableKeys(): TruthKey[];
+  stats(): FakeIamStats;
+  resetStats(): void;
+  /** The fault options in force. */
+  faults(): FaultOptions;
+  /**
+   * Changes fault options on the running server; later requests see them.
+   * Throws FakeIamOptionsError (and changes nothing) when the result is invalid.
+   */
+  configure(patch: Partial<FaultOptions>): FaultOptions;
+  /** Stops listening, destroys every connection and pending answer; idempotent. */
+  close(): Promise<void>;
+}
+
+const HOST = '127.0.0.1';
+const MAX_BODY_BYTES = 1 << 20;
+
+/** The request body, or undefined (socket destroyed) when the client aborted or sent too much. */
+async function readBody(req: IncomingMessage): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) break;
+      chunks.push(chunk);
+    }
+  } catch {
+    // The client went away mid-body: nobody is left to answer.
+  }
+  if (size > MAX_BODY_BYTES || !req.complete) {
+    req.socket.destroy();
+    return undefined;
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function sendXml(res: ServerResponse, status: number, body: string, requestId: string): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, {
+    'content-type': 'text/xml',
+    'content-length': Buffer.byteLength(body),
+    'x-amzn-requestid': requestId,
+  });
+  res.end(body);
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** Starts a fake on 127.0.0.1 and resolves once it is listening. */
+export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIam> {
+  const resolved = resolveOptions(options);
+  const dataset: Dataset = generateDataset(resolved.data);
+  const faults = new FaultInjector(resolved.data.seed, resolved.faults);
+  const stats = new StatsRecorder();
+  // Aborts latency waits on close, so pending answers do not hold the process.
+  const closing = new AbortController();
+  // Ends of requests in flight: a response's 'close' event can come after the
+  // server's, and stats read after close() must not show ghosts in flight.
+  const unfinished = new Set<() => void>();
+
+  const configure = (patch: Partial<FaultOptions>): FaultOptions => {
+    const next = mergeFaultOptions(faults.options, patch);
+    faults.configure(next);
+    return next;
+  };
+  const truth = (): FakeIamTruth => buildTruth(dataset, faults.options);
+
+  function fail(res: ServerResponse, error: IamError, requestId: string, source: ErrorSource): void {
+    stats.error(error.code, source);
+    sendXml(res, error.status, renderError(error, requestId), requestId);
+  }
+
+  async function handleApi(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    // IAM takes the Query parameters in a form body or, for GET, the URL.
+    const body = req.method === 'POST' ? await readBody(req) : '';
+    if (body === undefined) return;
+    const params = req.method === 'POST' ? new URLSearchParams(body) : url.searchParams;
+    const actionName = params.get('Action');
+    const action = isIamAction(actionName) ? actionName : undefined;
+    const end = stats.begin(action);
+    const finish = (): void => {
+      unfinished.delete(finish);
+      end();
+    };
+    unfinished.add(finish);
+    res.once('close', finish);
+    const requestId = randomUUID();
+
+    const limited = faults.onArrival();
+    if (limited) return fail(res, limited, requestId, 'rateLimit');
+    const delay = faults.delayMs();
+    if (delay > 0) await sleep(delay, undefined, { signal: closing.signal });
+
+    const verdict = faults.afterDelay();
+    if (verdict.kind === 'drop') {
+      stats.dropped();
+      req.socket.destroy();
+      return;
+    }
+    if (verdict.kind === 'fail') return fail(res, verdict.error, requestId, 'injected');
+    if (!action) {
+      return fail(res, new IamError('InvalidAction', `Could not find operation ${actionName ?? ''} for version 2010-05-08`), requestId, 'action');
+    }
+    try {
+      sendXml(res, 200, renderResult(runAction(action, params, { dataset, faults: faults.options }), requestId), requestId);
+    } catch (error) {
+      if (!(error instanceof IamError)) throw error;
+      fail(res, error, requestId, 'action');
+    }
+  }
+
+  async function handleControl(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const route = `${req.method} ${url.pathname}`;
+    switch (route) {
+      case 'GET /_fake/stats':
+        return sendJson(res, 200, stats.snapshot());
+      case 'POST /_fake/stats/reset':
+        stats.reset();
+        return sendJson(res, 200, stats.snapshot());
+      case 'GET /_fake/truth':
+        return sendJson(res, 200, truth());
+      case 'GET /_fake/faults':
+        return sendJson(res, 200, faults.options);
+      case 'POST /_fake/configure': {
+        const body = await readBody(req);
+        if (body === undefined) return;
+        let patch: unknown;
+        try {
+          patch = JSON.parse(body);
+        } catch {
+          return sendJson(res, 400, { error: 'body must be a JSON object of fault options' });
+        }
+        try {
+          return sendJson(res, 200, configure(patch as Partial<FaultOptions>));
+        } catch (error) {
+          if (!(error instanceof FakeIamOptionsError)) throw error;
+          return sendJson(res, 400, { error: error.message, problems: error.problems });
+        }
+      }
+      default:
+        return sendJson(res, 404, { error: `no control route ${route}` });
+    }
+  }
+
+  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    const url = new URL(req.url ?? '/', `http://${HOST}`);
+    const handled = url.pathname.startsWith('/_fake/') ? handleControl(req, res, url) : handleApi(req, res, url);
+    handled.catch((error: unknown) => {
+      if (closing.signal.aborted) {
+        req.socket.destroy();
+        return;
+      }
+      // A bug in the fake must be loud, not look like an injected IAM fault.
+      process.stderr.write(`fake-iam: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      if (res.headersSent) req.socket.destroy();
+      else sendJson(res, 500, { error: 'fake-iam internal error' });
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(resolved.port, HOST, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+
+  let closed: Promise<void> | undefined;
+  return {
+    url: `http://${HOST}:${port}`,
+    port,
+    truth,
+    readableKeys: () => readableKeys(truth()),
+    stats: () => stats.snapshot(),
+    resetStats: () => stats.reset(),
+    faults: () => faults.options,
+    configure,
+    close() {
+      closed ??= new Promise<void>((resolve, reject) => {
+        closing.abort();
+        server.close((error) => {
+          for (const finish of unfinished) finish();
+          if (error) reject(error);
+          else resolve();
+        });
+        // close() alone waits for keep-alive and in-flight connections.
+        server.closeAllConnections();
+      });
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,121 @@
+/**
+ * What the fake saw: calls per action, concurrency peaks and the faults it
+ * injected. Tests and the benchmark read these to check how a client behaved.
+ */
+import { IAM_ACTIONS, type IamAction } from './actions.ts';
+import type { IamErrorCode } from './errors.ts';
+
+export interface FakeIamStats {
+  /** API requests received per action, whatever their answer. */
+  readonly calls: Readonly<Record<IamAction, number>>;
+  /** Requests whose Action the fake does not implement. */
+  readonly invalidActions: number;
+  /** All API requests received. */
+  readonly totalCalls: number;
+  /** Requests being handled right now. */
+  readonly inFlight: number;
+  /** Most requests handled at once, over all actions. */
+  readonly peakInFlight: number;
+  /** Most requests of each action handled at once. */
+  readonly peakInFlightByAction: Readonly<Record<IamAction, number>>;
+  /** Throttling answers, from the rate limit or injected at random. */
+  readonly throttled: number;
+  /** Of `throttled`, those from the rate limit. */
+  readonly rateLimited: number;
+  /** Injected 500 ServiceFailure answers. */
+  readonly serverErrors: number;
+  /** Connections destroyed without an answer. */
+  readonly dropped: number;
+  /** Every error answer, by code. */
+  readonly errors: Readonly<Partial<Record<IamErrorCode, number>>>;
+}
+
+const perAction = (value: number): Record<IamAction, number> =>
+  Object.fromEntries(IAM_ACTIONS.map((action) => [action, value])) as Record<IamAction, number>;
+
+/** Where an error answer came from. */
+export type ErrorSource = 'rateLimit' | 'injected' | 'action';
+
+/** Mutable counters behind `FakeIam.stats()`. */
+export class StatsRecorder {
+  #calls = perAction(0);
+  #invalidActions = 0;
+  #inFlight = 0;
+  #inFlightByAction = perAction(0);
+  #peak = 0;
+  #peakByAction = perAction(0);
+  #throttled = 0;
+  #rateLimited = 0;
+  #serverErrors = 0;
+  #dropped = 0;
+  #errors: Partial<Record<IamErrorCode, number>> = {};
+
+  /**
+   * Counts a request as received and in flight. Returns the function that ends
+   * it; calling that more than once is harmless, since both the answer and the
+   * socket closing may report the end.
+   */
+  begin(action: IamAction | undefined): () => void {
+    if (action) this.#calls[action]++;
+    else this.#invalidActions++;
+    this.#inFlight++;
+    this.#peak = Math.max(this.#peak, this.#inFlight);
+    if (action) {
+      this.#inFlightByAction[action]++;
+      this.#peakByAction[action] = Math.max(this.#peakByAction[action], this.#inFlightByAction[action]);
+    }
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.#inFlight--;
+      if (action) this.#inFlightByAction[action]--;
+    };
+  }
+
+  /** Counts an error answer. */
+  error(code: IamErrorCode, source: ErrorSource): void {
+    this.#errors[code] = (this.#errors[code] ?? 0) + 1;
+    if (code === 'Throttling') this.#throttled++;
+    if (source === 'rateLimit') this.#rateLimited++;
+    if (code === 'ServiceFailure' && source === 'injected') this.#serverErrors++;
+  }
+
+  /** Counts a connection destroyed on purpose. */
+  dropped(): void {
+    this.#dropped++;
+  }
+
+  /** A copy of the counters. */
+  snapshot(): FakeIamStats {
+    return {
+      calls: { ...this.#calls },
+      invalidActions: this.#invalidActions,
+      totalCalls: IAM_ACTIONS.reduce((sum, action) => sum + this.#calls[action], this.#invalidActions),
+      inFlight: this.#inFlight,
+      peakInFlight: this.#peak,
+      peakInFlightByAction: { ...this.#peakByAction },
+      throttled: this.#throttled,
+      rateLimited: this.#rateLimited,
+      serverErrors: this.#serverErrors,
+      dropped: this.#dropped,
+      errors: { ...this.#errors },
+    };
+  }
+
+  /**
+   * Zeroes the counters. Requests still in flight stay counted as in flight,
+   * and the peaks restart from them, so the numbers stay true across a reset.
+   */
+  reset(): void {
+    this.#calls = perAction(0);
+    this.#invalidActions = 0;
+    this.#peak = this.#inFlight;
+    this.#peakByAction = { ...this.#inFlightByAction };
+    this.#throttled = 0;
+    this.#rateLimited = 0;
+    this.#serverErrors = 0;
+    this.#dropped = 0;
+    this.#errors = {};
+  }
+}
