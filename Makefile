@@ -1,0 +1,30 @@
+# iam-key-export — the two commands of the README, plus the benchmark.
+#   make demo    install if needed, start the bundled fake IAM, export, show the snapshot
+#   make test    type-check, then every node:test suite
+#   make bench   speed, rate use, memory and checkpoint cost (prints a table)
+
+NODE_DEPS := node_modules/.package-lock.json
+TESTS := $(sort $(wildcard test/*.test.ts))
+
+.PHONY: demo test typecheck bench clean
+
+# Installs exactly the locked dependencies when they are missing or the lock changed.
+$(NODE_DEPS): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+demo: $(NODE_DEPS)
+	node --import tsx test/demo.ts
+
+typecheck: $(NODE_DEPS)
+	npx tsc --noEmit
+	node --import tsx schemas/generate.ts --check
+
+test: typecheck
+	node --import tsx --test --test-concurrency=2 $(TESTS)
+
+bench: $(NODE_DEPS)
+	node --import tsx bench/run.ts
+
+clean:
+	rm -rf export
