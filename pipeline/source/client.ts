@@ -1,11 +1,12 @@
 /**
  * The IAM client: the SDK's own credential chain, region and endpoint resolution
  * (flags first, then AWS_PROFILE, AWS_ENDPOINT_URL_IAM, SSO, IMDS...) and its
- * adaptive retry mode. A middleware counts calls, attempts and throttles for the
+ * adaptive retry strategy. A middleware counts calls, attempts and throttles for the
  * manifest and the operator; it observes only, it never decides.
  */
 import { IAMClient } from '@aws-sdk/client-iam';
 import { isThrottle } from '../errors.ts';
+import { createRetryStrategy } from './retry.ts';
 
 /** Live API counters of one run. */
 export interface ApiStats {
@@ -56,8 +57,8 @@ export async function createIamClient(o: ClientOptions, stats: ApiStats): Promis
     region: await resolveRegion(o),
     ...(o.profile ? { profile: o.profile } : {}),
     ...(o.endpointUrl ? { endpoint: o.endpointUrl } : {}),
-    retryMode: 'adaptive',
-    maxAttempts: o.maxAttempts,
+    // Adaptive mode (client-side rate limiting), with the limiter gated: see retry.ts.
+    retryStrategy: createRetryStrategy(o.maxAttempts),
   });
   client.middlewareStack.add(
     (next, context) => async (args) => {

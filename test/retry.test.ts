@@ -1,0 +1,46 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { RateLimiter } from '@smithy/core/retry';
+import { THROTTLE_COOLDOWN_MS, THROTTLE_MIN_SAMPLE, ThrottleShareGate } from '../pipeline/source/retry.ts';
+
+function recorder() {
+  const seen: ('throttle' | 'ok')[] = [];
+  const inner: RateLimiter = {
+    getSendToken: async () => undefined,
+    updateClientSendingRate: (r: unknown) => void seen.push((r as { errorType?: string }).errorType === 'THROTTLING' ? 'throttle' : 'ok'),
+  };
+  return { inner, seen };
+}
+
+const THROTTLE = { errorType: 'THROTTLING' };
+
+test('scattered throttles never reach the rate limiter', () => {
+  const { inner, seen } = recorder();
+  let t = 0;
+  const gate = new ThrottleShareGate(inner, () => (t += 50));
+  for (let i = 0; i < 1000; i++) gate.updateClientSendingRate(i % 9 === 0 ? THROTTLE : {});
+  assert.equal(seen.length, 1000);
+  assert.ok(!seen.includes('throttle'));
+});
+
+test('a run of throttles cuts the rate, at most once per cooldown', () => {
+  const { inner, seen } = recorder();
+  let t = 0;
+  const gate = new ThrottleShareGate(inner, () => t);
+  for (let i = 0; i < THROTTLE_MIN_SAMPLE; i++) gate.updateClientSendingRate({});
+  for (let i = 0; i < 50; i++) {
+    t += 10;
+    gate.updateClientSendingRate(THROTTLE);
+  }
+  assert.equal(seen.filter((s) => s === 'throttle').length, 1, '500 ms of throttles: one cut');
+  t += THROTTLE_COOLDOWN_MS;
+  gate.updateClientSendingRate(THROTTLE);
+  assert.equal(seen.filter((s) => s === 'throttle').length, 2);
+});
+
+test('too few answers are not judged', () => {
+  const { inner, seen } = recorder();
+  const gate = new ThrottleShareGate(inner, () => 0);
+  for (let i = 0; i < THROTTLE_MIN_SAMPLE - 1; i++) gate.updateClientSendingRate(THROTTLE);
+  assert.ok(!seen.includes('throttle'));
+});
