@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { HELP, parseCommand } from './config.ts';
 import { describeError, EXIT, exitCodeOf } from './errors.ts';
+import { createReporter } from './report.ts';
 import { runExport, type RunOutcome } from './run.ts';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -47,13 +48,17 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
+  const progressMs = Number(process.env.IKE_PROGRESS_MS) > 0 ? Number(process.env.IKE_PROGRESS_MS) : undefined;
+  const reporter = createReporter(config, { stdout: process.stdout, stderr: process.stderr, ...(progressMs ? { progressMs } : {}) });
   try {
-    const outcome = await runExport(config, { stop: stop.signal, toolVersion: VERSION });
-    process.stderr.write(summaryLine(outcome) + '\n');
-    return exitCodeFor(outcome);
+    const outcome = await runExport(config, { stop: stop.signal, toolVersion: VERSION, observer: reporter.observer });
+    const exitCode = exitCodeFor(outcome);
+    reporter.end({ outcome, exitCode });
+    return exitCode;
   } catch (err) {
-    process.stderr.write(`iam-key-export: ${describeError(err, config.debug)}\n`);
-    return exitCodeOf(err);
+    const exitCode = exitCodeOf(err);
+    reporter.end({ error: err, exitCode });
+    return exitCode;
   } finally {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
@@ -68,19 +73,5 @@ function exitCodeFor(outcome: RunOutcome): number {
       return EXIT.STOPPED;
     case 'user-errors':
       return EXIT.USER_ERRORS;
-  }
-}
-
-/** The final one-line summary. */
-export function summaryLine(outcome: RunOutcome): string {
-  const s = outcome.summary;
-  const counts = `rows=${s.rows} users=${s.usersExported + s.usersVanished + s.usersFailed} vanished=${s.usersVanished} failed=${s.usersFailed} calls=${s.calls} throttles=${s.throttles} retries=${s.retries} wall=${(s.wallMs / 1000).toFixed(1)}s resumes=${s.resumes}`;
-  switch (outcome.status) {
-    case 'published':
-      return `iam-key-export: published snapshot ${outcome.snapshotId}${outcome.result ? ` to ${outcome.result.dir}` : ''}: ${counts}`;
-    case 'stopped':
-      return `iam-key-export: stopped (${outcome.reason}), snapshot ${outcome.snapshotId} is resumable: rerun the same command; ${counts}`;
-    case 'user-errors':
-      return `iam-key-export: ${outcome.failed.length} user(s) failed (${[...new Set(outcome.failed.map((f) => f.code))].join(', ')}); snapshot ${outcome.snapshotId} not published: rerun to retry them, or add --allow-partial; ${counts}`;
   }
 }

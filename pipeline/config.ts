@@ -85,12 +85,17 @@ export type ParsedCommand = { readonly kind: 'help' } | { readonly kind: 'versio
 export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedCommand {
   const problems: string[] = [];
   const { values, tokens } = parseArgs({ args: [...argv], options: OPTIONS, strict: false, allowPositionals: true, tokens: true });
+  let unknownAt = -2; // index of the last unknown option: the word after it is its value, not a stray argument
   for (const t of tokens ?? []) {
-    if (t.kind === 'positional') problems.push(`unexpected argument ${JSON.stringify(t.value)}: iam-key-export takes only --flags (see --help)`);
-    else if (t.kind === 'option') {
+    if (t.kind === 'positional') {
+      if (t.index !== unknownAt + 1) problems.push(`unexpected argument ${JSON.stringify(t.value)}: iam-key-export takes only --flags (see --help)`);
+    } else if (t.kind === 'option') {
       const spec = (OPTIONS as Record<string, { type: string }>)[t.name];
-      if (!spec) problems.push(`unknown option ${t.rawName}: see --help for the allowed flags`);
-      else if (spec.type === 'string' && t.value === undefined) problems.push(`${t.rawName} needs a value`);
+      if (!spec) {
+        unknownAt = t.index;
+        const near = closestOption(t.name);
+        problems.push(`unknown option ${t.rawName}${near ? ` (did you mean --${near}?)` : ''}: see --help for the allowed flags`);
+      } else if (spec.type === 'string' && t.value === undefined) problems.push(`${t.rawName} needs a value`);
       else if (spec.type === 'boolean' && t.value !== undefined) problems.push(`${t.rawName} takes no value`);
     }
   }
@@ -207,6 +212,26 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
       tuning,
     },
   };
+}
+
+/** The known flag nearest to a mistyped one (edit distance at most 2), if any. */
+function closestOption(name: string): string | undefined {
+  let best: { name: string; d: number } | undefined;
+  for (const known of Object.keys(OPTIONS)) {
+    const d = editDistance(name, known);
+    if (d <= 2 && (!best || d < best.d)) best = { name: known, d };
+  }
+  return best?.name;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
 }
 
 /** `90s`, `14m`, `1h`, `1h30m`, `500ms` → milliseconds; undefined when malformed. */

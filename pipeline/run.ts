@@ -13,6 +13,7 @@ import type { IAMClient } from '@aws-sdk/client-iam';
 import { Checkpoint, fingerprintOf, loadCheckpoint, saveCheckpoint, type DataConfig, type FailedUser } from './checkpoint.ts';
 import type { Config } from './config.ts';
 import { ExportError } from './errors.ts';
+import type { StateEvent } from './items.ts';
 import { removeOrphans } from './runs.ts';
 import { createIamClient, newApiStats, totalCalls, type ApiStats } from './source/client.ts';
 import { KeyBudget, sourceStream } from './source/fanout.ts';
@@ -44,6 +45,8 @@ export interface RunSummary {
 
 /** Live numbers for progress output. */
 export interface Progress {
+  /** True once ListUsers has no more pages (this run). */
+  readonly listingDone: boolean;
   readonly usersListed: number;
   readonly usersDone: number;
   readonly keys: number;
@@ -64,6 +67,8 @@ export interface StartInfo {
 export interface RunObserver {
   onStart?(info: StartInfo, progress: () => Progress): void;
   onCommit?(progress: Progress): void;
+  /** A user vanished or failed (reported once its STATE is durable). */
+  onUser?(event: Extract<StateEvent, { kind: 'user-vanished' | 'user-failed' }>): void;
   onNotice?(message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -129,10 +134,12 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
   let fatal: unknown;
   const budget = config.maxItems === undefined ? undefined : new KeyBudget(config.maxItems);
   const base = { ...cp.counters, calls: { ...cp.counters.calls } };
-  const live = { usersListed: 0, keys: 0 };
+  const plan = cp.resumePlan();
+  const live = { usersListed: plan.resume.length, usersDone: 0, keys: 0, listingDone: plan.listingDone };
   const progress = (): Progress => ({
+    listingDone: live.listingDone,
     usersListed: live.usersListed,
-    usersDone: cp.counters.usersExported + cp.counters.usersVanished - base.usersExported - base.usersVanished,
+    usersDone: live.usersDone,
     keys: live.keys,
     calls: totalCalls(stats),
     throttles: stats.throttles,
@@ -140,7 +147,6 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
     elapsedMs: Date.now() - startedAt,
   });
 
-  const plan = cp.resumePlan();
   hooks.observer?.onStart?.({ snapshotId: cp.snapshotId, resumed, resumes: cp.resumes, phase: 'export', config: cp.config }, progress);
   try {
     await pipeline(
@@ -157,7 +163,11 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
           fatal ??= err;
           stop.abort('fatal');
         },
-        onUsersListed: (n) => (live.usersListed += n),
+        onUserFinished: () => live.usersDone++,
+        onUsersListed: (n, last) => {
+          live.usersListed += n;
+          live.listingDone ||= last;
+        },
       }),
       toRecordStage({ snapshotId: cp.snapshotId, snapshotTime: cp.snapshotTime }),
       deriveAgeStage(),
@@ -176,6 +186,9 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
           c.counters.wallMs = base.wallMs + (Date.now() - startedAt);
         },
         onCommit: () => hooks.observer?.onCommit?.(progress()),
+        onState: (event) => {
+          if (event.kind === 'user-failed' || event.kind === 'user-vanished') hooks.observer?.onUser?.(event);
+        },
       }),
     );
   } catch (err) {
@@ -284,5 +297,5 @@ function summarize(cp: Checkpoint, wallMs: number): RunSummary {
 }
 
 function idleProgress(cp: Checkpoint, startedAt: number): Progress {
-  return { usersListed: 0, usersDone: 0, keys: cp.counters.rowsWritten, calls: 0, throttles: 0, retries: 0, elapsedMs: Date.now() - startedAt };
+  return { listingDone: true, usersListed: 0, usersDone: 0, keys: cp.counters.rowsWritten, calls: 0, throttles: 0, retries: 0, elapsedMs: Date.now() - startedAt };
 }

@@ -25,6 +25,8 @@ export interface PartWriterOptions {
   readonly onRecord?: () => void;
   /** Called just before each checkpoint save (e.g. to copy live counters into it). */
   readonly beforeSave?: (checkpoint: Checkpoint) => void;
+  /** Called with each STATE once it is applied and durable. */
+  readonly onState?: (state: StateEvent) => void;
   /** Called after each durable commit. */
   readonly onCommit?: (commit: { rows: number; states: number }) => void;
 }
@@ -52,6 +54,7 @@ export function partWriter(o: PartWriterOptions): Writable {
     o.beforeSave?.(o.checkpoint);
     await saveCheckpoint(o.checkpointFile, o.checkpoint);
     lastCommit = Date.now();
+    for (const s of pending) o.onState?.(s);
     o.onCommit?.({ rows: batch.length, states: pending.length });
   };
 

@@ -68,8 +68,10 @@ export interface SourceOptions {
   readonly budget?: KeyBudget | undefined;
   /** The account a resumed snapshot was started on; users of another account are a mismatch. */
   readonly expectedAccountId?: string | null;
-  /** Progress hook: called with the size of every ListUsers page. */
-  readonly onUsersListed?: (count: number) => void;
+  /** Progress hook: a user is finished (done, vanished or failed), not yet durable. */
+  readonly onUserFinished?: () => void;
+  /** Progress hook: called with the size of every ListUsers page, and whether it was the last. */
+  readonly onUsersListed?: (count: number, last: boolean) => void;
 }
 
 type SourceItem = Item<SourceKey>;
@@ -130,8 +132,8 @@ async function runSource(o: SourceOptions, out: Channel<SourceItem>): Promise<vo
             `the unfinished snapshot was started on account ${o.expectedAccountId}, but these credentials list users of account ${foreign.accountId}; use the same credentials to resume, or add --fresh to start a new snapshot`,
           );
         }
-        o.onUsersListed?.(users.length);
         const nextToken = page.NextToken ?? null;
+        o.onUsersListed?.(users.filter((u) => !o.plan.skip.has(u.userName)).length, nextToken === null);
         await out.push({ type: 'STATE', state: { kind: 'users-page', token, nextToken, users } });
         token = nextToken;
         for (const user of users) {
@@ -201,6 +203,7 @@ async function pageUser(o: SourceOptions, out: Channel<SourceItem>, user: UserRe
             items.push({ type: 'STATE', state: { kind: 'user-done', user } });
           }
           await out.push(...items);
+          if (page.NextToken === undefined) o.onUserFinished?.();
         }
       } finally {
         if (grant !== undefined) o.budget?.settle(grant, got);
@@ -210,8 +213,9 @@ async function pageUser(o: SourceOptions, out: Channel<SourceItem>, user: UserRe
   } catch (err) {
     if (o.stop.aborted) return; // an aborted call: its page was not emitted, the token still holds
     const action = classifyUserError(err, user.userName);
-    if (action.kind === 'vanished') await out.push({ type: 'STATE', state: { kind: 'user-vanished', user } });
-    else if (action.kind === 'user-failed') await out.push({ type: 'STATE', state: { kind: 'user-failed', user, code: action.code, token } });
-    else o.onFatal(action.error);
+    if (action.kind === 'fatal') return o.onFatal(action.error);
+    const state = action.kind === 'vanished' ? ({ kind: 'user-vanished', user } as const) : ({ kind: 'user-failed', user, code: action.code, token } as const);
+    await out.push({ type: 'STATE', state });
+    o.onUserFinished?.();
   }
 }

@@ -10,7 +10,8 @@
  * throttles took 76 s at concurrency 8 with the SDK's own adaptive mode, 2.6 s gated.
  *
  * So the limiter sees a throttle as a throttle only while throttles are a large
- * share of recent answers (exceeding a rate limit makes them so), and at most once
+ * share (30%) of the last 100 answers (exceeding a rate limit makes them so; 12%
+ * random throttles reach it with odds below 1 in 10,000), and at most once
  * a second (its cut needs that long to show). A scattered throttle is still retried
  * with the SDK's throttling backoff; it just does not lower the rate. Retries,
  * backoff, the retry quota and the cubic algorithm stay the SDK's.
@@ -20,9 +21,9 @@ import { AdaptiveRetryStrategy, DefaultRateLimiter, type RateLimiter } from '@sm
 /** Recent answers the throttle share is measured over. */
 export const THROTTLE_WINDOW = 100;
 /** Fewer answers than this are too few to judge a share. */
-export const THROTTLE_MIN_SAMPLE = 20;
+export const THROTTLE_MIN_SAMPLE = 50;
 /** Share of throttled answers in the window from which throttles lower the rate. */
-export const THROTTLE_SHARE = 0.25;
+export const THROTTLE_SHARE = 0.3;
 /** At most one rate cut per this many milliseconds. */
 export const THROTTLE_COOLDOWN_MS = 1000;
 

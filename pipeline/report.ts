@@ -1,0 +1,189 @@
+/**
+ * What the operator sees. On a terminal: a start line and a live progress bar
+ * (cli-progress) on stderr. Off a terminal (cron, Kubernetes, Batch, Lambda): JSON
+ * log lines on stdout (pino) — `start`, `progress` every few seconds, `user` for a
+ * vanished or failed user, `end`. Always: a final one-line summary on stderr, and
+ * errors as one line on stderr. --quiet keeps only those two; --log-level filters
+ * the JSON lines. Nothing logged holds a secret: names, ids, counts and options.
+ */
+import cliProgress from 'cli-progress';
+import { pino, type Logger } from 'pino';
+import type { Config } from './config.ts';
+import { describeError, ExportError } from './errors.ts';
+import type { Progress, RunObserver, RunOutcome, StartInfo } from './run.ts';
+
+export interface ReporterIO {
+  readonly stdout: NodeJS.WriteStream;
+  readonly stderr: NodeJS.WriteStream;
+  /** JSON progress period; IKE_PROGRESS_MS, default 5 s. */
+  readonly progressMs?: number;
+}
+
+export interface Reporter {
+  readonly observer: RunObserver;
+  /** Ends the output: stops the bar/timer, writes the `end` line and the summary or error line. */
+  end(result: { outcome?: RunOutcome; error?: unknown; exitCode: number }): void;
+}
+
+/** Picks the output mode from the flags and whether stdout and stderr are terminals. */
+export function createReporter(config: Config, io: ReporterIO): Reporter {
+  const mode = config.quiet ? 'quiet' : io.stdout.isTTY && io.stderr.isTTY ? 'tty' : 'json';
+  const logger: Logger | undefined =
+    mode === 'json'
+      ? pino({ level: config.logLevel, base: undefined, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } }, io.stdout)
+      : undefined;
+  let bar: cliProgress.SingleBar | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let poll: (() => Progress) | undefined;
+  let snapshotId: string | undefined;
+
+  const stopLive = () => {
+    if (timer) clearInterval(timer);
+    timer = undefined;
+    if (bar) {
+      const p = poll?.();
+      if (p) bar.update(p.usersDone, fields(p));
+      bar.stop();
+      bar = undefined;
+    }
+  };
+
+  const observer: RunObserver = {
+    onStart(info: StartInfo, progress: () => Progress) {
+      poll = progress;
+      snapshotId = info.snapshotId;
+      const what = `${info.resumed ? `resuming snapshot ${info.snapshotId} (resume ${info.resumes})` : `new snapshot ${info.snapshotId}`}, ${info.phase === 'finalize' ? 'finalizing' : 'exporting'} to ${config.out}`;
+      if (mode === 'tty') {
+        io.stderr.write(`iam-key-export: ${what}\n`);
+        if (info.phase === 'export') {
+          bar = new cliProgress.SingleBar(
+            {
+              stream: io.stderr,
+              format: ' users {bar} {value}/{total}{more} | keys {keys} | {rate} calls/s | throttles {throttles} | ETA {eta_formatted}',
+              hideCursor: true,
+              etaBuffer: 50,
+              fps: 5,
+            },
+            cliProgress.Presets.shades_classic,
+          );
+          const p = progress();
+          bar.start(Math.max(1, p.usersListed), 0, fields(p));
+          timer = setInterval(() => {
+            const q = progress();
+            bar?.setTotal(Math.max(1, q.usersListed));
+            bar?.update(q.usersDone, fields(q));
+          }, 200);
+          timer.unref();
+        }
+      } else if (logger) {
+        logger.info({ event: 'start', snapshot_id: info.snapshotId, resumed: info.resumed, resumes: info.resumes, phase: info.phase, configuration: configurationOf(config) }, what);
+        timer = setInterval(() => {
+          const p = progress();
+          logger.info({ event: 'progress', snapshot_id: info.snapshotId, ...progressFields(p) }, 'progress');
+        }, io.progressMs ?? 5000);
+        timer.unref();
+      }
+    },
+    onUser(event) {
+      const fieldsOf = { event: 'user', snapshot_id: snapshotId, user: event.user.userName, outcome: event.kind === 'user-failed' ? 'failed' : 'vanished', ...(event.kind === 'user-failed' ? { code: event.code } : {}) };
+      if (event.kind === 'user-failed') {
+        if (logger) logger.warn(fieldsOf, `user ${event.user.userName} failed: ${event.code}; a rerun retries it`);
+        else if (mode === 'tty') io.stderr.write(`\niam-key-export: user ${event.user.userName} failed: ${event.code}\n`);
+      } else {
+        logger?.info(fieldsOf, `user ${event.user.userName} vanished (deleted since ListUsers)`);
+      }
+    },
+    onNotice(message, extra) {
+      if (logger) logger.info({ event: 'notice', snapshot_id: snapshotId, ...extra }, message);
+      else if (mode === 'tty') io.stderr.write(`iam-key-export: ${message}\n`);
+    },
+  };
+
+  return {
+    observer,
+    end({ outcome, error, exitCode }) {
+      stopLive();
+      if (outcome) {
+        const s = outcome.summary;
+        logger?.info(
+          {
+            event: 'end',
+            snapshot_id: outcome.snapshotId,
+            status: outcome.status,
+            exit_code: exitCode,
+            ...(outcome.status === 'stopped' ? { reason: outcome.reason } : {}),
+            ...(outcome.status === 'published' && outcome.result ? { published: outcome.result.dir } : {}),
+            rows: s.rows,
+            users: s.usersExported + s.usersVanished + s.usersFailed,
+            vanished: s.usersVanished,
+            failed: s.usersFailed,
+            calls: s.calls,
+            throttles: s.throttles,
+            retries: s.retries,
+            wall_ms: s.wallMs,
+            resumes: s.resumes,
+          },
+          'end',
+        );
+        io.stderr.write(summaryLine(outcome) + '\n');
+      } else {
+        const code = error instanceof ExportError ? error.code : 'INTERNAL';
+        logger?.error({ event: 'end', snapshot_id: snapshotId, status: 'error', exit_code: exitCode, code }, describeError(error, false));
+        io.stderr.write(`iam-key-export: ${describeError(error, config.debug)}\n`);
+      }
+      logger?.flush();
+    },
+  };
+}
+
+function fields(p: Progress) {
+  const rate = p.elapsedMs > 0 ? (p.calls / (p.elapsedMs / 1000)).toFixed(1) : '0';
+  return { keys: p.keys, rate, throttles: p.throttles, more: p.listingDone ? '' : '+' };
+}
+
+function progressFields(p: Progress) {
+  return {
+    users_listed: p.usersListed,
+    listing_done: p.listingDone,
+    users_done: p.usersDone,
+    keys: p.keys,
+    calls: p.calls,
+    calls_per_s: p.elapsedMs > 0 ? Math.round((p.calls / (p.elapsedMs / 1000)) * 10) / 10 : 0,
+    throttles: p.throttles,
+    retries: p.retries,
+    elapsed_ms: p.elapsedMs,
+  };
+}
+
+/** The options worth logging (no credentials exist in Config; the profile is a name). */
+function configurationOf(c: Config) {
+  return {
+    format: c.format,
+    out: c.out,
+    path_prefix: c.pathPrefix,
+    statuses: c.statuses,
+    endpoint_url: c.endpointUrl ?? null,
+    region: c.region ?? null,
+    profile: c.profile ?? null,
+    concurrency: c.concurrency,
+    page_size: c.pageSize,
+    max_items: c.maxItems ?? null,
+    time_budget_ms: c.timeBudgetMs ?? null,
+    allow_partial: c.allowPartial,
+    max_attempts: c.maxAttempts,
+  };
+}
+
+/** The final one-line summary (stderr, every run). */
+export function summaryLine(outcome: RunOutcome): string {
+  const s = outcome.summary;
+  const counts = `rows=${s.rows} users=${s.usersExported + s.usersVanished + s.usersFailed} vanished=${s.usersVanished} failed=${s.usersFailed} calls=${s.calls} throttles=${s.throttles} retries=${s.retries} wall=${(s.wallMs / 1000).toFixed(1)}s resumes=${s.resumes}`;
+  switch (outcome.status) {
+    case 'published':
+      return `iam-key-export: published snapshot ${outcome.snapshotId}${outcome.result ? ` to ${outcome.result.dir}` : ''}: ${counts}`;
+    case 'stopped':
+      return `iam-key-export: stopped (${outcome.reason === 'signal' ? 'signal' : `--${outcome.reason}`}), snapshot ${outcome.snapshotId} is resumable: rerun the same command; ${counts}`;
+    case 'user-errors':
+      return `iam-key-export: ${outcome.failed.length} user(s) failed (${[...new Set(outcome.failed.map((f) => f.code))].join(', ')}); snapshot ${outcome.snapshotId} not published: rerun to retry them, or add --allow-partial; ${counts}`;
+  }
+}
