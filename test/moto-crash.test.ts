@@ -51,8 +51,8 @@ test('400 users on moto_server, killed with SIGKILL at 15 random moments, publis
         finalizeKills: 0,
         seed: format === 'csv' ? 15 : 51,
         signal: 'SIGKILL',
-        minMs: 400,
-        maxMs: 900,
+        minMs: 50,
+        maxMs: 550,
         env: { IKE_COMMIT_ROWS: '5', IKE_COMMIT_MS: '100' },
       });
       assert.equal(loop.killed, 15);
@@ -61,6 +61,7 @@ test('400 users on moto_server, killed with SIGKILL at 15 random moments, publis
       const manifest = await verifyManifest(await onlySnapshotDir(out));
       assert.equal(manifest.duplicates_dropped, 0);
       assert.equal(manifest.users.seen, 400);
+      assert.equal(manifest.resumes, loop.results.length - 1);
     }
   } finally {
     client.destroy();

@@ -8,6 +8,7 @@
  * and never counted.
  */
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -95,6 +96,8 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
   const stats = new StatsRecorder();
   // Aborts latency waits on close, so pending answers do not hold the process.
   const closing = new AbortController();
+  // Every request waiting out its latency listens on it.
+  setMaxListeners(0, closing.signal);
   // Ends of requests in flight: a response's 'close' event can come after the
   // server's, and stats read after close() must not show ghosts in flight.
   const unfinished = new Set<() => void>();

@@ -33,6 +33,8 @@ export interface CliResult {
 export interface RunningCli {
   readonly child: ChildProcess;
   readonly done: Promise<CliResult>;
+  /** What the CLI wrote to stdout so far. */
+  stdout(): string;
   /** Signals the CLI's whole process group. */
   kill(signal: NodeJS.Signals): void;
 }
@@ -51,6 +53,7 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testE
   return {
     child,
     done,
+    stdout: () => stdout,
     kill(signal) {
       try {
         process.kill(-child.pid!, signal);

@@ -3,7 +3,7 @@
  * moments (and right inside finalize), rerun until it exits 0, and hand back the
  * published rows for comparison with an uninterrupted run.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCli, testEnv, type CliResult } from './cli.ts';
@@ -20,10 +20,18 @@ export function prng(seed: number): () => number {
   };
 }
 
-function publishing(out: string): boolean {
+/** True while a run is writing publish/ files newer than `since` (a killed run's leftovers are older). */
+function publishing(out: string, since: number): boolean {
   const staging = join(out, '_staging');
   if (!existsSync(staging)) return false;
-  return readdirSync(staging).some((id) => existsSync(join(staging, id, 'publish')));
+  return readdirSync(staging).some((id) => {
+    const dir = join(staging, id, 'publish');
+    try {
+      return readdirSync(dir).some((f) => statSync(join(dir, f)).mtimeMs >= since);
+    } catch {
+      return false;
+    }
+  });
 }
 
 export interface KillLoopOptions {
@@ -35,7 +43,7 @@ export interface KillLoopOptions {
   readonly finalizeKills: number;
   readonly seed: number;
   readonly signal: NodeJS.Signals;
-  /** Random kill moments are drawn from [minMs, maxMs] after start. */
+  /** Random kill moments are drawn from [minMs, maxMs] after the run logged its start (the export is under way). */
   readonly minMs: number;
   readonly maxMs: number;
   readonly env?: Record<string, string>;
@@ -62,16 +70,20 @@ export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
   const total = o.kills + o.finalizeKills;
   for (let attempt = 0; killed < total; attempt++) {
     if (attempt > total * 4) throw new Error(`only ${killed} of ${total} kills landed in ${attempt} runs`);
+    const startedAt = Date.now();
     const cli = startCli(o.args, testEnv(o.env));
     const aimAtFinalize = killed >= o.kills;
-    const deadline = Date.now() + o.minMs + random() * (o.maxMs - o.minMs);
+    const delay = o.minMs + random() * (o.maxMs - o.minMs);
+    let deadline = Number.POSITIVE_INFINITY;
     let exited = false;
     void cli.done.then(() => (exited = true));
     let inFinalize = false;
     for (;;) {
       if (exited) break;
-      if (aimAtFinalize ? publishing(o.out) : Date.now() >= deadline) {
-        inFinalize = publishing(o.out);
+      // Time from the start line, not from spawn: startup is slower on a loaded machine.
+      if (deadline === Number.POSITIVE_INFINITY && cli.stdout().includes('"event":"start"')) deadline = Date.now() + delay;
+      if (aimAtFinalize ? publishing(o.out, startedAt) : Date.now() >= deadline) {
+        inFinalize = publishing(o.out, startedAt);
         if (aimAtFinalize) await sleep(Math.floor(random() * 3));
         cli.kill(o.signal);
         break;
