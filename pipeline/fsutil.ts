@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Mode of files that hold state or staged data: the owner only. */
@@ -28,16 +28,6 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Flushes a file's data to disk. */
-export async function fsyncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /**
  * Makes `tmp` (already fsynced) become `target` durably: rename, then fsync the
  * directory. Cleans the temp file if the rename fails.
@@ -52,12 +42,16 @@ export async function commitTemp(tmp: string, target: string): Promise<void> {
   await fsyncDir(dirname(target));
 }
 
-/** Writes `data` to `target` atomically and durably (temp, fsync, rename, fsync dir). */
-export async function writeFileAtomic(target: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+/**
+ * Creates `target` atomically and durably: `fill` writes a temp file next to it,
+ * which is fsynced, renamed over `target`, and the directory fsynced. On any error
+ * the temp file is removed and `target` is left as it was.
+ */
+export async function writeDurably(target: string, mode: number, fill: (handle: FileHandle) => Promise<void>): Promise<void> {
   const tmp = tempPathFor(target);
   const handle = await open(tmp, 'w', mode);
   try {
-    await handle.writeFile(data);
+    await fill(handle);
     await handle.sync();
   } catch (err) {
     await handle.close();
@@ -68,8 +62,7 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array,
   await commitTemp(tmp, target);
 }
 
-/** Creates a directory (and parents) with the given mode, fsyncing the parent. */
-export async function mkdirDurable(dir: string, mode = PRIVATE_DIR_MODE): Promise<void> {
-  await mkdir(dir, { recursive: true, mode });
-  await fsyncDir(dirname(dir));
+/** Writes `data` to `target` atomically and durably (temp, fsync, rename, fsync dir). */
+export function writeFileAtomic(target: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  return writeDurably(target, mode, (handle) => handle.writeFile(data));
 }

@@ -15,7 +15,7 @@ import type { Config } from './config.ts';
 import { ExportError } from './errors.ts';
 import type { StateEvent } from './items.ts';
 import { removeOrphans } from './runs.ts';
-import { createIamClient, newApiStats, totalCalls, type ApiStats } from './source/client.ts';
+import { createIamClient, newApiStats, totalCalls } from './source/client.ts';
 import { KeyBudget, sourceStream } from './source/fanout.ts';
 import { partWriter } from './sinks/parts.ts';
 import { createStaging, isPublished, listStaging, publishSnapshot, removeStaging, snapshotIdOf, snapshotPaths, type PublishResult, type SnapshotPaths } from './snapshot.ts';

@@ -7,10 +7,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExportError } from './errors.ts';
-import { commitTemp, PRIVATE_FILE_MODE, tempPathFor } from './fsutil.ts';
+import { PRIVATE_FILE_MODE, writeDurably } from './fsutil.ts';
 import { COLUMNS, compareRecords, type AccessKeyRecord } from './schema.ts';
 import type { PartInfo } from './checkpoint.ts';
 
@@ -45,11 +45,8 @@ export function runFileName(n: number): string {
 /** Sorts `records` in place and writes them as one durable run file (0600). */
 export async function writeRun(dir: string, file: string, records: AccessKeyRecord[]): Promise<PartInfo> {
   records.sort(compareRecords);
-  const target = join(dir, file);
-  const tmp = tempPathFor(target);
   const hash = createHash('sha256');
-  const handle = await open(tmp, 'w', PRIVATE_FILE_MODE);
-  try {
+  await writeDurably(join(dir, file), PRIVATE_FILE_MODE, async (handle) => {
     // Write in slices so a large part never becomes one giant string.
     for (let i = 0; i < records.length; i += 2048) {
       let chunk = '';
@@ -57,14 +54,7 @@ export async function writeRun(dir: string, file: string, records: AccessKeyReco
       hash.update(chunk);
       await handle.write(chunk);
     }
-    await handle.sync();
-  } catch (err) {
-    await handle.close();
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  await handle.close();
-  await commitTemp(tmp, target);
+  });
   return { file, rows: records.length, sha256: hash.digest('hex') };
 }
 

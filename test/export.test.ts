@@ -1,20 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startFakeIam } from './fake-iam/server.ts';
+import { withTemp } from './support/scope.ts';
 import { runCli, testEnv } from './support/cli.ts';
 import { expectedRows, onlySnapshotDir, publishedRows, sortRows, verifyManifest } from './support/expect.ts';
 
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'ike-export-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
 for (const format of ['parquet', 'csv'] as const) {
   test(`a ${format} export holds every key of the fake exactly once, sorted, typed as a warehouse reads it`, async () => {

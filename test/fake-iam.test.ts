@@ -15,7 +15,6 @@ import {
   ListAccessKeysCommand,
   ListUsersCommand,
   NoSuchEntityException,
-  ServiceFailureException,
   paginateListAccessKeys,
   paginateListUsers,
   type IAMClientConfig,

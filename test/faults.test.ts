@@ -1,29 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startFakeIam, type FakeIam } from './fake-iam/server.ts';
+import { withFake, withTemp } from './support/scope.ts';
 import { runCli, testEnv } from './support/cli.ts';
 import { expectedRows, onlySnapshotDir, publishedRows, verifyManifest } from './support/expect.ts';
 
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'ike-faults-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
-async function withFake<T>(options: Parameters<typeof startFakeIam>[0], fn: (fake: FakeIam) => Promise<T>): Promise<T> {
-  const fake = await startFakeIam(options);
-  try {
-    return await fn(fake);
-  } finally {
-    await fake.close();
-  }
-}
 
 const MATRIX = { throttleProbability: 0.1, serverErrorProbability: 0.03, dropProbability: 0.01, vanishedFraction: 0.02, deniedFraction: 0.01 };
 

@@ -1,31 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startFakeIam, type FakeIam } from './fake-iam/server.ts';
+import type { FakeIam } from './fake-iam/server.ts';
+import { withFake, withTemp } from './support/scope.ts';
 import { runCli, startCli, testEnv } from './support/cli.ts';
 import { killLoop } from './support/crash.ts';
 import { expectedRows, onlySnapshotDir, publishedRows, verifyManifest } from './support/expect.ts';
 
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'ike-resume-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
-async function withFake<T>(options: Parameters<typeof startFakeIam>[0], fn: (fake: FakeIam) => Promise<T>): Promise<T> {
-  const fake = await startFakeIam(options);
-  try {
-    return await fn(fake);
-  } finally {
-    await fake.close();
-  }
-}
 
 /** The rows of an uninterrupted run at --concurrency 1. */
 async function referenceRows(fake: FakeIam, format: 'csv' | 'parquet') {

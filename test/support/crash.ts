@@ -6,19 +6,9 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { mulberry32 } from '../fake-iam/random.ts';
 import { startCli, testEnv, type CliResult } from './cli.ts';
 
-/** A small seeded PRNG (mulberry32), so a failing kill schedule can be replayed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** True while a run is writing publish/ files newer than `since` (a killed run's leftovers are older). */
 function publishing(out: string, since: number): boolean {
@@ -63,7 +53,7 @@ export interface KillLoopResult {
  * Throws when a run exits with anything but 0 / 75 / the kill.
  */
 export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
-  const random = prng(o.seed);
+  const random = mulberry32(o.seed);
   const results: CliResult[] = [];
   let killed = 0;
   let killedInFinalize = 0;
