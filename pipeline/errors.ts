@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'SOURCE_FAILED' // any other fatal answer from IAM (exit 1)
   | 'OUTPUT_IO' // --out not writable, disk full, ... (exit 1)
   | 'SNAPSHOT_PUBLISHED' // a snapshot id already published (exit 1)
+  | 'OUTPUT_LOCKED' // another run is exporting into the same --out (exit 1)
   | 'INTERNAL'; // a bug (exit 1)
 
 export interface ErrorContext {

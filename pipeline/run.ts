@@ -8,6 +8,9 @@
  * rerun needs is in the checkpoint, so a run can stop anywhere and be rerun.
  */
 import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PRIVATE_DIR_MODE } from './fsutil.ts';
+import { acquireLock } from './lock.ts';
 import { pipeline } from 'node:stream/promises';
 import type { IAMClient } from '@aws-sdk/client-iam';
 import { Checkpoint, fingerprintOf, loadCheckpoint, saveCheckpoint, type DataConfig, type FailedUser } from './checkpoint.ts';
@@ -18,7 +21,7 @@ import { removeOrphans } from './runs.ts';
 import { createIamClient, newApiStats, totalCalls } from './source/client.ts';
 import { KeyBudget, sourceStream } from './source/fanout.ts';
 import { partWriter } from './sinks/parts.ts';
-import { createStaging, isPublished, listStaging, publishSnapshot, removeStaging, snapshotIdOf, snapshotPaths, type PublishResult, type SnapshotPaths } from './snapshot.ts';
+import { createStaging, isPublished, STAGING_DIR, listStaging, publishSnapshot, removeStaging, snapshotIdOf, snapshotPaths, type PublishResult, type SnapshotPaths } from './snapshot.ts';
 import { deriveAgeStage } from './stages/deriveAge.ts';
 import { filterStatusStage } from './stages/filterStatus.ts';
 import { toRecordStage } from './stages/toRecord.ts';
@@ -96,6 +99,15 @@ export function dataConfigOf(config: Config, env: NodeJS.ProcessEnv = process.en
 export async function runExport(config: Config, hooks: RunHooks): Promise<RunOutcome> {
   const startedAt = Date.now();
   await ensureOut(config.out);
+  const lock = await acquireLock(join(config.out, STAGING_DIR));
+  try {
+    return await runLocked(config, hooks, startedAt);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function runLocked(config: Config, hooks: RunHooks, startedAt: number): Promise<RunOutcome> {
   const { checkpoint: cp, paths, resumed } = await openSnapshot(config, hooks);
   const wallBefore = cp.counters.wallMs; // wall time of the earlier runs of this snapshot
   const summary = () => summarize(cp, wallBefore + (Date.now() - startedAt));
@@ -216,7 +228,7 @@ async function openSnapshot(config: Config, hooks: RunHooks): Promise<{ checkpoi
   }
   const unfinished = config.fresh ? [] : staged.filter((s) => s.hasCheckpoint);
   if (unfinished.length > 1) {
-    throw new ExportError('CHECKPOINT_CORRUPT', `several unfinished snapshots in ${snapshotPaths(config.out, '').stagingRoot} (${unfinished.map((s) => s.id).join(', ')}); remove all but one, or rerun with --fresh`);
+    throw new ExportError('CHECKPOINT_CORRUPT', `several unfinished snapshots in ${join(config.out, STAGING_DIR)} (${unfinished.map((s) => s.id).join(', ')}); remove all but one, or rerun with --fresh`);
   }
   const found = unfinished[0];
   if (found) {
@@ -262,7 +274,7 @@ function describeDiff(a: DataConfig, b: DataConfig): string {
 
 async function ensureOut(out: string): Promise<void> {
   try {
-    await mkdir(out, { recursive: true });
+    await mkdir(join(out, STAGING_DIR), { recursive: true, mode: PRIVATE_DIR_MODE });
   } catch (err) {
     throw asOutputError(err, { out } as SnapshotPaths);
   }
