@@ -1,7 +1,8 @@
 /**
  * `make demo`: starts the bundled fake IAM (300 users), runs real exports into
- * ./export in Parquet and in CSV with the real CLI, and shows where each snapshot
- * is and its first rows, read back with DuckDB as a warehouse would.
+ * ./export/parquet and ./export/csv with the real CLI (one dataset root per format,
+ * as a warehouse table has one format), and shows where each snapshot is and its
+ * first rows, read back with DuckDB as a warehouse would.
  */
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -9,12 +10,13 @@ import { startFakeIam } from './fake-iam/server.ts';
 import { runCli, testEnv } from './support/cli.ts';
 import { queryDuckDb } from './support/duckdb.ts';
 
-const out = resolve('export');
+const root = resolve('export');
 const fake = await startFakeIam({ users: 300, seed: 2026, keysPerUser: { min: 0, max: 2 } });
 let failed = false;
 try {
   console.log(`fake IAM listening on ${fake.url} with ${fake.truth().users.length} users and ${fake.truth().keys.length} keys\n`);
   for (const format of ['parquet', 'csv'] as const) {
+    const out = join(root, format);
     const before = new Set(await readdir(join(out, 'access_keys')).catch(() => [] as string[]));
     const args = ['--endpoint-url', fake.url, '--out', out, '--format', format, '--quiet'];
     console.log(`$ iam-key-export ${args.join(' ')}`);
@@ -40,5 +42,5 @@ try {
 } finally {
   await fake.close();
 }
-console.log(failed ? 'demo failed' : `done: snapshots are under ${join(out, 'access_keys')}/ (one folder per snapshot, Hive-partitioned by snapshot_id)`);
+console.log(failed ? 'demo failed' : `done: snapshots are under ${root}/<format>/access_keys/ (one folder per snapshot, Hive-partitioned by snapshot_id)`);
 process.exitCode = failed ? 1 : 0;
