@@ -8,7 +8,7 @@
  */
 import { Writable } from 'node:stream';
 import { saveCheckpoint, type Checkpoint } from '../checkpoint.ts';
-import type { Item, StateEvent } from '../items.ts';
+import type { Batch, StateEvent } from '../items.ts';
 import { runFileName, writeRun } from '../runs.ts';
 import type { AccessKeyRecord } from '../schema.ts';
 
@@ -31,7 +31,7 @@ export interface PartWriterOptions {
   readonly onCommit?: (commit: { rows: number; states: number }) => void;
 }
 
-/** The part writer as an object-mode Writable of RECORD and STATE items. */
+/** The part writer as an object-mode Writable of batches of RECORD and STATE items. */
 export function partWriter(o: PartWriterOptions): Writable {
   let records: AccessKeyRecord[] = [];
   let states: StateEvent[] = [];
@@ -60,14 +60,16 @@ export function partWriter(o: PartWriterOptions): Writable {
 
   return new Writable({
     objectMode: true,
-    highWaterMark: 256,
-    write(item: Item<AccessKeyRecord>, _enc, done) {
-      if (item.type === 'RECORD') {
-        records.push(item.record);
-        o.onRecord?.();
-      } else {
-        states.push(item.state);
-        covered = records.length;
+    highWaterMark: 16,
+    write(batch: Batch<AccessKeyRecord>, _enc, done) {
+      for (const item of batch) {
+        if (item.type === 'RECORD') {
+          records.push(item.record);
+          o.onRecord?.();
+        } else {
+          states.push(item.state);
+          covered = records.length;
+        }
       }
       if (records.length >= o.commitRows || Date.now() - lastCommit >= o.commitMs) commit().then(() => done(), done);
       else done();

@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import type { IAMClient } from '@aws-sdk/client-iam';
 import pLimit from 'p-limit';
 import { classifyFatal, classifyUserError, ExportError } from '../errors.ts';
-import type { Item, SourceKey, UserRef } from '../items.ts';
+import type { Batch, Item, SourceKey, UserRef } from '../items.ts';
 import type { ResumePlan } from '../checkpoint.ts';
 import { Channel } from './channel.ts';
 import { paginateAccessKeys, paginateUsers } from './paginate.ts';
@@ -76,9 +76,10 @@ export interface SourceOptions {
 
 type SourceItem = Item<SourceKey>;
 
-/** The source as an object-mode Readable of RECORD and STATE items. */
+/** The source as an object-mode Readable of batches of RECORD and STATE items (one page each). */
 export function sourceStream(options: SourceOptions): Readable {
-  const channel = new Channel<SourceItem>(Math.max(1000, options.pageSize * options.concurrency));
+  // Room for a few pages per user being paged: enough to keep the writer busy.
+  const channel = new Channel<Batch<SourceKey>>(options.concurrency * 4);
   // When the pipeline tears the stream down (an error downstream), stop paging too.
   const destroyed = new AbortController();
   const o = { ...options, stop: AbortSignal.any([options.stop, destroyed.signal]) };
@@ -88,7 +89,7 @@ export function sourceStream(options: SourceOptions): Readable {
     () => channel.close(),
     (err: unknown) => channel.fail(err),
   );
-  const readable = Readable.from(channel, { objectMode: true, highWaterMark: 64 });
+  const readable = Readable.from(channel, { objectMode: true, highWaterMark: 16 });
   readable.once('close', () => {
     destroyed.abort();
     channel.close();
@@ -96,7 +97,7 @@ export function sourceStream(options: SourceOptions): Readable {
   return readable;
 }
 
-async function runSource(o: SourceOptions, out: Channel<SourceItem>): Promise<void> {
+async function runSource(o: SourceOptions, out: Channel<Batch<SourceKey>>): Promise<void> {
   const limit = pLimit(o.concurrency);
   const running = new Set<Promise<void>>();
   const send = { abortSignal: o.stop };
@@ -134,7 +135,7 @@ async function runSource(o: SourceOptions, out: Channel<SourceItem>): Promise<vo
         }
         const nextToken = page.NextToken ?? null;
         o.onUsersListed?.(users.filter((u) => !o.plan.skip.has(u.userName)).length, nextToken === null);
-        await out.push({ type: 'STATE', state: { kind: 'users-page', token, nextToken, users } });
+        await out.push([{ type: 'STATE', state: { kind: 'users-page', token, nextToken, users } }]);
         token = nextToken;
         for (const user of users) {
           if (o.plan.skip.has(user.userName)) continue;
@@ -172,7 +173,7 @@ export async function* readAhead<T>(source: AsyncIterable<T>): AsyncGenerator<T>
   }
 }
 
-async function pageUser(o: SourceOptions, out: Channel<SourceItem>, user: UserRef, startToken: string | null): Promise<void> {
+async function pageUser(o: SourceOptions, out: Channel<Batch<SourceKey>>, user: UserRef, startToken: string | null): Promise<void> {
   if (o.stop.aborted) return;
   let token = startToken; // where this user resumes: advanced with every page pushed
   try {
@@ -202,7 +203,7 @@ async function pageUser(o: SourceOptions, out: Channel<SourceItem>, user: UserRe
           } else {
             items.push({ type: 'STATE', state: { kind: 'user-done', user } });
           }
-          await out.push(...items);
+          await out.push(items);
           if (page.NextToken === undefined) o.onUserFinished?.();
         }
       } finally {
@@ -215,7 +216,7 @@ async function pageUser(o: SourceOptions, out: Channel<SourceItem>, user: UserRe
     const action = classifyUserError(err, user.userName);
     if (action.kind === 'fatal') return o.onFatal(action.error);
     const state = action.kind === 'vanished' ? ({ kind: 'user-vanished', user } as const) : ({ kind: 'user-failed', user, code: action.code, token } as const);
-    await out.push({ type: 'STATE', state });
+    await out.push([{ type: 'STATE', state }]);
     o.onUserFinished?.();
   }
 }

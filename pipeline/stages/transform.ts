@@ -1,10 +1,10 @@
 /**
- * The one Transform wrapper every stage uses: applies a pure item function in
- * object mode; `undefined` drops the item. Keeps each stage file a pure function.
+ * The one Transform wrapper every stage uses: applies a pure function to each
+ * chunk (a Batch of items) in object mode. Keeps each stage file a pure function.
  */
 import { Transform } from 'node:stream';
 
-/** Wraps a synchronous item function as an object-mode Transform. */
+/** Wraps a synchronous chunk function as an object-mode Transform. */
 export function itemTransform<A, B>(fn: (item: A) => B | undefined): Transform {
   return new Transform({
     objectMode: true,
