@@ -16,13 +16,17 @@ import type { PartInfo } from './checkpoint.ts';
 
 type Cell = string | number | null;
 
+// Precomputed once: the codec is on the per-record path of every commit and merge.
+const NAMES = COLUMNS.map((c) => c.name);
+const IS_TIMESTAMP = COLUMNS.map((c) => c.type === 'timestamp');
+
 /** One record as a JSON array line. */
 export function encodeRecord(record: AccessKeyRecord): string {
-  const cells: Cell[] = COLUMNS.map((c) => {
-    const v = record[c.name];
-    if (v === null) return null;
-    return v instanceof Date ? v.getTime() : v;
-  });
+  const cells: Cell[] = new Array<Cell>(NAMES.length);
+  for (let i = 0; i < NAMES.length; i++) {
+    const v = record[NAMES[i]!];
+    cells[i] = v !== null && IS_TIMESTAMP[i] ? (v as Date).getTime() : (v as Cell);
+  }
   return JSON.stringify(cells);
 }
 
@@ -30,10 +34,10 @@ export function encodeRecord(record: AccessKeyRecord): string {
 export function decodeRecord(line: string): AccessKeyRecord {
   const cells = JSON.parse(line) as Cell[];
   const out: Record<string, unknown> = {};
-  COLUMNS.forEach((c, i) => {
+  for (let i = 0; i < NAMES.length; i++) {
     const v = cells[i] ?? null;
-    out[c.name] = v !== null && c.type === 'timestamp' ? new Date(v as number) : v;
-  });
+    out[NAMES[i]!] = v !== null && IS_TIMESTAMP[i] ? new Date(v as number) : v;
+  }
   return out as unknown as AccessKeyRecord;
 }
 
