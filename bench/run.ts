@@ -1,0 +1,65 @@
+/**
+ * `make bench`: speed, rate use, memory and checkpoint cost of iam-key-export, in
+ * a few minutes. Prints the machine and a table (measure | value | target | met? |
+ * runs) and writes the same numbers to bench/results.json and bench/results.md.
+ * It asserts nothing: a missed target is reported, not failed.
+ *
+ * Every exporter run, worker and fake IAM is a child process (bench/proc.ts):
+ * the fake's CPU stays off the exporter's thread, each peak RSS is one process's,
+ * and all of them are killed on any exit.
+ */
+import { rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describeMachine } from './machine.ts';
+import { killAll, onInterrupt } from './proc.ts';
+import { machineLine, renderText, writeResults, type Row, type ScenarioContext, type ScenarioResult } from './results.ts';
+import { fanoutScenario } from './scenarios/fanout.ts';
+import { localScenario } from './scenarios/local.ts';
+import { memoryScenario } from './scenarios/memory.ts';
+import { rateLimitScenario } from './scenarios/ratelimit.ts';
+
+const SCENARIOS: readonly { readonly name: string; readonly section: string; readonly run: (ctx: ScenarioContext) => Promise<ScenarioResult> }[] = [
+  { name: 'fanout', section: '1-2', run: fanoutScenario },
+  { name: 'rateLimit', section: '3', run: rateLimitScenario },
+  { name: 'memory', section: '5', run: memoryScenario },
+  { name: 'local', section: '4-6', run: localScenario },
+];
+
+const started = performance.now();
+const machine = describeMachine();
+const log = (message: string) => process.stderr.write(`bench [${((performance.now() - started) / 1000).toFixed(0).padStart(3)} s] ${message}\n`);
+log(machineLine(machine));
+
+const workDir = await mkdtemp(join(tmpdir(), 'ike-bench-'));
+const forgetWorkDir = onInterrupt(() => rmSync(workDir, { recursive: true, force: true }));
+const rows: Row[] = [];
+const data: Record<string, unknown> = {};
+let failed = false;
+try {
+  for (const s of SCENARIOS) {
+    try {
+      const result = await s.run({ workDir, log });
+      rows.push(...result.rows);
+      data[s.name] = result.data;
+    } catch (err) {
+      // One broken scenario must not hide the others' numbers.
+      failed = true;
+      const message = err instanceof Error ? err.message : String(err);
+      log(`${s.name} FAILED: ${message}`);
+      rows.push({ section: s.section, measure: `${s.name}: scenario failed`, value: message.split('\n')[0]!, target: 'runs', met: false, runs: '—' });
+      data[s.name] = { error: message };
+    }
+  }
+} finally {
+  killAll();
+  await rm(workDir, { recursive: true, force: true });
+  forgetWorkDir();
+}
+
+const totalSeconds = (performance.now() - started) / 1000;
+const results = { machine, totalSeconds, rows, scenarios: data };
+const written = await writeResults(results);
+process.stdout.write(`\niam-key-export benchmark — ${machineLine(machine)}\n\n${renderText(rows)}\n\ntotal ${totalSeconds.toFixed(0)} s; written to ${written.json} and ${written.md}\n`);
+process.exitCode = failed ? 1 : 0;

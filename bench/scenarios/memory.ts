@@ -1,0 +1,72 @@
+/**
+ * Measure 5 (exporter side): peak RSS of the CLI process for 1,000 against
+ * 20,000 users, fake without latency, c=16, the default format (Parquet). Peak
+ * RSS comes from GNU time around the child, Node startup and modules included.
+ * Measured twice: with Node's defaults, and with the old generation capped
+ * (NODE_OPTIONS=--max-old-space-size=128), which tells V8's lazy heap growth under
+ * the SDK's allocation rate apart from memory the pipeline really keeps.
+ */
+import { runExporter, type ExportRun } from '../exporter.ts';
+import { withFake } from '../fake.ts';
+import { median, mib, runsLabel, seconds, type Row, type ScenarioContext, type ScenarioResult } from '../results.ts';
+
+const SMALL = 1000;
+const LARGE = 20_000;
+const REPEATS: Readonly<Record<number, number>> = { [SMALL]: 2, [LARGE]: 1 };
+const TARGET_RATIO = 1.3;
+const HEAP_CAP = '--max-old-space-size=128';
+
+/** Runs the RSS part of measure 5, with Node's default heap and with a capped one. */
+export async function memoryScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
+  const plain = await measure(ctx, undefined);
+  const capped = await measure(ctx, HEAP_CAP);
+  return {
+    rows: [...plain.rows, ...capped.rows],
+    data: { default: plain.data, [HEAP_CAP]: capped.data },
+  };
+}
+
+async function measure(ctx: ScenarioContext, nodeOptions: string | undefined): Promise<ScenarioResult> {
+  const label = nodeOptions ? `, NODE_OPTIONS=${nodeOptions}` : '';
+  const runs = new Map<number, ExportRun[]>();
+  for (const users of [SMALL, LARGE]) {
+    await withFake({ users, seed: 1 }, async (fake) => {
+      ctx.log(`memory: fake with ${users} users, no latency${label}`);
+      const list: ExportRun[] = [];
+      for (let i = 0; i < REPEATS[users]!; i++) {
+        const run = await runExporter({ url: fake.url, concurrency: 16, format: 'parquet', workDir: ctx.workDir, ...(nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {}) });
+        ctx.log(`  ${users} users: peak RSS ${mib(run.maxRssKb)}, ${seconds(run.wallMs)}`);
+        list.push(run);
+      }
+      runs.set(users, list);
+    });
+  }
+  const rss = (users: number) => {
+    const values = runs.get(users)!.map((r) => r.maxRssKb);
+    return values.every((v) => v !== null) ? median(values as number[]) : null;
+  };
+  const small = rss(SMALL);
+  const large = rss(LARGE);
+  const ratio = small !== null && large !== null ? large / small : null;
+  const rows: Row[] = [
+    ...[SMALL, LARGE].map(
+      (users): Row => ({
+        section: '5',
+        measure: `peak RSS, CLI process, ${users.toLocaleString('en-US')} users (parquet, c=16${label})`,
+        value: `${mib(rss(users))} (${seconds(median(runs.get(users)!.map((r) => r.wallMs)))}, ${runs.get(users)![0]!.rows} rows)`,
+        target: '—',
+        met: null,
+        runs: runsLabel(runs.get(users)!.length),
+      }),
+    ),
+    {
+      section: '5',
+      measure: `peak RSS ratio ${LARGE.toLocaleString('en-US')} / ${SMALL.toLocaleString('en-US')} users${label}`,
+      value: ratio === null ? 'n/a (no /usr/bin/time)' : ratio.toFixed(2),
+      target: `≤ ${TARGET_RATIO}`,
+      met: ratio === null ? null : ratio <= TARGET_RATIO,
+      runs: `${runsLabel(runs.get(LARGE)!.length)} / ${runsLabel(runs.get(SMALL)!.length)}`,
+    },
+  ];
+  return { rows, data: Object.fromEntries([...runs].map(([users, list]) => [users, list.map((r) => ({ ...r, dataFiles: undefined }))])) };
+}
