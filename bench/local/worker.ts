@@ -23,6 +23,8 @@ import { Checkpoint, saveCheckpoint } from '../../pipeline/checkpoint.ts';
 import { parseCommand } from '../../pipeline/config.ts';
 import { dataConfigOf } from '../../pipeline/run.ts';
 import { COLUMN_NAMES } from '../../pipeline/schema.ts';
+import type { Batch } from '../../pipeline/items.ts';
+import type { AccessKeyRecord } from '../../pipeline/schema.ts';
 import { partWriter } from '../../pipeline/sinks/parts.ts';
 import { writeDataFile, type Format } from '../../pipeline/sinks/index.ts';
 import { createStaging, publishSnapshot, snapshotIdOf, snapshotPaths } from '../../pipeline/snapshot.ts';
@@ -104,8 +106,8 @@ async function stagesAlone(total: number): Promise<Omit<WorkerResult, 'maxRssKb'
     filterStatusStage([]),
     new Writable({
       objectMode: true,
-      write(item: { type: string }, _enc, done) {
-        if (item.type === 'RECORD') rows++;
+      write(batch: Batch<AccessKeyRecord>, _enc, done) {
+        for (const item of batch) if (item.type === 'RECORD') rows++;
         done();
       },
     }),
