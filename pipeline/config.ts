@@ -37,7 +37,7 @@ export interface Config {
 export interface Tuning {
   /** IKE_COMMIT_ROWS: commit a part after this many records. */
   readonly commitRows: number;
-  /** IKE_COMMIT_MS: commit at least this often while data flows (0 = only at the end). */
+  /** IKE_COMMIT_MS: commit at least this often while data flows (0 in the environment = only at the end: Infinity here). */
   readonly commitMs: number;
   /** IKE_ROWS_PER_FILE: rows per published data file. */
   readonly rowsPerFile: number;
@@ -184,7 +184,7 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   };
   const tuning: Tuning = {
     commitRows: envInt('IKE_COMMIT_ROWS', 1, DEFAULTS.commitRows),
-    commitMs: envInt('IKE_COMMIT_MS', 0, DEFAULTS.commitMs),
+    commitMs: envInt('IKE_COMMIT_MS', 0, DEFAULTS.commitMs) || Number.POSITIVE_INFINITY,
     rowsPerFile: envInt('IKE_ROWS_PER_FILE', 1, DEFAULTS.rowsPerFile),
   };
 

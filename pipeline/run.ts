@@ -189,7 +189,7 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
         checkpointFile: paths.checkpointFile,
         runsDir: paths.runsDir,
         commitRows: config.tuning.commitRows,
-        commitMs: config.tuning.commitMs === 0 ? Number.POSITIVE_INFINITY : config.tuning.commitMs,
+        commitMs: config.tuning.commitMs,
         onRecord: () => live.keys++,
         beforeSave: (c) => {
           for (const [op, n] of Object.entries(stats.calls)) c.counters.calls[op] = (base.calls[op] ?? 0) + n;

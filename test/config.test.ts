@@ -85,5 +85,7 @@ test('every problem is reported at once, one line each', () => {
 
 test('tuning variables are validated like flags', () => {
   assert.match(problems([], { IKE_COMMIT_ROWS: '0' })[0]!, /IKE_COMMIT_ROWS/);
-  assert.equal(config([], { IKE_COMMIT_MS: '0', IKE_ROWS_PER_FILE: '10' }).tuning.rowsPerFile, 10);
+  const tuning = config([], { IKE_COMMIT_MS: '0', IKE_ROWS_PER_FILE: '10' }).tuning;
+  assert.equal(tuning.rowsPerFile, 10);
+  assert.equal(tuning.commitMs, Number.POSITIVE_INFINITY, 'IKE_COMMIT_MS=0 commits only at the end');
 });

@@ -8,6 +8,7 @@
  * announced by a `users-page` STATE first, as the source emits them. Key ids are
  * pseudo-random, so each commit's sort does real work.
  */
+import { mulberry32 } from '../../test/fake-iam/random.ts';
 import type { AccessKeyMetadata } from '@aws-sdk/client-iam';
 import type { Batch, Item, SourceKey, UserRef } from '../../pipeline/items.ts';
 import type { AccessKeyRecord } from '../../pipeline/schema.ts';
@@ -24,18 +25,6 @@ const STATUSES = ['Active', 'Inactive', 'Expired'] as const;
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 const BASE_TIME = Date.UTC(2020, 0, 1);
 
-/** A small fast PRNG (mulberry32): the same seed gives the same data. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function keyId(random: () => number): string {
   let id = 'AKIA';
   for (let i = 0; i < 16; i++) id += ALPHABET[Math.floor(random() * 32)];
@@ -49,7 +38,7 @@ function userOf(index: number): UserRef {
 
 /** The source's view of `total` keys, in the order the source would emit them. */
 export function* sourceKeys(total: number, seed = 1): Generator<SourceKey & { readonly first: boolean; readonly last: boolean }> {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   for (let i = 0; i < total; i++) {
     const user = userOf(Math.floor(i / KEYS_PER_USER));
     const key: AccessKeyMetadata = {

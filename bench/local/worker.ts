@@ -78,7 +78,7 @@ async function ours(format: Format, total: number, dir: string): Promise<Omit<Wo
       checkpointFile: paths.checkpointFile,
       runsDir: paths.runsDir,
       commitRows: config.tuning.commitRows,
-      commitMs: config.tuning.commitMs === 0 ? Number.POSITIVE_INFINITY : config.tuning.commitMs,
+      commitMs: config.tuning.commitMs,
       // beforeSave runs just before the checkpoint save, onCommit just after it.
       beforeSave: () => (saveStarted = performance.now()),
       onCommit: () => {
