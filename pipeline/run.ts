@@ -130,7 +130,11 @@ async function runLocked(config: Config, hooks: RunHooks, startedAt: number): Pr
     hooks.observer?.onStart?.({ snapshotId: cp.snapshotId, resumed, resumes: cp.resumes, phase: cp.phase, config: cp.config }, () => idleProgress(cp, startedAt));
   }
 
-  const result = await publishSnapshot(paths, { checkpoint: cp, rowsPerFile: config.tuning.rowsPerFile, toolVersion: hooks.toolVersion, wallMs: wallBefore + (Date.now() - startedAt) });
+  const result = await publishSnapshot(paths, { checkpoint: cp, rowsPerFile: config.tuning.rowsPerFile, toolVersion: hooks.toolVersion, wallMs: wallBefore + (Date.now() - startedAt) }).catch(
+    (err: unknown) => {
+      throw asOutputError(err, paths);
+    },
+  );
   return { status: 'published', snapshotId: cp.snapshotId, result, summary: { ...summary(), rows: result.rows, wallMs: result.manifest.wall_time_ms } };
 }
 
