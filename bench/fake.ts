@@ -5,6 +5,7 @@
  * (SIGKILL if it lingers). Its control plane gives the call counts and the truth.
  */
 import { once } from 'node:events';
+import type { FakeIamStats } from '../test/fake-iam/server.ts';
 import { fileURLToPath } from 'node:url';
 import { signalGroup, startTracked } from './proc.ts';
 
@@ -13,15 +14,8 @@ const READY = /^fake-iam listening on (http:\/\/\S+)$/m;
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 5_000;
 
-/** The part of GET /_fake/stats the bench reads. */
-export interface FakeStats {
-  readonly calls: Readonly<Record<string, number>>;
-  readonly totalCalls: number;
-  readonly peakInFlight: number;
-  readonly throttled: number;
-  readonly rateLimited: number;
-  readonly errors: Readonly<Record<string, number>>;
-}
+/** GET /_fake/stats, as the fake defines it. */
+export type FakeStats = FakeIamStats;
 
 /** The part of GET /_fake/truth the bench reads. */
 export interface FakeTruth {

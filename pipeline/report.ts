@@ -137,8 +137,11 @@ export function createReporter(config: Config, io: ReporterIO): Reporter {
 }
 
 function fields(p: Progress) {
-  const rate = p.elapsedMs > 0 ? (p.calls / (p.elapsedMs / 1000)).toFixed(1) : '0';
-  return { keys: p.keys, rate, throttles: p.throttles, more: p.listingDone ? '' : '+' };
+  return { keys: p.keys, rate: callsPerSecond(p).toFixed(1), throttles: p.throttles, more: p.listingDone ? '' : '+' };
+}
+
+function callsPerSecond(p: Progress): number {
+  return p.elapsedMs > 0 ? p.calls / (p.elapsedMs / 1000) : 0;
 }
 
 function progressFields(p: Progress) {
@@ -148,7 +151,7 @@ function progressFields(p: Progress) {
     users_done: p.usersDone,
     keys: p.keys,
     calls: p.calls,
-    calls_per_s: p.elapsedMs > 0 ? Math.round((p.calls / (p.elapsedMs / 1000)) * 10) / 10 : 0,
+    calls_per_s: Math.round(callsPerSecond(p) * 10) / 10,
     throttles: p.throttles,
     retries: p.retries,
     elapsed_ms: p.elapsedMs,
