@@ -190,10 +190,8 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
       filterStatusStage(config.statuses),
       partWriter({
         checkpoint: cp,
-        checkpointFile: paths.checkpointFile,
-        runsDir: paths.runsDir,
-        commitRows: config.tuning.commitRows,
-        commitMs: config.tuning.commitMs,
+        paths,
+        tuning: config.tuning,
         onRecord: () => live.keys++,
         beforeSave: (c) => {
           for (const [op, n] of Object.entries(stats.calls)) c.counters.calls[op] = (base.calls[op] ?? 0) + n;

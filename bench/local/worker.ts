@@ -75,10 +75,8 @@ async function ours(format: Format, total: number, dir: string): Promise<Omit<Wo
     filterStatusStage(config.statuses),
     partWriter({
       checkpoint: cp,
-      checkpointFile: paths.checkpointFile,
-      runsDir: paths.runsDir,
-      commitRows: config.tuning.commitRows,
-      commitMs: config.tuning.commitMs,
+      paths,
+      tuning: config.tuning,
       // beforeSave runs just before the checkpoint save, onCommit just after it.
       beforeSave: () => (saveStarted = performance.now()),
       onCommit: () => {

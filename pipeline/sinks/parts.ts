@@ -8,19 +8,18 @@
  */
 import { Writable } from 'node:stream';
 import { saveCheckpoint, type Checkpoint } from '../checkpoint.ts';
+import type { Tuning } from '../config.ts';
 import type { Batch, StateEvent } from '../items.ts';
+import type { SnapshotPaths } from '../snapshot.ts';
 import { runFileName, writeRun } from '../runs.ts';
 import type { AccessKeyRecord } from '../schema.ts';
 
 export interface PartWriterOptions {
   readonly checkpoint: Checkpoint;
-  readonly checkpointFile: string;
-  /** Directory of the part files. */
-  readonly runsDir: string;
-  /** Commit after this many buffered records (bounds memory). */
-  readonly commitRows: number;
-  /** Commit when this long has passed since the last commit and something is pending. */
-  readonly commitMs: number;
+  /** Where the checkpoint and the part files of the snapshot live. */
+  readonly paths: Pick<SnapshotPaths, 'checkpointFile' | 'runsDir'>;
+  /** Commit after commitRows buffered records (bounds memory), or commitMs after the last commit. */
+  readonly tuning: Pick<Tuning, 'commitRows' | 'commitMs'>;
   /** Called for every record received (progress). */
   readonly onRecord?: () => void;
   /** Called just before each checkpoint save (e.g. to copy live counters into it). */
@@ -49,10 +48,10 @@ export function partWriter(o: PartWriterOptions): Writable {
     records = records.slice(covered);
     states = [];
     covered = 0;
-    if (batch.length > 0) o.checkpoint.addPart(await writeRun(o.runsDir, runFileName(nextRun++), batch));
+    if (batch.length > 0) o.checkpoint.addPart(await writeRun(o.paths.runsDir, runFileName(nextRun++), batch));
     for (const s of pending) o.checkpoint.apply(s);
     o.beforeSave?.(o.checkpoint);
-    await saveCheckpoint(o.checkpointFile, o.checkpoint);
+    await saveCheckpoint(o.paths.checkpointFile, o.checkpoint);
     lastCommit = Date.now();
     for (const s of pending) o.onState?.(s);
     o.onCommit?.({ rows: batch.length, states: pending.length });
@@ -71,7 +70,7 @@ export function partWriter(o: PartWriterOptions): Writable {
           covered = records.length;
         }
       }
-      if (records.length >= o.commitRows || Date.now() - lastCommit >= o.commitMs) commit().then(() => done(), done);
+      if (records.length >= o.tuning.commitRows || Date.now() - lastCommit >= o.tuning.commitMs) commit().then(() => done(), done);
       else done();
     },
     final(done) {

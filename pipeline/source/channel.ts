@@ -22,13 +22,13 @@ export class Channel<T> implements AsyncIterable<T> {
     return this.#items.length - this.#head;
   }
 
-  /** Adds items (in order, together), waiting first until there is room. */
-  async push(...items: T[]): Promise<void> {
+  /** Adds an item, waiting first until there is room. */
+  async push(item: T): Promise<void> {
     while (this.size >= this.#capacity && !this.#closed) {
       await new Promise<void>((resolve) => this.#spaceWaiters.push(resolve));
     }
     if (this.#closed) throw new Error('push on a closed channel');
-    this.#items.push(...items);
+    this.#items.push(item);
     this.#wakeConsumer();
   }
 

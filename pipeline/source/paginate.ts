@@ -92,11 +92,12 @@ type ServerPages<T> = AsyncIterable<{ items: T[]; marker: string | undefined }>;
  * the NextToken of every yielded page.
  */
 async function* truncate<T>(
-  start: Position,
-  maxItems: number | undefined,
+  config: PaginationConfig,
   fetchFrom: (marker: string | undefined) => ServerPages<T>,
 ): AsyncGenerator<{ items: T[]; IsTruncated: boolean; NextToken?: string }> {
-  let remaining = maxItems ?? Number.POSITIVE_INFINITY;
+  validateConfig(config);
+  const start = config.StartingToken === undefined ? { marker: undefined, skip: 0 } : decodeToken(config.StartingToken);
+  let remaining = config.MaxItems ?? Number.POSITIVE_INFINITY;
   let pageMarker = start.marker; // the Marker that fetched the current page
   let skip = start.skip;
   for await (const page of fetchFrom(start.marker)) {
@@ -128,8 +129,6 @@ export async function* paginateAccessKeys(
   send: SendOptions = {},
 ): AsyncGenerator<AccessKeysPage> {
   const config = params.PaginationConfig ?? {};
-  validateConfig(config);
-  const start = config.StartingToken === undefined ? { marker: undefined, skip: 0 } : decodeToken(config.StartingToken);
   const fetchFrom = async function* (marker: string | undefined) {
     const pages = paginateListAccessKeys(
       { client, pageSize: config.PageSize, startingToken: marker, stopOnSameToken: true },
@@ -138,7 +137,7 @@ export async function* paginateAccessKeys(
     );
     for await (const p of pages) yield { items: p.AccessKeyMetadata ?? [], marker: p.IsTruncated ? p.Marker : undefined };
   };
-  for await (const page of truncate(start, config.MaxItems, fetchFrom)) {
+  for await (const page of truncate(config, fetchFrom)) {
     yield { AccessKeyMetadata: page.items, IsTruncated: page.IsTruncated, ...(page.NextToken ? { NextToken: page.NextToken } : {}) };
   }
 }
@@ -150,14 +149,12 @@ export async function* paginateUsers(
   send: SendOptions = {},
 ): AsyncGenerator<UsersPage> {
   const config = params.PaginationConfig ?? {};
-  validateConfig(config);
-  const start = config.StartingToken === undefined ? { marker: undefined, skip: 0 } : decodeToken(config.StartingToken);
   const fetchFrom = async function* (marker: string | undefined) {
     const input = params.PathPrefix === undefined ? {} : { PathPrefix: params.PathPrefix };
     const pages = paginateListUsers({ client, pageSize: config.PageSize, startingToken: marker, stopOnSameToken: true }, input, send);
     for await (const p of pages) yield { items: p.Users ?? [], marker: p.IsTruncated ? p.Marker : undefined };
   };
-  for await (const page of truncate(start, config.MaxItems, fetchFrom)) {
+  for await (const page of truncate(config, fetchFrom)) {
     yield { Users: page.items, IsTruncated: page.IsTruncated, ...(page.NextToken ? { NextToken: page.NextToken } : {}) };
   }
 }
