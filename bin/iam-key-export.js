@@ -9,4 +9,6 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 register();
 const { main } = await import('../pipeline/cli.ts');
-process.exitCode = await main(process.argv.slice(2));
+// Exit explicitly once the run is over: a stopped run may leave SDK timers
+// (a retry backoff of up to 20 s) that must not keep the process alive.
+process.exit(await main(process.argv.slice(2)));

@@ -11,6 +11,9 @@ import { runExport, type RunOutcome } from './run.ts';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
+/** How long a graceful stop may take after a signal before the process exits anyway. */
+const STOP_DEADLINE_MS = 8_000;
+
 /** Runs the CLI with `argv` (no node/script); resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   const debug = argv.includes('--debug');
@@ -40,6 +43,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (signals === 1) {
       process.stderr.write(`iam-key-export: ${sig}: stopping after committing what is read; rerun to resume\n`);
       stop.abort('signal');
+      // A net under the graceful stop: whatever phase hangs, the process ends in
+      // time (a scheduler's grace period is often 10 s). The last checkpoint holds.
+      setTimeout(() => {
+        process.stderr.write(`iam-key-export: ${sig}: the graceful stop took too long; exiting now: the last checkpoint holds, rerun to resume\n`);
+        process.exit(EXIT.STOPPED);
+      }, STOP_DEADLINE_MS).unref();
     } else {
       process.stderr.write(`iam-key-export: ${sig} again: exiting now; the last checkpoint holds, rerun to resume\n`);
       process.exit(EXIT.STOPPED);

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ExportError } from './errors.ts';
-import type { Format } from './sinks/index.ts';
+import { FORMATS, type Format } from './formats.ts';
 
 export const STATUSES = ['Active', 'Inactive', 'Expired'] as const;
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -25,6 +25,8 @@ export interface Config {
   readonly fresh: boolean;
   readonly maxItems: number | undefined;
   readonly timeBudgetMs: number | undefined;
+  /** An unfinished snapshot older than this is discarded rather than resumed. */
+  readonly maxSnapshotAgeMs: number;
   readonly allowPartial: boolean;
   readonly maxAttempts: number;
   readonly quiet: boolean;
@@ -51,6 +53,7 @@ export const DEFAULTS = {
   pathPrefix: '/',
   maxAttempts: 10,
   logLevel: 'info' as LogLevel,
+  maxSnapshotAgeMs: 24 * 3_600_000,
   commitRows: 20_000,
   commitMs: 5_000,
   rowsPerFile: 1_000_000,
@@ -70,6 +73,7 @@ export const OPTIONS = {
   fresh: { type: 'boolean' },
   'max-items': { type: 'string' },
   'time-budget': { type: 'string' },
+  'max-snapshot-age': { type: 'string' },
   'allow-partial': { type: 'boolean' },
   'max-attempts': { type: 'string' },
   quiet: { type: 'boolean' },
@@ -119,7 +123,8 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   };
 
   const formatRaw = str('format') ?? DEFAULTS.format;
-  const format = formatRaw === 'csv' || formatRaw === 'parquet' ? formatRaw : undefined;
+  // Enum values are case-insensitive, as --status always was: CSV is csv.
+  const format = FORMATS.find((f) => f === formatRaw.trim().toLowerCase());
   if (!format) problems.push(`--format must be csv or parquet, got ${JSON.stringify(formatRaw)}`);
 
   const out = str('out') ?? DEFAULTS.out;
@@ -156,14 +161,20 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const profile = str('profile');
   if (profile !== undefined && profile.trim() === '') problems.push('--profile must be a profile name, got an empty string');
 
-  const timeBudgetRaw = str('time-budget');
-  let timeBudgetMs: number | undefined;
-  if (timeBudgetRaw !== undefined) {
-    timeBudgetMs = parseDuration(timeBudgetRaw);
-    if (timeBudgetMs === undefined || timeBudgetMs <= 0) problems.push(`--time-budget must be a duration such as 90s, 14m, 1h or 1h30m, got ${JSON.stringify(timeBudgetRaw)}`);
-  }
+  const duration = (name: 'time-budget' | 'max-snapshot-age', fallback: number | undefined): number | undefined => {
+    const raw = str(name);
+    if (raw === undefined) return fallback;
+    const ms = parseDuration(raw);
+    if (ms === undefined || ms <= 0 || ms > MAX_DURATION_MS) {
+      problems.push(`--${name} must be a duration from 1s to 7d such as 90s, 14m, 1h, 1h30m or 2d, got ${JSON.stringify(raw)}`);
+      return fallback;
+    }
+    return ms;
+  };
+  const timeBudgetMs = duration('time-budget', undefined);
+  const maxSnapshotAgeMs = duration('max-snapshot-age', DEFAULTS.maxSnapshotAgeMs)!;
 
-  const logLevelRaw = str('log-level') ?? DEFAULTS.logLevel;
+  const logLevelRaw = (str('log-level') ?? DEFAULTS.logLevel).trim().toLowerCase();
   const logLevel = (LOG_LEVELS as readonly string[]).includes(logLevelRaw) ? (logLevelRaw as LogLevel) : undefined;
   if (!logLevel) problems.push(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevelRaw)}`);
 
@@ -204,6 +215,7 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
       fresh: values.fresh === true,
       maxItems,
       timeBudgetMs,
+      maxSnapshotAgeMs,
       allowPartial: values['allow-partial'] === true,
       maxAttempts,
       quiet: values.quiet === true,
@@ -234,10 +246,16 @@ function editDistance(a: string, b: string): number {
   return prev[b.length]!;
 }
 
-/** `90s`, `14m`, `1h`, `1h30m`, `500ms` → milliseconds; undefined when malformed. */
+/**
+ * The longest duration a flag takes: 7 days. Node's timers hold at most 2^31-1 ms
+ * (24.8 days; beyond, they fire at once), and no batch window is longer than a week.
+ */
+export const MAX_DURATION_MS = 7 * 86_400_000;
+
+/** `90s`, `14m`, `1h`, `1h30m`, `500ms`, `2d` → milliseconds; undefined when malformed. */
 export function parseDuration(text: string): number | undefined {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
-  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
   let total = 0;
   let matched = 0;
   let m: RegExpExecArray | null;
@@ -270,7 +288,9 @@ Speed
 Runs and resume
   --fresh                     discard an unfinished snapshot in --out instead of resuming it
   --max-items N               stop cleanly after N keys (exit 75); rerun to continue
-  --time-budget DUR           stop cleanly after DUR, e.g. 90s, 14m, 1h (exit 75); rerun to continue
+  --time-budget DUR           stop cleanly after DUR, e.g. 90s, 14m, 1h (at most 7d; exit 75); rerun to continue
+  --max-snapshot-age DUR      an unfinished snapshot older than DUR is discarded and a new one
+                              started, with a warning (default 24h, at most 7d)
   --allow-partial             publish even if some users failed (they are listed in the manifest)
 Operator output
   --quiet                     no progress output, only errors and the final summary

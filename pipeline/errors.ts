@@ -6,16 +6,17 @@
 
 export type ErrorCode =
   | 'CONFIG_INVALID' // a flag or environment value is not allowed (exit 2)
-  | 'CHECKPOINT_MISMATCH' // an unfinished snapshot has another configuration (exit 2)
-  | 'CHECKPOINT_CORRUPT' // checkpoint.json cannot be read or trusted (exit 1)
+  | 'CHECKPOINT_MISMATCH' // an unfinished snapshot has another configuration, account or format (exit 2)
+  | 'CHECKPOINT_CORRUPT' // checkpoint.json or a staged part cannot be read or trusted (exit 1)
   | 'PAGINATION_TOKEN_INVALID' // a StartingToken that this program did not produce
   | 'SOURCE_CREDENTIALS' // credentials missing or rejected (exit 1)
-  | 'SOURCE_DENIED' // ListUsers denied (exit 1)
+  | 'SOURCE_DENIED' // a permission is missing: ListUsers denied, or every user denied (exit 1)
   | 'SOURCE_UNREACHABLE' // endpoint unreachable after retries (exit 1)
-  | 'SOURCE_FAILED' // any other fatal answer from IAM (exit 1)
+  | 'SOURCE_FAILED' // any other fatal answer from AWS (exit 1)
   | 'OUTPUT_IO' // --out not writable, disk full, ... (exit 1)
   | 'SNAPSHOT_PUBLISHED' // a snapshot id already published (exit 1)
-  | 'OUTPUT_LOCKED' // another run is exporting into the same --out (exit 1)
+  | 'OUTPUT_LOCKED' // another run holds the lease of this --out: temporary, rerun later (exit 75)
+  | 'LEASE_LOST' // this run's lease was taken over or could not be renewed (exit 1)
   | 'INTERNAL'; // a bug (exit 1)
 
 export interface ErrorContext {
@@ -48,13 +49,17 @@ export const EXIT = {
 
 /** The exit code an error ends the process with. */
 export function exitCodeOf(err: unknown): number {
-  if (err instanceof ExportError && (err.code === 'CONFIG_INVALID' || err.code === 'CHECKPOINT_MISMATCH')) return EXIT.USAGE;
+  if (!(err instanceof ExportError)) return EXIT.FATAL;
+  if (err.code === 'CONFIG_INVALID' || err.code === 'CHECKPOINT_MISMATCH') return EXIT.USAGE;
+  // sysexits EX_TEMPFAIL: another run is at work; a later rerun proceeds.
+  if (err.code === 'OUTPUT_LOCKED') return EXIT.STOPPED;
   return EXIT.FATAL;
 }
 
 /** What the caller must do with an AWS error raised while paging one user's keys. */
 export type UserErrorAction =
-  | { readonly kind: 'vanished' } // NoSuchEntity: deleted since ListUsers; count it, go on
+  | { readonly kind: 'missing' } // NoSuchEntity: deleted or renamed since ListUsers; a scan decides which
+  | { readonly kind: 'throttled' } // throttling outlived the retries: stop resumably (exit 75)
   | { readonly kind: 'user-failed'; readonly code: string } // record it, go on, exit 3 at the end
   | { readonly kind: 'fatal'; readonly error: ExportError }; // stop the run, exit 1
 
@@ -62,6 +67,7 @@ export type UserErrorAction =
 interface AwsLikeError {
   name?: unknown;
   code?: unknown;
+  hostname?: unknown;
   $fault?: unknown;
   $retryable?: unknown;
   $metadata?: { httpStatusCode?: unknown };
@@ -78,11 +84,14 @@ const CREDENTIAL_ERRORS = new Set([
   'AuthFailure',
   'MissingAuthenticationToken',
   'IncompleteSignature',
+  'InvalidToken',
 ]);
 
-const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'TimeoutError', 'RequestTimeout']);
+const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ECONNABORTED', 'TimeoutError', 'RequestTimeout']);
 
 const THROTTLING_ERRORS = new Set(['Throttling', 'ThrottlingException', 'ThrottledException', 'RequestThrottled', 'RequestThrottledException', 'TooManyRequestsException', 'RequestLimitExceeded', 'SlowDown']);
+
+const DENIED_ERRORS = new Set(['AccessDenied', 'AccessDeniedException', 'UnauthorizedOperation']);
 
 /** True for an answer that means "slow down" (IAM: HTTP 400 Throttling), from its name, status or $retryable. */
 export function isThrottle(err: unknown): boolean {
@@ -90,9 +99,25 @@ export function isThrottle(err: unknown): boolean {
   return THROTTLING_ERRORS.has(awsErrorName(err)) || httpStatus(err) === 429 || e.$retryable?.throttling === true;
 }
 
+/** True for an answer that means "not allowed" (403 AccessDenied and its kin). */
+export function isDenied(err: unknown): boolean {
+  return DENIED_ERRORS.has(awsErrorName(err)) || (httpStatus(err) === 403 && !CREDENTIAL_ERRORS.has(awsErrorName(err)));
+}
+
+/** The errno-style code of a network failure (also inside an AggregateError), or undefined. */
+function networkCode(err: unknown): string | undefined {
+  const e = (err ?? {}) as AwsLikeError & { errors?: unknown };
+  if (typeof e.code === 'string' && NETWORK_ERRORS.has(e.code)) return e.code;
+  if (typeof e.name === 'string' && NETWORK_ERRORS.has(e.name)) return e.name;
+  if (Array.isArray(e.errors)) for (const inner of e.errors) if (networkCode(inner)) return networkCode(inner);
+  return undefined;
+}
+
 /** The error's name/code as the SDK reports it (ServiceException name, or Node's errno code). */
 export function awsErrorName(err: unknown): string {
   const e = (err ?? {}) as AwsLikeError;
+  const net = networkCode(err);
+  if (net) return net;
   if (typeof e.name === 'string' && e.name !== 'Error') return e.name;
   if (typeof e.code === 'string') return e.code;
   return typeof e.name === 'string' ? e.name : 'UnknownError';
@@ -103,56 +128,94 @@ function httpStatus(err: unknown): number | undefined {
   return typeof s === 'number' ? s : undefined;
 }
 
+/** True for an error that came from an AWS answer (it has a fault or an HTTP status). */
+export function isServiceError(err: unknown): boolean {
+  const e = (err ?? {}) as AwsLikeError;
+  return e.$fault === 'client' || e.$fault === 'server' || httpStatus(err) !== undefined;
+}
+
+/** Where a failing call went, for the operator line. */
+export interface CallSite {
+  /** The call, e.g. "ListUsers" or "ListAccessKeys for user alice". */
+  readonly what: string;
+  /** The service, e.g. "IAM", and the endpoint URL tried. */
+  readonly service: string;
+  readonly endpoint: string;
+  /** The permission the call needs, e.g. "iam:ListUsers". */
+  readonly permission: string;
+}
+
 /**
  * Classifies an error that survived the SDK's retries, for a call that is not tied
- * to one user (ListUsers, or anything that must stop the run). Always fatal; the
- * code says which cause, so the operator line can say what to do.
+ * to one user (ListUsers, GetCallerIdentity, or anything that must stop the run).
+ * The code says which cause, so the operator line can say what to do; an error
+ * that is not from AWS at all is our bug (INTERNAL).
  */
-export function classifyFatal(err: unknown, what: string): ExportError {
+export function classifyFatal(err: unknown, site: CallSite): ExportError {
   if (err instanceof ExportError) return err;
   const name = awsErrorName(err);
   if (CREDENTIAL_ERRORS.has(name)) {
-    return new ExportError('SOURCE_CREDENTIALS', `${what}: credentials rejected or missing (${name}); check AWS_PROFILE / --profile or the AWS_* environment`, { awsCode: name }, { cause: err });
+    return new ExportError('SOURCE_CREDENTIALS', `${site.what}: credentials rejected or missing (${name}); check AWS_PROFILE / --profile or the AWS_* environment`, { awsCode: name }, { cause: err });
   }
-  if (name === 'AccessDenied' || name === 'AccessDeniedException' || httpStatus(err) === 403) {
-    return new ExportError('SOURCE_DENIED', `${what}: access denied (${name}); the identity needs iam:ListUsers and iam:ListAccessKeys`, { awsCode: name }, { cause: err });
+  if (isDenied(err)) {
+    return new ExportError('SOURCE_DENIED', `${site.what}: access denied (${name}); the identity needs ${site.permission}`, { awsCode: name }, { cause: err });
   }
-  if (NETWORK_ERRORS.has(name) || (httpStatus(err) === undefined && !isServiceError(err))) {
-    return new ExportError('SOURCE_UNREACHABLE', `${what}: IAM endpoint unreachable after retries (${name}); check --endpoint-url / AWS_ENDPOINT_URL_IAM and the network`, { awsCode: name }, { cause: err });
+  const net = networkCode(err);
+  if (net) {
+    const host = (err as AwsLikeError).hostname;
+    const detail = net === 'ENOTFOUND' || net === 'EAI_AGAIN' ? `${net}: host ${typeof host === 'string' ? host : hostOf(site.endpoint)} not found` : net;
+    return new ExportError('SOURCE_UNREACHABLE', `${site.what}: ${site.service} endpoint ${site.endpoint} unreachable after retries (${detail}); check the endpoint settings and the network`, { awsCode: net }, { cause: err });
   }
-  return new ExportError('SOURCE_FAILED', `${what}: IAM answered ${name} after retries`, { awsCode: name }, { cause: err });
+  if (isServiceError(err)) return new ExportError('SOURCE_FAILED', `${site.what}: ${site.service} answered ${name} after retries`, { awsCode: name }, { cause: err });
+  return new ExportError('INTERNAL', `internal error during ${site.what}: ${err instanceof Error ? err.message : String(err)} (rerun with --debug for the stack)`, {}, { cause: err });
 }
 
-function isServiceError(err: unknown): boolean {
-  const e = (err ?? {}) as AwsLikeError;
-  return e.$fault === 'client' || e.$fault === 'server';
+function hostOf(url: string): string {
+  try {
+    return new URL(url).hostname;
+  } catch {
+    return url;
+  }
 }
 
 /**
  * Classifies an error from ListAccessKeys for one user, after the SDK's retries:
- * NoSuchEntity means the user vanished; credential and connectivity problems stop
- * the whole run (every other user would fail the same way); any other answer from
- * IAM (AccessDenied, a 5xx that outlived the retries, ...) fails this user only.
+ * NoSuchEntity means the user is missing (deleted or renamed); throttling stops
+ * the run resumably; credential, connectivity and non-AWS problems stop the whole
+ * run (every other user would fail the same way); any other answer from IAM
+ * (AccessDenied, a 5xx that outlived the retries, ...) fails this user only.
  */
-export function classifyUserError(err: unknown, user: string): UserErrorAction {
-  const name = awsErrorName(err);
-  if (name === 'NoSuchEntity' || name === 'NoSuchEntityException') return { kind: 'vanished' };
+export function classifyUserError(err: unknown, site: CallSite): UserErrorAction {
   if (err instanceof ExportError) return { kind: 'fatal', error: err };
-  if (CREDENTIAL_ERRORS.has(name) || !isServiceError(err)) {
-    return { kind: 'fatal', error: classifyFatal(err, `ListAccessKeys for user ${user}`) };
-  }
+  const name = awsErrorName(err);
+  if (name === 'NoSuchEntity' || name === 'NoSuchEntityException') return { kind: 'missing' };
+  if (isThrottle(err)) return { kind: 'throttled' };
+  if (CREDENTIAL_ERRORS.has(name) || !isServiceError(err)) return { kind: 'fatal', error: classifyFatal(err, site) };
   return { kind: 'user-failed', code: name };
 }
 
-/** One line for the operator: the message, plus the cause's stack only with --debug. */
+/** One line for the operator: the message, plus the stack only with --debug. */
 export function describeError(err: unknown, debug: boolean): string {
   if (debug) return err instanceof Error ? (err.stack ?? String(err)) + causeStack(err) : String(err);
   if (err instanceof ExportError) return err.message;
-  if (err instanceof Error) return `internal error: ${err.message}`;
-  return `internal error: ${String(err)}`;
+  if (err instanceof Error) return `internal error: ${err.message} (rerun with --debug for the stack)`;
+  return `internal error: ${String(err)} (rerun with --debug for the stack)`;
 }
 
 function causeStack(err: Error): string {
   const cause = (err as { cause?: unknown }).cause;
   return cause instanceof Error ? `\nCaused by: ${cause.stack ?? cause.message}` : '';
+}
+
+/**
+ * True for an answer that can mean "this Marker is no longer valid": a request
+ * error (HTTP 400, not throttling, credentials, a denial or NoSuchEntity), such as
+ * IAM's ValidationError for an expired or foreign Marker. Only meaningful for a
+ * request that carried a Marker; the caller then restarts that listing once.
+ */
+export function isRejectedMarker(err: unknown): boolean {
+  if (!isServiceError(err) || isThrottle(err) || isDenied(err)) return false;
+  const name = awsErrorName(err);
+  if (CREDENTIAL_ERRORS.has(name) || name === 'NoSuchEntity' || name === 'NoSuchEntityException') return false;
+  return httpStatus(err) === 400 || (httpStatus(err) === undefined && (err as AwsLikeError).$fault === 'client');
 }

@@ -2,6 +2,9 @@
  * What flows through the stream: RECORD items (one access key) and STATE items
  * (watermarks), as Singer taps do. A STATE follows the records it vouches for; the
  * writer applies it to the checkpoint only once every record before it is durable.
+ *
+ * Users are identified by `userId` everywhere (it survives a rename); `userName`
+ * is the latest name seen, used to call IAM and to fill the record.
  */
 import type { AccessKeyMetadata } from '@aws-sdk/client-iam';
 import type { AccessKeyRecord } from './schema.ts';
@@ -11,6 +14,10 @@ export interface UserRef {
   readonly userName: string;
   readonly userId: string;
   readonly accountId: string;
+  readonly arn: string;
+  readonly path: string;
+  /** ISO 8601; null when IAM did not say (it always does). */
+  readonly createDate: string | null;
 }
 
 /** A key as the source read it, before `toRecord`. */
@@ -29,13 +36,24 @@ export interface RecordItem<T> {
 
 /** Watermarks: each says how far the source got once the records before it are durable. */
 export type StateEvent =
-  /** A ListUsers page was read from `token`; `nextToken` lists the page after it (absent: last page). */
+  /** A ListUsers page was read from `token`; `nextToken` lists the page after it (null: last page). */
   | { readonly kind: 'users-page'; readonly token: string | null; readonly nextToken: string | null; readonly users: readonly UserRef[] }
+  /** ListUsers rejected the stored Marker: the listing starts over (known users are skipped by id). */
+  | { readonly kind: 'users-restarted' }
   /** A page of `user`'s keys was read; the rest starts at `nextToken`. */
   | { readonly kind: 'user-page'; readonly user: UserRef; readonly nextToken: string }
   /** Every key of `user` was read. */
   | { readonly kind: 'user-done'; readonly user: UserRef }
-  /** `user` was deleted after ListUsers listed it (NoSuchEntity). */
+  /** ListAccessKeys rejected `user`'s stored Marker: its keys are read again from the start. */
+  | { readonly kind: 'user-restarted'; readonly user: UserRef }
+  /**
+   * NoSuchEntity for `user`: deleted, or renamed. Resolved by a ListUsers scan once
+   * the listing is done: found under another name → paged again, else vanished.
+   */
+  | { readonly kind: 'user-missing'; readonly user: UserRef; readonly token: string | null }
+  /** A missing user was found under `user.userName` (renamed): page it from the start. */
+  | { readonly kind: 'user-found'; readonly user: UserRef }
+  /** `user` is gone: it was deleted after ListUsers listed it. */
   | { readonly kind: 'user-vanished'; readonly user: UserRef }
   /** Paging `user` failed with a non-retryable `code`; a rerun retries from `token`. */
   | { readonly kind: 'user-failed'; readonly user: UserRef; readonly code: string; readonly token: string | null };

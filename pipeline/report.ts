@@ -59,7 +59,7 @@ export function createReporter(config: Config, io: ReporterIO): Reporter {
           bar = new cliProgress.SingleBar(
             {
               stream: io.stderr,
-              format: ' users {bar} {value}/{total}{more} | keys {keys} | {rate} calls/s | throttles {throttles} | ETA {eta_formatted}',
+              format: ' users {bar} {value}/{total}{more} | keys {keys} | {rate} calls/s | throttles {throttles} | ETA {eta}',
               hideCursor: true,
               etaBuffer: 50,
               fps: 5,
@@ -76,7 +76,19 @@ export function createReporter(config: Config, io: ReporterIO): Reporter {
           timer.unref();
         }
       } else if (logger) {
-        logger.info({ event: 'start', snapshot_id: info.snapshotId, resumed: info.resumed, resumes: info.resumes, phase: info.phase, configuration: configurationOf(config) }, what);
+        logger.info(
+          {
+            event: 'start',
+            snapshot_id: info.snapshotId,
+            resumed: info.resumed,
+            resumes: info.resumes,
+            phase: info.phase,
+            account_id: info.accountId,
+            endpoint_url: info.endpoint,
+            configuration: configurationOf(config),
+          },
+          what,
+        );
         timer = setInterval(() => {
           const p = progress();
           logger.info({ event: 'progress', snapshot_id: info.snapshotId, ...progressFields(p) }, 'progress');
@@ -97,6 +109,14 @@ export function createReporter(config: Config, io: ReporterIO): Reporter {
       if (logger) logger.info({ event: 'notice', snapshot_id: snapshotId, ...extra }, message);
       else if (mode === 'tty') io.stderr.write(`iam-key-export: ${message}\n`);
     },
+    onWarning(message) {
+      // Always one line on stderr, whatever the mode: it changes what gets published.
+      logger?.warn({ event: 'warning', snapshot_id: snapshotId }, message);
+      io.stderr.write(`${mode === 'tty' ? '\n' : ''}iam-key-export: warning: ${message}\n`);
+    },
+    onSdkLog(message) {
+      logger?.debug({ event: 'sdk' }, message);
+    },
   };
 
   return {
@@ -109,10 +129,11 @@ export function createReporter(config: Config, io: ReporterIO): Reporter {
           {
             event: 'end',
             snapshot_id: outcome.snapshotId,
+            account_id: s.accountId,
             status: outcome.status,
             exit_code: exitCode,
             ...(outcome.status === 'stopped' ? { reason: outcome.reason } : {}),
-            ...(outcome.status === 'published' && outcome.result ? { published: outcome.result.dir } : {}),
+            ...(outcome.status === 'published' ? { published: outcome.result.dir } : {}),
             rows: s.rows,
             users: s.usersExported + s.usersVanished + s.usersFailed,
             vanished: s.usersVanished,
@@ -137,7 +158,19 @@ export function createReporter(config: Config, io: ReporterIO): Reporter {
 }
 
 function fields(p: Progress) {
-  return { keys: p.keys, rate: callsPerSecond(p).toFixed(1), throttles: p.throttles, more: p.listingDone ? '' : '+' };
+  return { keys: p.keys, rate: callsPerSecond(p).toFixed(1), throttles: p.throttles, more: p.listingDone ? '' : '+', eta: eta(p) };
+}
+
+/**
+ * Time left, once it can be told: the listing is done (the total is known) and
+ * this run finished users at a measurable pace. Until then "?" rather than NaN.
+ */
+function eta(p: Progress): string {
+  const left = p.usersListed - p.usersDone;
+  if (p.listingDone && left <= 0) return '0s';
+  if (!p.listingDone || p.elapsedMs < 2000 || p.usersDoneThisRun <= 0) return '?';
+  const s = Math.round(((p.elapsedMs / p.usersDoneThisRun) * left) / 1000);
+  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
 function callsPerSecond(p: Progress): number {
@@ -180,11 +213,14 @@ function configurationOf(c: Config) {
 /** The final one-line summary (stderr, every run). */
 export function summaryLine(outcome: RunOutcome): string {
   const s = outcome.summary;
-  const counts = `rows=${s.rows} users=${s.usersExported + s.usersVanished + s.usersFailed} vanished=${s.usersVanished} failed=${s.usersFailed} calls=${s.calls} throttles=${s.throttles} retries=${s.retries} wall=${(s.wallMs / 1000).toFixed(1)}s resumes=${s.resumes}`;
+  const counts = `account=${s.accountId ?? 'unknown'} rows=${s.rows} users=${s.usersExported + s.usersVanished + s.usersFailed} vanished=${s.usersVanished} failed=${s.usersFailed} calls=${s.calls} throttles=${s.throttles} retries=${s.retries} wall=${(s.wallMs / 1000).toFixed(1)}s resumes=${s.resumes}`;
   switch (outcome.status) {
     case 'published':
-      return `iam-key-export: published snapshot ${outcome.snapshotId}${outcome.result ? ` to ${outcome.result.dir}` : ''}: ${counts}`;
+      return `iam-key-export: published snapshot ${outcome.snapshotId} to ${outcome.result.dir}: ${counts}`;
     case 'stopped':
+      if (outcome.reason === 'throttled') {
+        return `iam-key-export: stopped: IAM kept throttling after every retry (the account's rate limit is shared with other callers); snapshot ${outcome.snapshotId} is resumable: rerun later, with a lower --concurrency; ${counts}`;
+      }
       return `iam-key-export: stopped (${outcome.reason === 'signal' ? 'signal' : `--${outcome.reason}`}), snapshot ${outcome.snapshotId} is resumable: rerun the same command; ${counts}`;
     case 'user-errors':
       return `iam-key-export: ${outcome.failed.length} user(s) failed (${[...new Set(outcome.failed.map((f) => f.code))].join(', ')}); snapshot ${outcome.snapshotId} not published: rerun to retry them, or add --allow-partial; ${counts}`;

@@ -4,32 +4,40 @@
  *   source (ListUsers → p-limit fan-out → ListAccessKeys pages)
  *     → toRecord → deriveAge → filterStatus → part writer (part durable, then checkpoint)
  *
- * then `publishSnapshot` merges the parts into the published files. Everything a
- * rerun needs is in the checkpoint, so a run can stop anywhere and be rerun.
+ * then `finalizeSnapshot` merges the parts into the published files and
+ * `promoteSnapshot` publishes them. Everything a rerun needs is in the store
+ * (checkpoint, parts, lease), so a run can stop anywhere and be rerun.
+ *
+ * Which snapshot: the unfinished one in the store (its lease taken first), unless
+ * --fresh, unless it never committed anything (then it is nobody's snapshot yet),
+ * unless it is older than --max-snapshot-age; else a new one, stamped with this
+ * run's start. A resume with credentials of another account stops before any IAM
+ * call (exit 2, naming --fresh).
  */
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import { PRIVATE_DIR_MODE } from './fsutil.ts';
-import { acquireLock } from './lock.ts';
 import { pipeline } from 'node:stream/promises';
 import type { IAMClient } from '@aws-sdk/client-iam';
-import { Checkpoint, fingerprintOf, loadCheckpoint, saveCheckpoint, type DataConfig, type FailedUser } from './checkpoint.ts';
+import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig, type FailedUser } from './checkpoint.ts';
 import type { Config } from './config.ts';
 import { ExportError } from './errors.ts';
 import type { StateEvent } from './items.ts';
+import { Lease, staleness, currentIdentity, type LeaseHolder, type LeaseOptions } from './lease.ts';
 import { removeOrphans } from './runs.ts';
-import { createIamClient, newApiStats, totalCalls } from './source/client.ts';
-import { KeyBudget, sourceStream } from './source/fanout.ts';
+import { SCHEMA_VERSION } from './schema.ts';
+import { KeyBudget } from './source/budget.ts';
+import { createIamClient, endpointsOf, newApiStats, resolveRegion, sdkLogger, totalCalls, type ApiStats, type Endpoints } from './source/client.ts';
+import { sourceStream } from './source/fanout.ts';
+import { callerIdentity, checkProfile, type CallerIdentity } from './source/identity.ts';
 import { partWriter } from './sinks/parts.ts';
-import { createStaging, isPublished, STAGING_DIR, listStaging, publishSnapshot, removeStaging, snapshotIdOf, snapshotPaths, type PublishResult, type SnapshotPaths } from './snapshot.ts';
+import { finalizeSnapshot, isPublished, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type Manifest, type PublishResult } from './snapshot.ts';
 import { deriveAgeStage } from './stages/deriveAge.ts';
 import { filterStatusStage } from './stages/filterStatus.ts';
 import { toRecordStage } from './stages/toRecord.ts';
+import { openStore, type Store } from './store/index.ts';
 
-export type StopReason = 'signal' | 'time-budget' | 'max-items';
+export type StopReason = 'signal' | 'time-budget' | 'max-items' | 'throttled';
 
 export type RunOutcome =
-  | { readonly status: 'published'; readonly snapshotId: string; readonly result: PublishResult | null; readonly summary: RunSummary }
+  | { readonly status: 'published'; readonly snapshotId: string; readonly result: PublishResult; readonly summary: RunSummary }
   | { readonly status: 'stopped'; readonly snapshotId: string; readonly reason: StopReason; readonly summary: RunSummary }
   | { readonly status: 'user-errors'; readonly snapshotId: string; readonly failed: readonly FailedUser[]; readonly summary: RunSummary };
 
@@ -44,15 +52,19 @@ export interface RunSummary {
   readonly retries: number;
   readonly wallMs: number;
   readonly resumes: number;
+  readonly accountId: string | null;
 }
 
-/** Live numbers for progress output. */
+/** Live numbers for progress output (totals of the snapshot, earlier runs included). */
 export interface Progress {
-  /** True once ListUsers has no more pages (this run). */
+  /** True once ListUsers has no more pages. */
   readonly listingDone: boolean;
   readonly usersListed: number;
   readonly usersDone: number;
+  /** Users finished by this run (for a pace). */
+  readonly usersDoneThisRun: number;
   readonly keys: number;
+  /** Calls of this run (a rate is computed from them). */
   readonly calls: number;
   readonly throttles: number;
   readonly retries: number;
@@ -63,8 +75,11 @@ export interface StartInfo {
   readonly snapshotId: string;
   readonly resumed: boolean;
   readonly resumes: number;
-  readonly phase: 'export' | 'finalize';
+  readonly phase: 'export' | 'finalize' | 'publishing';
   readonly config: DataConfig;
+  readonly accountId: string | null;
+  /** The IAM endpoint the run calls (the override, or the SDK's default). */
+  readonly endpoint: string;
 }
 
 export interface RunObserver {
@@ -73,6 +88,10 @@ export interface RunObserver {
   /** A user vanished or failed (reported once its STATE is durable). */
   onUser?(event: Extract<StateEvent, { kind: 'user-vanished' | 'user-failed' }>): void;
   onNotice?(message: string, fields?: Record<string, unknown>): void;
+  /** One warning the operator must see (an unfinished snapshot discarded, ...). */
+  onWarning?(message: string): void;
+  /** The SDK's own log lines (debug level). */
+  onSdkLog?(message: string): void;
 }
 
 export interface RunHooks {
@@ -83,6 +102,11 @@ export interface RunHooks {
   readonly now?: () => Date;
   /** For tests: a prebuilt client instead of the SDK's resolution. */
   readonly client?: IAMClient;
+  /** For tests: a prebuilt store instead of --out. */
+  readonly store?: Store;
+  /** For tests: lease timing and identity. */
+  readonly lease?: LeaseOptions;
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 /** The options of `config` that shape the data (the checkpoint fingerprint). */
@@ -91,71 +115,310 @@ export function dataConfigOf(config: Config, env: NodeJS.ProcessEnv = process.en
     format: config.format,
     pathPrefix: config.pathPrefix,
     statuses: config.statuses,
-    endpoint: config.endpointUrl ?? env.AWS_ENDPOINT_URL_IAM ?? env.AWS_ENDPOINT_URL ?? null,
+    endpoint: endpointsOf(config, env).iam ?? null,
+    schemaVersion: SCHEMA_VERSION,
   };
+}
+
+/** A snapshot this run holds the lease of. */
+interface Held {
+  readonly checkpoint: Checkpoint;
+  readonly file: CheckpointFile;
+  readonly lease: Lease;
+  readonly resumed: boolean;
+}
+
+/** The AWS side of a run, built on first use: a finalize-only rerun needs no credentials. */
+class Aws {
+  readonly stats: ApiStats = newApiStats();
+  readonly endpoints: Endpoints;
+  #client: IAMClient | undefined;
+  #identity: CallerIdentity | undefined;
+
+  constructor(
+    private readonly config: Config,
+    private readonly hooks: RunHooks,
+    private readonly signal: AbortSignal,
+  ) {
+    this.endpoints = endpointsOf(config, hooks.env ?? process.env);
+  }
+
+  async client(): Promise<IAMClient> {
+    if (this.#client) return this.#client;
+    if (this.hooks.client) return (this.#client = this.hooks.client);
+    const env = this.hooks.env ?? process.env;
+    await checkProfile(this.config.profile ?? (env.AWS_PROFILE || undefined), this.config.profile !== undefined, env);
+    this.#client = await createIamClient(this.config, this.stats, this.#logger());
+    return this.#client;
+  }
+
+  #logger() {
+    const log = this.hooks.observer?.onSdkLog;
+    return log ? sdkLogger(log) : sdkLogger(() => undefined);
+  }
+
+  async identity(): Promise<CallerIdentity> {
+    if (this.#identity) return this.#identity;
+    const iam = await this.client();
+    this.#identity = await callerIdentity({
+      iam,
+      endpoints: this.endpoints,
+      region: this.hooks.client ? await iam.config.region() : await resolveRegion(this.config),
+      profile: this.config.profile,
+      maxAttempts: this.config.maxAttempts,
+      pathPrefix: this.config.pathPrefix,
+      stats: this.stats,
+      logger: this.#logger(),
+      signal: this.signal,
+    });
+    return this.#identity;
+  }
+
+  destroy(): void {
+    if (this.#client && !this.hooks.client) this.#client.destroy();
+  }
 }
 
 /** Runs (or resumes) the export described by `config`. Fatal problems throw ExportError. */
 export async function runExport(config: Config, hooks: RunHooks): Promise<RunOutcome> {
   const startedAt = Date.now();
-  await ensureOut(config.out);
-  const lock = await acquireLock(join(config.out, STAGING_DIR));
-  try {
-    return await runLocked(config, hooks, startedAt);
-  } finally {
-    await lock.release();
-  }
-}
-
-async function runLocked(config: Config, hooks: RunHooks, startedAt: number): Promise<RunOutcome> {
-  const { checkpoint: cp, paths, resumed } = await openSnapshot(config, hooks);
-  const wallBefore = cp.counters.wallMs; // wall time of the earlier runs of this snapshot
-  const summary = () => summarize(cp, wallBefore + (Date.now() - startedAt));
-
-  if (resumed && (await isPublished(paths))) {
-    // Killed after the publish rename, before staging was removed: it is done.
-    await removeStaging(paths);
-    hooks.observer?.onNotice?.(`snapshot ${cp.snapshotId} was already published; removed its staging`);
-    return { status: 'published', snapshotId: cp.snapshotId, result: null, summary: summary() };
-  }
-
-  if (cp.phase === 'export') {
-    const stopped = await exportPhase(config, hooks, cp, paths, resumed, startedAt);
-    if (stopped) return { status: 'stopped', snapshotId: cp.snapshotId, reason: stopped, summary: summary() };
-    const failed = cp.failedUsers;
-    if (failed.length > 0 && !config.allowPartial) return { status: 'user-errors', snapshotId: cp.snapshotId, failed, summary: summary() };
-    cp.phase = 'finalize';
-    await saveCheckpoint(paths.checkpointFile, cp);
-  } else {
-    hooks.observer?.onStart?.({ snapshotId: cp.snapshotId, resumed, resumes: cp.resumes, phase: cp.phase, config: cp.config }, () => idleProgress(cp, startedAt));
-  }
-
-  const result = await publishSnapshot(paths, { checkpoint: cp, rowsPerFile: config.tuning.rowsPerFile, toolVersion: hooks.toolVersion, wallMs: wallBefore + (Date.now() - startedAt) }).catch(
-    (err: unknown) => {
-      throw asOutputError(err, paths);
-    },
-  );
-  return { status: 'published', snapshotId: cp.snapshotId, result, summary: { ...summary(), rows: result.rows, wallMs: result.manifest.wall_time_ms } };
-}
-
-/** The export phase: pages what is left and commits it. Returns why it stopped early, or undefined when the export is complete. */
-async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, paths: SnapshotPaths, resumed: boolean, startedAt: number): Promise<StopReason | undefined> {
-  const stats = newApiStats();
-  const client = hooks.client ?? (await createIamClient(config, stats));
+  const store = hooks.store ?? (await openStore(config.out));
   const stop = new AbortController();
   const onExternalStop = () => stop.abort('signal');
   if (hooks.stop?.aborted) onExternalStop();
   hooks.stop?.addEventListener('abort', onExternalStop, { once: true });
   const timer = config.timeBudgetMs === undefined ? undefined : setTimeout(() => stop.abort('time-budget'), config.timeBudgetMs);
-  let fatal: unknown;
-  const budget = config.maxItems === undefined ? undefined : new KeyBudget(config.maxItems);
+  const aws = new Aws(config, hooks, stop.signal);
+  try {
+    const held = (await resumable(store, config, hooks, aws)) ?? (await createSnapshot(store, config, hooks, aws));
+    try {
+      return await runHeld(store, config, hooks, held, aws, stop, startedAt);
+    } finally {
+      await held.lease.release();
+    }
+  } finally {
+    if (timer) clearTimeout(timer);
+    hooks.stop?.removeEventListener('abort', onExternalStop);
+    aws.destroy();
+  }
+}
+
+/** Takes the lease of a staged snapshot, or throws OUTPUT_LOCKED naming its live holder. */
+function takeLease(store: Store, id: string, hooks: RunHooks): Promise<Lease> {
+  return Lease.acquire(store, snapshotKeys(id).lease, hooks.lease);
+}
+
+/** Removes a staged snapshot this run holds the lease of. */
+async function discard(store: Store, id: string, lease: Lease): Promise<void> {
+  await removeStaging(store, snapshotKeys(id));
+  await lease.release();
+}
+
+/** The unfinished snapshot to resume, with its lease held; undefined when a new one must start. */
+async function resumable(store: Store, config: Config, hooks: RunHooks, aws: Aws): Promise<Held | undefined> {
+  const now = (hooks.now ?? (() => new Date()))();
+  const staged = await listStaging(store);
+  if (config.fresh) {
+    for (const s of staged) {
+      const lease = await takeLease(store, s.id, hooks);
+      await discard(store, s.id, lease);
+      hooks.observer?.onNotice?.(`--fresh: discarded the unfinished snapshot ${s.id}`);
+    }
+    return undefined;
+  }
+  // A folder without a checkpoint: a run died between taking the lease and its first save.
+  for (const s of staged.filter((x) => !x.hasCheckpoint)) {
+    const lease = await takeLease(store, s.id, hooks);
+    await discard(store, s.id, lease);
+  }
+  const unfinished = staged.filter((s) => s.hasCheckpoint);
+  if (unfinished.length > 1) {
+    throw new ExportError('CHECKPOINT_CORRUPT', `several unfinished snapshots in ${store.describe('_staging')} (${unfinished.map((s) => s.id).join(', ')}); remove all but one, or rerun with --fresh`);
+  }
+  const found = unfinished[0];
+  if (!found) return undefined;
+  const keys = snapshotKeys(found.id);
+  const lease = await takeLease(store, found.id, hooks);
+  try {
+    const loaded = await CheckpointFile.load(store, keys.checkpoint);
+    if (!loaded) {
+      await lease.release();
+      return undefined; // published and removed meanwhile by the run that held it
+    }
+    const cp = loaded.checkpoint;
+    if (cp.phase === 'export' && cp.commits === 0) {
+      // Nothing was ever committed (a run that failed at once): not a snapshot yet.
+      // The next one starts now, so its id and time are those of the run that reads data.
+      await discard(store, found.id, lease);
+      return undefined;
+    }
+    const data = dataConfigOf(config, hooks.env);
+    if (cp.fingerprint !== fingerprintOf(data)) {
+      throw new ExportError(
+        'CHECKPOINT_MISMATCH',
+        `${store.describe(keys.staging)} holds an unfinished snapshot made with other options (${describeDiff(cp.config, data)}); rerun with the same options to resume it, or add --fresh to discard it and start a new snapshot`,
+        { file: store.describe(keys.checkpoint) },
+      );
+    }
+    if (cp.phase === 'export' && now.getTime() - cp.snapshotTime.getTime() > config.maxSnapshotAgeMs) {
+      hooks.observer?.onWarning?.(
+        `the unfinished snapshot ${cp.snapshotId} started ${Math.round((now.getTime() - cp.snapshotTime.getTime()) / 3_600_000)} h ago, more than --max-snapshot-age allows: discarded it, starting a new snapshot`,
+      );
+      await discard(store, found.id, lease);
+      return undefined;
+    }
+    if (cp.phase === 'export') {
+      // Before any IAM call: the credentials must be of the snapshot's account.
+      const id = await aws.identity();
+      if (cp.accountId !== null && id.accountId !== null && id.accountId !== cp.accountId) {
+        throw new ExportError(
+          'CHECKPOINT_MISMATCH',
+          `the unfinished snapshot ${cp.snapshotId} is of account ${cp.accountId}, but these credentials are of account ${id.accountId}${id.arn ? ` (${id.arn})` : ''}; use that account's credentials to resume it, or add --fresh to discard it and start a new snapshot`,
+          { file: store.describe(keys.checkpoint) },
+        );
+      }
+      cp.accountId ??= id.accountId;
+      cp.callerArn = id.arn ?? cp.callerArn;
+    }
+    cp.beginResume();
+    // This save is the fence: a run that held the lease before can no longer commit.
+    await loaded.file.save(cp);
+    await removeOrphans(store, keys.runs, cp.parts);
+    return { checkpoint: cp, file: loaded.file, lease, resumed: true };
+  } catch (err) {
+    await lease.release().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Starts a new snapshot, stamped with this run's start. */
+async function createSnapshot(store: Store, config: Config, hooks: RunHooks, aws: Aws): Promise<Held> {
+  // Credentials first: a run that cannot read IAM leaves nothing behind.
+  const identity = await aws.identity();
+  const now = hooks.now ?? (() => new Date());
+  let time = now();
+  // Snapshot ids have second resolution: never reuse one that is published or staged.
+  while ((await isPublished(store, snapshotIdOf(time))) || (await store.exists(snapshotKeys(snapshotIdOf(time)).lease))) {
+    await new Promise((r) => setTimeout(r, 1000 - (time.getTime() % 1000) + 1));
+    time = now();
+  }
+  const id = snapshotIdOf(time);
+  const keys = snapshotKeys(id);
+  const lease = await takeLease(store, id, hooks);
+  try {
+    const cp = new Checkpoint(id, time, dataConfigOf(config, hooks.env));
+    cp.accountId = identity.accountId;
+    cp.callerArn = identity.arn;
+    const file = await CheckpointFile.create(store, keys.checkpoint, cp);
+    // Two runs that found nothing to resume at the same moment: the one that sees
+    // the other's live snapshot yields (at least one of them sees the other).
+    for (const other of await listStaging(store)) {
+      if (other.id === id) continue;
+      const holder = await readHolder(store, other.id);
+      if (holder && staleness(holder, currentIdentity(), Date.now()) === undefined) {
+        await discard(store, id, lease);
+        throw new ExportError('OUTPUT_LOCKED', `another run (pid ${holder.pid} on ${holder.host}) started snapshot ${other.id} in ${store.describe('_staging')} at the same time; this is temporary: rerun later`, {
+          file: store.describe(snapshotKeys(other.id).lease),
+        });
+      }
+    }
+    return { checkpoint: cp, file, lease, resumed: false };
+  } catch (err) {
+    await lease.release().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function readHolder(store: Store, id: string): Promise<LeaseHolder | undefined> {
+  const found = await store.read(snapshotKeys(id).lease).catch(() => undefined);
+  if (!found) return undefined;
+  try {
+    return JSON.parse(found.body.toString('utf8')) as LeaseHolder;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Exports, finalizes and publishes the held snapshot, from whatever phase it is in. */
+async function runHeld(store: Store, config: Config, hooks: RunHooks, held: Held, aws: Aws, stop: AbortController, startedAt: number): Promise<RunOutcome> {
+  const { checkpoint: cp, file, lease } = held;
+  const wallBefore = cp.counters.wallMs; // wall time of the earlier runs of this snapshot
+  const summary = () => summarize(cp, wallBefore + (Date.now() - startedAt));
+  const onLost = () => stop.abort(lease.signal.reason);
+  lease.signal.addEventListener('abort', onLost, { once: true });
+  const info = (phase: StartInfo['phase']): StartInfo => ({
+    snapshotId: cp.snapshotId,
+    resumed: held.resumed,
+    resumes: cp.resumes,
+    phase,
+    config: cp.config,
+    accountId: cp.accountId,
+    endpoint: aws.endpoints.iamShown,
+  });
+  try {
+    if (cp.phase === 'export') {
+      const stopped = await exportPhase(store, config, hooks, held, aws, stop, startedAt, info('export'));
+      if (stopped) return { status: 'stopped', snapshotId: cp.snapshotId, reason: stopped, summary: summary() };
+      const failed = cp.failedUsers;
+      if (failed.length > 0 && !config.allowPartial) return { status: 'user-errors', snapshotId: cp.snapshotId, failed, summary: summary() };
+      lease.assertHeld();
+      cp.phase = 'finalize';
+      await file.save(cp);
+    } else {
+      hooks.observer?.onStart?.(info(cp.phase), () => idleProgress(cp, startedAt));
+    }
+    let manifest: Manifest | undefined;
+    if (cp.phase === 'finalize') {
+      lease.assertHeld();
+      manifest = await finalizeSnapshot(store, file, { checkpoint: cp, rowsPerFile: config.tuning.rowsPerFile, toolVersion: hooks.toolVersion, wallMs: wallBefore + (Date.now() - startedAt), runId: lease.runId, stop: stop.signal });
+    }
+    if (stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
+    lease.assertHeld();
+    const dir = await promoteSnapshot(store, cp);
+    manifest ??= await readManifest(store, cp.snapshotId);
+    if (!manifest) throw new ExportError('INTERNAL', `snapshot ${cp.snapshotId} was published without a manifest`);
+    return {
+      status: 'published',
+      snapshotId: cp.snapshotId,
+      result: { dir, files: manifest.files, rows: manifest.rows, manifest },
+      summary: { ...summary(), rows: manifest.rows, wallMs: manifest.wall_time_ms },
+    };
+  } catch (err) {
+    if (isAbort(err) && stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
+    throw err;
+  } finally {
+    lease.signal.removeEventListener('abort', onLost);
+  }
+}
+
+function isAbort(err: unknown): boolean {
+  return (err as { name?: unknown })?.name === 'AbortError';
+}
+
+/** The outcome of a run that was asked to stop: a graceful reason, or the error that stopped it. */
+function stoppedOrThrow(stop: AbortController, cp: Checkpoint, summary: () => RunSummary): RunOutcome {
+  const reason: unknown = stop.signal.reason;
+  if (reason instanceof Error) throw reason;
+  return { status: 'stopped', snapshotId: cp.snapshotId, reason: reason as StopReason, summary: summary() };
+}
+
+/** The export phase: pages what is left and commits it. Returns why it stopped early, or undefined when the export is complete. */
+async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: Held, aws: Aws, stop: AbortController, startedAt: number, info: StartInfo): Promise<StopReason | undefined> {
+  const { checkpoint: cp, file, lease } = held;
+  const client = await aws.client();
+  const stats = aws.stats;
+  let fatal: ExportError | undefined;
+  const budget = config.maxItems === undefined ? undefined : new KeyBudget(config.maxItems, stop.signal);
   const base = { ...cp.counters, calls: { ...cp.counters.calls } };
   const plan = cp.resumePlan();
-  const live = { usersListed: plan.resume.length, usersDone: 0, keys: 0, listingDone: plan.listingDone };
+  // Progress counts the snapshot: users and keys of earlier runs included.
+  const doneBefore = cp.usersKnown - plan.resume.length - plan.missing.length;
+  const live = { usersListed: cp.usersKnown, usersDone: doneBefore, keys: cp.counters.rowsWritten, listingDone: plan.listingDone };
   const progress = (): Progress => ({
     listingDone: live.listingDone,
     usersListed: live.usersListed,
     usersDone: live.usersDone,
+    usersDoneThisRun: live.usersDone - doneBefore,
     keys: live.keys,
     calls: totalCalls(stats),
     throttles: stats.throttles,
@@ -163,7 +426,7 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
     elapsedMs: Date.now() - startedAt,
   });
 
-  hooks.observer?.onStart?.({ snapshotId: cp.snapshotId, resumed, resumes: cp.resumes, phase: 'export', config: cp.config }, progress);
+  hooks.observer?.onStart?.(info, progress);
   try {
     await pipeline(
       sourceStream({
@@ -174,11 +437,13 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
         plan,
         stop: stop.signal,
         budget,
-        expectedAccountId: cp.accountId,
+        accountId: cp.accountId,
+        endpoint: aws.endpoints.iamShown,
         onFatal: (err) => {
           fatal ??= err;
-          stop.abort('fatal');
+          stop.abort(err);
         },
+        onThrottled: () => stop.abort('throttled'),
         onUserFinished: () => live.usersDone++,
         onUsersListed: (n, last) => {
           live.usersListed += n;
@@ -187,10 +452,14 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
       }),
       toRecordStage({ snapshotId: cp.snapshotId, snapshotTime: cp.snapshotTime }),
       deriveAgeStage(),
-      filterStatusStage(config.statuses),
+      filterStatusStage(cp.config.statuses),
       partWriter({
         checkpoint: cp,
-        paths,
+        file,
+        store,
+        runsDir: snapshotKeys(cp.snapshotId).runs,
+        runId: lease.runId,
+        assertHeld: () => lease.assertHeld(),
         tuning: config.tuning,
         onRecord: () => live.keys++,
         beforeSave: (c) => {
@@ -206,63 +475,15 @@ async function exportPhase(config: Config, hooks: RunHooks, cp: Checkpoint, path
       }),
     );
   } catch (err) {
-    throw fatal ?? asOutputError(err, paths);
-  } finally {
-    if (timer) clearTimeout(timer);
-    hooks.stop?.removeEventListener('abort', onExternalStop);
-    if (!hooks.client) client.destroy();
+    throw fatal ?? err;
   }
   if (fatal) throw fatal;
+  const reason: unknown = stop.signal.reason;
+  if (reason instanceof Error) throw reason;
   if (cp.exportComplete) return undefined;
-  const reason = stop.signal.reason;
-  if (reason === 'signal' || reason === 'time-budget') return reason;
+  if (reason === 'signal' || reason === 'time-budget' || reason === 'throttled') return reason;
   if (budget?.exhausted) return 'max-items';
   throw new ExportError('INTERNAL', 'the source ended before every user was exported, without a stop reason');
-}
-
-/** Finds the unfinished snapshot to resume, or starts a new one. */
-async function openSnapshot(config: Config, hooks: RunHooks): Promise<{ checkpoint: Checkpoint; paths: SnapshotPaths; resumed: boolean }> {
-  const data = dataConfigOf(config);
-  const staged = await listStaging(config.out);
-  for (const s of staged) {
-    // No checkpoint: a crash between mkdir and the first save; nothing was committed.
-    if (!s.hasCheckpoint || config.fresh) await removeStaging(snapshotPaths(config.out, s.id));
-  }
-  const unfinished = config.fresh ? [] : staged.filter((s) => s.hasCheckpoint);
-  if (unfinished.length > 1) {
-    throw new ExportError('CHECKPOINT_CORRUPT', `several unfinished snapshots in ${join(config.out, STAGING_DIR)} (${unfinished.map((s) => s.id).join(', ')}); remove all but one, or rerun with --fresh`);
-  }
-  const found = unfinished[0];
-  if (found) {
-    const paths = snapshotPaths(config.out, found.id);
-    const cp = (await loadCheckpoint(paths.checkpointFile))!;
-    if (cp.fingerprint !== fingerprintOf(data)) {
-      throw new ExportError(
-        'CHECKPOINT_MISMATCH',
-        `${paths.stagingDir} holds an unfinished snapshot made with other options (${describeDiff(cp.config, data)}); rerun with the same options to resume it, or add --fresh to discard it and start a new snapshot`,
-        { file: paths.checkpointFile },
-      );
-    }
-    cp.beginResume();
-    await removeOrphans(paths.runsDir, cp.parts);
-    await saveCheckpoint(paths.checkpointFile, cp);
-    return { checkpoint: cp, paths, resumed: true };
-  }
-  const now = hooks.now ?? (() => new Date());
-  let time = now();
-  let paths = snapshotPaths(config.out, snapshotIdOf(time));
-  // Snapshot ids have second resolution: never reuse one that is already published.
-  while (await isPublished(paths)) {
-    await new Promise((r) => setTimeout(r, 1000 - (time.getTime() % 1000) + 1));
-    time = now();
-    paths = snapshotPaths(config.out, snapshotIdOf(time));
-  }
-  const cp = new Checkpoint(snapshotIdOf(time), time, data);
-  await createStaging(paths).catch((err: unknown) => {
-    throw asOutputError(err, paths);
-  });
-  await saveCheckpoint(paths.checkpointFile, cp);
-  return { checkpoint: cp, paths, resumed: false };
 }
 
 function describeDiff(a: DataConfig, b: DataConfig): string {
@@ -271,28 +492,8 @@ function describeDiff(a: DataConfig, b: DataConfig): string {
   if (a.pathPrefix !== b.pathPrefix) diffs.push(`--path-prefix ${a.pathPrefix}, now ${b.pathPrefix}`);
   if ([...a.statuses].sort().join(',') !== [...b.statuses].sort().join(',')) diffs.push(`--status ${a.statuses.join(',') || 'all'}, now ${b.statuses.join(',') || 'all'}`);
   if (a.endpoint !== b.endpoint) diffs.push(`endpoint ${a.endpoint ?? 'default'}, now ${b.endpoint ?? 'default'}`);
+  if (a.schemaVersion !== b.schemaVersion) diffs.push(`schema version ${a.schemaVersion}, now ${b.schemaVersion}`);
   return diffs.join('; ');
-}
-
-async function ensureOut(out: string): Promise<void> {
-  try {
-    await mkdir(join(out, STAGING_DIR), { recursive: true, mode: PRIVATE_DIR_MODE });
-  } catch (err) {
-    throw asOutputError(err, { out } as SnapshotPaths);
-  }
-}
-
-const IO_CODES = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'EDQUOT', 'ENOTDIR', 'EEXIST', 'EIO', 'EISDIR', 'EMFILE']);
-
-/** File-system failures become OUTPUT_IO naming the path; anything else passes through. */
-function asOutputError(err: unknown, paths: Pick<SnapshotPaths, 'out'>): unknown {
-  if (err instanceof ExportError) return err;
-  const e = err as NodeJS.ErrnoException;
-  if (typeof e?.code === 'string' && IO_CODES.has(e.code)) {
-    const what = e.code === 'ENOSPC' || e.code === 'EDQUOT' ? 'disk full' : e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS' ? 'not writable' : e.code;
-    return new ExportError('OUTPUT_IO', `--out ${paths.out}: ${what} (${e.code} on ${e.path ?? paths.out}); fix it and rerun: the checkpoint is kept and the run resumes`, { file: e.path ?? paths.out }, { cause: err });
-  }
-  return err;
 }
 
 function summarize(cp: Checkpoint, wallMs: number): RunSummary {
@@ -307,9 +508,10 @@ function summarize(cp: Checkpoint, wallMs: number): RunSummary {
     retries: Math.max(0, cp.counters.attempts - calls),
     wallMs,
     resumes: cp.resumes,
+    accountId: cp.accountId,
   };
 }
 
 function idleProgress(cp: Checkpoint, startedAt: number): Progress {
-  return { listingDone: true, usersListed: 0, usersDone: 0, keys: cp.counters.rowsWritten, calls: 0, throttles: 0, retries: 0, elapsedMs: Date.now() - startedAt };
+  return { listingDone: true, usersListed: cp.usersKnown, usersDone: cp.usersKnown, usersDoneThisRun: 0, keys: cp.counters.rowsWritten, calls: 0, throttles: 0, retries: 0, elapsedMs: Date.now() - startedAt };
 }

@@ -1,54 +1,60 @@
 /**
- * Snapshot layout, staging and publication (DESIGN §5).
+ * Snapshot layout, staging and publication (DESIGN §5), in store keys:
  *
- *   <out>/_staging/<id>/checkpoint.json      state (0600)
- *   <out>/_staging/<id>/runs/run-NNNNNN.ndjson  committed sorted parts (0600)
- *   <out>/_staging/<id>/publish/              the snapshot being finalized
- *   <out>/access_keys/snapshot_id=<id>/       published: part-NNNNN.<ext>, _manifest.json, _SUCCESS
+ *   _staging/<id>/checkpoint.json             state (private)
+ *   _staging/<id>/lease.json                  who works on it (lease.ts)
+ *   _staging/<id>/runs/run-<run>-NNNNNN.ndjson committed sorted parts
+ *   _staging/<id>/merge-<run>/                intermediate runs of a large merge
+ *   _staging/<id>/publish-<run>/              the snapshot being finalized
+ *   access_keys/snapshot_id=<id>/             published: part-NNNNN.<ext>, _manifest.json, _SUCCESS
+ *   access_keys/_LATEST                       the id of the newest published snapshot
  *
  * Finalize merges the parts into the data files, writes the manifest, then
- * _SUCCESS, then renames publish/ into access_keys/ in one step, so a reader that
- * globs access_keys/*\/ never sees half a snapshot. Every step can be redone: a
- * rerun after a crash anywhere in finalize finishes the same publication, once.
+ * _SUCCESS, records the finished folder in the checkpoint (phase "publishing"),
+ * then promotes it into access_keys/ (one rename locally), so a reader that globs
+ * access_keys/*\/ never sees half a snapshot. From "publishing" on, a rerun after a
+ * crash promotes the very same files: the manifest never changes once written.
  */
-import { access, chmod, mkdir, readdir, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { CHECKPOINT_FILE, type Checkpoint } from './checkpoint.ts';
+import type { Checkpoint, CheckpointFile } from './checkpoint.ts';
 import { ExportError } from './errors.ts';
-import { fsyncDir, PRIVATE_DIR_MODE, writeFileAtomic } from './fsutil.ts';
+import { faultPoint } from './faultpoint.ts';
 import { mergeRuns } from './runs.ts';
 import { SCHEMA_NAME, SCHEMA_VERSION, type AccessKeyRecord } from './schema.ts';
-import { FORMAT_EXTENSION, writeDataFile, type DataFileInfo } from './sinks/index.ts';
+import { encodeDataFile, FORMAT_EXTENSION, type DataFileInfo } from './sinks/index.ts';
+import { keyJoin, type Store } from './store/store.ts';
 
 export const DATASET_DIR = 'access_keys';
 export const STAGING_DIR = '_staging';
 export const MANIFEST_FILE = '_manifest.json';
 export const SUCCESS_FILE = '_SUCCESS';
+export const LATEST_FILE = '_LATEST';
 
-export interface SnapshotPaths {
-  readonly out: string;
-  readonly datasetDir: string;
-  readonly stagingRoot: string;
-  readonly stagingDir: string;
-  readonly runsDir: string;
-  readonly publishDir: string;
-  readonly checkpointFile: string;
-  readonly publishedDir: string;
+/** A snapshot id: its first run's start, YYYYMMDDTHHMMSSZ (UTC). */
+export const SNAPSHOT_ID = /^\d{8}T\d{6}Z$/;
+
+/** Where everything of snapshot `id` lives in the store. */
+export interface SnapshotKeys {
+  readonly id: string;
+  /** Staging folder (ends with '/'). */
+  readonly staging: string;
+  readonly checkpoint: string;
+  readonly lease: string;
+  readonly runs: string;
+  readonly published: string;
+  readonly success: string;
 }
 
-/** Where everything of snapshot `id` lives under `out`. */
-export function snapshotPaths(out: string, id: string): SnapshotPaths {
-  const stagingRoot = join(out, STAGING_DIR);
-  const stagingDir = join(stagingRoot, id);
+export function snapshotKeys(id: string): SnapshotKeys {
+  const staging = `${STAGING_DIR}/${id}/`;
+  const published = `${DATASET_DIR}/snapshot_id=${id}/`;
   return {
-    out,
-    datasetDir: join(out, DATASET_DIR),
-    stagingRoot,
-    stagingDir,
-    runsDir: join(stagingDir, 'runs'),
-    publishDir: join(stagingDir, 'publish'),
-    checkpointFile: join(stagingDir, CHECKPOINT_FILE),
-    publishedDir: join(out, DATASET_DIR, `snapshot_id=${id}`),
+    id,
+    staging,
+    checkpoint: `${staging}checkpoint.json`,
+    lease: `${staging}lease.json`,
+    runs: `${staging}runs/`,
+    published,
+    success: `${published}${SUCCESS_FILE}`,
   };
 }
 
@@ -57,47 +63,37 @@ export function snapshotIdOf(time: Date): string {
   return time.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
+/** True when snapshot `id` is published (its _SUCCESS exists). */
+export function isPublished(store: Store, id: string): Promise<boolean> {
+  return store.exists(snapshotKeys(id).success);
+}
+
+/** A staged snapshot: its id and which of its state objects exist. */
+export interface Staged {
+  readonly id: string;
+  readonly hasCheckpoint: boolean;
+  readonly hasLease: boolean;
+}
+
+/** The staged snapshots under `_staging/`, newest first. */
+export async function listStaging(store: Store): Promise<Staged[]> {
+  const byId = new Map<string, { checkpoint: boolean; lease: boolean }>();
+  for (const key of await store.list(`${STAGING_DIR}/`)) {
+    const [, id, name] = key.split('/');
+    if (!id || !SNAPSHOT_ID.test(id)) continue;
+    const s = byId.get(id) ?? { checkpoint: false, lease: false };
+    if (name === 'checkpoint.json') s.checkpoint = true;
+    if (name === 'lease.json') s.lease = true;
+    byId.set(id, s);
   }
+  return [...byId.entries()].sort(([a], [b]) => (a < b ? 1 : -1)).map(([id, s]) => ({ id, hasCheckpoint: s.checkpoint, hasLease: s.lease }));
 }
 
-/** True when snapshot `id` is already published under `out`. */
-export function isPublished(paths: SnapshotPaths): Promise<boolean> {
-  return exists(join(paths.publishedDir, SUCCESS_FILE));
-}
-
-/**
- * The staging directories under `out`, newest first: those with a checkpoint are
- * unfinished snapshots; one without is what a crash left between creating the
- * directory and its first checkpoint (it holds no committed data).
- */
-export async function listStaging(out: string): Promise<{ id: string; hasCheckpoint: boolean }[]> {
-  let entries: string[];
-  try {
-    entries = await readdir(join(out, STAGING_DIR));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
-  const ids = entries.filter((e) => /^\d{8}T\d{6}Z$/.test(e)).sort().reverse();
-  return Promise.all(ids.map(async (id) => ({ id, hasCheckpoint: await exists(snapshotPaths(out, id).checkpointFile) })));
-}
-
-/** Removes a staging directory and makes the removal durable. */
-export async function removeStaging(paths: SnapshotPaths): Promise<void> {
-  await rm(paths.stagingDir, { recursive: true, force: true });
-  await fsyncDir(paths.stagingRoot).catch(() => undefined);
-}
-
-/** Creates the staging directories of a new snapshot (0700). */
-export async function createStaging(paths: SnapshotPaths): Promise<void> {
-  await mkdir(paths.runsDir, { recursive: true, mode: PRIVATE_DIR_MODE });
-  await fsyncDir(paths.stagingRoot);
+/** Removes a staged snapshot (its lease last, so nobody takes an empty one for a live one). */
+export async function removeStaging(store: Store, keys: SnapshotKeys): Promise<void> {
+  const all = await store.list(keys.staging);
+  for (const key of all) if (key !== keys.lease) await store.delete(key);
+  await store.deletePrefix(keys.staging);
 }
 
 export interface ManifestInput {
@@ -106,9 +102,14 @@ export interface ManifestInput {
   readonly toolVersion: string;
   /** Wall time of every run, this one included. */
   readonly wallMs: number;
+  /** This run's id: the publish folder carries it, so two holders never share one. */
+  readonly runId: string;
+  /** A graceful stop: finalize ends early (AbortError) and is redone by the rerun. */
+  readonly stop?: AbortSignal;
 }
 
 export interface PublishResult {
+  /** Where the snapshot is (path or URL). */
   readonly dir: string;
   readonly files: readonly DataFileInfo[];
   readonly rows: number;
@@ -123,6 +124,7 @@ export interface Manifest {
   readonly tool: { readonly name: string; readonly version: string };
   readonly configuration: { readonly format: string; readonly path_prefix: string; readonly statuses: readonly string[]; readonly endpoint: string | null };
   readonly account_id: string | null;
+  readonly caller_arn: string | null;
   readonly rows: number;
   readonly files: readonly DataFileInfo[];
   readonly partial: boolean;
@@ -135,12 +137,16 @@ export interface Manifest {
   readonly api: { readonly calls: Record<string, number>; readonly calls_total: number; readonly attempts: number; readonly retries: number; readonly throttles: number };
   readonly wall_time_ms: number;
   readonly resumes: number;
+  /** Rows dropped because their access key id was observed again later (IAM changed during the snapshot). */
   readonly duplicates_dropped: number;
+  /** Listings started over because IAM rejected a stored Marker. */
+  readonly restarted_listings: number;
 }
 
-/** Takes up to `n` items from a shared iterator without closing it. */
-async function* take<T>(it: AsyncIterator<T>, n: number, state: { done: boolean }): AsyncGenerator<T> {
+/** Takes up to `n` items from a shared iterator without closing it; throws AbortError once `stop` is aborted. */
+async function* take<T>(it: AsyncIterator<T>, n: number, state: { done: boolean }, stop: AbortSignal | undefined): AsyncGenerator<T> {
   for (let i = 0; i < n; i++) {
+    if (stop?.aborted) throw Object.assign(new Error('finalize stopped'), { name: 'AbortError' });
     const r = await it.next();
     if (r.done) {
       state.done = true;
@@ -151,20 +157,24 @@ async function* take<T>(it: AsyncIterator<T>, n: number, state: { done: boolean 
 }
 
 /**
- * Finalizes and publishes the snapshot of `input.checkpoint` (its export must be
- * complete). Idempotent: it starts from an empty publish/ every time.
+ * Finalizes the snapshot of `input.checkpoint` (its export must be complete):
+ * merges the parts into data files in a publish folder of this run, writes the
+ * manifest and _SUCCESS there, and records the folder in the checkpoint (phase
+ * "publishing"). Redoable from the start until that checkpoint save.
  */
-export async function publishSnapshot(paths: SnapshotPaths, input: ManifestInput): Promise<PublishResult> {
+export async function finalizeSnapshot(store: Store, file: CheckpointFile, input: ManifestInput): Promise<Manifest> {
   const cp = input.checkpoint;
-  if (await exists(paths.publishedDir)) {
-    throw new ExportError('SNAPSHOT_PUBLISHED', `${paths.publishedDir} already exists; refusing to publish snapshot ${cp.snapshotId} twice`, { file: paths.publishedDir });
+  const keys = snapshotKeys(cp.snapshotId);
+  const dir = `${keys.staging}publish-${input.runId}/`;
+  const scratch = `${keys.staging}merge-${input.runId}/`;
+  // Leftovers of earlier attempts (other run ids) are not ours to keep.
+  for (const key of await store.list(keys.staging)) {
+    const folder = key.slice(keys.staging.length).split('/')[0] ?? '';
+    if (/^(publish|merge)-/.test(folder)) await store.delete(key);
   }
-  await rm(paths.publishDir, { recursive: true, force: true });
-  await mkdir(paths.publishDir, { mode: PRIVATE_DIR_MODE });
-
   const ext = FORMAT_EXTENSION[cp.config.format];
   const stats = { duplicates: 0 };
-  const merged = mergeRuns(paths.runsDir, cp.parts, stats)[Symbol.asyncIterator]();
+  const merged = mergeRuns(store, keys.runs, cp.parts, { dirty: cp.dirtyUsers, scratch }, stats)[Symbol.asyncIterator]();
   const files: DataFileInfo[] = [];
   const state = { done: false };
   try {
@@ -172,29 +182,72 @@ export async function publishSnapshot(paths: SnapshotPaths, input: ManifestInput
     // still publishes a readable (header-only / zero-row) file.
     while (!state.done) {
       const name = `part-${String(files.length).padStart(5, '0')}${ext}`;
-      const info = await writeDataFile(cp.config.format, join(paths.publishDir, name), take<AccessKeyRecord>(merged, input.rowsPerFile, state));
+      const encoded = encodeDataFile(cp.config.format, take<AccessKeyRecord>(merged, input.rowsPerFile, state, input.stop));
+      const { bytes, sha256 } = await store.upload(keyJoin(dir, name), encoded.chunks);
+      const info = { file: name, rows: encoded.rows(), bytes, sha256 };
       if (info.rows === 0 && files.length > 0) {
-        await rm(join(paths.publishDir, name), { force: true });
+        await store.delete(keyJoin(dir, name));
         break;
       }
       files.push(info);
+      faultPoint('data-file-written', name);
       if (info.rows < input.rowsPerFile) break;
     }
   } finally {
     await merged.return?.(undefined);
   }
+  await store.deletePrefix(scratch);
   const rows = files.reduce((a, f) => a + f.rows, 0);
   const manifest = buildManifest(cp, input, files, rows, stats.duplicates);
-  await writeFileAtomic(join(paths.publishDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
-  await writeFileAtomic(join(paths.publishDir, SUCCESS_FILE), '');
-  // Readers of the dataset are usually not the exporting user: the published folder
-  // is readable like its files; staging stays private.
-  await chmod(paths.publishDir, 0o755);
-  await mkdir(paths.datasetDir, { recursive: true });
-  await rename(paths.publishDir, paths.publishedDir);
-  await fsyncDir(paths.datasetDir);
-  await removeStaging(paths);
-  return { dir: paths.publishedDir, files, rows, manifest };
+  await store.write(keyJoin(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  faultPoint('manifest-written');
+  await store.write(keyJoin(dir, SUCCESS_FILE), '');
+  faultPoint('success-written');
+  cp.phase = 'publishing';
+  cp.publishing = { dir, files: [...files.map((f) => f.file), MANIFEST_FILE, SUCCESS_FILE] };
+  await file.save(cp);
+  faultPoint('publishing-saved');
+  return manifest;
+}
+
+/**
+ * Promotes the finalized folder into access_keys/, points _LATEST at it (if it is
+ * the newest), and removes the staging. Idempotent: after a crash at any step, a
+ * rerun completes the same publication.
+ */
+export async function promoteSnapshot(store: Store, cp: Checkpoint): Promise<string> {
+  const keys = snapshotKeys(cp.snapshotId);
+  const publishing = cp.publishing;
+  if (!publishing) throw new ExportError('INTERNAL', `snapshot ${cp.snapshotId} has no finalized files to publish`);
+  if (!(await isPublished(store, cp.snapshotId))) {
+    faultPoint('before-promote');
+    await store.promote(publishing.dir, keys.published, publishing.files);
+    faultPoint('after-promote');
+  }
+  await updateLatest(store, cp.snapshotId);
+  faultPoint('latest-written');
+  await removeStaging(store, keys);
+  faultPoint('staging-removed');
+  return store.describe(keys.published.replace(/\/$/, ''));
+}
+
+/**
+ * access_keys/_LATEST names the newest published snapshot: written atomically
+ * after its _SUCCESS, and never moved back to an older one (a late publish of an
+ * older snapshot leaves it alone).
+ */
+export async function updateLatest(store: Store, id: string): Promise<void> {
+  const key = `${DATASET_DIR}/${LATEST_FILE}`;
+  const current = await store.read(key);
+  const named = current?.body.toString('utf8').trim();
+  if (named && SNAPSHOT_ID.test(named) && named >= id) return;
+  await store.write(key, `${id}\n`);
+}
+
+/** The manifest of a published snapshot, or undefined. */
+export async function readManifest(store: Store, id: string): Promise<Manifest | undefined> {
+  const found = await store.read(`${snapshotKeys(id).published}${MANIFEST_FILE}`);
+  return found ? (JSON.parse(found.body.toString('utf8')) as Manifest) : undefined;
 }
 
 function buildManifest(cp: Checkpoint, input: ManifestInput, files: DataFileInfo[], rows: number, duplicates: number): Manifest {
@@ -209,6 +262,7 @@ function buildManifest(cp: Checkpoint, input: ManifestInput, files: DataFileInfo
     tool: { name: 'iam-key-export', version: input.toolVersion },
     configuration: { format: cp.config.format, path_prefix: cp.config.pathPrefix, statuses: cp.config.statuses, endpoint: cp.config.endpoint },
     account_id: cp.accountId,
+    caller_arn: cp.callerArn,
     rows,
     files,
     partial: failed.length > 0,
@@ -217,5 +271,6 @@ function buildManifest(cp: Checkpoint, input: ManifestInput, files: DataFileInfo
     wall_time_ms: input.wallMs,
     resumes: cp.resumes,
     duplicates_dropped: duplicates,
+    restarted_listings: c.restartedListings,
   };
 }

@@ -56,7 +56,7 @@ test('fourteen kinds of bad input each exit with the documented code and one cle
       { name: 'bad --time-budget', args: [...base, '--time-budget', 'soon'], code: 2, line: /--time-budget must be a duration/ },
       { name: 'bad --max-attempts', args: [...base, '--max-attempts', '1000'], code: 2, line: /--max-attempts must be an integer from 1 to 100/ },
       { name: 'unknown flag', args: [...base, '--formt', 'csv'], code: 2, line: /unknown option --formt \(did you mean --format\?\)/ },
-      { name: 'unwritable --out', args: ['--endpoint-url', fake.url, '--out', join(tmp, 'a-file', 'export')], code: 1, line: /--out .*a-file.*ENOTDIR/ },
+      { name: 'unwritable --out', args: ['--endpoint-url', fake.url, '--out', join(tmp, 'a-file', 'export')], code: 1, line: /--out .*a-file.*a-file is a file, not a folder$/ },
       {
         name: 'corrupt checkpoint',
         args: [...base, '--format', 'csv'],
@@ -74,7 +74,7 @@ test('fourteen kinds of bad input each exit with the documented code and one cle
         name: 'nothing listening at --endpoint-url',
         args: ['--out', out, '--endpoint-url', `http://127.0.0.1:${deadPort}`, '--max-attempts', '2', '--fresh'],
         code: 1,
-        line: /ListUsers: IAM endpoint unreachable after retries.*--endpoint-url/,
+        line: new RegExp(`endpoint http://127\\.0\\.0\\.1:${deadPort} unreachable after retries \\(ECONNREFUSED\\)`),
       },
     ];
     assert.equal(cases.length, 14);

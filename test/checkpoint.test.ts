@@ -1,140 +1,214 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Checkpoint, fingerprintOf, loadCheckpoint, saveCheckpoint, type DataConfig } from '../pipeline/checkpoint.ts';
+import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
 import type { UserRef } from '../pipeline/items.ts';
 import { removeOrphans } from '../pipeline/runs.ts';
+import { LocalStore } from '../pipeline/store/local.ts';
+import { withTemp } from './support/scope.ts';
 
-const config: DataConfig = { format: 'csv', pathPrefix: '/', statuses: [], endpoint: null };
-const u = (name: string): UserRef => ({ userName: name, userId: `AIDA${name.toUpperCase()}`, accountId: '123456789012' });
+const config: DataConfig = { format: 'csv', pathPrefix: '/', statuses: [], endpoint: null, schemaVersion: 1 };
+/** A user: the id is what identifies it; the name may change. */
+const u = (id: string, name = id.toLowerCase()): UserRef => ({
+  userName: name,
+  userId: `AIDA${id}`,
+  accountId: '123456789012',
+  arn: `arn:aws:iam::123456789012:user/${name}`,
+  path: '/',
+  createDate: '2020-01-01T00:00:00.000Z',
+});
 const fresh = () => new Checkpoint('20261128T111000Z', new Date('2026-11-28T11:10:00.123Z'), config);
+const roundTrip = (cp: Checkpoint) => Checkpoint.fromJSON(JSON.parse(JSON.stringify(cp.toJSON())), 'x');
 
-test('a listed page is kept until every user in it is finished, then the ListUsers token moves past it', () => {
+test('listed users are pending until paged; the ListUsers token moves with every page', () => {
   const cp = fresh();
-  cp.apply({ kind: 'users-page', token: null, nextToken: 't2', users: [u('a'), u('b')] });
-  assert.equal(cp.toJSON().users.listToken, null);
-  cp.apply({ kind: 'user-done', user: u('a') });
-  assert.deepEqual(cp.toJSON().users.finished, ['a']);
-  cp.apply({ kind: 'user-done', user: u('b') });
-  const j = cp.toJSON();
-  assert.equal(j.users.listToken, 't2');
-  assert.deepEqual(j.users.finished, [], 'names of a finished page are forgotten');
-  assert.equal(cp.exportComplete, false);
+  cp.apply({ kind: 'users-page', token: null, nextToken: 't2', users: [u('A'), u('B')] });
+  assert.equal(cp.toJSON().listing.token, 't2');
+  assert.deepEqual(cp.toJSON().users.pending.map((p) => p.userId), ['AIDAA', 'AIDAB']);
+  cp.apply({ kind: 'user-done', user: u('A') });
+  cp.apply({ kind: 'users-page', token: 't2', nextToken: null, users: [u('C')] });
+  assert.equal(cp.exportComplete, false, 'B and C are pending');
+  const plan = roundTrip(cp).resumePlan();
+  assert.equal(plan.listingDone, true);
+  assert.deepEqual(plan.resume.map((r) => [r.user.userId, r.token]), [['AIDAB', null], ['AIDAC', null]]);
+  assert.deepEqual([...plan.known].sort(), ['AIDAA', 'AIDAB', 'AIDAC']);
+  cp.apply({ kind: 'user-done', user: u('B') });
+  cp.apply({ kind: 'user-done', user: u('C') });
+  assert.equal(cp.exportComplete, true);
+  assert.equal(cp.counters.usersExported, 3);
 });
 
-test('a user in progress keeps its StartingToken and blocks its page', () => {
+test('a user in progress keeps its StartingToken and blocks completion', () => {
   const cp = fresh();
-  cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('a'), u('b')] });
-  cp.apply({ kind: 'user-done', user: u('b') });
-  cp.apply({ kind: 'user-page', user: u('a'), nextToken: 'k1' });
-  const plan = cp.resumePlan();
-  assert.equal(plan.listToken, null);
-  assert.equal(plan.listingDone, false, 'the page must be re-listed, a user in it is unfinished');
-  assert.deepEqual(plan.resume, [{ user: u('a'), token: 'k1' }]);
-  assert.ok(plan.skip.has('a') && plan.skip.has('b'));
-  cp.apply({ kind: 'user-done', user: u('a') });
+  cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A'), u('B')] });
+  cp.apply({ kind: 'user-done', user: u('B') });
+  cp.apply({ kind: 'user-page', user: u('A'), nextToken: 'k1' });
+  const plan = roundTrip(cp).resumePlan();
+  assert.deepEqual(plan.resume, [{ user: u('A'), token: 'k1' }]);
+  assert.equal(cp.exportComplete, false);
+  cp.apply({ kind: 'user-done', user: u('A') });
   assert.equal(cp.exportComplete, true);
 });
 
-test('vanished users finish their page and are counted', () => {
+test('a finished user listed again under a new name is known by its id and never started again', () => {
   const cp = fresh();
-  cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('a')] });
-  cp.apply({ kind: 'user-vanished', user: u('a') });
+  cp.apply({ kind: 'users-page', token: null, nextToken: 'p2', users: [u('A', 'alice')] });
+  cp.apply({ kind: 'user-done', user: u('A', 'alice') });
+  // Renamed to zed: listed on a later page.
+  cp.apply({ kind: 'users-page', token: 'p2', nextToken: null, users: [u('A', 'zed')] });
+  assert.equal(cp.exportComplete, true);
+  assert.deepEqual(cp.toJSON().users.pending, []);
+  assert.ok(roundTrip(cp).resumePlan().known.has('AIDAA'));
+  assert.equal(cp.counters.usersExported, 1);
+});
+
+test('a pending user renamed before it started is resumed under its new name', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', token: null, nextToken: 'p2', users: [u('A', 'alice')] });
+  cp.apply({ kind: 'users-page', token: 'p2', nextToken: null, users: [u('A', 'alicia')] });
+  assert.deepEqual(roundTrip(cp).resumePlan().resume.map((r) => r.user.userName), ['alicia']);
+});
+
+test('missing users block completion until found (then paged again, dirty if pages of them were committed) or vanished', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A'), u('B'), u('C')] });
+  cp.apply({ kind: 'user-page', user: u('A'), nextToken: 'ka' });
+  cp.apply({ kind: 'user-missing', user: u('A'), token: 'ka' });
+  cp.apply({ kind: 'user-missing', user: u('B'), token: null });
+  cp.apply({ kind: 'user-done', user: u('C') });
+  assert.equal(cp.exportComplete, false);
+  assert.deepEqual(roundTrip(cp).resumePlan().missing.map((m) => m.user.userId), ['AIDAA', 'AIDAB']);
+  cp.apply({ kind: 'user-found', user: u('A', 'a2') });
+  cp.apply({ kind: 'user-vanished', user: u('B') });
+  assert.deepEqual([...cp.dirtyUsers], ['AIDAA'], 'A had committed pages: its keys may come twice');
+  assert.deepEqual(roundTrip(cp).resumePlan().resume, [{ user: u('A', 'a2'), token: null }]);
+  cp.apply({ kind: 'user-done', user: u('A', 'a2') });
   assert.equal(cp.exportComplete, true);
   assert.equal(cp.counters.usersVanished, 1);
-  assert.equal(cp.counters.usersExported, 0);
+  assert.deepEqual(roundTrip(cp).toJSON().users.dirty, ['AIDAA'], 'dirty users survive serialization for the merge');
 });
 
-test('failed users do not block completion, are kept with their code and token, and are retried on resume', () => {
+test('a restarted user is dirty only when pages of it were committed; every restart is counted', () => {
   const cp = fresh();
-  cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('a'), u('b')] });
-  cp.apply({ kind: 'user-failed', user: u('a'), code: 'AccessDenied', token: 'k9' });
-  cp.apply({ kind: 'user-done', user: u('b') });
+  cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A'), u('B')] });
+  cp.apply({ kind: 'user-restarted', user: u('B') });
+  cp.apply({ kind: 'user-page', user: u('A'), nextToken: 'ka' });
+  cp.apply({ kind: 'user-restarted', user: u('A') });
+  assert.deepEqual([...cp.dirtyUsers], ['AIDAA']);
+  assert.equal(cp.counters.restartedListings, 2);
+  assert.deepEqual(roundTrip(cp).resumePlan().resume.map((r) => [r.user.userId, r.token]).sort(), [['AIDAA', null], ['AIDAB', null]]);
+});
+
+test('a ListUsers restart lists from the start again, keeping every known user', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', token: null, nextToken: 'p2', users: [u('A')] });
+  cp.apply({ kind: 'user-done', user: u('A') });
+  cp.apply({ kind: 'users-restarted' });
+  const plan = roundTrip(cp).resumePlan();
+  assert.equal(plan.listToken, null);
+  assert.equal(plan.listingDone, false);
+  assert.ok(plan.known.has('AIDAA'));
+  assert.equal(cp.counters.restartedListings, 1);
+});
+
+test('failed users do not block completion, keep code and token, and are retried on a resume of the export', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A'), u('B')] });
+  cp.apply({ kind: 'user-failed', user: u('A'), code: 'AccessDenied', token: 'k9' });
+  cp.apply({ kind: 'user-done', user: u('B') });
   assert.equal(cp.exportComplete, true);
   assert.deepEqual(cp.failedUsers.map((f) => [f.user.userName, f.code, f.token]), [['a', 'AccessDenied', 'k9']]);
-  const again = Checkpoint.fromJSON(JSON.parse(JSON.stringify(cp.toJSON())), 'x');
+  const again = roundTrip(cp);
   again.beginResume();
   assert.equal(again.exportComplete, false);
-  assert.deepEqual(again.resumePlan().resume, [{ user: u('a'), token: 'k9' }]);
+  assert.deepEqual(again.resumePlan().resume, [{ user: u('A'), token: 'k9' }]);
   assert.equal(again.resumes, 1);
-  again.apply({ kind: 'user-done', user: u('a') });
+  again.apply({ kind: 'user-done', user: u('A') });
   assert.equal(again.exportComplete, true);
   assert.deepEqual(again.failedUsers, []);
 });
 
-test('a resumed snapshot re-lists from the oldest unfinished page and skips the users finished since', () => {
-  const cp = fresh();
-  cp.apply({ kind: 'users-page', token: null, nextToken: 'p2', users: [u('a')] });
-  cp.apply({ kind: 'user-done', user: u('a') });
-  cp.apply({ kind: 'users-page', token: 'p2', nextToken: 'p3', users: [u('b'), u('c'), u('d')] });
-  cp.apply({ kind: 'user-done', user: u('c') });
-  cp.apply({ kind: 'user-page', user: u('b'), nextToken: 'kb' });
-  const restored = Checkpoint.fromJSON(JSON.parse(JSON.stringify(cp.toJSON())), 'x');
-  restored.beginResume();
-  const plan = restored.resumePlan();
-  assert.equal(plan.listToken, 'p2');
-  assert.deepEqual([...plan.skip].sort(), ['b', 'c']);
-  assert.deepEqual(plan.resume.map((r) => [r.user.userName, r.token]), [['b', 'kb']]);
-  // The re-listed page: c is finished, b resumes, d starts; the page completes when b and d do.
-  restored.apply({ kind: 'users-page', token: 'p2', nextToken: null, users: [u('b'), u('c'), u('d')] });
-  restored.apply({ kind: 'user-done', user: u('b') });
-  assert.equal(restored.exportComplete, false);
-  restored.apply({ kind: 'user-done', user: u('d') });
-  assert.equal(restored.exportComplete, true);
-  assert.deepEqual(restored.toJSON().users.finished, []);
+test('once the export is over, a resume keeps the failed users exactly: a partial snapshot stays partial', () => {
+  for (const phase of ['finalize', 'publishing'] as const) {
+    const cp = fresh();
+    cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A'), u('B')] });
+    cp.apply({ kind: 'user-failed', user: u('A'), code: 'AccessDenied', token: null });
+    cp.apply({ kind: 'user-done', user: u('B') });
+    cp.phase = phase;
+    if (phase === 'publishing') cp.publishing = { dir: '_staging/x/publish-1/', files: ['_SUCCESS'] };
+    const again = roundTrip(cp);
+    again.beginResume();
+    assert.deepEqual(again.failedUsers.map((f) => f.user.userId), ['AIDAA'], phase);
+    assert.equal(again.exportComplete, true, phase);
+  }
 });
 
 test('the fingerprint covers the options that shape the data and ignores the order of statuses', () => {
   assert.equal(fingerprintOf({ ...config, statuses: ['Active', 'Expired'] }), fingerprintOf({ ...config, statuses: ['Expired', 'Active'] }));
-  for (const other of [{ format: 'parquet' as const }, { pathPrefix: '/eng/' }, { statuses: ['Active'] }, { endpoint: 'http://x' }]) {
+  for (const other of [{ format: 'parquet' as const }, { pathPrefix: '/eng/' }, { statuses: ['Active'] }, { endpoint: 'http://x' }, { schemaVersion: 2 }]) {
     assert.notEqual(fingerprintOf({ ...config, ...other }), fingerprintOf(config));
   }
 });
 
-test('save and load round-trip; the file is private', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ike-cp-'));
-  try {
-    const file = join(dir, 'checkpoint.json');
+test('create, load and save round-trip through the store; the file is private', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
     const cp = fresh();
-    cp.apply({ kind: 'users-page', token: null, nextToken: 'p2', users: [u('a')] });
-    cp.addPart({ file: 'run-000001.ndjson', rows: 3, sha256: 'ab' });
-    await saveCheckpoint(file, cp);
-    assert.equal((await stat(file)).mode & 0o777, 0o600);
-    const back = await loadCheckpoint(file);
-    assert.deepEqual(back?.toJSON(), cp.toJSON());
-    assert.equal(await loadCheckpoint(join(dir, 'missing.json')), null);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    cp.apply({ kind: 'users-page', token: null, nextToken: 'p2', users: [u('A')] });
+    cp.addPart({ file: 'run-0a1b2c3d-000001.ndjson', rows: 3, sha256: 'ab' });
+    const file = await CheckpointFile.create(store, '_staging/x/checkpoint.json', cp);
+    cp.apply({ kind: 'user-done', user: u('A') });
+    await file.save(cp);
+    assert.equal((await stat(join(dir, '_staging/x/checkpoint.json'))).mode & 0o777, 0o600);
+    const back = await CheckpointFile.load(store, '_staging/x/checkpoint.json');
+    assert.deepEqual(back?.checkpoint.toJSON(), cp.toJSON());
+    assert.equal(await CheckpointFile.load(store, '_staging/x/missing.json'), undefined);
+  });
 });
 
-test('a corrupt checkpoint is CHECKPOINT_CORRUPT naming the file and --fresh, never a silent restart', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ike-cp-'));
-  try {
-    const file = join(dir, 'checkpoint.json');
+test('a save fails with LEASE_LOST and changes nothing once another run wrote the checkpoint (fencing)', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const key = '_staging/x/checkpoint.json';
+    const mine = fresh();
+    const file = await CheckpointFile.create(store, key, mine);
+    // Another run takes over: it loads and saves (its resume).
+    const theirs = (await CheckpointFile.load(store, key))!;
+    theirs.checkpoint.beginResume();
+    await theirs.file.save(theirs.checkpoint);
+    const before = await readFile(join(dir, key), 'utf8');
+    mine.addPart({ file: 'run-0a1b2c3d-000001.ndjson', rows: 1, sha256: 'x' });
+    await assert.rejects(file.save(mine), (err: unknown) => err instanceof ExportError && err.code === 'LEASE_LOST');
+    assert.equal(await readFile(join(dir, key), 'utf8'), before, 'the overtaken run changed nothing');
+    await assert.rejects(CheckpointFile.create(store, key, fresh()), (err: unknown) => err instanceof ExportError && err.code === 'LEASE_LOST', 'a second create of the same snapshot fails too');
+  });
+});
+
+test('a corrupt checkpoint is CHECKPOINT_CORRUPT naming the file and --fresh; another format version is CHECKPOINT_MISMATCH', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const key = 'checkpoint.json';
+    const file = join(dir, key);
     const valid = JSON.stringify(fresh().toJSON());
-    for (const text of ['{not json', '[]', valid.replace('"version":1', '"version":9'), valid.replace(/"fingerprint":"[0-9a-f]+"/, '"fingerprint":"0000"'), valid.slice(0, valid.length / 2)]) {
+    for (const text of ['{not json', '[]', valid.replace(/"fingerprint":"[0-9a-f]+"/, '"fingerprint":"0000"'), valid.slice(0, valid.length / 2), valid.replace('"commits":0', '"commits":-1')]) {
       await writeFile(file, text);
-      await assert.rejects(loadCheckpoint(file), (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT' && err.message.includes(file) && err.message.includes('--fresh'));
+      await assert.rejects(CheckpointFile.load(store, key), (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT' && err.message.includes(file) && err.message.includes('--fresh'), text.slice(0, 40));
     }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    await writeFile(file, valid.replace('"version":2', '"version":1'));
+    await assert.rejects(CheckpointFile.load(store, key), (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_MISMATCH' && err.message.includes('--fresh'));
+  });
 });
 
 test('part files the checkpoint does not name are orphans and are deleted', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ike-cp-'));
-  try {
-    await writeFile(join(dir, 'run-000001.ndjson'), 'x');
-    await writeFile(join(dir, 'run-000002.ndjson'), 'y');
-    await writeFile(join(dir, '.run-000003.ndjson.123.tmp'), 'z');
-    const removed = await removeOrphans(dir, [{ file: 'run-000001.ndjson', rows: 1, sha256: '' }]);
-    assert.deepEqual(removed.sort(), ['.run-000003.ndjson.123.tmp', 'run-000002.ndjson']);
-    assert.equal(await readFile(join(dir, 'run-000001.ndjson'), 'utf8'), 'x');
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await store.write('runs/run-0a1b2c3d-000001.ndjson', 'x');
+    await store.write('runs/run-0a1b2c3d-000002.ndjson', 'y');
+    await writeFile(join(dir, 'runs/.run-0a1b2c3d-000003.ndjson.123.tmp'), 'z');
+    const removed = await removeOrphans(store, 'runs/', [{ file: 'run-0a1b2c3d-000001.ndjson', rows: 1, sha256: '' }]);
+    assert.deepEqual(removed.sort(), ['runs/.run-0a1b2c3d-000003.ndjson.123.tmp', 'runs/run-0a1b2c3d-000002.ndjson']);
+    assert.equal(await readFile(join(dir, 'runs/run-0a1b2c3d-000001.ndjson'), 'utf8'), 'x');
+  });
 });

@@ -36,12 +36,28 @@ test('--status is repeatable, comma-separated, case-insensitive and canonical', 
   assert.deepEqual(config(['--status', 'expired', '--status', 'Active,inactive']).statuses, ['Active', 'Inactive', 'Expired']);
 });
 
-test('durations take ms, s, m and h, alone or combined', () => {
+test('durations take ms, s, m, h and d, alone or combined', () => {
+  assert.equal(parseDuration('2d'), 172_800_000);
   assert.equal(parseDuration('90s'), 90_000);
   assert.equal(parseDuration('14m'), 840_000);
   assert.equal(parseDuration('1h30m'), 5_400_000);
   assert.equal(parseDuration('250ms'), 250);
   for (const bad of ['', '10', 'm', '1x', '1h 30m', '-5s']) assert.equal(parseDuration(bad), undefined, bad);
+});
+
+test('--time-budget and --max-snapshot-age take at most 7d (a longer timer would fire at once)', () => {
+  assert.equal(config(['--time-budget', '7d']).timeBudgetMs, 7 * 86_400_000);
+  assert.equal(config([]).maxSnapshotAgeMs, 24 * 3_600_000);
+  assert.equal(config(['--max-snapshot-age', '36h']).maxSnapshotAgeMs, 36 * 3_600_000);
+  for (const flag of ['--time-budget', '--max-snapshot-age']) {
+    const [line] = problems([flag, '25d']);
+    assert.match(line!, new RegExp(`^${flag} must be a duration from 1s to 7d`));
+  }
+});
+
+test('enum values are case-insensitive: --format CSV is csv, --log-level WARN is warn', () => {
+  assert.equal(config(['--format', 'CSV']).format, 'csv');
+  assert.equal(config(['--log-level', 'WARN']).logLevel, 'warn');
 });
 
 // Each bad value: the flag it must name.

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { withFake, withTemp } from './support/scope.ts';
 import { runCli, testEnv } from './support/cli.ts';
 import { expectedRows, onlySnapshotDir, publishedRows, verifyManifest } from './support/expect.ts';
@@ -65,24 +66,29 @@ for (const [cause, faults, pattern] of [
   ['invalid credentials', { invalidCredentials: true }, /credentials rejected or missing \(InvalidClientTokenId\)/],
   ['ListUsers denied', { listUsersDenied: true }, /ListUsers: access denied \(AccessDenied\).*iam:ListUsers/],
 ] as const) {
-  test(`${cause}: exit 1 with one line naming the cause; the checkpoint stays and the rerun resumes once fixed`, async () => {
+  test(`${cause}: exit 1 with one line naming the cause; the fixed rerun starts a new snapshot, not the failed run's`, async () => {
     await withFake({ users: 30, seed: 5, keysPerUser: { min: 1, max: 2 } }, async (fake) => {
       await withTemp(async (out) => {
         const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv'];
         fake.configure(faults);
+        const failedAt = Date.now();
         const r = await runCli(args);
         assert.equal(r.code, 1);
         const lines = r.stderr.trim().split('\n');
         assert.equal(lines.length, 1, r.stderr);
         assert.match(lines[0]!, pattern);
-        const staged = await readdir(join(out, '_staging'));
-        assert.equal(staged.length, 1);
-        assert.deepEqual(await readdir(join(out, '_staging', staged[0]!)).then((f) => f.includes('checkpoint.json')), true);
+        assert.doesNotMatch(r.stderr, /checkpoint is kept/, 'nothing was committed: no checkpoint to speak of');
+        // The next day: fixed. A run that read nothing pins nothing.
+        await sleep(Math.max(0, 1100 - (Date.now() - failedAt)));
         fake.configure({ invalidCredentials: false, listUsersDenied: false });
+        const rerunAt = new Date();
         const again = await runCli(args);
         assert.equal(again.code, 0, again.stderr);
         assert.deepEqual((await publishedRows(out, 'csv')).rows, expectedRows(fake));
-        assert.equal((await verifyManifest(await onlySnapshotDir(out))).resumes, 1);
+        const manifest = await verifyManifest(await onlySnapshotDir(out));
+        assert.equal(manifest.resumes, 0);
+        assert.ok(Date.parse(manifest.snapshot_time) >= Math.floor(rerunAt.getTime() / 1000) * 1000, `snapshot_time ${manifest.snapshot_time} is the good run's`);
+        assert.deepEqual(await readdir(join(out, '_staging')).catch(() => []), []);
       });
     });
   });

@@ -4,6 +4,7 @@ import type { AccessKeyMetadata } from '@aws-sdk/client-iam';
 import { decodeToken, encodeToken, paginateAccessKeys, paginateUsers } from '../pipeline/source/paginate.ts';
 import { ExportError } from '../pipeline/errors.ts';
 import { stubIam } from './support/stub-iam.ts';
+import { mulberry32 } from './fake-iam/random.ts';
 
 function keysOf(n: number): AccessKeyMetadata[] {
   return Array.from({ length: n }, (_, i) => ({ UserName: `u${n}`, AccessKeyId: `AKIA${n}x${i}`, Status: 'Active', CreateDate: new Date(i * 1000) }));
@@ -49,7 +50,7 @@ test('a NextToken cut inside a server page resumes at the next item of that page
   const first = [];
   for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: 3, MaxItems: 2 } })) first.push(p);
   assert.equal(first.length, 1);
-  assert.deepEqual(decodeToken(first[0]!.NextToken!), { marker: undefined, skip: 2 });
+  assert.deepEqual(decodeToken(first[0]!.NextToken!), { marker: undefined, skip: ['AKIA5x0', 'AKIA5x1'] }, 'the token names what was yielded, not how many');
   const rest = [];
   for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: 3, StartingToken: first[0]!.NextToken! } })) rest.push(...p.AccessKeyMetadata);
   assert.deepEqual(rest.map((k) => k.AccessKeyId), ['AKIA5x2', 'AKIA5x3', 'AKIA5x4']);
@@ -58,7 +59,9 @@ test('a NextToken cut inside a server page resumes at the next item of that page
 
 test('a malformed StartingToken is a PAGINATION_TOKEN_INVALID error before any call', async () => {
   const { client, requests } = stubIam({ u: keysOf(2) });
-  for (const bad of ['garbage', 'ike1.!!!', `ike1.${Buffer.from('{"m":1,"s":0}').toString('base64url')}`, `ike1.${Buffer.from('{"m":null,"s":-1}').toString('base64url')}`]) {
+  const b64 = (json: string) => Buffer.from(json).toString('base64url');
+  const oldPositional = `ike1.${b64('{"m":null,"s":1}')}`;
+  for (const bad of ['garbage', 'ike2.!!!', `ike2.${b64('{"m":1,"e":[]}')}`, `ike2.${b64('{"m":null,"e":[1]}')}`, `ike2.${b64('{"m":null}')}`, oldPositional]) {
     await assert.rejects(
       async () => {
         for await (const _ of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { StartingToken: bad } })) void _;
@@ -95,5 +98,81 @@ test('users are paged with the same token semantics', async () => {
 });
 
 test('tokens round-trip through encode and decode', () => {
-  for (const pos of [{ marker: undefined, skip: 0 }, { marker: 'abc/=+', skip: 7 }]) assert.deepEqual(decodeToken(encodeToken(pos)), pos);
+  for (const pos of [{ marker: undefined, skip: [] }, { marker: 'abc/=+', skip: ['AKIA1', 'AKIA2'] }]) assert.deepEqual(decodeToken(encodeToken(pos)), pos);
+});
+
+const key = (id: string, second: number): AccessKeyMetadata => ({ UserName: 'u', AccessKeyId: id, Status: 'Active', CreateDate: new Date(second * 1000) });
+
+/** Pages `user` to the end from `token` (no MaxItems), returning the ids. */
+async function rest(client: ReturnType<typeof stubIam>['client'], token: string, pageSize: number): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: pageSize, StartingToken: token } })) ids.push(...p.AccessKeyMetadata.map((k) => k.AccessKeyId!));
+  return ids;
+}
+
+test('a cut resumes after what it yielded even when a key before the cut was deleted and one was added meanwhile', async () => {
+  const keys = [key('K1', 1), key('K2', 2), key('K3', 3), key('K4', 4), key('K5', 5)];
+  const { client } = stubIam({ u: keys });
+  let token: string | undefined;
+  const first: string[] = [];
+  for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: 5, MaxItems: 2 } })) {
+    first.push(...p.AccessKeyMetadata.map((k) => k.AccessKeyId!));
+    token = p.NextToken;
+  }
+  assert.deepEqual(first, ['K1', 'K2']);
+  // Rotation between the kill and the rerun: K1 deleted, K0 created (sorting first).
+  keys.splice(0, 1);
+  keys.unshift(key('K0', 0));
+  const second = await rest(client, token!, 5);
+  assert.ok(second.includes('K3'), 'K3 existed throughout: it is not skipped (a position would skip it)');
+  assert.deepEqual(second.filter((id) => id !== 'K0'), ['K3', 'K4', 'K5']);
+  assert.ok(!second.includes('K2'), 'K2 is not yielded twice');
+});
+
+test('a cut resumed with a smaller page size still skips every id already yielded from the cut page', async () => {
+  const keys = Array.from({ length: 10 }, (_, i) => key(`K${i}`, i));
+  const { client } = stubIam({ u: keys });
+  let token: string | undefined;
+  for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: 10, MaxItems: 6 } })) token = p.NextToken;
+  assert.deepEqual(await rest(client, token!, 2), ['K6', 'K7', 'K8', 'K9']);
+});
+
+test('under random changes between iterations, every key present throughout is yielded exactly once and no key twice', async () => {
+  for (let seed = 1; seed <= 60; seed++) {
+    const random = mulberry32(seed);
+    let clock = 100;
+    const keys = Array.from({ length: 1 + Math.floor(random() * 12) }, (_, i) => key(`S${seed}K${i}`, i));
+    const ever = new Set(keys.map((k) => k.AccessKeyId!));
+    const deleted = new Set<string>();
+    const { client } = stubIam({ u: keys });
+    const seen: string[] = [];
+    let token: string | undefined;
+    const pageSize = 1 + Math.floor(random() * 4);
+    const maxItems = 1 + Math.floor(random() * 4);
+    for (let iteration = 0; iteration === 0 || token; iteration++) {
+      assert.ok(iteration < 200, `seed ${seed}: does not terminate`);
+      let last: string | undefined;
+      for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: pageSize, MaxItems: maxItems, ...(token ? { StartingToken: token } : {}) } })) {
+        seen.push(...p.AccessKeyMetadata.map((k) => k.AccessKeyId!));
+        last = p.NextToken;
+      }
+      token = last;
+      // Churn between runs: delete a random key, add a new one at a random place in time order.
+      if (random() < 0.5 && keys.length > 0) deleted.add(keys.splice(Math.floor(random() * keys.length), 1)[0]!.AccessKeyId!);
+      if (random() < 0.5) {
+        const fresh = key(`S${seed}N${clock}`, random() < 0.5 ? -clock : clock);
+        clock++;
+        keys.push(fresh);
+        keys.sort((a, b) => a.CreateDate!.getTime() - b.CreateDate!.getTime() || (a.AccessKeyId! < b.AccessKeyId! ? -1 : 1));
+        ever.add(fresh.AccessKeyId!);
+      }
+    }
+    const label = `seed ${seed} PageSize ${pageSize} MaxItems ${maxItems}`;
+    assert.equal(new Set(seen).size, seen.length, `${label}: a key yielded twice: ${seen.join(',')}`);
+    for (const id of ever) {
+      const throughout = !id.includes('N') && !deleted.has(id);
+      if (throughout) assert.ok(seen.includes(id), `${label}: ${id} existed throughout and was not yielded`);
+    }
+    for (const id of seen) assert.ok(ever.has(id), `${label}: ${id} never existed`);
+  }
 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FakeIam } from './fake-iam/server.ts';
@@ -25,7 +25,7 @@ async function stagingIds(out: string): Promise<string[]> {
 }
 
 for (const format of ['csv', 'parquet'] as const) {
-  test(`${format}: killed with SIGKILL at 10 random moments and 3 times inside finalize, reruns publish every key exactly once`, async () => {
+  test(`${format}: killed with SIGKILL at 10 random moments, reruns publish every key exactly once`, async () => {
     // Slow enough (~7 s of calls) that each run does a small share of the work before its kill.
     await withFake({ users: 400, seed: 21, keysPerUser: { min: 0, max: 6 }, latencyMs: 12, jitterMs: 8 }, async (fake) => {
       // An uninterrupted run equals the ground truth (test/export.test.ts checks it at every concurrency).
@@ -36,23 +36,61 @@ for (const format of ['csv', 'parquet'] as const) {
           args,
           out,
           kills: 10,
-          finalizeKills: 3,
+          finalizeKills: 0,
           seed: format === 'csv' ? 101 : 202,
           signal: 'SIGKILL',
           minMs: 50,
           maxMs: 600,
-          // Commit often (many crash points between part and checkpoint); many small files make finalize long enough to hit.
+          // Commit often: many crash points between part and checkpoint.
           env: { IKE_COMMIT_ROWS: '7', IKE_COMMIT_MS: '50', IKE_ROWS_PER_FILE: '20' },
         });
-        assert.equal(loop.killed, 13);
-        assert.equal(loop.killedInFinalize, 3, 'the aimed kills landed inside finalize');
+        assert.equal(loop.killed, 10);
         const { rows } = await publishedRows(out, format);
         assert.deepEqual(rows, reference, 'row for row equal to the ground truth, in order');
         const manifest = await verifyManifest(await onlySnapshotDir(out));
-        assert.equal(manifest.duplicates_dropped, 0, 'resume never re-reads a committed page');
+        assert.equal(manifest.duplicates_dropped, 0, 'IAM did not change: resume never re-reads a committed page');
         assert.equal(manifest.resumes, loop.results.length - 1, 'every rerun is counted as a resume');
         assert.deepEqual(await stagingIds(out), []);
       });
+    });
+  });
+}
+
+/** Every named crash point of a run, in the order a run meets them (see pipeline/faultpoint.ts). */
+const EXPORT_POINTS = ['store-write-midway@3~checkpoint.json', 'part-durable@2', 'checkpoint-saved@2'];
+const FINALIZE_POINTS = ['data-file-written@2', 'manifest-written', 'success-written', 'publishing-saved', 'before-promote', 'publish-renamed', 'after-promote', 'latest-written', 'staging-removed'];
+
+for (const format of ['csv', 'parquet'] as const) {
+  const points = format === 'csv' ? [...EXPORT_POINTS, ...FINALIZE_POINTS] : ['part-durable@2', 'data-file-written@2', 'publishing-saved', 'publish-renamed'];
+  test(`${format}: a crash at each named point (${points.join(', ')}), then a rerun, publishes exactly once with _SUCCESS and _manifest.json`, async () => {
+    await withFake({ users: 40, seed: 23, keysPerUser: { min: 0, max: 4 } }, async (fake) => {
+      const reference = expectedRows(fake);
+      for (const point of points) {
+        await withTemp(async (out) => {
+          const args = ['--endpoint-url', fake.url, '--out', out, '--format', format, '--concurrency', '2', '--page-size', '3'];
+          const env = { IKE_COMMIT_ROWS: '10', IKE_COMMIT_MS: '0', IKE_ROWS_PER_FILE: '25' };
+          const crashed = await runCli(args, testEnv({ ...env, IKE_FAULT_POINT: point }));
+          assert.equal(crashed.signal, 'SIGKILL', `${point}: the run reached the point and died there (exit ${crashed.code}: ${crashed.stderr})`);
+          const published = join(out, 'access_keys');
+          // Whatever a reader sees at this moment is whole: a folder with _SUCCESS and its manifest, or nothing.
+          for (const dir of await readdir(published).catch(() => [] as string[])) {
+            if (!dir.startsWith('snapshot_id=')) continue;
+            const files = await readdir(join(published, dir));
+            assert.ok(files.includes('_SUCCESS') && files.includes('_manifest.json'), `${point}: ${dir} holds ${files.join(', ')}`);
+          }
+          // After the last step the publication is complete: a rerun would rightly start the next snapshot.
+          if (point !== 'staging-removed') {
+            const again = await runCli(args, testEnv(env));
+            assert.equal(again.code, 0, `${point}: ${again.stderr}`);
+          }
+          assert.deepEqual((await publishedRows(out, format)).rows, reference, point);
+          const dir = await onlySnapshotDir(out);
+          const manifest = await verifyManifest(dir);
+          assert.equal(manifest.duplicates_dropped, 0, point);
+          assert.deepEqual(await stagingIds(out), [], `${point}: staging removed`);
+          assert.equal((await readFile(join(published, '_LATEST'), 'utf8')).trim(), manifest.snapshot_id, `${point}: _LATEST names it`);
+        });
+      }
     });
   });
 }
@@ -95,6 +133,25 @@ test('--max-items 7 repeated until exit 0 publishes the same rows as one uninter
         assert.ok(runs < 100);
       }
       assert.ok(runs >= Math.ceil(reference.length / 7), `${runs} runs for ${reference.length} keys`);
+      assert.deepEqual((await publishedRows(out, 'csv')).rows, reference);
+    });
+  });
+});
+
+test('--status Inactive with --max-items 4, repeated until exit 0, publishes exactly the rows of one filtered run', async () => {
+  await withFake({ users: 40, seed: 19, keysPerUser: { min: 0, max: 4 } }, async (fake) => {
+    const reference = expectedRows(fake, { statuses: ['Inactive'] });
+    assert.ok(reference.length >= 5 && reference.length < expectedRows(fake).length);
+    await withTemp(async (out) => {
+      const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--status', 'Inactive', '--max-items', '4', '--page-size', '2'];
+      let runs = 0;
+      for (let code = -1; code !== 0; runs++) {
+        const r = await runCli(args);
+        code = r.code ?? -1;
+        assert.ok(code === 0 || code === 75, r.stderr);
+        assert.ok(runs < 100);
+      }
+      assert.ok(runs > 2, 'the run was resumed several times');
       assert.deepEqual((await publishedRows(out, 'csv')).rows, reference);
     });
   });
@@ -164,7 +221,6 @@ test('a corrupt checkpoint exits 1 with its path and --fresh, and touches nothin
 test('checkpoint and staged parts are private: files 0600, directories 0700', async () => {
   await withFake({ users: 20, seed: 2, keysPerUser: { min: 1, max: 3 } }, async (fake) => {
     await withTemp(async (out) => {
-      await chmod(out, 0o755);
       assert.equal((await runCli(['--endpoint-url', fake.url, '--out', out, '--max-items', '5'], testEnv({ IKE_COMMIT_ROWS: '2' }))).code, 75);
       const [id] = await stagingIds(out);
       const staging = join(out, '_staging', id!);
@@ -174,6 +230,30 @@ test('checkpoint and staged parts are private: files 0600, directories 0700', as
       for (const f of files) assert.equal((await stat(f)).mode & 0o777, 0o600, f);
       const checkpoint = await readFile(join(staging, 'checkpoint.json'), 'utf8');
       assert.doesNotMatch(checkpoint, /test-secret-not-real|AKIDTESTTESTTESTTEST/, 'no credentials in the checkpoint');
+    });
+  });
+});
+
+test('a fresh nested --out under umask 022: --out, access_keys/ and the snapshot folder 0755, its files 0644; staging private', async () => {
+  await withFake({ users: 15, seed: 2, keysPerUser: { min: 1, max: 2 } }, async (fake) => {
+    await withTemp(async (tmp) => {
+      const previous = process.umask(0o022); // inherited by the CLI child
+      try {
+        const out = join(tmp, 'a', 'b', 'export');
+        const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv'];
+        assert.equal((await runCli([...args, '--max-items', '3'])).code, 75);
+        const [id] = await stagingIds(out);
+        assert.equal((await stat(join(out, '_staging'))).mode & 0o777, 0o700);
+        assert.equal((await stat(join(out, '_staging', id!))).mode & 0o777, 0o700);
+        assert.equal((await runCli(args)).code, 0);
+        for (const dir of [join(tmp, 'a'), join(tmp, 'a', 'b'), out, join(out, 'access_keys')]) assert.equal((await stat(dir)).mode & 0o777, 0o755, dir);
+        const snapshot = await onlySnapshotDir(out);
+        assert.equal((await stat(snapshot)).mode & 0o777, 0o755, snapshot);
+        for (const f of await readdir(snapshot)) assert.equal((await stat(join(snapshot, f))).mode & 0o777, 0o644, f);
+        assert.equal((await stat(join(out, 'access_keys', '_LATEST'))).mode & 0o777, 0o644);
+      } finally {
+        process.umask(previous);
+      }
     });
   });
 });

@@ -33,7 +33,8 @@ function keyId(random: () => number): string {
 
 function userOf(index: number): UserRef {
   const n = String(index).padStart(7, '0');
-  return { userName: `user.${n}@corp`, userId: `AIDA${n}EXAMPLE00000`, accountId: ACCOUNT };
+  const userName = `user.${n}@corp`;
+  return { userName, userId: `AIDA${n}EXAMPLE00000`, accountId: ACCOUNT, arn: `arn:aws:iam::${ACCOUNT}:user/${userName}`, path: '/', createDate: '2019-01-01T00:00:00.000Z' };
 }
 
 /** The source's view of `total` keys, in the order the source would emit them. */

@@ -19,7 +19,8 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { stringify } from 'csv-stringify';
-import { Checkpoint, saveCheckpoint } from '../../pipeline/checkpoint.ts';
+import { Checkpoint, CheckpointFile } from '../../pipeline/checkpoint.ts';
+import { LocalStore } from '../../pipeline/store/local.ts';
 import { parseCommand } from '../../pipeline/config.ts';
 import { dataConfigOf } from '../../pipeline/run.ts';
 import { COLUMN_NAMES } from '../../pipeline/schema.ts';
@@ -27,7 +28,7 @@ import type { Batch } from '../../pipeline/items.ts';
 import type { AccessKeyRecord } from '../../pipeline/schema.ts';
 import { partWriter } from '../../pipeline/sinks/parts.ts';
 import { writeDataFile, type Format } from '../../pipeline/sinks/index.ts';
-import { createStaging, publishSnapshot, snapshotIdOf, snapshotPaths } from '../../pipeline/snapshot.ts';
+import { finalizeSnapshot, promoteSnapshot, snapshotIdOf, snapshotKeys } from '../../pipeline/snapshot.ts';
 import { deriveAgeStage } from '../../pipeline/stages/deriveAge.ts';
 import { filterStatusStage } from '../../pipeline/stages/filterStatus.ts';
 import { toRecordStage } from '../../pipeline/stages/toRecord.ts';
@@ -62,9 +63,9 @@ async function ours(format: Format, total: number, dir: string): Promise<Omit<Wo
   const config = command.config;
   const t0 = performance.now();
   const cp = new Checkpoint(STAMP.snapshotId, TIME, dataConfigOf(config, {}));
-  const paths = snapshotPaths(dir, cp.snapshotId);
-  await createStaging(paths);
-  await saveCheckpoint(paths.checkpointFile, cp);
+  const store = new LocalStore(dir);
+  const keys = snapshotKeys(cp.snapshotId);
+  const file = await CheckpointFile.create(store, keys.checkpoint, cp);
   let commits = 0;
   let saveStarted = 0;
   let checkpointSaveMs = 0;
@@ -75,7 +76,11 @@ async function ours(format: Format, total: number, dir: string): Promise<Omit<Wo
     filterStatusStage(config.statuses),
     partWriter({
       checkpoint: cp,
-      paths,
+      file,
+      store,
+      runsDir: keys.runs,
+      runId: '0bench00',
+      assertHeld: () => undefined,
       tuning: config.tuning,
       // beforeSave runs just before the checkpoint save, onCommit just after it.
       beforeSave: () => (saveStarted = performance.now()),
@@ -87,11 +92,12 @@ async function ours(format: Format, total: number, dir: string): Promise<Omit<Wo
   );
   if (!cp.exportComplete) throw new Error('the synthetic export did not complete the checkpoint');
   cp.phase = 'finalize';
-  await saveCheckpoint(paths.checkpointFile, cp);
+  await file.save(cp);
   const t1 = performance.now();
-  const result = await publishSnapshot(paths, { checkpoint: cp, rowsPerFile: config.tuning.rowsPerFile, toolVersion: 'bench', wallMs: 0 });
+  const manifest = await finalizeSnapshot(store, file, { checkpoint: cp, rowsPerFile: config.tuning.rowsPerFile, toolVersion: 'bench', wallMs: 0, runId: '0bench00' });
+  await promoteSnapshot(store, cp);
   const t2 = performance.now();
-  return { mode: 'ours', format, rows: result.rows, ms: t2 - t0, exportMs: t1 - t0, publishMs: t2 - t1, commits, checkpointSaveMs };
+  return { mode: 'ours', format, rows: manifest.rows, ms: t2 - t0, exportMs: t1 - t0, publishMs: t2 - t1, commits, checkpointSaveMs };
 }
 
 async function stagesAlone(total: number): Promise<Omit<WorkerResult, 'maxRssKb'>> {

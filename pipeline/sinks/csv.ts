@@ -2,10 +2,9 @@
  * CSV data files (DESIGN §6): a header row, RFC 4180 quoting by csv-stringify,
  * timestamps as ISO 8601 UTC with milliseconds, null as the empty field.
  */
-import { stringify, type Options } from 'csv-stringify';
+import { stringify, type Options } from 'csv-stringify/sync';
 import { COLUMN_NAMES } from '../schema.ts';
-import { writeAtomically } from './atomic.ts';
-import type { DataFileInfo, RecordSource } from './index.ts';
+import type { AccessKeyRecord } from '../schema.ts';
 
 /**
  * Fields are quoted only when they hold a comma, a double quote, CR or LF, and an
@@ -33,10 +32,23 @@ const CSV_OPTIONS: Options = {
   },
 };
 
+/** Records in a batch of csv-stringify's synchronous API: one call per batch, not per record. */
+const BATCH = 2048;
+
 /**
- * Writes `rows` as a CSV file at `target`, atomically (see `writeDataFile`).
- * Streams: memory does not grow with the number of rows.
+ * Encodes records as CSV bytes: a header row (also for zero records), then the
+ * records. Memory stays at one batch whatever the number of rows.
  */
-export function writeCsvFile(target: string, rows: RecordSource): Promise<DataFileInfo> {
-  return writeAtomically(target, rows, stringify(CSV_OPTIONS));
+export async function* encodeCsv(records: AsyncIterable<AccessKeyRecord>): AsyncGenerator<Buffer> {
+  let batch: AccessKeyRecord[] = [];
+  let header = true;
+  for await (const record of records) {
+    batch.push(record);
+    if (batch.length >= BATCH) {
+      yield Buffer.from(stringify(batch, { ...CSV_OPTIONS, header }));
+      header = false;
+      batch = [];
+    }
+  }
+  if (batch.length > 0 || header) yield Buffer.from(stringify(batch, { ...CSV_OPTIONS, header }));
 }

@@ -1,23 +1,18 @@
 /**
- * The data-file writers: one published file format each, same contract. Callers
- * pick a format here and never import a writer directly, so adding a format is
- * one file plus one line in `writeDataFile`.
+ * The data-file encoders: one published file format each, same contract. Callers
+ * pick a format here and never import an encoder directly, so adding a format is
+ * one file plus one line in `encodeDataFile`. Where the bytes go (a local file, an
+ * S3 object) is the store's business.
  */
+import { basename, dirname } from 'node:path';
 import type { AccessKeyRecord } from '../schema.ts';
-import { writeCsvFile } from './csv.ts';
-import { writeParquetFile } from './parquet.ts';
+import { LocalStore } from '../store/local.ts';
+import { checkRecord } from './check.ts';
+import { encodeCsv } from './csv.ts';
+import { encodeParquet } from './parquet.ts';
+import type { Format } from '../formats.ts';
 
-/** The published file formats, in the order `--help` lists them. */
-export const FORMATS = ['csv', 'parquet'] as const;
-
-/** A published file format (`--format`). */
-export type Format = (typeof FORMATS)[number];
-
-/** File name extension of each format, with its dot (`part-00000` + `.parquet`). */
-export const FORMAT_EXTENSION: Readonly<Record<Format, string>> = {
-  csv: '.csv',
-  parquet: '.parquet',
-};
+export { FORMATS, FORMAT_EXTENSION, type Format } from '../formats.ts';
 
 /** What the manifest records about one written data file. */
 export interface DataFileInfo {
@@ -34,16 +29,37 @@ export interface DataFileInfo {
 /** Records to write; iterated once, never collected, so any count fits in memory. */
 export type RecordSource = AsyncIterable<AccessKeyRecord> | Iterable<AccessKeyRecord>;
 
+/** The bytes of a data file, and how many rows went into them (known once the bytes are consumed). */
+export interface EncodedFile {
+  readonly chunks: AsyncIterable<Buffer>;
+  rows(): number;
+}
+
 /**
- * Writes `rows` to `target` in `format`, atomically: the target appears complete
- * and fsynced, or not at all (an existing target is replaced only on success).
- * The parent directory of `target` must exist.
+ * Encodes `rows` in `format`, checking each against the schema first
+ * (`checkRecord`): a bad value fails the file with INTERNAL in every format alike.
+ * Errors of the row source pass through unchanged.
  */
-export function writeDataFile(format: Format, target: string, rows: RecordSource): Promise<DataFileInfo> {
-  switch (format) {
-    case 'csv':
-      return writeCsvFile(target, rows);
-    case 'parquet':
-      return writeParquetFile(target, rows);
+export function encodeDataFile(format: Format, rows: RecordSource): EncodedFile {
+  let count = 0;
+  async function* checked(): AsyncGenerator<AccessKeyRecord> {
+    for await (const record of rows) {
+      checkRecord(record, count);
+      count += 1;
+      yield record;
+    }
   }
+  const chunks = format === 'csv' ? encodeCsv(checked()) : encodeParquet(checked());
+  return { chunks, rows: () => count };
+}
+
+/**
+ * Writes `rows` to the local file `target` in `format`, atomically: the target
+ * appears complete and fsynced, or not at all (an existing target is replaced
+ * only on success). The parent directory of `target` must exist.
+ */
+export async function writeDataFile(format: Format, target: string, rows: RecordSource): Promise<DataFileInfo> {
+  const encoded = encodeDataFile(format, rows);
+  const { bytes, sha256 } = await new LocalStore(dirname(target)).upload(basename(target), encoded.chunks);
+  return { file: basename(target), rows: encoded.rows(), bytes, sha256 };
 }

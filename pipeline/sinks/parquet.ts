@@ -5,8 +5,6 @@
 import parquet, { type ParquetFieldDefinition, type ParquetFieldType, type ParquetWriterOptions } from 'parquetjs-lite';
 import { ExportError } from '../errors.ts';
 import { COLUMNS, type AccessKeyRecord, type ColumnType } from '../schema.ts';
-import { writeAtomically } from './atomic.ts';
-import type { DataFileInfo, RecordSource } from './index.ts';
 
 const PARQUET_TYPE: Readonly<Record<ColumnType, ParquetFieldType>> = {
   string: 'UTF8',
@@ -52,22 +50,14 @@ const SCHEMA = new parquet.ParquetSchema(
 );
 
 /**
- * Writes `rows` as a Parquet file at `target`, atomically (see `writeDataFile`).
- * Memory is bounded by one row group, not by the number of rows. Zero rows give
- * a valid file with the schema and no row group.
- */
-export function writeParquetFile(target: string, rows: RecordSource): Promise<DataFileInfo> {
-  return writeAtomically(target, rows, encodeParquet);
-}
-
-/**
- * Encodes records as Parquet bytes. The library writes through a callback; the
+ * Encodes records as Parquet bytes. Memory is bounded by one row group, not by
+ * the number of rows. Zero rows give a valid file with the schema and no row group. The library writes through a callback; the
  * chunks it hands over are yielded after each row, so a row group leaves as soon
  * as it is encoded and the pipeline's backpressure reaches the row source.
  * (The library's own ParquetTransformer cannot be used in a pipeline: its flush
  * calls back twice, which fails every file with ERR_MULTIPLE_CALLBACK.)
  */
-async function* encodeParquet(records: AsyncIterable<AccessKeyRecord>): AsyncGenerator<Buffer> {
+export async function* encodeParquet(records: AsyncIterable<AccessKeyRecord>): AsyncGenerator<Buffer> {
   const pending: Buffer[] = [];
   const envelope = new parquet.ParquetEnvelopeWriter(
     SCHEMA,

@@ -4,20 +4,31 @@
  * writes them as one durable sorted part, and only then applies the STATE items
  * that arrived with them and saves the checkpoint. That order is the one rule that
  * makes resume exactly-once: a checkpoint never vouches for a record that is not
- * on disk, and a part the checkpoint does not name is an orphan, deleted on resume.
+ * in the store, and a part the checkpoint does not name is an orphan, deleted on resume.
+ *
+ * Each save is a compare-and-swap of the checkpoint, after checking the lease: a
+ * run whose lease was taken over cannot commit (LEASE_LOST), and its part names
+ * carry its run id, so they never collide with the new holder's.
  */
 import { Writable } from 'node:stream';
-import { saveCheckpoint, type Checkpoint } from '../checkpoint.ts';
+import type { Checkpoint, CheckpointFile } from '../checkpoint.ts';
 import type { Tuning } from '../config.ts';
+import { faultPoint } from '../faultpoint.ts';
 import type { Batch, StateEvent } from '../items.ts';
-import type { SnapshotPaths } from '../snapshot.ts';
-import { runFileName, writeRun } from '../runs.ts';
+import { runFileName, writeRun, type Observation } from '../runs.ts';
 import type { AccessKeyRecord } from '../schema.ts';
+import { keyJoin, type Store } from '../store/store.ts';
 
 export interface PartWriterOptions {
   readonly checkpoint: Checkpoint;
-  /** Where the checkpoint and the part files of the snapshot live. */
-  readonly paths: Pick<SnapshotPaths, 'checkpointFile' | 'runsDir'>;
+  readonly file: CheckpointFile;
+  readonly store: Store;
+  /** Store folder of the snapshot's parts. */
+  readonly runsDir: string;
+  /** This run's id: part names carry it. */
+  readonly runId: string;
+  /** Throws when this run may no longer commit (its lease is lost). */
+  readonly assertHeld: () => void;
   /** Commit after commitRows buffered records (bounds memory), or commitMs after the last commit. */
   readonly tuning: Pick<Tuning, 'commitRows' | 'commitMs'>;
   /** Called for every record received (progress). */
@@ -39,7 +50,7 @@ export function partWriter(o: PartWriterOptions): Writable {
   // durable, or a resume would read its page again.
   let covered = 0;
   let lastCommit = Date.now();
-  let nextRun = o.checkpoint.parts.reduce((max, p) => Math.max(max, Number(p.file.slice(4, 10))), 0) + 1;
+  let nextRun = 1;
 
   const commit = async (force = false) => {
     if (states.length === 0 && !force) return;
@@ -48,10 +59,20 @@ export function partWriter(o: PartWriterOptions): Writable {
     records = records.slice(covered);
     states = [];
     covered = 0;
-    if (batch.length > 0) o.checkpoint.addPart(await writeRun(o.paths.runsDir, runFileName(nextRun++), batch));
+    o.assertHeld();
+    if (batch.length > 0) {
+      // The snapshot's observation order: later observations of a key win at the merge.
+      const base = o.checkpoint.counters.rowsWritten;
+      const observations: Observation[] = batch.map((record, i) => ({ record, seq: base + i }));
+      o.checkpoint.addPart(await writeRun(o.store, keyJoin(o.runsDir, runFileName(o.runId, nextRun++)), observations));
+      faultPoint('part-durable');
+    }
     for (const s of pending) o.checkpoint.apply(s);
+    if (pending.length > 0) o.checkpoint.commits++;
     o.beforeSave?.(o.checkpoint);
-    await saveCheckpoint(o.paths.checkpointFile, o.checkpoint);
+    o.assertHeld();
+    await o.file.save(o.checkpoint);
+    faultPoint('checkpoint-saved');
     lastCommit = Date.now();
     for (const s of pending) o.onState?.(s);
     o.onCommit?.({ rows: batch.length, states: pending.length });

@@ -5,6 +5,7 @@
  * manifest and the operator; it observes only, it never decides.
  */
 import { IAMClient } from '@aws-sdk/client-iam';
+import type { Logger } from '@smithy/types';
 import { isThrottle } from '../errors.ts';
 import { createRetryStrategy } from './retry.ts';
 
@@ -34,12 +35,46 @@ export interface ClientOptions {
   readonly maxAttempts: number;
 }
 
+/** Where the SDK will send each service's calls, as far as the operator configured it. */
+export interface Endpoints {
+  /** IAM endpoint override (flag, AWS_ENDPOINT_URL_IAM, AWS_ENDPOINT_URL), or undefined for the SDK's default. */
+  readonly iam: string | undefined;
+  /** The IAM endpoint for messages: the override, or the default one. */
+  readonly iamShown: string;
+  /**
+   * STS endpoint override. The SDK reads AWS_ENDPOINT_URL_STS and AWS_ENDPOINT_URL
+   * itself; when neither is set but IAM's endpoint was overridden (an emulator such
+   * as moto or LocalStack, which serve STS at the same URL), STS goes there too,
+   * rather than to AWS with credentials that are only valid on the emulator.
+   */
+  readonly sts: string | undefined;
+  readonly stsShown: string;
+}
+
+/** The endpoints of a run, from its flags and environment. */
+export function endpointsOf(o: Pick<ClientOptions, 'endpointUrl'>, env: NodeJS.ProcessEnv = process.env): Endpoints {
+  const iam = o.endpointUrl ?? (env.AWS_ENDPOINT_URL_IAM || undefined) ?? (env.AWS_ENDPOINT_URL || undefined);
+  const stsFromEnv = env.AWS_ENDPOINT_URL_STS || env.AWS_ENDPOINT_URL || undefined;
+  const sts = stsFromEnv ? undefined : (o.endpointUrl ?? (env.AWS_ENDPOINT_URL_IAM || undefined));
+  return { iam, iamShown: iam ?? 'https://iam.amazonaws.com', sts, stsShown: sts ?? stsFromEnv ?? 'https://sts.amazonaws.com' };
+}
+
+/**
+ * The SDK's own log lines (its warnings, such as "Multiple credential sources
+ * detected") go to our logger at debug level instead of the console, so stderr
+ * keeps the one line an operator is promised.
+ */
+export function sdkLogger(debug: (message: string) => void): Logger {
+  const sink = (...content: unknown[]) => debug(content.map((c) => (typeof c === 'string' ? c : JSON.stringify(c))).join(' '));
+  return { trace: () => undefined, debug: () => undefined, info: sink, warn: sink, error: sink };
+}
+
 /**
  * IAM is a global service: the region only picks the signing region and partition.
  * When neither the flag nor the SDK's chain (AWS_REGION, profile) gives one, use
  * us-east-1, as the AWS CLI does for IAM, instead of failing.
  */
-async function resolveRegion(o: ClientOptions): Promise<string> {
+export async function resolveRegion(o: ClientOptions): Promise<string> {
   if (o.region) return o.region;
   const probe = new IAMClient(o.profile ? { profile: o.profile } : {});
   try {
@@ -52,14 +87,26 @@ async function resolveRegion(o: ClientOptions): Promise<string> {
 }
 
 /** Builds the client and wires the counting middleware into `stats`. */
-export async function createIamClient(o: ClientOptions, stats: ApiStats): Promise<IAMClient> {
+export async function createIamClient(o: ClientOptions, stats: ApiStats, logger?: Logger): Promise<IAMClient> {
   const client = new IAMClient({
     region: await resolveRegion(o),
     ...(o.profile ? { profile: o.profile } : {}),
     ...(o.endpointUrl ? { endpoint: o.endpointUrl } : {}),
+    ...(logger ? { logger } : {}),
     // Adaptive mode (client-side rate limiting), with the limiter gated: see retry.ts.
     retryStrategy: createRetryStrategy(o.maxAttempts),
   });
+  instrument(client, stats);
+  return client;
+}
+
+/** A client the counting middleware can be added to (every SDK v3 client). */
+interface Instrumentable {
+  readonly middlewareStack: IAMClient['middlewareStack'];
+}
+
+/** Adds the counting middleware to any SDK client (IAM, STS, ...): calls per operation, attempts, throttles. */
+export function instrument(client: Instrumentable, stats: ApiStats): void {
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const op = context.commandName?.replace(/Command$/, '') ?? 'Unknown';
@@ -81,5 +128,4 @@ export async function createIamClient(o: ClientOptions, stats: ApiStats): Promis
     },
     { step: 'finalizeRequest', priority: 'low', name: 'ikeCountAttempts' },
   );
-  return client;
 }

@@ -4,55 +4,35 @@
  * bounded channel. Listing pauses while `concurrency` users are already queued or
  * running, so neither memory nor pending work grows with the number of users.
  *
- * Stopping (signal, time budget, max items, a fatal error elsewhere) is graceful:
- * no new call starts, in-flight calls are aborted and their pages dropped, and the
- * channel closes so the writer can commit everything before the stop.
+ * Identity: users are known by UserId. A user the snapshot already knows is never
+ * started again by the lister, whatever name it is listed under now. A user IAM
+ * says NoSuchEntity for is "missing": once the listing is done, one ListUsers scan
+ * looks for its UserId under another name (renamed: paged again from the start)
+ * and declares the rest vanished. A Marker IAM rejects restarts that listing once.
+ *
+ * Stopping (signal, time budget, max items, throttling that outlived the retries,
+ * a fatal error elsewhere) is graceful: no new call starts, in-flight calls are
+ * aborted and their pages dropped, waiters on the key budget wake, and the channel
+ * closes so the writer can commit everything before the stop.
  */
 import { setMaxListeners } from 'node:events';
 import { Readable } from 'node:stream';
 import type { IAMClient } from '@aws-sdk/client-iam';
 import pLimit from 'p-limit';
-import { classifyFatal, classifyUserError, ExportError } from '../errors.ts';
-import type { Batch, Item, SourceKey, UserRef } from '../items.ts';
-import type { ResumePlan } from '../checkpoint.ts';
+import { classifyFatal, classifyUserError, ExportError, isRejectedMarker, type CallSite } from '../errors.ts';
+import type { Batch, Item, SourceKey, StateEvent, UserRef } from '../items.ts';
+import type { ResumePlan, UserResume } from '../checkpoint.ts';
+import type { KeyBudget } from './budget.ts';
 import { Channel } from './channel.ts';
 import { paginateAccessKeys, paginateUsers } from './paginate.ts';
 import { toUserRef } from './users.ts';
 
-/**
- * A shared allowance of keys for a bounded run (--max-items). Users reserve up to
- * a page of keys before each request and settle what they used; a user finding the
- * allowance reserved by others waits for their settlement instead of giving up,
- * so the run stops only when N keys were really read.
- */
-export class KeyBudget {
-  #remaining: number;
-  #outstanding = 0;
-  #waiters: (() => void)[] = [];
-  constructor(maxItems: number) {
-    this.#remaining = maxItems;
-  }
-  /** True once every key of the allowance was read. */
-  get exhausted(): boolean {
-    return this.#remaining <= 0 && this.#outstanding === 0;
-  }
-  /** Reserves up to `want` keys; resolves 0 when the allowance is spent. */
-  async take(want: number): Promise<number> {
-    while (this.#remaining <= 0 && this.#outstanding > 0) await new Promise<void>((r) => this.#waiters.push(r));
-    const grant = Math.min(want, this.#remaining);
-    this.#remaining -= grant;
-    this.#outstanding += grant;
-    return grant;
-  }
-  /** Settles a reservation: `used` keys were read, the rest returns to the allowance. */
-  settle(grant: number, used: number): void {
-    this.#outstanding -= grant;
-    this.#remaining += grant - used;
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
-  }
-}
+/** How many times one listing may be restarted in one run after IAM rejected its Marker. */
+export const MAX_LISTING_RESTARTS = 2;
+/** Failures of the first this-many users, all alike and with no user exported, are systemic. */
+export const SYSTEMIC_SAMPLE = 20;
+/** Page size of the scan that looks for missing users. */
+const SCAN_PAGE_SIZE = 1000;
 
 export interface SourceOptions {
   readonly client: IAMClient;
@@ -63,14 +43,18 @@ export interface SourceOptions {
   /** Graceful stop: start nothing new, abort in-flight calls, end the stream. */
   readonly stop: AbortSignal;
   /** Called with an error that must end the run (the caller then aborts `stop`). */
-  readonly onFatal: (error: unknown) => void;
+  readonly onFatal: (error: ExportError) => void;
+  /** Throttling outlived the retries: the caller stops the run resumably. */
+  readonly onThrottled: () => void;
   /** --max-items: when spent, no new page is requested and the stream ends. */
   readonly budget?: KeyBudget | undefined;
-  /** The account a resumed snapshot was started on; users of another account are a mismatch. */
-  readonly expectedAccountId?: string | null;
+  /** The account the credentials belong to; users of another account are a mismatch. */
+  readonly accountId: string | null;
+  /** The IAM endpoint (for messages). */
+  readonly endpoint: string;
   /** Progress hook: a user is finished (done, vanished or failed), not yet durable. */
   readonly onUserFinished?: () => void;
-  /** Progress hook: called with the size of every ListUsers page, and whether it was the last. */
+  /** Progress hook: called with the number of new users of every ListUsers page, and whether it was the last. */
   readonly onUsersListed?: (count: number, last: boolean) => void;
 }
 
@@ -85,7 +69,7 @@ export function sourceStream(options: SourceOptions): Readable {
   const o = { ...options, stop: AbortSignal.any([options.stop, destroyed.signal]) };
   // Every in-flight SDK call listens on the stop signal: up to concurrency × retries.
   setMaxListeners(0, o.stop);
-  runSource(o, channel).then(
+  new Source(o, channel).run().then(
     () => channel.close(),
     (err: unknown) => channel.fail(err),
   );
@@ -97,60 +81,274 @@ export function sourceStream(options: SourceOptions): Readable {
   return readable;
 }
 
-async function runSource(o: SourceOptions, out: Channel<Batch<SourceKey>>): Promise<void> {
-  const limit = pLimit(o.concurrency);
-  const running = new Set<Promise<void>>();
-  const send = { abortSignal: o.stop };
-  const halted = () => o.stop.aborted || o.budget?.exhausted === true;
+class Source {
+  readonly #o: SourceOptions;
+  readonly #out: Channel<Batch<SourceKey>>;
+  readonly #limit: ReturnType<typeof pLimit>;
+  readonly #running = new Set<Promise<void>>();
+  /** Users of the snapshot, by UserId: known from the checkpoint, or started in this run. */
+  readonly #known: Set<string>;
+  /** Users IAM said NoSuchEntity for, by UserId, not resolved yet. */
+  readonly #missing = new Map<string, UserResume>();
+  /** Users listed in this run or the checkpoint (for the systemic rule's sample). */
+  #listingDone: boolean;
+  #exported: number;
+  #failures = new Map<string, number>();
+  #failedTotal = 0;
+  #systemicChecked = false;
 
-  const start = (user: UserRef, token: string | null) => {
-    const task = limit(() => pageUser(o, out, user, token));
-    running.add(task);
-    void task.finally(() => running.delete(task)).catch(() => undefined);
-  };
-  // Wait for a free slot so listing never runs ahead of the fan-out.
-  const slot = async () => {
-    while (running.size >= o.concurrency && !halted()) await Promise.race(running);
-  };
+  constructor(o: SourceOptions, out: Channel<Batch<SourceKey>>) {
+    this.#o = o;
+    this.#out = out;
+    this.#limit = pLimit(o.concurrency);
+    this.#known = new Set(o.plan.known);
+    for (const m of o.plan.missing) this.#missing.set(m.user.userId, m);
+    this.#listingDone = o.plan.listingDone;
+    this.#exported = o.plan.usersExported;
+  }
 
-  try {
-    for (const r of o.plan.resume) {
-      await slot();
-      if (halted()) break;
-      start(r.user, r.token);
+  #site(what: string, permission: string): CallSite {
+    return { what, service: 'IAM', endpoint: this.#o.endpoint, permission };
+  }
+
+  #halted(): boolean {
+    return this.#o.stop.aborted || this.#o.budget?.exhausted === true;
+  }
+
+  async run(): Promise<void> {
+    try {
+      for (const r of this.#o.plan.resume) {
+        await this.#slot();
+        if (this.#halted()) break;
+        this.#start(r.user, r.token);
+      }
+      if (!this.#listingDone && !this.#halted()) await this.#list();
+      await this.#settled();
+      await this.#resolveMissing();
+      await this.#settled();
+      if (!this.#halted()) this.#checkSystemic(true);
+    } catch (err) {
+      if (!this.#o.stop.aborted) this.#o.onFatal(classifyFatal(err, this.#site('the export', 'nothing')));
     }
-    if (!o.plan.listingDone && !halted()) {
-      let token = o.plan.listToken;
-      const pages = readAhead(
-        paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: o.pageSize, ...(token ? { StartingToken: token } : {}) } }, send),
-      );
-      for await (const page of pages) {
-        const users = page.Users.map(toUserRef);
-        const foreign = o.expectedAccountId ? users.find((u) => u.accountId !== o.expectedAccountId) : undefined;
-        if (foreign) {
-          throw new ExportError(
-            'CHECKPOINT_MISMATCH',
-            `the unfinished snapshot was started on account ${o.expectedAccountId}, but these credentials list users of account ${foreign.accountId}; use the same credentials to resume, or add --fresh to start a new snapshot`,
-          );
+    await this.#settled();
+  }
+
+  /** Waits until every started user is done (tasks never reject: they report through onFatal). */
+  async #settled(): Promise<void> {
+    while (this.#running.size > 0) await Promise.all([...this.#running]);
+  }
+
+  #start(user: UserRef, token: string | null): void {
+    this.#known.add(user.userId);
+    const task = this.#limit(() => this.#pageUser(user, token));
+    this.#running.add(task);
+    void task.finally(() => this.#running.delete(task)).catch(() => undefined);
+  }
+
+  /** Waits for a free slot so listing never runs ahead of the fan-out. */
+  async #slot(): Promise<void> {
+    while (this.#running.size >= this.#o.concurrency && !this.#halted()) await Promise.race(this.#running);
+  }
+
+  async #emit(state: StateEvent, records: SourceItem[] = []): Promise<void> {
+    records.push({ type: 'STATE', state });
+    await this.#out.push(records);
+  }
+
+  /** Lists users from the plan's token, starting every user the snapshot does not know yet. */
+  async #list(): Promise<void> {
+    const o = this.#o;
+    let token = o.plan.listToken;
+    for (let restarts = 0; ; restarts++) {
+      try {
+        const pages = readAhead(paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: o.pageSize, ...(token ? { StartingToken: token } : {}) } }, { abortSignal: o.stop }));
+        for await (const page of pages) {
+          const users = page.Users.map(toUserRef);
+          const foreign = o.accountId ? users.find((u) => u.accountId !== o.accountId) : undefined;
+          if (foreign) {
+            throw new ExportError(
+              'CHECKPOINT_MISMATCH',
+              `ListUsers returned users of account ${foreign.accountId}, but the snapshot is of account ${o.accountId}; use the same credentials to resume, or add --fresh to start a new snapshot`,
+            );
+          }
+          const nextToken = page.NextToken ?? null;
+          const found = users.filter((u) => this.#missing.has(u.userId));
+          const fresh = users.filter((u) => !this.#known.has(u.userId));
+          o.onUsersListed?.(fresh.length + found.length, nextToken === null);
+          await this.#emit({ kind: 'users-page', token, nextToken, users });
+          token = nextToken;
+          for (const user of [...found, ...fresh]) {
+            await this.#slot();
+            if (this.#halted()) return;
+            if (this.#missing.delete(user.userId)) await this.#emit({ kind: 'user-found', user });
+            this.#start(user, null);
+          }
+          if (this.#halted()) return;
         }
-        const nextToken = page.NextToken ?? null;
-        o.onUsersListed?.(users.filter((u) => !o.plan.skip.has(u.userName)).length, nextToken === null);
-        await out.push([{ type: 'STATE', state: { kind: 'users-page', token, nextToken, users } }]);
-        token = nextToken;
-        for (const user of users) {
-          if (o.plan.skip.has(user.userName)) continue;
-          await slot();
-          if (halted()) break;
-          start(user, null);
+        this.#listingDone = true;
+        return;
+      } catch (err) {
+        if (o.stop.aborted) return;
+        if (token !== null && restarts < MAX_LISTING_RESTARTS && isRejectedMarker(err)) {
+          // The stored Marker expired or IAM changed under it: list again from the
+          // start; users already known are skipped by id, so nothing is read twice.
+          await this.#emit({ kind: 'users-restarted' });
+          token = null;
+          continue;
         }
-        if (halted()) break;
+        const action = classifyUserError(err, this.#site('ListUsers', 'iam:ListUsers'));
+        if (action.kind === 'throttled') return o.onThrottled();
+        throw action.kind === 'fatal' ? action.error : classifyFatal(err, this.#site('ListUsers', 'iam:ListUsers'));
       }
     }
-  } catch (err) {
-    if (!o.stop.aborted) o.onFatal(classifyFatal(err, 'ListUsers'));
   }
-  // Tasks never reject: they report through requestStop.
-  await Promise.all(running);
+
+  /**
+   * Looks for the missing users under other names: one ListUsers scan from the
+   * start. Found ones (renamed) are paged again from the start under their new
+   * name; the others are vanished. Only once the listing is complete: a missing
+   * user may simply be listed later under its new name. A few rounds at most (a
+   * user renamed again while being paged again).
+   */
+  async #resolveMissing(): Promise<void> {
+    for (let round = 0; round < 3 && this.#missing.size > 0 && this.#listingDone && !this.#halted(); round++) {
+      const o = this.#o;
+      const found: UserRef[] = [];
+      try {
+        for await (const page of paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: SCAN_PAGE_SIZE } }, { abortSignal: o.stop })) {
+          for (const u of page.Users.map(toUserRef)) {
+            // Listed under the very name IAM just said NoSuchEntity for: a listing
+            // that lags a deletion, not a rename. Only a new name is worth paging.
+            const m = this.#missing.get(u.userId);
+            if (m && m.user.userName !== u.userName) found.push(u);
+          }
+        }
+      } catch (err) {
+        if (o.stop.aborted) return;
+        const action = classifyUserError(err, this.#site('ListUsers', 'iam:ListUsers'));
+        if (action.kind === 'throttled') return o.onThrottled();
+        throw action.kind === 'fatal' ? action.error : classifyFatal(err, this.#site('ListUsers', 'iam:ListUsers'));
+      }
+      const foundIds = new Set(found.map((u) => u.userId));
+      for (const [id, m] of [...this.#missing]) {
+        if (foundIds.has(id)) continue;
+        this.#missing.delete(id);
+        await this.#emit({ kind: 'user-vanished', user: m.user });
+        o.onUserFinished?.();
+      }
+      for (const user of found) {
+        await this.#slot();
+        if (this.#halted()) return;
+        this.#missing.delete(user.userId);
+        await this.#emit({ kind: 'user-found', user });
+        this.#start(user, null);
+      }
+      await this.#settled();
+    }
+  }
+
+  async #pageUser(user: UserRef, startToken: string | null): Promise<void> {
+    const o = this.#o;
+    if (o.stop.aborted) return;
+    let token = startToken; // where this user resumes: advanced with every page pushed
+    let restarts = 0;
+    const site = this.#site(`ListAccessKeys for user ${user.userName}`, 'iam:ListAccessKeys');
+    for (;;) {
+      // Unbounded runs page the user in one iteration; bounded ones reserve a slice
+      // of the key budget per iteration (the seed's MaxItems / NextToken contract).
+      const grant = o.budget ? await o.budget.take(o.pageSize) : undefined;
+      if (grant === 0 || o.stop.aborted) {
+        if (grant) o.budget?.settle(grant, 0);
+        return; // stopped: the user stays where its last committed page left it
+      }
+      let got = 0;
+      let more = false;
+      try {
+        const pages = paginateAccessKeys(
+          o.client,
+          { UserName: user.userName, PaginationConfig: { PageSize: o.pageSize, ...(grant ? { MaxItems: grant } : {}), ...(token ? { StartingToken: token } : {}) } },
+          { abortSignal: o.stop },
+        );
+        for await (const page of pages) {
+          if (o.stop.aborted) return;
+          const items: SourceItem[] = page.AccessKeyMetadata.map((key) => ({ type: 'RECORD', record: { user, key } }));
+          got += items.length;
+          more = page.NextToken !== undefined;
+          // A page and the STATE that vouches for it travel as one unit: the writer
+          // commits records only together with the STATE after them.
+          if (page.NextToken !== undefined) {
+            token = page.NextToken;
+            await this.#emit({ kind: 'user-page', user, nextToken: page.NextToken }, items);
+          } else {
+            await this.#emit({ kind: 'user-done', user }, items);
+            this.#exported++;
+            o.onUserFinished?.();
+          }
+        }
+      } catch (err) {
+        if (o.stop.aborted) return; // an aborted call: its page was not emitted, the token still holds
+        if (token !== null && restarts < MAX_LISTING_RESTARTS && isRejectedMarker(err)) {
+          // IAM no longer takes the Marker (expired, or the user was renamed under
+          // it): read the user's keys again from the start. Rows committed before
+          // may come again; the merge keeps one per access key id.
+          restarts++;
+          token = null;
+          await this.#emit({ kind: 'user-restarted', user });
+          more = true;
+          continue;
+        }
+        await this.#onUserError(err, user, token, site);
+        return;
+      } finally {
+        if (grant !== undefined) o.budget?.settle(grant, got);
+      }
+      if (!more) return;
+    }
+  }
+
+  async #onUserError(err: unknown, user: UserRef, token: string | null, site: CallSite): Promise<void> {
+    const o = this.#o;
+    const action = classifyUserError(err, site);
+    switch (action.kind) {
+      case 'fatal':
+        return o.onFatal(action.error);
+      case 'throttled':
+        return o.onThrottled();
+      case 'missing':
+        this.#missing.set(user.userId, { user, token });
+        return this.#emit({ kind: 'user-missing', user, token });
+      case 'user-failed':
+        this.#failures.set(action.code, (this.#failures.get(action.code) ?? 0) + 1);
+        this.#failedTotal++;
+        await this.#emit({ kind: 'user-failed', user, code: action.code, token });
+        o.onUserFinished?.();
+        this.#checkSystemic(false);
+    }
+  }
+
+  /**
+   * A failure that hits every user is not about users: when no user of the
+   * snapshot was ever exported and the first min(20, all) users tried all failed
+   * with the same code, the identity lacks a permission (or IAM is down): stop
+   * the run (exit 1, nothing published, even with --allow-partial).
+   */
+  #checkSystemic(atEnd: boolean): void {
+    if (this.#systemicChecked || this.#exported > 0) return;
+    const sample = atEnd && this.#listingDone ? Math.min(SYSTEMIC_SAMPLE, this.#known.size) : SYSTEMIC_SAMPLE;
+    if (this.#failedTotal < sample || sample === 0 || this.#failures.size !== 1) return;
+    this.#systemicChecked = true;
+    const [code] = [...this.#failures.keys()] as [string];
+    const denied = code === 'AccessDenied' || code === 'AccessDeniedException';
+    this.#o.onFatal(
+      new ExportError(
+        denied ? 'SOURCE_DENIED' : 'SOURCE_FAILED',
+        denied
+          ? `ListAccessKeys was denied (${code}) for every one of the first ${this.#failedTotal} users: the identity needs iam:ListAccessKeys; nothing was published, the checkpoint is kept`
+          : `ListAccessKeys failed with ${code} for every one of the first ${this.#failedTotal} users: this is not about single users; nothing was published, the checkpoint is kept`,
+        { awsCode: code },
+      ),
+    );
+  }
 }
 
 /**
@@ -170,53 +368,5 @@ export async function* readAhead<T>(source: AsyncIterable<T>): AsyncGenerator<T>
     }
   } finally {
     await it.return?.(undefined);
-  }
-}
-
-async function pageUser(o: SourceOptions, out: Channel<Batch<SourceKey>>, user: UserRef, startToken: string | null): Promise<void> {
-  if (o.stop.aborted) return;
-  let token = startToken; // where this user resumes: advanced with every page pushed
-  try {
-    for (;;) {
-      // Unbounded runs page the user in one iteration; bounded ones reserve a slice
-      // of the key budget per iteration (the seed's MaxItems / NextToken contract).
-      const grant = o.budget ? await o.budget.take(o.pageSize) : undefined;
-      if (grant === 0 || o.stop.aborted) return; // stopped: the user stays in progress at `token`
-      let got = 0;
-      let more = false;
-      try {
-        const pages = paginateAccessKeys(
-          o.client,
-          { UserName: user.userName, PaginationConfig: { PageSize: o.pageSize, ...(grant ? { MaxItems: grant } : {}), ...(token ? { StartingToken: token } : {}) } },
-          { abortSignal: o.stop },
-        );
-        for await (const page of pages) {
-          if (o.stop.aborted) return;
-          const items: SourceItem[] = page.AccessKeyMetadata.map((key) => ({ type: 'RECORD', record: { user, key } }));
-          got += items.length;
-          more = page.NextToken !== undefined;
-          // A page and the STATE that vouches for it travel as one unit: the writer
-          // commits records only together with the STATE after them.
-          if (page.NextToken !== undefined) {
-            items.push({ type: 'STATE', state: { kind: 'user-page', user, nextToken: page.NextToken } });
-            token = page.NextToken;
-          } else {
-            items.push({ type: 'STATE', state: { kind: 'user-done', user } });
-          }
-          await out.push(items);
-          if (page.NextToken === undefined) o.onUserFinished?.();
-        }
-      } finally {
-        if (grant !== undefined) o.budget?.settle(grant, got);
-      }
-      if (!more) return;
-    }
-  } catch (err) {
-    if (o.stop.aborted) return; // an aborted call: its page was not emitted, the token still holds
-    const action = classifyUserError(err, user.userName);
-    if (action.kind === 'fatal') return o.onFatal(action.error);
-    const state = action.kind === 'vanished' ? ({ kind: 'user-vanished', user } as const) : ({ kind: 'user-failed', user, code: action.code, token } as const);
-    await out.push([{ type: 'STATE', state }]);
-    o.onUserFinished?.();
   }
 }

@@ -1,10 +1,16 @@
 /**
  * The seed's paginators (boto3's ListAccessKeys / ListUsers paginators), built on
  * the SDK's own paginators. A page is `{ <items>, IsTruncated, NextToken }` where
- * NextToken resumes exactly after the last item yielded, even when MaxItems cut
- * inside a server page: like boto3, the token then holds the server's Marker plus
- * how many items of that page to skip. Starting from any NextToken yields exactly
- * the remaining items, in order. These tokens are what the checkpoint stores.
+ * NextToken resumes exactly after the items yielded so far, even when MaxItems cut
+ * inside a server page.
+ *
+ * A cut resumes by identity, never by position: the token holds the server's
+ * Marker of the page and the ids (AccessKeyId, UserId) already yielded from it, and
+ * a resumed iteration skips exactly those ids. "Skip the first N" would skip a key
+ * that never changed when another one before it was deleted meanwhile, and yield a
+ * key twice when one was added. Starting from any NextToken yields exactly the
+ * items not yet yielded, in order; items added meanwhile appear, deleted ones don't.
+ * These tokens are what the checkpoint stores.
  */
 import {
   paginateListAccessKeys,
@@ -44,15 +50,15 @@ export interface SendOptions {
 interface Position {
   /** Server Marker of the page to fetch; undefined = the first page. */
   readonly marker: string | undefined;
-  /** Items of that page already consumed. */
-  readonly skip: number;
+  /** Ids already yielded that may still appear at or after that page (at most a page of them). */
+  readonly skip: readonly string[];
 }
 
-const TOKEN_PREFIX = 'ike1.';
+const TOKEN_PREFIX = 'ike2.';
 
 /** Encodes a position as an opaque NextToken. */
 export function encodeToken(position: Position): string {
-  const body = JSON.stringify({ m: position.marker ?? null, s: position.skip });
+  const body = JSON.stringify({ m: position.marker ?? null, e: position.skip });
   return TOKEN_PREFIX + Buffer.from(body, 'utf8').toString('base64url');
 }
 
@@ -67,11 +73,11 @@ export function decodeToken(token: string): Position {
   } catch {
     throw invalid();
   }
-  const p = parsed as { m?: unknown; s?: unknown };
-  if (typeof p !== 'object' || p === null || !(p.m === null || typeof p.m === 'string') || !Number.isSafeInteger(p.s) || (p.s as number) < 0) {
+  const p = parsed as { m?: unknown; e?: unknown };
+  if (typeof p !== 'object' || p === null || !(p.m === null || typeof p.m === 'string') || !Array.isArray(p.e) || !p.e.every((id) => typeof id === 'string')) {
     throw invalid();
   }
-  return { marker: p.m ?? undefined, skip: p.s as number };
+  return { marker: p.m ?? undefined, skip: p.e as string[] };
 }
 
 function validateConfig(config: PaginationConfig): void {
@@ -88,32 +94,43 @@ type ServerPages<T> = AsyncIterable<{ items: T[]; marker: string | undefined }>;
 
 /**
  * The boto3 truncation logic over any Marker-paginated server iteration: skips the
- * items already consumed at the starting position, stops at MaxItems, and builds
- * the NextToken of every yielded page.
+ * items already yielded (by id) from the starting position, stops at MaxItems, and
+ * builds the NextToken of every yielded page.
  */
 async function* truncate<T>(
   config: PaginationConfig,
+  idOf: (item: T) => string,
   fetchFrom: (marker: string | undefined) => ServerPages<T>,
 ): AsyncGenerator<{ items: T[]; IsTruncated: boolean; NextToken?: string }> {
   validateConfig(config);
-  const start = config.StartingToken === undefined ? { marker: undefined, skip: 0 } : decodeToken(config.StartingToken);
+  const start = config.StartingToken === undefined ? { marker: undefined, skip: [] } : decodeToken(config.StartingToken);
   let remaining = config.MaxItems ?? Number.POSITIVE_INFINITY;
   let pageMarker = start.marker; // the Marker that fetched the current page
-  let skip = start.skip;
+  const skip = new Set(start.skip);
   for await (const page of fetchFrom(start.marker)) {
-    const available = page.items.slice(skip);
-    const consumedBefore = skip;
-    skip = 0;
-    if (available.length > remaining) {
-      // MaxItems cuts inside this page: resume at the same Marker, skipping what we yield.
-      const items = available.slice(0, remaining);
-      yield { items, IsTruncated: true, NextToken: encodeToken({ marker: pageMarker, skip: consumedBefore + items.length }) };
+    const skipAtStart = [...skip];
+    const items: T[] = [];
+    let cut = false;
+    for (const item of page.items) {
+      const id = idOf(item);
+      if (skip.delete(id)) continue; // yielded before the token was made
+      if (items.length === remaining) {
+        cut = true;
+        break;
+      }
+      items.push(item);
+    }
+    if (cut) {
+      // MaxItems cuts inside this page: resume at the same Marker, skipping by id
+      // what was yielded from it (and what the token skipped already).
+      yield { items, IsTruncated: true, NextToken: encodeToken({ marker: pageMarker, skip: [...skipAtStart, ...items.map(idOf)] }) };
       return;
     }
-    remaining -= available.length;
+    remaining -= items.length;
     const more = page.marker !== undefined;
-    const next = more ? encodeToken({ marker: page.marker, skip: 0 }) : undefined;
-    yield next === undefined ? { items: available, IsTruncated: false } : { items: available, IsTruncated: true, NextToken: next };
+    // Ids of the token not met yet stay skipped: a smaller page size spreads them over several pages.
+    const next = more ? encodeToken({ marker: page.marker, skip: [...skip] }) : undefined;
+    yield next === undefined ? { items, IsTruncated: false } : { items, IsTruncated: true, NextToken: next };
     if (!more || remaining === 0) return;
     pageMarker = page.marker;
   }
@@ -137,7 +154,7 @@ export async function* paginateAccessKeys(
     );
     for await (const p of pages) yield { items: p.AccessKeyMetadata ?? [], marker: p.IsTruncated ? p.Marker : undefined };
   };
-  for await (const page of truncate(config, fetchFrom)) {
+  for await (const page of truncate(config, (key: AccessKeyMetadata) => key.AccessKeyId ?? '', fetchFrom)) {
     yield { AccessKeyMetadata: page.items, IsTruncated: page.IsTruncated, ...(page.NextToken ? { NextToken: page.NextToken } : {}) };
   }
 }
@@ -154,7 +171,7 @@ export async function* paginateUsers(
     const pages = paginateListUsers({ client, pageSize: config.PageSize, startingToken: marker, stopOnSameToken: true }, input, send);
     for await (const p of pages) yield { items: p.Users ?? [], marker: p.IsTruncated ? p.Marker : undefined };
   };
-  for await (const page of truncate(config, fetchFrom)) {
+  for await (const page of truncate(config, (user: User) => user.UserId ?? '', fetchFrom)) {
     yield { Users: page.items, IsTruncated: page.IsTruncated, ...(page.NextToken ? { NextToken: page.NextToken } : {}) };
   }
 }

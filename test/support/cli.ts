@@ -6,6 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const BIN = fileURLToPath(new URL('../../bin/iam-key-export.js', import.meta.url));
+/** The fault-point preload (inert unless IKE_FAULT_POINT / IKE_FAULT_LOG is set). */
+export const FAULT_HOOK = fileURLToPath(new URL('./fault-hook.mjs', import.meta.url));
 
 /** Environment for runs against a local fake: dummy credentials, nothing from the developer's AWS setup. */
 export function testEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -41,7 +43,7 @@ export interface RunningCli {
 
 /** Starts the CLI; `done` resolves when it exits. */
 export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testEnv()): RunningCli {
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, ['--import', FAULT_HOOK, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));

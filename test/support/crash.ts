@@ -3,21 +3,46 @@
  * moments (and right inside finalize), rerun until it exits 0, and hand back the
  * published rows for comparison with an uninterrupted run.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { mulberry32 } from '../fake-iam/random.ts';
 import { startCli, testEnv, type CliResult } from './cli.ts';
 
 
-/** True while a run is writing publish/ files newer than `since` (a killed run's leftovers are older). */
+/** True while a run is writing publish-<run>/ files newer than `since` (a killed run's leftovers are older). */
 function publishing(out: string, since: number): boolean {
   const staging = join(out, '_staging');
   if (!existsSync(staging)) return false;
   return readdirSync(staging).some((id) => {
-    const dir = join(staging, id, 'publish');
+    let folders: string[];
     try {
-      return readdirSync(dir).some((f) => statSync(join(dir, f)).mtimeMs >= since);
+      folders = readdirSync(join(staging, id)).filter((f) => f.startsWith('publish-'));
+    } catch {
+      return false;
+    }
+    return folders.some((folder) => {
+      const dir = join(staging, id, folder);
+      try {
+        return readdirSync(dir).some((f) => statSync(join(dir, f)).mtimeMs >= since);
+      } catch {
+        return false;
+      }
+    });
+  });
+}
+
+/**
+ * True once the snapshot staged in `out` committed something: only then is it a
+ * snapshot a rerun resumes (a run killed before its first commit leaves nothing
+ * the next run adopts, by design).
+ */
+function adopted(out: string): boolean {
+  const staging = join(out, '_staging');
+  if (!existsSync(staging)) return false;
+  return readdirSync(staging).some((id) => {
+    try {
+      return (JSON.parse(readFileSync(join(staging, id, 'checkpoint.json'), 'utf8')) as { commits?: number }).commits! > 0;
     } catch {
       return false;
     }
@@ -33,7 +58,7 @@ export interface KillLoopOptions {
   readonly finalizeKills: number;
   readonly seed: number;
   readonly signal: NodeJS.Signals;
-  /** Random kill moments are drawn from [minMs, maxMs] after the run logged its start (the export is under way). */
+  /** Random kill moments are drawn from [minMs, maxMs] after the run logged its start and its snapshot committed something. */
   readonly minMs: number;
   readonly maxMs: number;
   readonly env?: Record<string, string>;
@@ -70,8 +95,9 @@ export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
     let inFinalize = false;
     for (;;) {
       if (exited) break;
-      // Time from the start line, not from spawn: startup is slower on a loaded machine.
-      if (deadline === Number.POSITIVE_INFINITY && cli.stdout().includes('"event":"start"')) deadline = Date.now() + delay;
+      // Time from the start line (startup is slower on a loaded machine) of a
+      // snapshot that has committed something (else the kill only costs a new start).
+      if (deadline === Number.POSITIVE_INFINITY && cli.stdout().includes('"event":"start"') && adopted(o.out)) deadline = Date.now() + delay;
       if (aimAtFinalize ? publishing(o.out, startedAt) : Date.now() >= deadline) {
         inFinalize = publishing(o.out, startedAt);
         if (aimAtFinalize) await sleep(Math.floor(random() * 3));

@@ -2,6 +2,11 @@
  * An IAMClient whose calls never leave the process: a middleware answers
  * ListAccessKeys / ListUsers from arrays with real Marker paging, so paginator
  * semantics can be checked exhaustively and fast. Counts requests.
+ *
+ * Markers are cursors, as a consistent server's are: they name the last item
+ * returned (a key's CreateDate and id; a user's name), and the next page starts at
+ * the first item after it. The arrays may be changed between calls (keys added or
+ * deleted) to test paging under change; keep them in (CreateDate, id) / name order.
  */
 import { IAMClient, type AccessKeyMetadata, type User } from '@aws-sdk/client-iam';
 
@@ -10,15 +15,20 @@ export interface StubIam {
   readonly requests: { action: string; MaxItems?: number; Marker?: string }[];
 }
 
-function page<T>(items: T[], input: { Marker?: string; MaxItems?: number }) {
-  const start = input.Marker === undefined ? 0 : Number(input.Marker.slice(1));
+function page<T>(items: T[], input: { Marker?: string; MaxItems?: number }, keyOf: (item: T) => string) {
+  const start = input.Marker === undefined ? 0 : items.findIndex((item) => keyOf(item) > input.Marker!);
+  const from = start < 0 ? items.length : start;
   const size = input.MaxItems ?? 100;
-  const slice = items.slice(start, start + size);
-  const end = start + slice.length;
-  return { slice, IsTruncated: end < items.length, Marker: end < items.length ? `m${end}` : undefined };
+  const slice = items.slice(from, from + size);
+  const end = from + slice.length;
+  const more = end < items.length && slice.length > 0;
+  return { slice, IsTruncated: more, Marker: more ? keyOf(slice[slice.length - 1]!) : undefined };
 }
 
-/** A stub with `keys` per user name and a list of users. */
+const keyCursor = (k: AccessKeyMetadata) => `${String(k.CreateDate?.getTime() ?? 0).padStart(15, '0')}|${k.AccessKeyId}`;
+const userCursor = (u: User) => u.UserName ?? '';
+
+/** A stub with `keys` per user name and a list of users (both may be mutated between calls). */
 export function stubIam(keys: Record<string, AccessKeyMetadata[]>, users: User[] = []): StubIam {
   const client = new IAMClient({ region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'y' } });
   const requests: StubIam['requests'] = [];
@@ -28,10 +38,10 @@ export function stubIam(keys: Record<string, AccessKeyMetadata[]>, users: User[]
       const action = 'UserName' in input ? 'ListAccessKeys' : 'ListUsers';
       requests.push({ action, ...(input.MaxItems !== undefined ? { MaxItems: input.MaxItems } : {}), ...(input.Marker !== undefined ? { Marker: input.Marker } : {}) });
       if (action === 'ListAccessKeys') {
-        const p = page(keys[input.UserName as string] ?? [], input);
+        const p = page(keys[input.UserName as string] ?? [], input, keyCursor);
         return { output: { AccessKeyMetadata: p.slice, IsTruncated: p.IsTruncated, Marker: p.Marker, $metadata: {} } } as never;
       }
-      const p = page(users, input);
+      const p = page(users, input, userCursor);
       return { output: { Users: p.slice, IsTruncated: p.IsTruncated, Marker: p.Marker, $metadata: {} } } as never;
     },
     { step: 'initialize', name: 'stubIam' },

@@ -1,0 +1,387 @@
+/**
+ * The local store: a dataset root on a file system.
+ *
+ * Writes are atomic and durable (temp file, fsync, rename, fsync the folder).
+ * Staging is private (folders 0700, files 0600) except a publish folder inside it,
+ * which is born with the modes it will have once renamed into the dataset
+ * (folders 0777 and files 0644 before the umask: 0755 / 0644 under umask 022).
+ *
+ * Conditional writes:
+ * - ifNoneMatch: the complete temp file is hard-linked to the key; link() fails
+ *   when the key exists, so exactly one creator wins.
+ * - ifMatch (compare-and-swap) and conditional delete: a version is the inode and
+ *   the nanosecond mtime of the file (a write makes a new inode). A writer first
+ *   claims the version it expects by creating `.<name>.cas.<version>` exclusively:
+ *   one claimant per version. Holding the claim it checks the key is still at that
+ *   version, replaces it, and drops the claim. Any other writer of that version
+ *   finds the claim taken or the version gone, so each version is replaced at most
+ *   once. A claim left by a crash is taken over after CLAIM_STALE_MS; the critical
+ *   section it guards lasts milliseconds, so only a writer frozen inside it for
+ *   that long could be overtaken (S3's If-Match has no such window).
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { chmod, link, lstat, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, relative, sep } from 'node:path';
+import { createHash } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
+import { ExportError } from '../errors.ts';
+import { faultPoint } from '../faultpoint.ts';
+import { goneBecause, selfStamp, type ProcessStamp } from '../liveness.ts';
+import { fsyncDir, tempPathFor } from '../fsutil.ts';
+import { PreconditionFailed, type Condition, type Store, type StoredObject, type UploadResult } from './store.ts';
+
+/**
+ * A claim older than this was left by a crashed writer (on another machine; on
+ * this one, a claim whose process is gone is stale at once). Shorter than the
+ * shortest time a lease stays silent before it can be taken over (its TTL less one
+ * renewal period: 25 s), so a run that takes over a lease never waits on a claim
+ * its crashed predecessor left.
+ */
+export const CLAIM_STALE_MS = 20_000;
+
+const PRIVATE_DIR = 0o700;
+const PRIVATE_FILE = 0o600;
+const PUBLIC_DIR = 0o777; // the umask makes it 0755
+const PUBLIC_FILE = 0o644;
+/** Encoders emit small chunks; gathering them into writes of this size keeps syscalls few. */
+const WRITE_BATCH_BYTES = 256 * 1024;
+
+export interface LocalStoreOptions {
+  /** Keys under this prefix are private... */
+  readonly privatePrefix?: string;
+  /** ...except those with a path segment matching this (the publish folder). */
+  readonly publicSegment?: RegExp;
+}
+
+function versionOf(s: BigIntStats): string {
+  return `${s.ino}.${s.mtimeNs}`;
+}
+
+const isErrno = (err: unknown, ...codes: string[]): boolean => codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
+
+export class LocalStore implements Store {
+  readonly root: string;
+  readonly #privatePrefix: string;
+  readonly #publicSegment: RegExp;
+
+  constructor(root: string, options: LocalStoreOptions = {}) {
+    this.root = root;
+    this.#privatePrefix = options.privatePrefix ?? '_staging/';
+    this.#publicSegment = options.publicSegment ?? /^publish/;
+  }
+
+  describe(key: string): string {
+    return key === '' ? this.root : join(this.root, ...key.split('/'));
+  }
+
+  #private(key: string): boolean {
+    if (!key.startsWith(this.#privatePrefix)) return false;
+    return !key.split('/').some((segment) => this.#publicSegment.test(segment));
+  }
+
+  /** Creates the folder of `key` and its missing parents, one at a time, fsyncing each parent. */
+  async #ensureDir(dirKey: string): Promise<void> {
+    if (dirKey === '' || dirKey === '.') return;
+    const path = this.describe(dirKey);
+    try {
+      if ((await stat(path)).isDirectory()) return;
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw err;
+    }
+    const parentKey = dirKey.includes('/') ? dirKey.slice(0, dirKey.lastIndexOf('/')) : '';
+    await this.#ensureDir(parentKey);
+    try {
+      await mkdir(path, { mode: this.#private(dirKey + '/') ? PRIVATE_DIR : PUBLIC_DIR });
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+      return;
+    }
+    await fsyncDir(dirname(path));
+  }
+
+  async #parentOf(key: string): Promise<string> {
+    const dirKey = key.includes('/') ? key.slice(0, key.lastIndexOf('/')) : '';
+    await this.#ensureDir(dirKey);
+    return this.describe(key);
+  }
+
+  async read(key: string): Promise<StoredObject | undefined> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.describe(key), 'r');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined;
+      throw err;
+    }
+    try {
+      // The version and the bytes come from the same open file: a rename that
+      // replaces the key meanwhile cannot pair one version with other bytes.
+      const s = await handle.stat({ bigint: true });
+      return { body: await handle.readFile(), version: versionOf(s) };
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      await lstat(this.describe(key));
+      return true;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT', 'ENOTDIR')) return false;
+      throw err;
+    }
+  }
+
+  /** Writes a complete, fsynced temp file next to `path`; returns it and its version. */
+  async #temp(path: string, mode: number, fill: (h: FileHandle) => Promise<void>): Promise<{ tmp: string; version: string }> {
+    const tmp = tempPathFor(path);
+    const handle = await open(tmp, 'wx', mode);
+    try {
+      await fill(handle);
+      await handle.sync();
+      const version = versionOf(await handle.stat({ bigint: true }));
+      await handle.close();
+      return { tmp, version };
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  async write(key: string, body: string | Uint8Array, condition?: Condition): Promise<string> {
+    const path = await this.#parentOf(key);
+    const mode = this.#private(key) ? PRIVATE_FILE : PUBLIC_FILE;
+    const fill = async (h: FileHandle) => {
+      if (body.length > 1) {
+        // Two writes with a fault point between: a test can kill a save midway.
+        const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+        const half = bytes.length >> 1;
+        await h.write(bytes.subarray(0, half));
+        faultPoint('store-write-midway', key);
+        await h.write(bytes.subarray(half));
+      } else {
+        await h.writeFile(body);
+      }
+    };
+    if (condition && 'ifNoneMatch' in condition) {
+      const { tmp, version } = await this.#temp(path, mode, fill);
+      try {
+        await link(tmp, path);
+      } catch (err) {
+        if (isErrno(err, 'EEXIST')) throw new PreconditionFailed(key);
+        throw err;
+      } finally {
+        await rm(tmp, { force: true });
+      }
+      await fsyncDir(dirname(path));
+      return version;
+    }
+    const replace = async (): Promise<string> => {
+      const { tmp, version } = await this.#temp(path, mode, fill);
+      try {
+        await rename(tmp, path);
+      } catch (err) {
+        await rm(tmp, { force: true });
+        throw err;
+      }
+      await fsyncDir(dirname(path));
+      return version;
+    };
+    return condition ? this.#compareAndSwap(key, condition.ifMatch, replace) : replace();
+  }
+
+  async delete(key: string, condition?: { readonly ifMatch: string }): Promise<void> {
+    const path = this.describe(key);
+    const remove = async () => {
+      await rm(path, { force: true });
+      await fsyncDir(dirname(path)).catch((err: unknown) => {
+        if (!isErrno(err, 'ENOENT')) throw err;
+      });
+    };
+    if (condition) await this.#compareAndSwap(key, condition.ifMatch, remove);
+    else await remove();
+  }
+
+  /** Runs `change` only if `key` is at `version`, with no other change of that version possible meanwhile. */
+  async #compareAndSwap<T>(key: string, version: string, change: () => Promise<T>): Promise<T> {
+    const path = this.describe(key);
+    const claim = join(dirname(path), `.${basename(path)}.cas.${version}`);
+    await this.#claim(key, claim);
+    try {
+      let current: string;
+      try {
+        current = versionOf(await stat(path, { bigint: true }));
+      } catch (err) {
+        if (isErrno(err, 'ENOENT', 'ENOTDIR')) throw new PreconditionFailed(key);
+        throw err;
+      }
+      if (current !== version) throw new PreconditionFailed(key);
+      return await change();
+    } finally {
+      await rm(claim, { force: true });
+    }
+  }
+
+  async #claim(key: string, claim: string): Promise<void> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      // Written whole, then linked into place: a claim is never seen half-written.
+      const tmp = tempPathFor(claim);
+      try {
+        await writeFile(tmp, JSON.stringify(selfStamp()), { mode: PRIVATE_FILE, flag: 'wx' });
+        await link(tmp, claim);
+        return;
+      } catch (err) {
+        if (isErrno(err, 'ENOENT', 'ENOTDIR')) break; // the folder is gone, and the key with it
+        if (!isErrno(err, 'EEXIST')) throw err;
+      } finally {
+        await rm(tmp, { force: true });
+      }
+      // Taken: by a live writer (this version is being replaced: we lost), or left
+      // by a crash. Only a stale claim is taken over, by renaming it away first:
+      // one renamer wins, and it retries the exclusive create once.
+      if (attempt > 0 || !(await this.#staleClaim(claim))) break;
+      const moved = `${claim}.stale.${randomBytes(4).toString('hex')}`;
+      try {
+        await rename(claim, moved);
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) break;
+        throw err;
+      }
+      await rm(moved, { force: true });
+    }
+    throw new PreconditionFailed(key);
+  }
+
+  /** True when a claim's writer is gone (same machine), or the claim is older than CLAIM_STALE_MS. */
+  async #staleClaim(claim: string): Promise<boolean> {
+    try {
+      const [s, text] = await Promise.all([stat(claim), readFile(claim, 'utf8')]);
+      if (Date.now() - s.mtimeMs >= CLAIM_STALE_MS) return true;
+      const stamp = JSON.parse(text) as ProcessStamp;
+      return typeof stamp?.pid === 'number' && goneBecause(stamp, selfStamp()) !== undefined;
+    } catch (err) {
+      // Gone meanwhile: try again.
+      return isErrno(err, 'ENOENT');
+    }
+  }
+
+  async upload(key: string, chunks: AsyncIterable<Uint8Array>): Promise<UploadResult> {
+    const path = await this.#parentOf(key);
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let tmp: string;
+    try {
+      ({ tmp } = await this.#temp(path, this.#private(key) ? PRIVATE_FILE : PUBLIC_FILE, async (handle) => {
+        let batch: Uint8Array[] = [];
+        let batched = 0;
+        const flush = async () => {
+          const data = Buffer.concat(batch, batched);
+          batch = [];
+          batched = 0;
+          // appendFile loops until every byte is written, unlike one write().
+          await handle.appendFile(data).catch((err: unknown) => {
+            throw new FileSystemError(err);
+          });
+        };
+        for await (const chunk of chunks) {
+          hash.update(chunk);
+          bytes += chunk.length;
+          batch.push(chunk);
+          batched += chunk.length;
+          if (batched >= WRITE_BATCH_BYTES) await flush();
+        }
+        if (batched > 0) await flush();
+      }));
+    } catch (err) {
+      // An error of the chunk source (an encoder, a record check) passes unchanged;
+      // a file-system failure names the file.
+      if (err instanceof FileSystemError) throw outputError(err.cause, path);
+      if (err instanceof ExportError || !isErrno(err, ...FS_CODES)) throw err;
+      throw outputError(err, path);
+    }
+    try {
+      await rename(tmp, path);
+      await fsyncDir(dirname(path));
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw outputError(err, path);
+    }
+    return { bytes, sha256: hash.digest('hex') };
+  }
+
+  async *readStream(key: string): AsyncIterable<Buffer> {
+    const stream = createReadStream(this.describe(key), { highWaterMark: 256 * 1024 });
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk;
+    } finally {
+      stream.destroy();
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if (isErrno(err, 'ENOENT', 'ENOTDIR')) return;
+        throw err;
+      }
+      for (const e of entries) {
+        const full = join(dir, e.name);
+        if (e.isDirectory()) await walk(full);
+        else out.push(relative(this.root, full).split(sep).join('/'));
+      }
+    };
+    await walk(this.describe(prefix.replace(/\/$/, '')));
+    return out;
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    const path = this.describe(prefix.replace(/\/$/, ''));
+    await rm(path, { recursive: true, force: true });
+    await fsyncDir(dirname(path)).catch((err: unknown) => {
+      if (!isErrno(err, 'ENOENT')) throw err;
+    });
+  }
+
+  async promote(from: string, to: string, files: readonly string[]): Promise<void> {
+    const source = this.describe(from.replace(/\/$/, ''));
+    const target = await this.#parentOf(to.replace(/\/$/, ''));
+    if (files.length === 0) throw new ExportError('INTERNAL', `nothing to publish in ${source}`);
+    // The publish folder was born with public modes; one rename makes it visible whole.
+    await chmod(source, 0o755).catch(() => undefined);
+    try {
+      await rename(source, target);
+    } catch (err) {
+      // Already renamed by an earlier run that crashed after the rename.
+      if (isErrno(err, 'ENOENT') && (await this.exists(`${to.replace(/\/$/, '')}/${files[files.length - 1]!}`))) return;
+      if (isErrno(err, 'EEXIST', 'ENOTEMPTY')) {
+        throw new ExportError('SNAPSHOT_PUBLISHED', `${target} already exists; refusing to publish over it`, { file: target }, { cause: err });
+      }
+      throw err;
+    }
+    faultPoint('publish-renamed', to);
+    await fsyncDir(dirname(target));
+  }
+}
+
+/** A failure of the file being written, as opposed to one of the bytes' source. */
+class FileSystemError extends Error {
+  constructor(override readonly cause: unknown) {
+    super('file system error');
+  }
+}
+
+/** errno codes that mean the file system refused or failed. */
+export const FS_CODES = ['EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'EDQUOT', 'ENOTDIR', 'EEXIST', 'EIO', 'EISDIR', 'EMFILE', 'ENFILE', 'ENOENT', 'ELOOP', 'ENAMETOOLONG', 'EFBIG'];
+
+function outputError(err: unknown, file: string): ExportError {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  return new ExportError('OUTPUT_IO', `cannot write ${file}: ${code ?? (err instanceof Error ? err.message : String(err))}`, { file }, { cause: err });
+}
+
