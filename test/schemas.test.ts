@@ -25,6 +25,18 @@ describe('the schema files', () => {
     assert.deepEqual(v2.sort_key, v1.sort_key);
   });
 
+  test('a column keeps its name, type and nullability in every version that has it', () => {
+    const seen = new Map<string, string>();
+    for (const version of SCHEMA_VERSIONS) {
+      const spec = schemaSpec(version);
+      for (const c of [...spec.columns, ...(spec.partition ? [{ ...spec.partition, nullable: false }] : [])]) {
+        const shape = `${c.type} ${c.nullable ? 'null' : 'not null'}`;
+        assert.equal(seen.get(c.name) ?? shape, shape, `${c.name} in v${version}`);
+        seen.set(c.name, shape);
+      }
+    }
+  });
+
   test('every version has a well-formed file whose version number matches its name', () => {
     for (const version of SCHEMA_VERSIONS) assert.equal(schemaSpec(version).version, version);
   });
@@ -51,7 +63,7 @@ describe('the schema files', () => {
     );
   });
 
-  test('the generated record types are what the schema files say', async () => {
-    for (const { target, text } of renderTargets()) assert.equal(await readFile(target.path, 'utf8'), text, target.path);
+  test('the generated record types and README tables are what the schema files say', async () => {
+    for (const { path, text } of renderTargets()) assert.equal(await readFile(path, 'utf8'), text, path);
   });
 });
