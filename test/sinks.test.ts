@@ -88,15 +88,15 @@ async function sha256Of(path: string): Promise<string> {
 const EXPECTED_TYPES: Record<Format, Record<string, string>> = {
   parquet: {
     snapshot_id: 'VARCHAR',
-    snapshot_time: 'TIMESTAMP',
+    snapshot_time: 'TIMESTAMP WITH TIME ZONE',
     account_id: 'VARCHAR',
     user_name: 'VARCHAR',
     user_id: 'VARCHAR',
     access_key_id: 'VARCHAR',
     status: 'VARCHAR',
-    create_date: 'TIMESTAMP',
+    create_date: 'TIMESTAMP WITH TIME ZONE',
     key_age_days: 'INTEGER',
-    last_used_date: 'TIMESTAMP',
+    last_used_date: 'TIMESTAMP WITH TIME ZONE',
     last_used_service: 'VARCHAR',
     last_used_region: 'VARCHAR',
   },

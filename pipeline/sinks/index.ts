@@ -5,11 +5,11 @@
  * S3 object) is the store's business.
  */
 import { basename, dirname } from 'node:path';
-import type { AccessKeyRecord } from '../schema.ts';
+import { COLUMNS, type AccessKeyRecord } from '../schema.ts';
 import { LocalStore } from '../store/local.ts';
 import { checkRecord } from './check.ts';
 import { encodeCsv } from './csv.ts';
-import { encodeParquet } from './parquet.ts';
+import { parquetEncoder, type ParquetFileOptions } from './parquet.ts';
 import type { Format } from '../formats.ts';
 
 export { FORMATS, FORMAT_EXTENSION, type Format } from '../formats.ts';
@@ -35,12 +35,15 @@ export interface EncodedFile {
   rows(): number;
 }
 
+/** What a data file holds besides its rows (Parquet: footer key-value metadata; CSV has nowhere to put it). */
+export type DataFileOptions = ParquetFileOptions;
+
 /**
  * Encodes `rows` in `format`, checking each against the schema first
  * (`checkRecord`): a bad value fails the file with INTERNAL in every format alike.
  * Errors of the row source pass through unchanged.
  */
-export function encodeDataFile(format: Format, rows: RecordSource): EncodedFile {
+export function encodeDataFile(format: Format, rows: RecordSource, options: DataFileOptions = {}): EncodedFile {
   let count = 0;
   async function* checked(): AsyncGenerator<AccessKeyRecord> {
     for await (const record of rows) {
@@ -49,7 +52,7 @@ export function encodeDataFile(format: Format, rows: RecordSource): EncodedFile 
       yield record;
     }
   }
-  const chunks = format === 'csv' ? encodeCsv(checked()) : encodeParquet(checked());
+  const chunks = format === 'csv' ? encodeCsv(checked()) : parquetEncoder<AccessKeyRecord>(COLUMNS, options)(checked());
   return { chunks, rows: () => count };
 }
 
@@ -58,8 +61,8 @@ export function encodeDataFile(format: Format, rows: RecordSource): EncodedFile 
  * appears complete and fsynced, or not at all (an existing target is replaced
  * only on success). The parent directory of `target` must exist.
  */
-export async function writeDataFile(format: Format, target: string, rows: RecordSource): Promise<DataFileInfo> {
-  const encoded = encodeDataFile(format, rows);
+export async function writeDataFile(format: Format, target: string, rows: RecordSource, options: DataFileOptions = {}): Promise<DataFileInfo> {
+  const encoded = encodeDataFile(format, rows, options);
   const { bytes, sha256 } = await new LocalStore(dirname(target)).upload(basename(target), encoded.chunks);
   return { file: basename(target), rows: encoded.rows(), bytes, sha256 };
 }

@@ -1,6 +1,7 @@
 /**
- * The part of parquetjs-lite 0.8.7 that pipeline/sinks/parquet.ts uses; the
- * package ships no types. The module is CommonJS: import its default export.
+ * The part of parquetjs-lite 0.8.7 that pipeline/sinks/parquet.ts and the tests
+ * use; the package ships no types. The modules are CommonJS: import their default
+ * export.
  *
  * Beware: the library throws plain strings (not Error objects) for bad values,
  * e.g. 'missing required field: user_name', and converts INT32 values with
@@ -41,6 +42,10 @@ declare module 'parquetjs-lite' {
   export interface ParquetEnvelopeWriter {
     /** Rows in the row groups written so far. */
     readonly rowCount: number;
+    /** Emits `buf` through `write` and advances the file offset; every byte of the file goes through here. */
+    writeSection(buf: Buffer): Promise<void>;
+    /** Encodes the footer (FileMetaData, its length, PAR1) and emits it with one synchronous writeSection call. */
+    writeFooter(userMetadata: Record<string, string>): Promise<void>;
   }
 
   /** Buffers rows into row groups; `close` writes the last group and the footer. */
@@ -48,6 +53,26 @@ declare module 'parquetjs-lite' {
     /** Reads the schema's columns from `row` (other properties are ignored). */
     appendRow<Row extends { readonly [K in keyof Row]: ParquetValue }>(row: Row): Promise<void>;
     close(): Promise<void>;
+    /** Adds a key-value pair to the footer's key_value_metadata (written by close). */
+    setMetadata(key: string, value: string): void;
+  }
+
+  /**
+   * Reads a file's footer; `close` releases its descriptor. (Its row cursor is
+   * left out: 0.8.7 cannot decode the INT64 statistics of its own TIMESTAMP_MILLIS
+   * pages on Node 20, "Cannot convert a BigInt value to a number".)
+   */
+  export interface ParquetReader {
+    /** The decoded footer. */
+    readonly metadata: import('parquetjs-lite/gen-nodejs/parquet_types.js').FileMetaData;
+    /** The footer's key-value metadata as an object. */
+    getMetadata(): Record<string, string>;
+    close(): Promise<void>;
+  }
+
+  export interface ParquetReaderOptions {
+    /** Leave the footer's column statistics undecoded; required for files with timestamps (see ParquetReader). */
+    rawStatistics?: boolean;
   }
 
   interface ParquetModule {
@@ -60,8 +85,66 @@ declare module 'parquetjs-lite' {
       options: ParquetWriterOptions,
     ) => ParquetEnvelopeWriter;
     ParquetWriter: new (schema: ParquetSchema, envelope: ParquetEnvelopeWriter, options: ParquetWriterOptions) => ParquetWriter;
+    ParquetReader: { openFile(path: string, options?: ParquetReaderOptions): Promise<ParquetReader> };
   }
 
   const parquet: ParquetModule;
   export default parquet;
+}
+
+/**
+ * The library's Thrift classes of the Parquet format (generated code), as far as
+ * the footer rewrite uses them. Optional fields are null when absent.
+ */
+declare module 'parquetjs-lite/gen-nodejs/parquet_types.js' {
+  export interface MilliSeconds {}
+  export interface TimeUnit {
+    MILLIS: MilliSeconds | null;
+    MICROS: object | null;
+  }
+  export interface TimestampType {
+    isAdjustedToUTC: boolean | null;
+    unit: TimeUnit | null;
+  }
+  export interface LogicalType {
+    TIMESTAMP: TimestampType | null;
+  }
+  export interface SchemaElement {
+    name: string;
+    /** A ConvertedType value. */
+    converted_type: number | null;
+    logicalType: LogicalType | null;
+  }
+  export interface KeyValue {
+    key: string;
+    value: string | null;
+  }
+  export interface FileMetaData {
+    schema: SchemaElement[];
+    key_value_metadata: KeyValue[] | null;
+  }
+
+  interface ThriftModule {
+    FileMetaData: new () => FileMetaData;
+    LogicalType: new (args: Partial<LogicalType>) => LogicalType;
+    TimestampType: new (args: TimestampType) => TimestampType;
+    TimeUnit: new (args: Partial<TimeUnit>) => TimeUnit;
+    MilliSeconds: new () => MilliSeconds;
+    /** ConvertedType values by name, e.g. TIMESTAMP_MILLIS: 9. */
+    ConvertedType: Readonly<Record<'UTF8' | 'TIMESTAMP_MILLIS', number>>;
+  }
+  const thrift: ThriftModule;
+  export default thrift;
+}
+
+/** The library's Thrift compact-protocol helpers. */
+declare module 'parquetjs-lite/lib/util.js' {
+  interface UtilModule {
+    /** Encodes a Thrift struct (compact protocol). */
+    serializeThrift(struct: object): Buffer;
+    /** Decodes `buf` into `struct` (compact protocol); returns the bytes read. */
+    decodeThrift(struct: object, buf: Buffer, offset?: number): number;
+  }
+  const util: UtilModule;
+  export default util;
 }
