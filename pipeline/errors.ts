@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'SNAPSHOT_PUBLISHED' // a snapshot id already published (exit 1)
   | 'OUTPUT_LOCKED' // another run holds the lease of this --out: temporary, rerun later (exit 75)
   | 'LEASE_LOST' // this run's lease was taken over or could not be renewed (exit 1)
+  | 'STOPPED' // asked to stop (signal, time budget) before a snapshot was under way (exit 75)
   | 'INTERNAL'; // a bug (exit 1)
 
 export interface ErrorContext {
@@ -52,7 +53,7 @@ export function exitCodeOf(err: unknown): number {
   if (!(err instanceof ExportError)) return EXIT.FATAL;
   if (err.code === 'CONFIG_INVALID' || err.code === 'CHECKPOINT_MISMATCH') return EXIT.USAGE;
   // sysexits EX_TEMPFAIL: another run is at work; a later rerun proceeds.
-  if (err.code === 'OUTPUT_LOCKED') return EXIT.STOPPED;
+  if (err.code === 'OUTPUT_LOCKED' || err.code === 'STOPPED') return EXIT.STOPPED;
   return EXIT.FATAL;
 }
 

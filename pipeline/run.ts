@@ -190,7 +190,7 @@ export async function runExport(config: Config, hooks: RunHooks): Promise<RunOut
   const timer = config.timeBudgetMs === undefined ? undefined : setTimeout(() => stop.abort('time-budget'), config.timeBudgetMs);
   const aws = new Aws(config, hooks, stop.signal);
   try {
-    const held = (await resumable(store, config, hooks, aws)) ?? (await createSnapshot(store, config, hooks, aws));
+    const held = await beforeStop(stop.signal, async () => (await resumable(store, config, hooks, aws)) ?? (await createSnapshot(store, config, hooks, aws)));
     try {
       return await runHeld(store, config, hooks, held, aws, stop, startedAt);
     } finally {
@@ -200,6 +200,20 @@ export async function runExport(config: Config, hooks: RunHooks): Promise<RunOut
     if (timer) clearTimeout(timer);
     hooks.stop?.removeEventListener('abort', onExternalStop);
     aws.destroy();
+  }
+}
+
+/**
+ * Runs the steps before a snapshot is held (asking who the caller is, finding or
+ * starting the snapshot): a stop there ends the run with STOPPED (exit 75), not
+ * with the error of the call it interrupted.
+ */
+async function beforeStop<T>(signal: AbortSignal, steps: () => Promise<T>): Promise<T> {
+  try {
+    return await steps();
+  } catch (err) {
+    if (!signal.aborted || signal.reason instanceof Error) throw err;
+    throw new ExportError('STOPPED', `stopped (${signal.reason === 'signal' ? 'signal' : `--${String(signal.reason)}`}) before reading anything; rerun to start`, {}, { cause: err });
   }
 }
 

@@ -31,9 +31,9 @@ async function freePort(): Promise<number> {
 }
 
 /** Starts moto_server and waits until it answers. */
-export async function startMoto(): Promise<Moto> {
+export async function startMoto(options: { env?: Record<string, string> } = {}): Promise<Moto> {
   const port = await freePort();
-  const child: ChildProcess = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;
