@@ -3,10 +3,11 @@
  * parameters to a result or an IamError. No HTTP, no faults beyond the
  * per-user fates: the server decides those before calling in here.
  */
-import { compareCodeUnits, type Dataset, type FakeKey, type FakeUser } from './data.ts';
+import { compareCodeUnits, type FakeKey, type FakeUser } from './data.ts';
 import { IamError, accessDenied } from './errors.ts';
 import { userFate, type FaultOptions } from './faults.ts';
 import { decodeMarkerOf, encodeMarker, pageOf, parseMaxItems, rejectMarker, type Page } from './paging.ts';
+import type { AccountStore } from './store.ts';
 
 /** The actions the fake implements; any other answers InvalidAction. */
 export const IAM_ACTIONS = ['ListUsers', 'ListAccessKeys', 'GetAccessKeyLastUsed'] as const;
@@ -17,9 +18,9 @@ export function isIamAction(name: string | null): name is IamAction {
   return (IAM_ACTIONS as readonly (string | null)[]).includes(name);
 }
 
-/** What an action reads: the data, and the fault options that decide per-user fates. */
+/** What an action reads: the account, and the fault options that decide per-user fates. */
 export interface ActionContext {
-  readonly dataset: Dataset;
+  readonly dataset: AccountStore;
   readonly faults: Pick<FaultOptions, 'listUsersDenied' | 'vanishedFraction' | 'deniedFraction'>;
 }
 
@@ -30,7 +31,7 @@ export type ActionResult =
   | { readonly action: 'GetAccessKeyLastUsed'; readonly key: FakeKey };
 
 /** The identity the fake pretends signed every request, named in AccessDenied messages. */
-export const callerArn = (dataset: Dataset): string => `arn:aws:iam::${dataset.accountId}:user/key-exporter`;
+export const callerArn = (dataset: Pick<AccountStore, 'accountId'>): string => `arn:aws:iam::${dataset.accountId}:user/key-exporter`;
 
 /** Input patterns, with the spelling IAM's messages use for them. */
 interface Pattern {
@@ -85,7 +86,7 @@ function listUsers(params: URLSearchParams, { dataset, faults }: ActionContext):
   const maxItems = parseMaxItems(params.get('MaxItems'));
   const rawMarker = params.get('Marker');
   // The marker holds the last name returned, not an index, so it stays valid
-  // whatever the PathPrefix and would survive users being added meanwhile.
+  // whatever the PathPrefix and survives users being added or deleted meanwhile.
   const from = rawMarker === null ? 0 : indexAfter(dataset.users, decodeMarkerOf(rawMarker, 'users').after);
 
   const items: FakeUser[] = [];
@@ -104,7 +105,7 @@ function listUsers(params: URLSearchParams, { dataset, faults }: ActionContext):
 /** The user a per-user call names, after its fate: denied, vanished or there. */
 function reachableUser(userName: string, action: IamAction, { dataset, faults }: ActionContext): FakeUser {
   const user = dataset.usersByName.get(userName);
-  const fate = user ? userFate(user.fateRank, dataset.users.length, faults) : 'vanished';
+  const fate = user ? userFate(user.fateRank, dataset.fateScale, faults) : 'vanished';
   if (user && fate === 'denied') throw accessDenied(callerArn(dataset), action, user.arn);
   if (!user || fate === 'vanished') throw new IamError('NoSuchEntity', `The user with name ${userName} cannot be found.`);
   return user;

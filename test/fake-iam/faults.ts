@@ -80,9 +80,10 @@ export class TokenBucket {
 export type UserFate = 'present' | 'vanished' | 'denied';
 
 /**
- * The fate of the user at `rank` (see `FakeUser.fateRank`) among `userCount`
- * users: the lowest ranks vanish, the next ones are denied. Shares are rounded
- * to whole users so a fraction means the same count every time.
+ * The fate of the user at `rank` (see `FakeUser.fateRank`) on a scale of
+ * `userCount` users (the number generated, `Dataset.fateScale`): the lowest
+ * ranks vanish, the next ones are denied. Shares are rounded to whole users so
+ * a fraction means the same count every time.
  */
 export function userFate(rank: number, userCount: number, options: Pick<FaultOptions, 'vanishedFraction' | 'deniedFraction'>): UserFate {
   const vanished = Math.round(options.vanishedFraction * userCount);

@@ -5,7 +5,7 @@
  * Each API request goes: count it → rate limit (answer at once if empty) →
  * latency → invalid credentials / drop / throttle / 500 → the action itself.
  * `/_fake/*` is the control plane for other processes; it is never faulted
- * and never counted.
+ * and never counted, and neither are mutations.
  */
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
@@ -13,19 +13,28 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isIamAction, runAction } from './actions.ts';
-import { generateDataset, type Dataset } from './data.ts';
+import { churn as applyChurn, parseChurn, type ChurnOptions } from './churn.ts';
+import { generateDataset } from './data.ts';
 import { IamError } from './errors.ts';
-import { FaultInjector, type FaultOptions } from './faults.ts';
+import { FaultInjector, userFate, type FaultOptions } from './faults.ts';
+import { FakeIamMutationError, applyMutation, parseMutation, type Mutation, type MutationResult } from './mutations.ts';
 import { FakeIamOptionsError, mergeFaultOptions, resolveOptions, type FakeIamOptions } from './options.ts';
+import { streamFor } from './random.ts';
 import { StatsRecorder, type ErrorSource, type FakeIamStats } from './stats.ts';
+import { AccountStore } from './store.ts';
 import { buildTruth, readableKeys, type FakeIamTruth, type TruthKey } from './truth.ts';
+import type { WindowKey } from './window.ts';
 import { renderError, renderResult } from './xml.ts';
 
 export type { FakeIamOptions } from './options.ts';
 export type { FaultOptions, RateLimit } from './faults.ts';
 export type { FakeIamStats } from './stats.ts';
 export type { FakeIamTruth, TruthKey, TruthUser } from './truth.ts';
+export type { ChurnOptions } from './churn.ts';
+export type { Mutation, MutationKind, MutationResult } from './mutations.ts';
+export type { WindowKey } from './window.ts';
 export { FakeIamOptionsError } from './options.ts';
+export { FakeIamMutationError } from './mutations.ts';
 
 /** A running fake. */
 export interface FakeIam {
@@ -45,6 +54,22 @@ export interface FakeIam {
    * Throws FakeIamOptionsError (and changes nothing) when the result is invalid.
    */
   configure(patch: Partial<FaultOptions>): FaultOptions;
+  /**
+   * Changes IAM now, as another administrator would; returns what it did.
+   * Never faulted or counted. Throws FakeIamMutationError (and changes
+   * nothing) when the mutation is malformed or names no existing user or key.
+   */
+  mutate(mutation: Mutation): MutationResult;
+  /** Applies `count` seeded random mutations to existing users and keys; returns them in order. */
+  churn(options: ChurnOptions): MutationResult[];
+  /** Starts a new window now (one starts with the server). */
+  startWindow(): void;
+  /**
+   * Every key that existed at some moment since the window started, of users
+   * readable under the fault options in force now (neither vanished nor
+   * denied), with whether it existed throughout (`whole`).
+   */
+  windowTruth(): WindowKey[];
   /** Stops listening, destroys every connection and pending answer; idempotent. */
   close(): Promise<void>;
 }
@@ -91,8 +116,10 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
 /** Starts a fake on 127.0.0.1 and resolves once it is listening. */
 export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIam> {
   const resolved = resolveOptions(options);
-  const dataset: Dataset = generateDataset(resolved.data);
+  const dataset = new AccountStore(generateDataset(resolved.data));
   const faults = new FaultInjector(resolved.data.seed, resolved.faults);
+  // Draws what a test's mutation leaves open (fresh names, ids); churn has its own seed.
+  const mutationRandom = streamFor(resolved.data.seed, 'mutations');
   const stats = new StatsRecorder();
   // Aborts latency waits on close, so pending answers do not hold the process.
   const closing = new AbortController();
@@ -108,6 +135,9 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
     return next;
   };
   const truth = (): FakeIamTruth => buildTruth(dataset, faults.options);
+  const mutate = (mutation: Mutation): MutationResult => applyMutation(dataset, parseMutation(mutation), mutationRandom);
+  const churn = (churnOptions: ChurnOptions): MutationResult[] => applyChurn(dataset, parseChurn(churnOptions));
+  const windowTruth = (): WindowKey[] => dataset.window.truth(dataset, (rank) => userFate(rank, dataset.fateScale, faults.options) === 'present');
 
   function fail(res: ServerResponse, error: IamError, requestId: string, source: ErrorSource): void {
     stats.error(error.code, source);
@@ -153,6 +183,30 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
     }
   }
 
+  /** Parses a JSON control body; answers 400 and returns undefined when it is not JSON. */
+  async function readJson(req: IncomingMessage, res: ServerResponse, what: string): Promise<{ value: unknown } | undefined> {
+    const body = await readBody(req);
+    if (body === undefined) return undefined;
+    try {
+      return { value: JSON.parse(body) };
+    } catch {
+      sendJson(res, 400, { error: `body must be ${what}` });
+      return undefined;
+    }
+  }
+
+  /** POST /_fake/mutate: one mutation, or `{ "churn": { seed, count, kinds? } }`. */
+  function mutateRoute(res: ServerResponse, value: unknown): void {
+    try {
+      const isChurn = typeof value === 'object' && value !== null && 'churn' in value;
+      const result = isChurn ? churn((value as { churn: ChurnOptions }).churn) : mutate(value as Mutation);
+      return sendJson(res, 200, result);
+    } catch (error) {
+      if (!(error instanceof FakeIamMutationError)) throw error;
+      return sendJson(res, 400, { error: error.message, code: error.code, problems: error.problems });
+    }
+  }
+
   async function handleControl(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const route = `${req.method} ${url.pathname}`;
     switch (route) {
@@ -165,17 +219,21 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
         return sendJson(res, 200, truth());
       case 'GET /_fake/faults':
         return sendJson(res, 200, faults.options);
+      case 'GET /_fake/window':
+        return sendJson(res, 200, windowTruth());
+      case 'POST /_fake/window/start':
+        dataset.window.start();
+        return sendJson(res, 200, { started: true });
+      case 'POST /_fake/mutate': {
+        const parsed = await readJson(req, res, 'a JSON mutation or { "churn": { seed, count, kinds? } }');
+        if (parsed === undefined) return;
+        return mutateRoute(res, parsed.value);
+      }
       case 'POST /_fake/configure': {
-        const body = await readBody(req);
-        if (body === undefined) return;
-        let patch: unknown;
+        const parsed = await readJson(req, res, 'a JSON object of fault options');
+        if (parsed === undefined) return;
         try {
-          patch = JSON.parse(body);
-        } catch {
-          return sendJson(res, 400, { error: 'body must be a JSON object of fault options' });
-        }
-        try {
-          return sendJson(res, 200, configure(patch as Partial<FaultOptions>));
+          return sendJson(res, 200, configure(parsed.value as Partial<FaultOptions>));
         } catch (error) {
           if (!(error instanceof FakeIamOptionsError)) throw error;
           return sendJson(res, 400, { error: error.message, problems: error.problems });
@@ -220,6 +278,10 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
     resetStats: () => stats.reset(),
     faults: () => faults.options,
     configure,
+    mutate,
+    churn,
+    startWindow: () => dataset.window.start(),
+    windowTruth,
     close() {
       closed ??= new Promise<void>((resolve, reject) => {
         closing.abort();
