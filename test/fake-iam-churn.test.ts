@@ -1,6 +1,7 @@
 /**
- * The fake IAM changing while a client reads it: mutations, seeded churn and
- * the window's ground truth, checked through the real SDK client the exporter uses.
+ * The fake IAM changing while a client reads it: mutations, seeded churn, the
+ * window's ground truth, cursor markers and stale markers, all checked through
+ * the real SDK client the exporter uses.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -291,5 +292,80 @@ describe('window truth', () => {
     for (const id of before) if (fake.truth().users.some((u) => u.userId === id)) assert.ok(after.has(id), 'an old user lost its fate');
     const newUsers = fake.truth().users.filter((u) => created.some((m) => m.kind === 'createUser' && m.userId === u.userId));
     assert.ok(newUsers.some((u) => u.vanished) && newUsers.some((u) => !u.vanished), 'new users get fates too');
+  });
+});
+
+describe('markers under change', () => {
+  test('ListAccessKeys paging across keys deleted and created between pages loses no key present throughout', async (t) => {
+    const { fake, iam } = await fakeWithClients(t, { users: 3, seed: 31, keysPerUser: { min: 6, max: 6 } });
+    const user = fake.truth().users[0]!;
+    const all = fake.truth().keys.filter((k) => k.userName === user.userName).map((k) => k.accessKeyId);
+
+    const seen: string[] = [];
+    let Marker: string | undefined;
+    let page = 0;
+    do {
+      const answer = await iam.send(new ListAccessKeysCommand({ UserName: user.userName, MaxItems: 2, ...(Marker ? { Marker } : {}) }));
+      seen.push(...(answer.AccessKeyMetadata ?? []).map((k) => k.AccessKeyId!));
+      Marker = answer.Marker;
+      if (page++ === 0) {
+        // Between pages: one key already returned goes, one not yet returned goes,
+        // and keys arrive before and after the cursor.
+        fake.mutate({ kind: 'deleteKey', accessKeyId: all[0]! });
+        fake.mutate({ kind: 'deleteKey', accessKeyId: all[3]! });
+        fake.mutate({ kind: 'createKey', userName: user.userName, createDate: '2014-01-01T00:00:00Z' });
+        fake.mutate({ kind: 'createKey', userName: user.userName });
+      }
+    } while (Marker);
+
+    const throughout = all.filter((_, i) => i !== 0 && i !== 3);
+    for (const id of throughout) assert.equal(seen.filter((s) => s === id).length, 1, `key ${id} present throughout`);
+    assert.equal(new Set(seen).size, seen.length, 'no key twice');
+    const whole = fake.windowTruth().filter((k) => k.whole && k.userId === user.userId).map((k) => k.accessKeyId);
+    assert.deepEqual(new Set(whole), new Set(throughout));
+  });
+
+  test('ListUsers paging across users deleted and created between pages lists each remaining user once', async (t) => {
+    const { fake, iam } = await fakeWithClients(t, { users: 30, seed: 32 });
+    const names = fake.truth().users.map((u) => u.userName);
+    const seen: string[] = [];
+    let Marker: string | undefined;
+    let page = 0;
+    do {
+      const answer = await iam.send(new ListUsersCommand({ MaxItems: 7, ...(Marker ? { Marker } : {}) }));
+      seen.push(...(answer.Users ?? []).map((u) => u.UserName!));
+      Marker = answer.Marker;
+      if (page++ === 1) {
+        fake.mutate({ kind: 'deleteUser', userName: seen[seen.length - 1]! }); // the very user the marker names
+        fake.mutate({ kind: 'deleteUser', userName: names[names.length - 1]! });
+      }
+    } while (Marker);
+    assert.deepEqual(seen, names.slice(0, -1));
+  });
+
+  test('with rejectStaleMarkers, a marker issued before a change answers ValidationError and a restart works', async (t) => {
+    const { fake, iam } = await fakeWithClients(t, { users: 10, seed: 33, keysPerUser: { min: 3, max: 3 }, rejectStaleMarkers: true });
+    const user = fake.truth().users[0]!;
+    const usersMarker = (await iam.send(new ListUsersCommand({ MaxItems: 2 }))).Marker!;
+    const keysMarker = (await iam.send(new ListAccessKeysCommand({ UserName: user.userName, MaxItems: 1 }))).Marker!;
+    assert.ok((await iam.send(new ListUsersCommand({ MaxItems: 2, Marker: usersMarker }))).Users?.length, 'fresh markers are honoured');
+
+    fake.mutate({ kind: 'setKeyStatus', accessKeyId: fake.truth().keys[5]!.accessKeyId, status: 'Inactive' });
+    for (const call of [
+      iam.send(new ListUsersCommand({ MaxItems: 2, Marker: usersMarker })),
+      iam.send(new ListAccessKeysCommand({ UserName: user.userName, Marker: keysMarker })),
+    ]) {
+      const error = await caught(call);
+      assert.equal(error.name, 'ValidationError');
+      assert.equal(error.$fault, 'client');
+      assert.equal(error.$metadata?.httpStatusCode, 400);
+    }
+    const restarted = await iam.send(new ListUsersCommand({ MaxItems: 2 }));
+    assert.ok((await iam.send(new ListUsersCommand({ MaxItems: 2, Marker: restarted.Marker! }))).Users?.length);
+
+    fake.configure({ rejectStaleMarkers: false });
+    assert.ok((await iam.send(new ListUsersCommand({ MaxItems: 2, Marker: usersMarker }))).Users?.length, 'honoured again once the option is off');
+    const forged = Buffer.from(JSON.stringify({ list: 'users', after: 'a', gen: 999 })).toString('base64url');
+    assert.equal((await caught(iam.send(new ListUsersCommand({ Marker: forged })))).name, 'ValidationError', 'a marker from the future is garbage');
   });
 });

@@ -201,9 +201,11 @@ describe('fault and option building blocks', () => {
   });
 
   test('a marker round-trips and anything else is rejected', () => {
-    const marker = encodeMarker({ list: 'keys', user: 'a+b=c', index: 3 });
-    assert.deepEqual(decodeMarker(marker), { list: 'keys', user: 'a+b=c', index: 3 });
-    for (const garbage of ['', 'garbage!', 'e30', encodeMarker({ list: 'keys', user: 'x', index: 0 }), Buffer.from('[1]').toString('base64url')]) {
+    const state = { list: 'keys', user: 'AIDAEXAMPLE', date: Date.UTC(2020, 0, 1), id: 'AKIAEXAMPLE', gen: 3 } as const;
+    assert.deepEqual(decodeMarker(encodeMarker(state)), state);
+    const noGeneration = Buffer.from(JSON.stringify({ list: 'users', after: 'alice' })).toString('base64url');
+    const noId = Buffer.from(JSON.stringify({ ...state, id: '' })).toString('base64url');
+    for (const garbage of ['', 'garbage!', 'e30', noGeneration, noId, encodeMarker({ ...state, gen: -1 }), Buffer.from('[1]').toString('base64url')]) {
       assert.throws(() => decodeMarker(garbage), { name: 'IamError', code: 'ValidationError' }, garbage);
     }
   });

@@ -3,10 +3,10 @@
  * parameters to a result or an IamError. No HTTP, no faults beyond the
  * per-user fates: the server decides those before calling in here.
  */
-import { compareCodeUnits, type FakeKey, type FakeUser } from './data.ts';
+import { compareCodeUnits, compareKeys, type FakeKey, type FakeUser } from './data.ts';
 import { IamError, accessDenied } from './errors.ts';
 import { userFate, type FaultOptions } from './faults.ts';
-import { decodeMarkerOf, encodeMarker, pageOf, parseMaxItems, rejectMarker, type Page } from './paging.ts';
+import { decodeMarkerOf, encodeMarker, expiredMarker, pageOf, parseMaxItems, rejectMarker, type MarkerState, type Page } from './paging.ts';
 import type { AccountStore } from './store.ts';
 
 /** The actions the fake implements; any other answers InvalidAction. */
@@ -18,10 +18,10 @@ export function isIamAction(name: string | null): name is IamAction {
   return (IAM_ACTIONS as readonly (string | null)[]).includes(name);
 }
 
-/** What an action reads: the account, and the fault options that decide per-user fates. */
+/** What an action reads: the account, and the fault options that decide per-user fates and markers. */
 export interface ActionContext {
   readonly dataset: AccountStore;
-  readonly faults: Pick<FaultOptions, 'listUsersDenied' | 'vanishedFraction' | 'deniedFraction'>;
+  readonly faults: Pick<FaultOptions, 'listUsersDenied' | 'vanishedFraction' | 'deniedFraction' | 'rejectStaleMarkers'>;
 }
 
 /** A successful answer, before rendering. */
@@ -66,6 +66,16 @@ export function runAction(action: IamAction, params: URLSearchParams, context: A
   }
 }
 
+/**
+ * Checks a decoded marker against the account's change counter: one from the
+ * future was never issued; one from before the latest change is refused when
+ * the fake plays an IAM whose markers expire.
+ */
+function checkIssued(marker: MarkerState, { dataset, faults }: ActionContext): void {
+  if (marker.gen > dataset.generation) rejectMarker();
+  if (faults.rejectStaleMarkers && marker.gen < dataset.generation) throw expiredMarker();
+}
+
 /** The first index whose user name sorts after `name`. */
 function indexAfter(users: readonly FakeUser[], name: string): number {
   let low = 0;
@@ -85,9 +95,11 @@ function listUsers(params: URLSearchParams, { dataset, faults }: ActionContext):
   const prefix = requireMatch(params.get('PathPrefix') ?? '/', 'pathPrefix', PATH_PREFIX, 1, 512);
   const maxItems = parseMaxItems(params.get('MaxItems'));
   const rawMarker = params.get('Marker');
+  const marker = rawMarker === null ? undefined : decodeMarkerOf(rawMarker, 'users');
+  if (marker) checkIssued(marker, { dataset, faults });
   // The marker holds the last name returned, not an index, so it stays valid
   // whatever the PathPrefix and survives users being added or deleted meanwhile.
-  const from = rawMarker === null ? 0 : indexAfter(dataset.users, decodeMarkerOf(rawMarker, 'users').after);
+  const from = marker === undefined ? 0 : indexAfter(dataset.users, marker.after);
 
   const items: FakeUser[] = [];
   let i = from;
@@ -99,7 +111,7 @@ function listUsers(params: URLSearchParams, { dataset, faults }: ActionContext):
   for (; i < dataset.users.length && !more; i++) more = (dataset.users[i] as FakeUser).path.startsWith(prefix);
   const last = items[items.length - 1];
   if (!more || last === undefined) return { items, isTruncated: false };
-  return { items, isTruncated: true, marker: encodeMarker({ list: 'users', after: last.userName }) };
+  return { items, isTruncated: true, marker: encodeMarker({ list: 'users', after: last.userName, gen: dataset.generation }) };
 }
 
 /** The user a per-user call names, after its fate: denied, vanished or there. */
@@ -119,9 +131,27 @@ function listAccessKeys(params: URLSearchParams, context: ActionContext): Page<F
   const rawMarker = params.get('Marker');
   const marker = rawMarker === null ? undefined : decodeMarkerOf(rawMarker, 'keys');
   const user = reachableUser(userName, 'ListAccessKeys', context);
+  // A marker is bound to the user (by id, which a rename keeps) it was issued for.
+  if (marker && marker.user !== user.userId) rejectMarker();
+  if (marker) checkIssued(marker, context);
   const keys = context.dataset.keysByUser.get(user.userName) ?? [];
-  if (marker && (marker.user !== user.userName || marker.index >= keys.length)) rejectMarker();
-  return pageOf(keys, marker?.index ?? 0, maxItems, (_, index) => ({ list: 'keys', user: user.userName, index }));
+  // Resume after the last key returned, by value: keys deleted or added
+  // meanwhile shift no position, so every key present throughout is listed once.
+  const from = marker === undefined ? 0 : firstAfter(keys, { createDate: new Date(marker.date), accessKeyId: marker.id });
+  const generation = context.dataset.generation;
+  return pageOf(keys, from, maxItems, (last) => ({ list: 'keys', user: user.userId, date: last.createDate.getTime(), id: last.accessKeyId, gen: generation }));
+}
+
+/** The index of the first key that sorts after `cursor` in ListAccessKeys order. */
+function firstAfter(keys: readonly FakeKey[], cursor: Pick<FakeKey, 'createDate' | 'accessKeyId'>): number {
+  let low = 0;
+  let high = keys.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (compareKeys(keys[mid] as FakeKey, cursor) <= 0) low = mid + 1;
+    else high = mid;
+  }
+  return low;
 }
 
 function getAccessKeyLastUsed(params: URLSearchParams, context: ActionContext): FakeKey {

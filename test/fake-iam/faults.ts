@@ -34,6 +34,12 @@ export interface FaultOptions {
   readonly invalidCredentials: boolean;
   /** ListUsers answers 403 AccessDenied. */
   readonly listUsersDenied: boolean;
+  /**
+   * A Marker (of either listing) issued before the account's latest change is
+   * answered 400 ValidationError, like an IAM marker that expired: the client
+   * must restart that listing.
+   */
+  readonly rejectStaleMarkers: boolean;
 }
 
 export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
@@ -47,6 +53,7 @@ export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   deniedFraction: 0,
   invalidCredentials: false,
   listUsersDenied: false,
+  rejectStaleMarkers: false,
 });
 
 /** A token bucket; starts full, so a burst is served at once. */

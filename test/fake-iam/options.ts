@@ -101,6 +101,7 @@ function patchFaults(problems: Problems, base: FaultOptions, patch: Readonly<Rec
     deniedFraction: numberIn(problems, 'deniedFraction', merged.deniedFraction, 0, 1),
     invalidCredentials: bool(problems, 'invalidCredentials', merged.invalidCredentials),
     listUsersDenied: bool(problems, 'listUsersDenied', merged.listUsersDenied),
+    rejectStaleMarkers: bool(problems, 'rejectStaleMarkers', merged.rejectStaleMarkers),
   };
   // One draw decides among these faults, so their shares must fit in 1.
   if (faults.throttleProbability + faults.serverErrorProbability + faults.dropProbability > 1) {
