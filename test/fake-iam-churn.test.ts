@@ -1,7 +1,7 @@
 /**
  * The fake IAM changing while a client reads it: mutations, seeded churn, the
  * window's ground truth, cursor markers and stale markers, all checked through
- * the real SDK client the exporter uses.
+ * the real SDK clients the exporter uses.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -14,6 +14,7 @@ import {
   type AccessKeyMetadata,
   type IAMClient,
 } from '@aws-sdk/client-iam';
+import { GetCallerIdentityCommand } from '@aws-sdk/client-sts';
 import { generateDataset } from './fake-iam/data.ts';
 import { churn } from './fake-iam/churn.ts';
 import { FakeIamMutationError, type MutationResult } from './fake-iam/mutations.ts';
@@ -367,5 +368,45 @@ describe('markers under change', () => {
     assert.ok((await iam.send(new ListUsersCommand({ MaxItems: 2, Marker: usersMarker }))).Users?.length, 'honoured again once the option is off');
     const forged = Buffer.from(JSON.stringify({ list: 'users', after: 'a', gen: 999 })).toString('base64url');
     assert.equal((await caught(iam.send(new ListUsersCommand({ Marker: forged })))).name, 'ValidationError', 'a marker from the future is garbage');
+  });
+});
+
+describe('STS GetCallerIdentity', () => {
+  test('answers the served account, or the account of callerAccountId', async (t) => {
+    const { fake, sts } = await fakeWithClients(t, { users: 3, accountId: '210987654321' });
+    const identity = await sts.send(new GetCallerIdentityCommand({}));
+    assert.deepEqual(
+      { Account: identity.Account, Arn: identity.Arn, UserId: identity.UserId },
+      { Account: '210987654321', Arn: 'arn:aws:iam::210987654321:user/key-exporter', UserId: 'AIDAKEYEXPORTERFAKE01' },
+    );
+    assert.match(identity.$metadata.requestId ?? '', /^[0-9a-f-]{36}$/);
+
+    fake.configure({ callerAccountId: '111122223333' });
+    const other = await sts.send(new GetCallerIdentityCommand({}));
+    assert.equal(other.Account, '111122223333');
+    assert.equal(other.Arn, 'arn:aws:iam::111122223333:user/key-exporter');
+    assert.equal(fake.stats().calls.GetCallerIdentity, 2);
+    assert.throws(() => fake.configure({ callerAccountId: '42' }), /callerAccountId must be null or 12 digits/);
+  });
+
+  test('goes through the same fault path as IAM: bad credentials, throttles, rate limit', async (t) => {
+    const { fake, sts } = await fakeWithClients(t, { users: 3, invalidCredentials: true });
+    const denied = await caught(sts.send(new GetCallerIdentityCommand({})));
+    assert.equal(denied.name, 'InvalidClientTokenId');
+    assert.equal(denied.$metadata?.httpStatusCode, 403);
+
+    fake.configure({ invalidCredentials: false, throttleProbability: 1 });
+    const throttled = await caught(sts.send(new GetCallerIdentityCommand({})));
+    assert.equal(throttled.name, 'Throttling');
+    fake.configure({ throttleProbability: 0, rateLimit: { perSecond: 0.001, burst: 1 } });
+    await sts.send(new GetCallerIdentityCommand({}));
+    assert.equal((await caught(sts.send(new GetCallerIdentityCommand({})))).name, 'Throttling');
+    const stats = fake.stats();
+    assert.equal(stats.calls.GetCallerIdentity, 4);
+    assert.equal(stats.rateLimited, 1);
+    assert.deepEqual(stats.errors, { InvalidClientTokenId: 1, Throttling: 2 });
+
+    const raw = await fetch(fake.url, { method: 'POST', body: 'Action=GetCallerIdentity&Version=2011-06-15', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    assert.match(await raw.text(), /^<ErrorResponse xmlns="https:\/\/sts\.amazonaws\.com\/doc\/2011-06-15\/">/, 'STS errors in the STS namespace');
   });
 });

@@ -509,8 +509,8 @@ describe('observability and lifecycle', () => {
 
     const stats = fake.stats();
     assert.equal(stats.peakInFlight, 7);
-    assert.deepEqual(stats.peakInFlightByAction, { ListUsers: 2, ListAccessKeys: 5, GetAccessKeyLastUsed: 0 });
-    assert.deepEqual(stats.calls, { ListUsers: 2, ListAccessKeys: 5, GetAccessKeyLastUsed: 0 });
+    assert.deepEqual(stats.peakInFlightByAction, { ListUsers: 2, ListAccessKeys: 5, GetAccessKeyLastUsed: 0, GetCallerIdentity: 0 });
+    assert.deepEqual(stats.calls, { ListUsers: 2, ListAccessKeys: 5, GetAccessKeyLastUsed: 0, GetCallerIdentity: 0 });
 
     fake.resetStats();
     assert.equal(fake.stats().peakInFlight, 7, 'a reset keeps requests still in flight');

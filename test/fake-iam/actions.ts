@@ -7,10 +7,11 @@ import { compareCodeUnits, compareKeys, type FakeKey, type FakeUser } from './da
 import { IamError, accessDenied } from './errors.ts';
 import { userFate, type FaultOptions } from './faults.ts';
 import { decodeMarkerOf, encodeMarker, expiredMarker, pageOf, parseMaxItems, rejectMarker, type MarkerState, type Page } from './paging.ts';
+import type { Action } from './catalog.ts';
 import type { AccountStore } from './store.ts';
 
 /** The actions the fake implements; any other answers InvalidAction. */
-export const IAM_ACTIONS = ['ListUsers', 'ListAccessKeys', 'GetAccessKeyLastUsed'] as const;
+export const IAM_ACTIONS = ['ListUsers', 'ListAccessKeys', 'GetAccessKeyLastUsed'] as const satisfies readonly Action[];
 export type IamAction = (typeof IAM_ACTIONS)[number];
 
 /** Narrows the `Action` parameter to one the fake implements. */

@@ -40,6 +40,11 @@ export interface FaultOptions {
    * must restart that listing.
    */
   readonly rejectStaleMarkers: boolean;
+  /**
+   * The account GetCallerIdentity reports, to play credentials of another
+   * account; `null`: the account the fake serves.
+   */
+  readonly callerAccountId: string | null;
 }
 
 export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
@@ -54,6 +59,7 @@ export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   invalidCredentials: false,
   listUsersDenied: false,
   rejectStaleMarkers: false,
+  callerAccountId: null,
 });
 
 /** A token bucket; starts full, so a burst is served at once. */

@@ -70,6 +70,15 @@ function bool(problems: Problems, name: string, value: unknown): boolean {
   return value;
 }
 
+function accountIdOrNull(problems: Problems, name: string, value: unknown): string | null {
+  if (value === null) return null;
+  if (typeof value !== 'string' || !/^\d{12}$/.test(value)) {
+    problems.push(`${name} must be null or 12 digits, got ${JSON.stringify(value)}`);
+    return null;
+  }
+  return value;
+}
+
 function rateLimit(problems: Problems, value: unknown): RateLimit | null {
   if (value === null) return null;
   if (typeof value !== 'object') {
@@ -102,6 +111,7 @@ function patchFaults(problems: Problems, base: FaultOptions, patch: Readonly<Rec
     invalidCredentials: bool(problems, 'invalidCredentials', merged.invalidCredentials),
     listUsersDenied: bool(problems, 'listUsersDenied', merged.listUsersDenied),
     rejectStaleMarkers: bool(problems, 'rejectStaleMarkers', merged.rejectStaleMarkers),
+    callerAccountId: accountIdOrNull(problems, 'callerAccountId', merged.callerAccountId),
   };
   // One draw decides among these faults, so their shares must fit in 1.
   if (faults.throttleProbability + faults.serverErrorProbability + faults.dropProbability > 1) {

@@ -1,6 +1,7 @@
 /**
  * An IAM Query-protocol emulator on 127.0.0.1, for tests, the demo and the
- * benchmark. The real @aws-sdk/client-iam talks to it through `endpoint`.
+ * benchmark. The real @aws-sdk/client-iam (and client-sts, for
+ * GetCallerIdentity) talks to it through `endpoint`.
  *
  * Each API request goes: count it → rate limit (answer at once if empty) →
  * latency → invalid credentials / drop / throttle / 500 → the action itself.
@@ -12,7 +13,8 @@ import { setMaxListeners } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isIamAction, runAction } from './actions.ts';
+import { runAction, type IamAction } from './actions.ts';
+import { API_VERSION, SERVICE_OF, XML_NAMESPACE, isAction, type Service } from './catalog.ts';
 import { churn as applyChurn, parseChurn, type ChurnOptions } from './churn.ts';
 import { generateDataset } from './data.ts';
 import { IamError } from './errors.ts';
@@ -22,6 +24,7 @@ import { FakeIamOptionsError, mergeFaultOptions, resolveOptions, type FakeIamOpt
 import { streamFor } from './random.ts';
 import { StatsRecorder, type ErrorSource, type FakeIamStats } from './stats.ts';
 import { AccountStore } from './store.ts';
+import { baseCaller, runStsAction, type StsAction } from './sts.ts';
 import { buildTruth, readableKeys, type FakeIamTruth, type TruthKey } from './truth.ts';
 import type { WindowKey } from './window.ts';
 import { renderError, renderResult } from './xml.ts';
@@ -139,9 +142,15 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
   const churn = (churnOptions: ChurnOptions): MutationResult[] => applyChurn(dataset, parseChurn(churnOptions));
   const windowTruth = (): WindowKey[] => dataset.window.truth(dataset, (rank) => userFate(rank, dataset.fateScale, faults.options) === 'present');
 
-  function fail(res: ServerResponse, error: IamError, requestId: string, source: ErrorSource): void {
+  function fail(res: ServerResponse, error: IamError, requestId: string, source: ErrorSource, service: Service = 'iam'): void {
     stats.error(error.code, source);
-    sendXml(res, error.status, renderError(error, requestId), requestId);
+    sendXml(res, error.status, renderError(error, requestId, XML_NAMESPACE[service]), requestId);
+  }
+
+  /** The XML answer of an action that passed the fault path; throws IamError for an error answer. */
+  function answer(action: IamAction | StsAction, params: URLSearchParams, requestId: string): string {
+    if (SERVICE_OF[action] === 'sts') return runStsAction(action as StsAction, params, { caller: baseCaller(dataset.accountId), faults: faults.options }, requestId);
+    return renderResult(runAction(action as IamAction, params, { dataset, faults: faults.options }), requestId);
   }
 
   async function handleApi(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -150,7 +159,8 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
     if (body === undefined) return;
     const params = req.method === 'POST' ? new URLSearchParams(body) : url.searchParams;
     const actionName = params.get('Action');
-    const action = isIamAction(actionName) ? actionName : undefined;
+    const action = isAction(actionName) ? actionName : undefined;
+    const service = action ? SERVICE_OF[action] : 'iam';
     const end = stats.begin(action);
     const finish = (): void => {
       unfinished.delete(finish);
@@ -161,7 +171,7 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
     const requestId = randomUUID();
 
     const limited = faults.onArrival();
-    if (limited) return fail(res, limited, requestId, 'rateLimit');
+    if (limited) return fail(res, limited, requestId, 'rateLimit', service);
     const delay = faults.delayMs();
     if (delay > 0) await sleep(delay, undefined, { signal: closing.signal });
 
@@ -171,15 +181,15 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
       req.socket.destroy();
       return;
     }
-    if (verdict.kind === 'fail') return fail(res, verdict.error, requestId, 'injected');
+    if (verdict.kind === 'fail') return fail(res, verdict.error, requestId, 'injected', service);
     if (!action) {
-      return fail(res, new IamError('InvalidAction', `Could not find operation ${actionName ?? ''} for version 2010-05-08`), requestId, 'action');
+      return fail(res, new IamError('InvalidAction', `Could not find operation ${actionName ?? ''} for version ${API_VERSION.iam}`), requestId, 'action');
     }
     try {
-      sendXml(res, 200, renderResult(runAction(action, params, { dataset, faults: faults.options }), requestId), requestId);
+      sendXml(res, 200, answer(action, params, requestId), requestId);
     } catch (error) {
       if (!(error instanceof IamError)) throw error;
-      fail(res, error, requestId, 'action');
+      fail(res, error, requestId, 'action', service);
     }
   }
 

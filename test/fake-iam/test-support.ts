@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { IAMClient, type IAMClientConfig } from '@aws-sdk/client-iam';
+import { STSClient } from '@aws-sdk/client-sts';
 import { startFakeIam, type FakeIam, type FakeIamOptions } from './server.ts';
 
 /** Dummy base credentials: the fake does not check signatures. */
@@ -19,20 +20,22 @@ export interface SdkError {
   readonly $metadata?: { readonly httpStatusCode?: number; readonly attempts?: number; readonly requestId?: string };
 }
 
-/** A fake with an IAM client on it; both closed when the test ends. */
+/** A fake with IAM and STS clients on it; all closed when the test ends. */
 export async function fakeWithClients(
   t: TestContext,
   options: FakeIamOptions = {},
   config: Partial<IAMClientConfig> = { maxAttempts: 1 },
-): Promise<{ fake: FakeIam; iam: IAMClient }> {
+): Promise<{ fake: FakeIam; iam: IAMClient; sts: STSClient }> {
   const fake = await startFakeIam(options);
   const common = { endpoint: fake.url, region: 'us-east-1', credentials, maxAttempts: config.maxAttempts ?? 1 };
   const iam = new IAMClient({ ...common, ...config });
+  const sts = new STSClient(common);
   t.after(async () => {
     iam.destroy();
+    sts.destroy();
     await fake.close();
   });
-  return { fake, iam };
+  return { fake, iam, sts };
 }
 
 /** The error a promise rejects with; fails the test if it resolves. */
