@@ -29,9 +29,12 @@ const USAGE = `usage: npx tsx test/fake-iam/cli.ts [options]
   --denied F             share of users whose ListAccessKeys answers 403 AccessDenied
   --invalid-credentials  every call answers 403 InvalidClientTokenId
   --list-users-denied    ListUsers answers 403 AccessDenied
+  --reject-stale-markers a Marker issued before the latest mutation answers 400 ValidationError
+  --caller-account-id ID GetCallerIdentity reports this 12-digit account (default: the served one)
   --help                 this text
-Control plane: GET /_fake/stats, GET /_fake/truth, GET /_fake/faults,
-POST /_fake/configure (JSON fault options), POST /_fake/stats/reset.`;
+Control plane: GET /_fake/stats, GET /_fake/truth, GET /_fake/faults, GET /_fake/window,
+POST /_fake/configure (JSON fault options), POST /_fake/stats/reset,
+POST /_fake/mutate (JSON mutation, or {"churn": {seed, count, kinds?}}), POST /_fake/window/start.`;
 
 // Numbers are parsed here rather than by parseArgs, which only knows strings.
 const number = { type: 'string' } as const;
@@ -54,9 +57,11 @@ const FLAGS = {
   denied: number,
   'invalid-credentials': flag,
   'list-users-denied': flag,
+  'reject-stale-markers': flag,
+  'caller-account-id': { type: 'string' },
   help: flag,
 } as const;
-type NumberFlag = Exclude<keyof typeof FLAGS, 'account-id' | 'invalid-credentials' | 'list-users-denied' | 'help'>;
+type NumberFlag = Exclude<keyof typeof FLAGS, 'account-id' | 'caller-account-id' | 'invalid-credentials' | 'list-users-denied' | 'reject-stale-markers' | 'help'>;
 
 class UsageError extends Error {}
 
@@ -83,6 +88,7 @@ function parse(argv: string[]): FakeIamOptions | 'help' {
   const keysMin = numeric('keys-min');
   const keysMax = numeric('keys-max');
   const accountId = values['account-id'];
+  const callerAccountId = values['caller-account-id'];
   return {
     port: numeric('port'),
     users: numeric('users'),
@@ -100,6 +106,8 @@ function parse(argv: string[]): FakeIamOptions | 'help' {
     deniedFraction: numeric('denied'),
     invalidCredentials: values['invalid-credentials'] === true,
     listUsersDenied: values['list-users-denied'] === true,
+    rejectStaleMarkers: values['reject-stale-markers'] === true,
+    ...(typeof callerAccountId === 'string' ? { callerAccountId } : {}),
   };
 }
 
