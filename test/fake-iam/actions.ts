@@ -22,7 +22,10 @@ export function isIamAction(name: string | null): name is IamAction {
 /** What an action reads: the account, and the fault options that decide per-user fates and markers. */
 export interface ActionContext {
   readonly dataset: AccountStore;
-  readonly faults: Pick<FaultOptions, 'listUsersDenied' | 'vanishedFraction' | 'deniedFraction' | 'rejectStaleMarkers'>;
+  readonly faults: Pick<
+    FaultOptions,
+    'listUsersDenied' | 'vanishedFraction' | 'deniedFraction' | 'rejectStaleMarkers' | 'lastUsedDenied'
+  >;
 }
 
 /** A successful answer, before rendering. */
@@ -158,6 +161,12 @@ function firstAfter(keys: readonly FakeKey[], cursor: Pick<FakeKey, 'createDate'
 function getAccessKeyLastUsed(params: URLSearchParams, context: ActionContext): FakeKey {
   const accessKeyId = requireMatch(params.get('AccessKeyId'), 'accessKeyId', ACCESS_KEY_ID, 16, 128);
   const key = context.dataset.keysById.get(accessKeyId);
+  const { dataset } = context;
+  // Permission is checked before existence, as IAM does: a caller without it learns nothing.
+  if (context.faults.lastUsedDenied) {
+    const resource = key ? dataset.ownerOf(key).arn : `arn:aws:iam::${dataset.accountId}:user/*`;
+    throw accessDenied(callerArn(dataset), 'GetAccessKeyLastUsed', resource);
+  }
   if (!key) throw new IamError('NoSuchEntity', `The Access Key with id ${accessKeyId} cannot be found.`);
   reachableUser(key.userName, 'GetAccessKeyLastUsed', context);
   return key;

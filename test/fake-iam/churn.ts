@@ -5,7 +5,8 @@
  * account state applies the same mutations (only "now" dates follow the clock).
  */
 import type { FakeUser } from './data.ts';
-import { FakeIamMutationError, MUTATION_KINDS, applyMutation, type Mutation, type MutationKind, type MutationResult } from './mutations.ts';
+import { SERVICES, REGIONS } from './data.ts';
+import { FakeIamMutationError, MUTATION_KINDS, STRUCTURAL_KINDS, applyMutation, type Mutation, type MutationKind, type MutationResult } from './mutations.ts';
 import { intBetween, pick, streamFor, type Random } from './random.ts';
 import type { AccountStore } from './store.ts';
 
@@ -13,13 +14,13 @@ export interface ChurnOptions {
   readonly seed: number;
   /** How many mutations to apply; fewer when none of the kinds has a target left. */
   readonly count: number;
-  /** The kinds to draw from, uniformly; default every kind. */
+  /** The kinds to draw from, uniformly; default every kind that changes a listing (all but `useKey`). */
   readonly kinds?: readonly MutationKind[];
 }
 
 const MAX_CHURN = 1_000_000;
 const NEEDS_USER: readonly MutationKind[] = ['deleteUser', 'renameUser', 'createKey', 'rotateKey'];
-const NEEDS_KEY: readonly MutationKind[] = ['deleteKey', 'setKeyStatus'];
+const NEEDS_KEY: readonly MutationKind[] = ['deleteKey', 'setKeyStatus', 'useKey'];
 
 /** Checks untrusted churn options; throws FakeIamMutationError listing every problem. */
 export function parseChurn(value: unknown): ChurnOptions {
@@ -72,12 +73,16 @@ function draw(store: AccountStore, kind: MutationKind, random: Random): Mutation
     case 'rotateKey':
       return { kind, userName: anyUser().userName };
     case 'deleteKey':
-    case 'setKeyStatus': {
+    case 'setKeyStatus':
+    case 'useKey': {
       const user = userWithKeys(store, random);
       if (!user) return undefined;
       const key = pick(random, store.keysByUser.get(user.userName) ?? []);
+      if (kind === 'deleteKey') return { kind, accessKeyId: key.accessKeyId };
+      // A use now, of a service in a region, as the generated uses are.
+      if (kind === 'useKey') return { kind, accessKeyId: key.accessKeyId, service: pick(random, SERVICES), region: pick(random, REGIONS) };
       // A status change always changes something: Active keys go Inactive, others come back.
-      return kind === 'deleteKey' ? { kind, accessKeyId: key.accessKeyId } : { kind, accessKeyId: key.accessKeyId, status: key.status === 'Active' ? 'Inactive' : 'Active' };
+      return { kind, accessKeyId: key.accessKeyId, status: key.status === 'Active' ? 'Inactive' : 'Active' };
     }
   }
 }
@@ -85,7 +90,7 @@ function draw(store: AccountStore, kind: MutationKind, random: Random): Mutation
 /** Applies seeded random mutations; returns what each did, in order. */
 export function churn(store: AccountStore, options: ChurnOptions): MutationResult[] {
   const random = streamFor(options.seed, 'churn');
-  const kinds = options.kinds ?? MUTATION_KINDS;
+  const kinds = options.kinds ?? STRUCTURAL_KINDS;
   const applied: MutationResult[] = [];
   while (applied.length < options.count) {
     const possible = kinds.filter((kind) => hasTarget(store, kind));

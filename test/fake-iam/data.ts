@@ -91,8 +91,8 @@ export const STATUSES: readonly (readonly [KeyStatus, number])[] = [
   ['Inactive', 15],
   ['Expired', 5],
 ];
-const SERVICES = ['s3', 'ec2', 'sts', 'iam', 'lambda', 'dynamodb', 'sqs', 'cloudformation', 'logs', 'ecr'];
-const REGIONS = ['us-east-1', 'us-east-2', 'us-west-2', 'eu-west-1', 'eu-central-1', 'ap-southeast-2'];
+export const SERVICES = ['s3', 'ec2', 'sts', 'iam', 'lambda', 'dynamodb', 'sqs', 'cloudformation', 'logs', 'ecr'];
+export const REGIONS = ['us-east-1', 'us-east-2', 'us-west-2', 'eu-west-1', 'eu-central-1', 'ap-southeast-2'];
 const LAST_USED_SHARE = 0.65;
 
 export const SECOND = 1000;

@@ -45,7 +45,12 @@ export interface FaultOptions {
    * account; `null`: the account the fake serves.
    */
   readonly callerAccountId: string | null;
+  /** GetAccessKeyLastUsed answers 403 AccessDenied. */
+  readonly lastUsedDenied: boolean;
 }
+
+/** A change to fault options: any subset. */
+export type FaultPatch = Partial<FaultOptions>;
 
 export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   latencyMs: 0,
@@ -60,6 +65,7 @@ export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   listUsersDenied: false,
   rejectStaleMarkers: false,
   callerAccountId: null,
+  lastUsedDenied: false,
 });
 
 /** A token bucket; starts full, so a burst is served at once. */

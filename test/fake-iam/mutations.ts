@@ -23,11 +23,20 @@ export type Mutation =
   | { readonly kind: 'createKey'; readonly userName: string; readonly createDate?: Date | string | number; readonly status?: KeyStatus }
   /** Deletes the user's oldest key, if any, and creates one dated now. */
   | { readonly kind: 'rotateKey'; readonly userName: string }
-  | { readonly kind: 'setKeyStatus'; readonly accessKeyId: string; readonly status: KeyStatus };
+  | { readonly kind: 'setKeyStatus'; readonly accessKeyId: string; readonly status: KeyStatus }
+  /**
+   * Records a use of a key, by default now (to the second), as
+   * GetAccessKeyLastUsed will report it. The credential report keeps its old
+   * value until it is generated again. No listing changes, so markers stay fresh.
+   */
+  | { readonly kind: 'useKey'; readonly accessKeyId: string; readonly date?: Date | string | number; readonly service: string; readonly region: string };
 
 export type MutationKind = Mutation['kind'];
 
-export const MUTATION_KINDS: readonly MutationKind[] = ['deleteUser', 'createUser', 'renameUser', 'deleteKey', 'createKey', 'rotateKey', 'setKeyStatus'];
+export const MUTATION_KINDS: readonly MutationKind[] = ['deleteUser', 'createUser', 'renameUser', 'deleteKey', 'createKey', 'rotateKey', 'setKeyStatus', 'useKey'];
+
+/** The kinds that change what a listing shows: churn's default. */
+export const STRUCTURAL_KINDS: readonly MutationKind[] = MUTATION_KINDS.filter((kind) => kind !== 'useKey');
 
 /** What a mutation did. */
 export type MutationResult =
@@ -37,7 +46,8 @@ export type MutationResult =
   | { readonly kind: 'deleteKey'; readonly accessKeyId: string; readonly userName: string; readonly userId: string }
   | { readonly kind: 'createKey'; readonly accessKeyId: string; readonly userName: string; readonly userId: string; readonly createDate: Date; readonly status: KeyStatus }
   | { readonly kind: 'rotateKey'; readonly userName: string; readonly userId: string; readonly deletedKeyId: string | null; readonly accessKeyId: string; readonly createDate: Date }
-  | { readonly kind: 'setKeyStatus'; readonly accessKeyId: string; readonly userName: string; readonly status: KeyStatus; readonly previousStatus: KeyStatus };
+  | { readonly kind: 'setKeyStatus'; readonly accessKeyId: string; readonly userName: string; readonly status: KeyStatus; readonly previousStatus: KeyStatus }
+  | { readonly kind: 'useKey'; readonly accessKeyId: string; readonly userName: string; readonly date: Date; readonly service: string; readonly region: string };
 
 /** A mutation that is malformed or names something that does not exist; nothing was changed. */
 export class FakeIamMutationError extends Error {
@@ -52,6 +62,8 @@ export class FakeIamMutationError extends Error {
 }
 
 const USER_NAME = /^[\w+=,.@-]{1,64}$/;
+/** What IAM reports as a service or region: lower-case words with digits and dashes. */
+const SERVICE_OR_REGION = /^[a-z0-9-]{1,64}$/;
 const USER_PATH = /^\/([\u0021-\u007e]*\/)?$/;
 const MAX_NEW_KEYS = 10_000;
 
@@ -147,6 +159,18 @@ export function parseMutation(value: unknown): Mutation {
       allowOnly(problems, fields, ['kind', 'accessKeyId', 'status']);
       mutation = { kind: 'setKeyStatus', accessKeyId: string(problems, fields, 'accessKeyId'), status: status(problems, fields) };
       break;
+    case 'useKey': {
+      allowOnly(problems, fields, ['kind', 'accessKeyId', 'date', 'service', 'region']);
+      const used = optional(fields, 'date', () => date(problems, fields, 'date'));
+      mutation = {
+        kind: 'useKey',
+        accessKeyId: string(problems, fields, 'accessKeyId'),
+        ...(used === undefined ? {} : { date: used }),
+        service: string(problems, fields, 'service', SERVICE_OR_REGION),
+        region: string(problems, fields, 'region', SERVICE_OR_REGION),
+      };
+      break;
+    }
     default:
       throw new FakeIamMutationError([`kind must be one of ${MUTATION_KINDS.join(', ')}, got ${JSON.stringify(fields.kind)}`]);
   }
@@ -222,6 +246,12 @@ export function applyMutation(store: AccountStore, mutation: Mutation, random: R
       const key = keyWithId(store, mutation.accessKeyId);
       store.setStatus(key, mutation.status);
       return { kind: 'setKeyStatus', accessKeyId: key.accessKeyId, userName: key.userName, status: mutation.status, previousStatus: key.status };
+    }
+    case 'useKey': {
+      const key = keyWithId(store, mutation.accessKeyId);
+      const date = wholeSecond(mutation.date === undefined ? store.now() : new Date(mutation.date).getTime());
+      store.setLastUsed(key, { date, service: mutation.service, region: mutation.region });
+      return { kind: 'useKey', accessKeyId: key.accessKeyId, userName: key.userName, date, service: mutation.service, region: mutation.region };
     }
   }
 }

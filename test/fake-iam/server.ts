@@ -18,7 +18,7 @@ import { API_VERSION, SERVICE_OF, XML_NAMESPACE, isAction, type Service } from '
 import { churn as applyChurn, parseChurn, type ChurnOptions } from './churn.ts';
 import { generateDataset } from './data.ts';
 import { IamError } from './errors.ts';
-import { FaultInjector, userFate, type FaultOptions } from './faults.ts';
+import { FaultInjector, userFate, type FaultOptions, type FaultPatch } from './faults.ts';
 import { FakeIamMutationError, applyMutation, parseMutation, type Mutation, type MutationResult } from './mutations.ts';
 import { FakeIamOptionsError, mergeFaultOptions, resolveOptions, type FakeIamOptions } from './options.ts';
 import { streamFor } from './random.ts';
@@ -30,7 +30,7 @@ import type { WindowKey } from './window.ts';
 import { renderError, renderResult } from './xml.ts';
 
 export type { FakeIamOptions } from './options.ts';
-export type { FaultOptions, RateLimit } from './faults.ts';
+export type { FaultOptions, FaultPatch, RateLimit } from './faults.ts';
 export type { FakeIamStats } from './stats.ts';
 export type { FakeIamTruth, TruthKey, TruthUser } from './truth.ts';
 export type { ChurnOptions } from './churn.ts';
@@ -56,7 +56,7 @@ export interface FakeIam {
    * Changes fault options on the running server; later requests see them.
    * Throws FakeIamOptionsError (and changes nothing) when the result is invalid.
    */
-  configure(patch: Partial<FaultOptions>): FaultOptions;
+  configure(patch: FaultPatch): FaultOptions;
   /**
    * Changes IAM now, as another administrator would; returns what it did.
    * Never faulted or counted. Throws FakeIamMutationError (and changes
@@ -119,7 +119,7 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
 /** Starts a fake on 127.0.0.1 and resolves once it is listening. */
 export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIam> {
   const resolved = resolveOptions(options);
-  const dataset = new AccountStore(generateDataset(resolved.data));
+  const dataset = new AccountStore(generateDataset(resolved.data), resolved.clock);
   const faults = new FaultInjector(resolved.data.seed, resolved.faults);
   // Draws what a test's mutation leaves open (fresh names, ids); churn has its own seed.
   const mutationRandom = streamFor(resolved.data.seed, 'mutations');
@@ -132,7 +132,7 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
   // server's, and stats read after close() must not show ghosts in flight.
   const unfinished = new Set<() => void>();
 
-  const configure = (patch: Partial<FaultOptions>): FaultOptions => {
+  const configure = (patch: FaultPatch): FaultOptions => {
     const next = mergeFaultOptions(faults.options, patch);
     faults.configure(next);
     return next;
@@ -150,7 +150,9 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
   /** The XML answer of an action that passed the fault path; throws IamError for an error answer. */
   function answer(action: IamAction | StsAction, params: URLSearchParams, requestId: string): string {
     if (SERVICE_OF[action] === 'sts') return runStsAction(action as StsAction, params, { caller: baseCaller(dataset.accountId), faults: faults.options }, requestId);
-    return renderResult(runAction(action as IamAction, params, { dataset, faults: faults.options }), requestId);
+    const result = runAction(action as IamAction, params, { dataset, faults: faults.options });
+    if (result.action === 'GetAccessKeyLastUsed') stats.lookedUp(result.key.accessKeyId);
+    return renderResult(result, requestId);
   }
 
   async function handleApi(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -243,7 +245,7 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
         const parsed = await readJson(req, res, 'a JSON object of fault options');
         if (parsed === undefined) return;
         try {
-          return sendJson(res, 200, configure(parsed.value as Partial<FaultOptions>));
+          return sendJson(res, 200, configure(parsed.value as FaultPatch));
         } catch (error) {
           if (!(error instanceof FakeIamOptionsError)) throw error;
           return sendJson(res, 400, { error: error.message, problems: error.problems });

@@ -28,6 +28,11 @@ export interface FakeIamStats {
   readonly dropped: number;
   /** Every error answer, by code. */
   readonly errors: Readonly<Partial<Record<IamErrorCode, number>>>;
+  /**
+   * Successful GetAccessKeyLastUsed answers per access key id (retried
+   * failures are not lookups), so a test can see a key looked up twice.
+   */
+  readonly lastUsedLookups: Readonly<Record<string, number>>;
 }
 
 const perAction = (value: number): Record<Action, number> =>
@@ -49,6 +54,7 @@ export class StatsRecorder {
   #serverErrors = 0;
   #dropped = 0;
   #errors: Partial<Record<IamErrorCode, number>> = {};
+  #lookups = new Map<string, number>();
 
   /**
    * Counts a request as received and in flight. Returns the function that ends
@@ -81,6 +87,11 @@ export class StatsRecorder {
     if (code === 'ServiceFailure' && source === 'injected') this.#serverErrors++;
   }
 
+  /** Counts a successful GetAccessKeyLastUsed answer. */
+  lookedUp(accessKeyId: string): void {
+    this.#lookups.set(accessKeyId, (this.#lookups.get(accessKeyId) ?? 0) + 1);
+  }
+
   /** Counts a connection destroyed on purpose. */
   dropped(): void {
     this.#dropped++;
@@ -100,6 +111,7 @@ export class StatsRecorder {
       serverErrors: this.#serverErrors,
       dropped: this.#dropped,
       errors: { ...this.#errors },
+      lastUsedLookups: Object.fromEntries(this.#lookups),
     };
   }
 
@@ -117,5 +129,6 @@ export class StatsRecorder {
     this.#serverErrors = 0;
     this.#dropped = 0;
     this.#errors = {};
+    this.#lookups = new Map();
   }
 }
