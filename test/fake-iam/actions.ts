@@ -8,10 +8,11 @@ import { IamError, accessDenied } from './errors.ts';
 import { userFate, type FaultOptions } from './faults.ts';
 import { decodeMarkerOf, encodeMarker, expiredMarker, pageOf, parseMaxItems, rejectMarker, type MarkerState, type Page } from './paging.ts';
 import type { Action } from './catalog.ts';
+import type { CredentialReport, GenerateAnswer } from './report.ts';
 import type { AccountStore } from './store.ts';
 
 /** The actions the fake implements; any other answers InvalidAction. */
-export const IAM_ACTIONS = ['ListUsers', 'ListAccessKeys', 'GetAccessKeyLastUsed'] as const satisfies readonly Action[];
+export const IAM_ACTIONS = ['ListUsers', 'ListAccessKeys', 'GetAccessKeyLastUsed', 'GenerateCredentialReport', 'GetCredentialReport'] as const satisfies readonly Action[];
 export type IamAction = (typeof IAM_ACTIONS)[number];
 
 /** Narrows the `Action` parameter to one the fake implements. */
@@ -24,7 +25,7 @@ export interface ActionContext {
   readonly dataset: AccountStore;
   readonly faults: Pick<
     FaultOptions,
-    'listUsersDenied' | 'vanishedFraction' | 'deniedFraction' | 'rejectStaleMarkers' | 'lastUsedDenied'
+    'listUsersDenied' | 'vanishedFraction' | 'deniedFraction' | 'rejectStaleMarkers' | 'lastUsedDenied' | 'reportDenied' | 'reportLimitExceeded' | 'credentialReport'
   >;
 }
 
@@ -32,7 +33,9 @@ export interface ActionContext {
 export type ActionResult =
   | { readonly action: 'ListUsers'; readonly page: Page<FakeUser> }
   | { readonly action: 'ListAccessKeys'; readonly page: Page<FakeKey> }
-  | { readonly action: 'GetAccessKeyLastUsed'; readonly key: FakeKey };
+  | { readonly action: 'GetAccessKeyLastUsed'; readonly key: FakeKey }
+  | { readonly action: 'GenerateCredentialReport'; readonly answer: GenerateAnswer }
+  | { readonly action: 'GetCredentialReport'; readonly report: CredentialReport };
 
 /** The identity the fake pretends signed every request, named in AccessDenied messages. */
 export const callerArn = (dataset: Pick<AccountStore, 'accountId'>): string => `arn:aws:iam::${dataset.accountId}:user/key-exporter`;
@@ -67,6 +70,10 @@ export function runAction(action: IamAction, params: URLSearchParams, context: A
       return { action, page: listAccessKeys(params, context) };
     case 'GetAccessKeyLastUsed':
       return { action, key: getAccessKeyLastUsed(params, context) };
+    case 'GenerateCredentialReport':
+      return { action, answer: generateCredentialReport(context) };
+    case 'GetCredentialReport':
+      return { action, report: getCredentialReport(context) };
   }
 }
 
@@ -170,4 +177,20 @@ function getAccessKeyLastUsed(params: URLSearchParams, context: ActionContext): 
   if (!key) throw new IamError('NoSuchEntity', `The Access Key with id ${accessKeyId} cannot be found.`);
   reachableUser(key.userName, 'GetAccessKeyLastUsed', context);
   return key;
+}
+
+function reportDenied(action: IamAction, { dataset, faults }: ActionContext): void {
+  if (faults.reportDenied) throw accessDenied(callerArn(dataset), action, '*');
+}
+
+function generateCredentialReport(context: ActionContext): GenerateAnswer {
+  reportDenied('GenerateCredentialReport', context);
+  if (context.faults.reportLimitExceeded) throw new IamError('LimitExceeded', 'Credential report generation limit exceeded. Try again later.');
+  const { dataset } = context;
+  return dataset.reports.generate(dataset.now(), context.faults.credentialReport, () => dataset);
+}
+
+function getCredentialReport(context: ActionContext): CredentialReport {
+  reportDenied('GetCredentialReport', context);
+  return context.dataset.reports.get(context.dataset.now(), context.faults.credentialReport);
 }

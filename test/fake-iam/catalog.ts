@@ -11,6 +11,8 @@ export const SERVICE_OF = {
   ListUsers: 'iam',
   ListAccessKeys: 'iam',
   GetAccessKeyLastUsed: 'iam',
+  GenerateCredentialReport: 'iam',
+  GetCredentialReport: 'iam',
   GetCallerIdentity: 'sts',
 } as const satisfies Record<string, Service>;
 

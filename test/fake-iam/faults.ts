@@ -5,6 +5,7 @@
  */
 import { invalidClientTokenId, serviceFailure, throttling, type IamError } from './errors.ts';
 import { streamFor, type Random } from './random.ts';
+import { DEFAULT_REPORT_TIMING, type CredentialReportTiming } from './report.ts';
 
 /** A token bucket over all API requests: `burst` tokens, refilled at `perSecond`. */
 export interface RateLimit {
@@ -47,10 +48,16 @@ export interface FaultOptions {
   readonly callerAccountId: string | null;
   /** GetAccessKeyLastUsed answers 403 AccessDenied. */
   readonly lastUsedDenied: boolean;
+  /** GenerateCredentialReport and GetCredentialReport answer 403 AccessDenied. */
+  readonly reportDenied: boolean;
+  /** GenerateCredentialReport answers 409 LimitExceeded. */
+  readonly reportLimitExceeded: boolean;
+  /** How long a credential report takes to generate and how long it stays fresh. */
+  readonly credentialReport: CredentialReportTiming;
 }
 
-/** A change to fault options: any subset. */
-export type FaultPatch = Partial<FaultOptions>;
+/** A change to fault options: any subset, and of `credentialReport` either field alone. */
+export type FaultPatch = Partial<Omit<FaultOptions, 'credentialReport'>> & { readonly credentialReport?: Partial<CredentialReportTiming> };
 
 export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   latencyMs: 0,
@@ -66,6 +73,9 @@ export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   rejectStaleMarkers: false,
   callerAccountId: null,
   lastUsedDenied: false,
+  reportDenied: false,
+  reportLimitExceeded: false,
+  credentialReport: DEFAULT_REPORT_TIMING,
 });
 
 /** A token bucket; starts full, so a burst is served at once. */

@@ -5,6 +5,7 @@
  */
 import type { DataOptions, KeysPerUser } from './data.ts';
 import { DEFAULT_FAULTS, type FaultOptions, type FaultPatch, type RateLimit } from './faults.ts';
+import type { CredentialReportTiming } from './report.ts';
 
 /** Options of `startFakeIam`: the data it serves plus the initial faults. */
 export interface FakeIamOptions extends FaultPatch {
@@ -49,6 +50,7 @@ export class FakeIamOptionsError extends Error {
 const MAX_USERS = 1_000_000;
 const MAX_KEYS_PER_USER = 10_000;
 const MAX_DELAY_MS = 600_000;
+const MAX_REPORT_AGE_MS = 365 * 24 * 60 * 60 * 1000;
 
 const FAULT_KEYS = Object.keys(DEFAULT_FAULTS) as (keyof FaultOptions)[];
 
@@ -87,6 +89,20 @@ function accountIdOrNull(problems: Problems, name: string, value: unknown): stri
   return value;
 }
 
+/** Report timing; a patch may give one of the two fields, the other is kept. */
+function reportTiming(problems: Problems, base: CredentialReportTiming, value: unknown): CredentialReportTiming {
+  if (typeof value !== 'object' || value === null) {
+    problems.push(`credentialReport must be { delayMs, maxAgeMs }, got ${JSON.stringify(value)}`);
+    return base;
+  }
+  const { delayMs = base.delayMs, maxAgeMs = base.maxAgeMs, ...rest } = value as Record<string, unknown>;
+  for (const key of Object.keys(rest)) problems.push(`unknown credentialReport option ${key}`);
+  return {
+    delayMs: numberIn(problems, 'credentialReport.delayMs', delayMs, 0, MAX_DELAY_MS),
+    maxAgeMs: numberIn(problems, 'credentialReport.maxAgeMs', maxAgeMs, 0, MAX_REPORT_AGE_MS),
+  };
+}
+
 function rateLimit(problems: Problems, value: unknown): RateLimit | null {
   if (value === null) return null;
   if (typeof value !== 'object') {
@@ -121,6 +137,9 @@ function patchFaults(problems: Problems, base: FaultOptions, patch: Readonly<Rec
     rejectStaleMarkers: bool(problems, 'rejectStaleMarkers', merged.rejectStaleMarkers),
     callerAccountId: accountIdOrNull(problems, 'callerAccountId', merged.callerAccountId),
     lastUsedDenied: bool(problems, 'lastUsedDenied', merged.lastUsedDenied),
+    reportDenied: bool(problems, 'reportDenied', merged.reportDenied),
+    reportLimitExceeded: bool(problems, 'reportLimitExceeded', merged.reportLimitExceeded),
+    credentialReport: reportTiming(problems, base.credentialReport, merged.credentialReport),
   };
   // One draw decides among these faults, so their shares must fit in 1.
   if (faults.throttleProbability + faults.serverErrorProbability + faults.dropProbability > 1) {

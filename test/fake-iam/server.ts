@@ -27,6 +27,7 @@ import { AccountStore } from './store.ts';
 import { baseCaller, runStsAction, type StsAction } from './sts.ts';
 import { buildTruth, readableKeys, type FakeIamTruth, type TruthKey } from './truth.ts';
 import type { WindowKey } from './window.ts';
+import type { ReportKey } from './report.ts';
 import { renderError, renderResult } from './xml.ts';
 
 export type { FakeIamOptions } from './options.ts';
@@ -36,6 +37,18 @@ export type { FakeIamTruth, TruthKey, TruthUser } from './truth.ts';
 export type { ChurnOptions } from './churn.ts';
 export type { Mutation, MutationKind, MutationResult } from './mutations.ts';
 export type { WindowKey } from './window.ts';
+export type { ReportKey } from './report.ts';
+
+/** The latest finished credential report, as `reportTruth()` gives it. */
+export interface CredentialReportTruth {
+  readonly generatedTime: Date;
+  /** Older than `credentialReport.maxAgeMs`: GetCredentialReport answers 410 ReportExpired. */
+  readonly expired: boolean;
+  /** The keys in the report, in row order, each with its slot (1 or 2). */
+  readonly keys: ReportKey[];
+  /** The CSV, decoded. */
+  readonly csv: string;
+}
 export { FakeIamOptionsError } from './options.ts';
 export { FakeIamMutationError } from './mutations.ts';
 
@@ -65,6 +78,12 @@ export interface FakeIam {
   mutate(mutation: Mutation): MutationResult;
   /** Applies `count` seeded random mutations to existing users and keys; returns them in order. */
   churn(options: ChurnOptions): MutationResult[];
+  /**
+   * What the current credential report says about each key (it has no key
+   * ids; this is the truth behind its rows): null until a generation has
+   * finished. Keys created or used after its GeneratedTime show their old state.
+   */
+  reportTruth(): CredentialReportTruth | null;
   /** Starts a new window now (one starts with the server). */
   startWindow(): void;
   /**
@@ -140,6 +159,17 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
   const truth = (): FakeIamTruth => buildTruth(dataset, faults.options);
   const mutate = (mutation: Mutation): MutationResult => applyMutation(dataset, parseMutation(mutation), mutationRandom);
   const churn = (churnOptions: ChurnOptions): MutationResult[] => applyChurn(dataset, parseChurn(churnOptions));
+  const reportTruth = (): CredentialReportTruth | null => {
+    const now = dataset.now();
+    const report = dataset.reports.latest(now);
+    if (!report) return null;
+    return {
+      generatedTime: new Date(report.generatedTime),
+      expired: now - report.startedAt >= faults.options.credentialReport.maxAgeMs,
+      keys: report.keys.map((key) => ({ ...key, lastRotated: new Date(key.lastRotated), lastUsed: key.lastUsed && { ...key.lastUsed, date: new Date(key.lastUsed.date) } })),
+      csv: report.csv,
+    };
+  };
   const windowTruth = (): WindowKey[] => dataset.window.truth(dataset, (rank) => userFate(rank, dataset.fateScale, faults.options) === 'present');
 
   function fail(res: ServerResponse, error: IamError, requestId: string, source: ErrorSource, service: Service = 'iam'): void {
@@ -231,6 +261,8 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
         return sendJson(res, 200, truth());
       case 'GET /_fake/faults':
         return sendJson(res, 200, faults.options);
+      case 'GET /_fake/report':
+        return sendJson(res, 200, reportTruth());
       case 'GET /_fake/window':
         return sendJson(res, 200, windowTruth());
       case 'POST /_fake/window/start':
@@ -292,6 +324,7 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
     configure,
     mutate,
     churn,
+    reportTruth,
     startWindow: () => dataset.window.start(),
     windowTruth,
     close() {

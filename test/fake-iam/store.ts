@@ -19,6 +19,7 @@
  */
 import { SECOND, compareCodeUnits, compareKeys, uniqueId, uniqueName, type Dataset, type FakeKey, type FakeUser, type KeyStatus, type LastUsed } from './data.ts';
 import type { Random } from './random.ts';
+import { CredentialReports } from './report.ts';
 import { WindowTracker } from './window.ts';
 
 /** The instant `ms` rounded down to a whole second, as IAM stores creation dates. */
@@ -47,6 +48,8 @@ export class AccountStore implements Dataset {
   readonly keysByUser: Map<string, FakeKey[]>;
   readonly keysById: Map<string, FakeKey>;
   readonly window = new WindowTracker();
+  /** IAM keeps one credential report per account. */
+  readonly reports = new CredentialReports();
   readonly #now: () => number;
   readonly #ids: Set<string>;
   readonly #lowerNames: Set<string>;

@@ -79,6 +79,13 @@ export function renderResult(result: ActionResult, requestId: string): string {
       return response('ListAccessKeys', members('AccessKeyMetadata', result.page.items, keyMetadata) + paging(result.page), requestId);
     case 'GetAccessKeyLastUsed':
       return response('GetAccessKeyLastUsed', text('UserName', result.key.userName) + lastUsed(result.key), requestId);
+    case 'GenerateCredentialReport':
+      return response('GenerateCredentialReport', text('State', result.answer.state) + text('Description', result.answer.description), requestId);
+    case 'GetCredentialReport': {
+      const { report } = result;
+      const content = Buffer.from(report.csv, 'utf8').toString('base64');
+      return response('GetCredentialReport', text('Content', content) + text('ReportFormat', 'text/csv') + text('GeneratedTime', isoSeconds(report.generatedTime)), requestId);
+    }
   }
 }
 
