@@ -31,8 +31,13 @@ const USAGE = `usage: npx tsx test/fake-iam/cli.ts [options]
   --list-users-denied    ListUsers answers 403 AccessDenied
   --reject-stale-markers a Marker issued before the latest mutation answers 400 ValidationError
   --caller-account-id ID GetCallerIdentity reports this 12-digit account (default: the served one)
+  --last-used-denied     GetAccessKeyLastUsed answers 403 AccessDenied
+  --report-denied        GenerateCredentialReport and GetCredentialReport answer 403 AccessDenied
+  --report-limit-exceeded GenerateCredentialReport answers 409 LimitExceeded
+  --report-delay-ms MS   how long a credential report takes to generate (default 0)
+  --report-max-age-ms MS age at which a credential report expires (default 14400000, 4 h)
   --help                 this text
-Control plane: GET /_fake/stats, GET /_fake/truth, GET /_fake/faults, GET /_fake/window,
+Control plane: GET /_fake/stats, GET /_fake/truth, GET /_fake/faults, GET /_fake/window, GET /_fake/report,
 POST /_fake/configure (JSON fault options), POST /_fake/stats/reset,
 POST /_fake/mutate (JSON mutation, or {"churn": {seed, count, kinds?}}), POST /_fake/window/start.`;
 
@@ -59,9 +64,17 @@ const FLAGS = {
   'list-users-denied': flag,
   'reject-stale-markers': flag,
   'caller-account-id': { type: 'string' },
+  'last-used-denied': flag,
+  'report-denied': flag,
+  'report-limit-exceeded': flag,
+  'report-delay-ms': number,
+  'report-max-age-ms': number,
   help: flag,
 } as const;
-type NumberFlag = Exclude<keyof typeof FLAGS, 'account-id' | 'caller-account-id' | 'invalid-credentials' | 'list-users-denied' | 'reject-stale-markers' | 'help'>;
+type NumberFlag = Exclude<
+  keyof typeof FLAGS,
+  'account-id' | 'caller-account-id' | 'invalid-credentials' | 'list-users-denied' | 'reject-stale-markers' | 'last-used-denied' | 'report-denied' | 'report-limit-exceeded' | 'help'
+>;
 
 class UsageError extends Error {}
 
@@ -108,6 +121,10 @@ function parse(argv: string[]): FakeIamOptions | 'help' {
     listUsersDenied: values['list-users-denied'] === true,
     rejectStaleMarkers: values['reject-stale-markers'] === true,
     ...(typeof callerAccountId === 'string' ? { callerAccountId } : {}),
+    lastUsedDenied: values['last-used-denied'] === true,
+    reportDenied: values['report-denied'] === true,
+    reportLimitExceeded: values['report-limit-exceeded'] === true,
+    credentialReport: { delayMs: numeric('report-delay-ms'), maxAgeMs: numeric('report-max-age-ms') },
   };
 }
 
