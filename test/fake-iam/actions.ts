@@ -3,13 +3,16 @@
  * parameters to a result or an IamError. No HTTP, no faults beyond the
  * per-user fates: the server decides those before calling in here.
  */
-import { compareCodeUnits, type Dataset, type FakeKey, type FakeUser } from './data.ts';
+import { compareCodeUnits, compareKeys, type FakeKey, type FakeUser } from './data.ts';
 import { IamError, accessDenied } from './errors.ts';
 import { userFate, type FaultOptions } from './faults.ts';
-import { decodeMarkerOf, encodeMarker, pageOf, parseMaxItems, rejectMarker, type Page } from './paging.ts';
+import { decodeMarkerOf, encodeMarker, expiredMarker, pageOf, parseMaxItems, rejectMarker, type MarkerState, type Page } from './paging.ts';
+import type { Action } from './catalog.ts';
+import type { CredentialReport, GenerateAnswer } from './report.ts';
+import type { AccountStore } from './store.ts';
 
 /** The actions the fake implements; any other answers InvalidAction. */
-export const IAM_ACTIONS = ['ListUsers', 'ListAccessKeys', 'GetAccessKeyLastUsed'] as const;
+export const IAM_ACTIONS = ['ListUsers', 'ListAccessKeys', 'GetAccessKeyLastUsed', 'GenerateCredentialReport', 'GetCredentialReport'] as const satisfies readonly Action[];
 export type IamAction = (typeof IAM_ACTIONS)[number];
 
 /** Narrows the `Action` parameter to one the fake implements. */
@@ -17,20 +20,25 @@ export function isIamAction(name: string | null): name is IamAction {
   return (IAM_ACTIONS as readonly (string | null)[]).includes(name);
 }
 
-/** What an action reads: the data, and the fault options that decide per-user fates. */
+/** What an action reads: the account, and the fault options that decide per-user fates and markers. */
 export interface ActionContext {
-  readonly dataset: Dataset;
-  readonly faults: Pick<FaultOptions, 'listUsersDenied' | 'vanishedFraction' | 'deniedFraction'>;
+  readonly dataset: AccountStore;
+  readonly faults: Pick<
+    FaultOptions,
+    'listUsersDenied' | 'vanishedFraction' | 'deniedFraction' | 'rejectStaleMarkers' | 'lastUsedDenied' | 'reportDenied' | 'reportLimitExceeded' | 'credentialReport'
+  >;
 }
 
 /** A successful answer, before rendering. */
 export type ActionResult =
   | { readonly action: 'ListUsers'; readonly page: Page<FakeUser> }
   | { readonly action: 'ListAccessKeys'; readonly page: Page<FakeKey> }
-  | { readonly action: 'GetAccessKeyLastUsed'; readonly key: FakeKey };
+  | { readonly action: 'GetAccessKeyLastUsed'; readonly key: FakeKey }
+  | { readonly action: 'GenerateCredentialReport'; readonly answer: GenerateAnswer }
+  | { readonly action: 'GetCredentialReport'; readonly report: CredentialReport };
 
 /** The identity the fake pretends signed every request, named in AccessDenied messages. */
-export const callerArn = (dataset: Dataset): string => `arn:aws:iam::${dataset.accountId}:user/key-exporter`;
+export const callerArn = (dataset: Pick<AccountStore, 'accountId'>): string => `arn:aws:iam::${dataset.accountId}:user/key-exporter`;
 
 /** Input patterns, with the spelling IAM's messages use for them. */
 interface Pattern {
@@ -62,7 +70,21 @@ export function runAction(action: IamAction, params: URLSearchParams, context: A
       return { action, page: listAccessKeys(params, context) };
     case 'GetAccessKeyLastUsed':
       return { action, key: getAccessKeyLastUsed(params, context) };
+    case 'GenerateCredentialReport':
+      return { action, answer: generateCredentialReport(context) };
+    case 'GetCredentialReport':
+      return { action, report: getCredentialReport(context) };
   }
+}
+
+/**
+ * Checks a decoded marker against the account's change counter: one from the
+ * future was never issued; one from before the latest change is refused when
+ * the fake plays an IAM whose markers expire.
+ */
+function checkIssued(marker: MarkerState, { dataset, faults }: ActionContext): void {
+  if (marker.gen > dataset.generation) rejectMarker();
+  if (faults.rejectStaleMarkers && marker.gen < dataset.generation) throw expiredMarker();
 }
 
 /** The first index whose user name sorts after `name`. */
@@ -84,9 +106,11 @@ function listUsers(params: URLSearchParams, { dataset, faults }: ActionContext):
   const prefix = requireMatch(params.get('PathPrefix') ?? '/', 'pathPrefix', PATH_PREFIX, 1, 512);
   const maxItems = parseMaxItems(params.get('MaxItems'));
   const rawMarker = params.get('Marker');
+  const marker = rawMarker === null ? undefined : decodeMarkerOf(rawMarker, 'users');
+  if (marker) checkIssued(marker, { dataset, faults });
   // The marker holds the last name returned, not an index, so it stays valid
-  // whatever the PathPrefix and would survive users being added meanwhile.
-  const from = rawMarker === null ? 0 : indexAfter(dataset.users, decodeMarkerOf(rawMarker, 'users').after);
+  // whatever the PathPrefix and survives users being added or deleted meanwhile.
+  const from = marker === undefined ? 0 : indexAfter(dataset.users, marker.after);
 
   const items: FakeUser[] = [];
   let i = from;
@@ -98,13 +122,13 @@ function listUsers(params: URLSearchParams, { dataset, faults }: ActionContext):
   for (; i < dataset.users.length && !more; i++) more = (dataset.users[i] as FakeUser).path.startsWith(prefix);
   const last = items[items.length - 1];
   if (!more || last === undefined) return { items, isTruncated: false };
-  return { items, isTruncated: true, marker: encodeMarker({ list: 'users', after: last.userName }) };
+  return { items, isTruncated: true, marker: encodeMarker({ list: 'users', after: last.userName, gen: dataset.generation }) };
 }
 
 /** The user a per-user call names, after its fate: denied, vanished or there. */
 function reachableUser(userName: string, action: IamAction, { dataset, faults }: ActionContext): FakeUser {
   const user = dataset.usersByName.get(userName);
-  const fate = user ? userFate(user.fateRank, dataset.users.length, faults) : 'vanished';
+  const fate = user ? userFate(user.fateRank, dataset.fateScale, faults) : 'vanished';
   if (user && fate === 'denied') throw accessDenied(callerArn(dataset), action, user.arn);
   if (!user || fate === 'vanished') throw new IamError('NoSuchEntity', `The user with name ${userName} cannot be found.`);
   return user;
@@ -118,15 +142,55 @@ function listAccessKeys(params: URLSearchParams, context: ActionContext): Page<F
   const rawMarker = params.get('Marker');
   const marker = rawMarker === null ? undefined : decodeMarkerOf(rawMarker, 'keys');
   const user = reachableUser(userName, 'ListAccessKeys', context);
+  // A marker is bound to the user (by id, which a rename keeps) it was issued for.
+  if (marker && marker.user !== user.userId) rejectMarker();
+  if (marker) checkIssued(marker, context);
   const keys = context.dataset.keysByUser.get(user.userName) ?? [];
-  if (marker && (marker.user !== user.userName || marker.index >= keys.length)) rejectMarker();
-  return pageOf(keys, marker?.index ?? 0, maxItems, (_, index) => ({ list: 'keys', user: user.userName, index }));
+  // Resume after the last key returned, by value: keys deleted or added
+  // meanwhile shift no position, so every key present throughout is listed once.
+  const from = marker === undefined ? 0 : firstAfter(keys, { createDate: new Date(marker.date), accessKeyId: marker.id });
+  const generation = context.dataset.generation;
+  return pageOf(keys, from, maxItems, (last) => ({ list: 'keys', user: user.userId, date: last.createDate.getTime(), id: last.accessKeyId, gen: generation }));
+}
+
+/** The index of the first key that sorts after `cursor` in ListAccessKeys order. */
+function firstAfter(keys: readonly FakeKey[], cursor: Pick<FakeKey, 'createDate' | 'accessKeyId'>): number {
+  let low = 0;
+  let high = keys.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (compareKeys(keys[mid] as FakeKey, cursor) <= 0) low = mid + 1;
+    else high = mid;
+  }
+  return low;
 }
 
 function getAccessKeyLastUsed(params: URLSearchParams, context: ActionContext): FakeKey {
   const accessKeyId = requireMatch(params.get('AccessKeyId'), 'accessKeyId', ACCESS_KEY_ID, 16, 128);
   const key = context.dataset.keysById.get(accessKeyId);
+  const { dataset } = context;
+  // Permission is checked before existence, as IAM does: a caller without it learns nothing.
+  if (context.faults.lastUsedDenied) {
+    const resource = key ? dataset.ownerOf(key).arn : `arn:aws:iam::${dataset.accountId}:user/*`;
+    throw accessDenied(callerArn(dataset), 'GetAccessKeyLastUsed', resource);
+  }
   if (!key) throw new IamError('NoSuchEntity', `The Access Key with id ${accessKeyId} cannot be found.`);
   reachableUser(key.userName, 'GetAccessKeyLastUsed', context);
   return key;
+}
+
+function reportDenied(action: IamAction, { dataset, faults }: ActionContext): void {
+  if (faults.reportDenied) throw accessDenied(callerArn(dataset), action, '*');
+}
+
+function generateCredentialReport(context: ActionContext): GenerateAnswer {
+  reportDenied('GenerateCredentialReport', context);
+  if (context.faults.reportLimitExceeded) throw new IamError('LimitExceeded', 'Credential report generation limit exceeded. Try again later.');
+  const { dataset } = context;
+  return dataset.reports.generate(dataset.now(), context.faults.credentialReport, () => dataset);
+}
+
+function getCredentialReport(context: ActionContext): CredentialReport {
+  reportDenied('GetCredentialReport', context);
+  return context.dataset.reports.get(context.dataset.now(), context.faults.credentialReport);
 }

@@ -29,9 +29,17 @@ const USAGE = `usage: npx tsx test/fake-iam/cli.ts [options]
   --denied F             share of users whose ListAccessKeys answers 403 AccessDenied
   --invalid-credentials  every call answers 403 InvalidClientTokenId
   --list-users-denied    ListUsers answers 403 AccessDenied
+  --reject-stale-markers a Marker issued before the latest mutation answers 400 ValidationError
+  --caller-account-id ID GetCallerIdentity reports this 12-digit account (default: the served one)
+  --last-used-denied     GetAccessKeyLastUsed answers 403 AccessDenied
+  --report-denied        GenerateCredentialReport and GetCredentialReport answer 403 AccessDenied
+  --report-limit-exceeded GenerateCredentialReport answers 409 LimitExceeded
+  --report-delay-ms MS   how long a credential report takes to generate (default 0)
+  --report-max-age-ms MS age at which a credential report expires (default 14400000, 4 h)
   --help                 this text
-Control plane: GET /_fake/stats, GET /_fake/truth, GET /_fake/faults,
-POST /_fake/configure (JSON fault options), POST /_fake/stats/reset.`;
+Control plane: GET /_fake/stats, GET /_fake/truth, GET /_fake/faults, GET /_fake/window, GET /_fake/report,
+POST /_fake/configure (JSON fault options), POST /_fake/stats/reset,
+POST /_fake/mutate (JSON mutation, or {"churn": {seed, count, kinds?}}), POST /_fake/window/start.`;
 
 // Numbers are parsed here rather than by parseArgs, which only knows strings.
 const number = { type: 'string' } as const;
@@ -54,9 +62,19 @@ const FLAGS = {
   denied: number,
   'invalid-credentials': flag,
   'list-users-denied': flag,
+  'reject-stale-markers': flag,
+  'caller-account-id': { type: 'string' },
+  'last-used-denied': flag,
+  'report-denied': flag,
+  'report-limit-exceeded': flag,
+  'report-delay-ms': number,
+  'report-max-age-ms': number,
   help: flag,
 } as const;
-type NumberFlag = Exclude<keyof typeof FLAGS, 'account-id' | 'invalid-credentials' | 'list-users-denied' | 'help'>;
+type NumberFlag = Exclude<
+  keyof typeof FLAGS,
+  'account-id' | 'caller-account-id' | 'invalid-credentials' | 'list-users-denied' | 'reject-stale-markers' | 'last-used-denied' | 'report-denied' | 'report-limit-exceeded' | 'help'
+>;
 
 class UsageError extends Error {}
 
@@ -83,6 +101,7 @@ function parse(argv: string[]): FakeIamOptions | 'help' {
   const keysMin = numeric('keys-min');
   const keysMax = numeric('keys-max');
   const accountId = values['account-id'];
+  const callerAccountId = values['caller-account-id'];
   return {
     port: numeric('port'),
     users: numeric('users'),
@@ -100,6 +119,12 @@ function parse(argv: string[]): FakeIamOptions | 'help' {
     deniedFraction: numeric('denied'),
     invalidCredentials: values['invalid-credentials'] === true,
     listUsersDenied: values['list-users-denied'] === true,
+    rejectStaleMarkers: values['reject-stale-markers'] === true,
+    ...(typeof callerAccountId === 'string' ? { callerAccountId } : {}),
+    lastUsedDenied: values['last-used-denied'] === true,
+    reportDenied: values['report-denied'] === true,
+    reportLimitExceeded: values['report-limit-exceeded'] === true,
+    credentialReport: { delayMs: numeric('report-delay-ms'), maxAgeMs: numeric('report-max-age-ms') },
   };
 }
 

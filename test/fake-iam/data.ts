@@ -53,6 +53,12 @@ export interface FakeKey {
 /** The whole account, indexed the ways the actions look it up. */
 export interface Dataset {
   readonly accountId: string;
+  /**
+   * The user count fates are measured against: the number of users generated.
+   * It stays fixed when users are created or deleted later, so no mutation
+   * changes the fate of a user that already exists.
+   */
+  readonly fateScale: number;
   /** In code-unit order of userName, the order ListUsers answers in. */
   readonly users: readonly FakeUser[];
   readonly usersByName: ReadonlyMap<string, FakeUser>;
@@ -74,22 +80,22 @@ const DOMAINS = ['corp', 'example.com', 'acme.io', 'contractor.example'];
 const SERVICE_WORDS = ['deploy', 'backup', 'terraform', 'grafana', 'jenkins', 'airflow', 'etl', 'billing-export', 's3-sync', 'gitlab-runner'];
 const ENVS = ['prod', 'staging', 'dev'];
 
-const PATHS: readonly (readonly [string, number])[] = [
+export const PATHS: readonly (readonly [string, number])[] = [
   ['/', 70],
   ['/engineering/', 15],
   ['/ops/team-a/', 10],
   ['/ops/team-b/', 5],
 ];
-const STATUSES: readonly (readonly [KeyStatus, number])[] = [
+export const STATUSES: readonly (readonly [KeyStatus, number])[] = [
   ['Active', 80],
   ['Inactive', 15],
   ['Expired', 5],
 ];
-const SERVICES = ['s3', 'ec2', 'sts', 'iam', 'lambda', 'dynamodb', 'sqs', 'cloudformation', 'logs', 'ecr'];
-const REGIONS = ['us-east-1', 'us-east-2', 'us-west-2', 'eu-west-1', 'eu-central-1', 'ap-southeast-2'];
+export const SERVICES = ['s3', 'ec2', 'sts', 'iam', 'lambda', 'dynamodb', 'sqs', 'cloudformation', 'logs', 'ecr'];
+export const REGIONS = ['us-east-1', 'us-east-2', 'us-west-2', 'eu-west-1', 'eu-central-1', 'ap-southeast-2'];
 const LAST_USED_SHARE = 0.65;
 
-const SECOND = 1000;
+export const SECOND = 1000;
 const MINUTE = 60 * SECOND;
 const DAY = 24 * 60 * MINUTE;
 const EARLIEST = Date.UTC(2015, 0, 1);
@@ -164,7 +170,7 @@ function candidateName(random: Random): string {
  * A user name not yet taken. IAM names are unique regardless of case, so
  * `Alice` and `alice` cannot both exist; `taken` holds lower-cased names.
  */
-function uniqueName(random: Random, taken: Set<string>): string {
+export function uniqueName(random: Random, taken: Pick<Set<string>, 'has' | 'add'>): string {
   let name = candidateName(random);
   // Realistic names repeat once the account is large: redraw, and if the
   // draws keep clashing fall back to the numeric suffix an administrator
@@ -177,7 +183,8 @@ function uniqueName(random: Random, taken: Set<string>): string {
   return name;
 }
 
-function uniqueId(random: Random, prefix: string, length: number, taken: Set<string>): string {
+/** A fresh id: `prefix` plus `length` characters of IAM's id alphabet, not in `taken` (then added). */
+export function uniqueId(random: Random, prefix: string, length: number, taken: Set<string>): string {
   let id: string;
   do id = prefix + randomString(random, UPPER_ALNUM, length);
   while (taken.has(id));
@@ -195,6 +202,11 @@ function secondBetween(random: Random, from: number, to: number): Date {
 /** Code-unit order, the order ListUsers promises; not locale order. */
 export function compareCodeUnits(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** ListAccessKeys order: by CreateDate, then by id for keys of the same second. */
+export function compareKeys(a: Pick<FakeKey, 'createDate' | 'accessKeyId'>, b: Pick<FakeKey, 'createDate' | 'accessKeyId'>): number {
+  return a.createDate.getTime() - b.createDate.getTime() || compareCodeUnits(a.accessKeyId, b.accessKeyId);
 }
 
 function lastUsedAfter(random: Random, created: Date): LastUsed | undefined {
@@ -237,7 +249,7 @@ export function generateDataset(options: DataOptions): Dataset {
       const lastUsed = lastUsedAfter(random, keyCreated);
       keys.push(lastUsed ? { ...key, lastUsed } : key);
     }
-    keys.sort((a, b) => a.createDate.getTime() - b.createDate.getTime() || compareCodeUnits(a.accessKeyId, b.accessKeyId));
+    keys.sort(compareKeys);
     keysByUser.set(userName, keys);
     for (const key of keys) keysById.set(key.accessKeyId, key);
   }
@@ -251,6 +263,7 @@ export function generateDataset(options: DataOptions): Dataset {
 
   return {
     accountId: options.accountId,
+    fateScale: users.length,
     users,
     usersByName: new Map(users.map((user) => [user.userName, user])),
     keysByUser,

@@ -10,7 +10,11 @@ export type IamErrorCode =
   | 'AccessDenied'
   | 'InvalidClientTokenId'
   | 'Throttling'
-  | 'ServiceFailure';
+  | 'ServiceFailure'
+  | 'ReportNotPresent'
+  | 'ReportInProgress'
+  | 'ReportExpired'
+  | 'LimitExceeded';
 
 /** `Sender` errors are the caller's fault (4xx); `Receiver` errors are IAM's (5xx). */
 export type IamFaultType = 'Sender' | 'Receiver';
@@ -24,6 +28,11 @@ const SHAPE: Record<IamErrorCode, { readonly status: number; readonly type: IamF
   // IAM throttles with 400, not 429; the SDK recognises it by its code.
   Throttling: { status: 400, type: 'Sender' },
   ServiceFailure: { status: 500, type: 'Receiver' },
+  // The credential report's codes and statuses, as the SDK's IAM model has them.
+  ReportNotPresent: { status: 410, type: 'Sender' },
+  ReportInProgress: { status: 404, type: 'Sender' },
+  ReportExpired: { status: 410, type: 'Sender' },
+  LimitExceeded: { status: 409, type: 'Sender' },
 };
 
 /** An error answer: thrown by the action handlers, rendered by the server. */

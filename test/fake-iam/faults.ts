@@ -5,6 +5,7 @@
  */
 import { invalidClientTokenId, serviceFailure, throttling, type IamError } from './errors.ts';
 import { streamFor, type Random } from './random.ts';
+import { DEFAULT_REPORT_TIMING, type CredentialReportTiming } from './report.ts';
 
 /** A token bucket over all API requests: `burst` tokens, refilled at `perSecond`. */
 export interface RateLimit {
@@ -34,7 +35,29 @@ export interface FaultOptions {
   readonly invalidCredentials: boolean;
   /** ListUsers answers 403 AccessDenied. */
   readonly listUsersDenied: boolean;
+  /**
+   * A Marker (of either listing) issued before the account's latest change is
+   * answered 400 ValidationError, like an IAM marker that expired: the client
+   * must restart that listing.
+   */
+  readonly rejectStaleMarkers: boolean;
+  /**
+   * The account GetCallerIdentity reports, to play credentials of another
+   * account; `null`: the account the fake serves.
+   */
+  readonly callerAccountId: string | null;
+  /** GetAccessKeyLastUsed answers 403 AccessDenied. */
+  readonly lastUsedDenied: boolean;
+  /** GenerateCredentialReport and GetCredentialReport answer 403 AccessDenied. */
+  readonly reportDenied: boolean;
+  /** GenerateCredentialReport answers 409 LimitExceeded. */
+  readonly reportLimitExceeded: boolean;
+  /** How long a credential report takes to generate and how long it stays fresh. */
+  readonly credentialReport: CredentialReportTiming;
 }
+
+/** A change to fault options: any subset, and of `credentialReport` either field alone. */
+export type FaultPatch = Partial<Omit<FaultOptions, 'credentialReport'>> & { readonly credentialReport?: Partial<CredentialReportTiming> };
 
 export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   latencyMs: 0,
@@ -47,6 +70,12 @@ export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   deniedFraction: 0,
   invalidCredentials: false,
   listUsersDenied: false,
+  rejectStaleMarkers: false,
+  callerAccountId: null,
+  lastUsedDenied: false,
+  reportDenied: false,
+  reportLimitExceeded: false,
+  credentialReport: DEFAULT_REPORT_TIMING,
 });
 
 /** A token bucket; starts full, so a burst is served at once. */
@@ -80,9 +109,10 @@ export class TokenBucket {
 export type UserFate = 'present' | 'vanished' | 'denied';
 
 /**
- * The fate of the user at `rank` (see `FakeUser.fateRank`) among `userCount`
- * users: the lowest ranks vanish, the next ones are denied. Shares are rounded
- * to whole users so a fraction means the same count every time.
+ * The fate of the user at `rank` (see `FakeUser.fateRank`) on a scale of
+ * `userCount` users (the number generated, `Dataset.fateScale`): the lowest
+ * ranks vanish, the next ones are denied. Shares are rounded to whole users so
+ * a fraction means the same count every time.
  */
 export function userFate(rank: number, userCount: number, options: Pick<FaultOptions, 'vanishedFraction' | 'deniedFraction'>): UserFate {
   const vanished = Math.round(options.vanishedFraction * userCount);

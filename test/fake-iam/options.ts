@@ -4,10 +4,11 @@
  * TypeScript callers, CLI flags or JSON over HTTP, so types are checked too.
  */
 import type { DataOptions, KeysPerUser } from './data.ts';
-import { DEFAULT_FAULTS, type FaultOptions, type RateLimit } from './faults.ts';
+import { DEFAULT_FAULTS, type FaultOptions, type FaultPatch, type RateLimit } from './faults.ts';
+import type { CredentialReportTiming } from './report.ts';
 
 /** Options of `startFakeIam`: the data it serves plus the initial faults. */
-export interface FakeIamOptions extends Partial<FaultOptions> {
+export interface FakeIamOptions extends FaultPatch {
   /** TCP port on 127.0.0.1; 0 (the default) picks a free one. */
   readonly port?: number;
   /** Number of users, default 50. */
@@ -18,10 +19,18 @@ export interface FakeIamOptions extends Partial<FaultOptions> {
   readonly keysPerUser?: Partial<KeysPerUser>;
   /** 12-digit account id in ARNs, default 123456789012. */
   readonly accountId?: string;
+  /**
+   * Wall-clock milliseconds the fake reads for what IAM dates (new users and
+   * keys, uses, credential report generation and age); default `Date.now`.
+   * A test passes a clock it moves by hand to step through time without
+   * sleeping. Latency and the rate limit keep real time.
+   */
+  readonly clock?: () => number;
 }
 
 export interface ResolvedOptions {
   readonly port: number;
+  readonly clock: () => number;
   readonly data: DataOptions;
   readonly faults: FaultOptions;
 }
@@ -41,6 +50,7 @@ export class FakeIamOptionsError extends Error {
 const MAX_USERS = 1_000_000;
 const MAX_KEYS_PER_USER = 10_000;
 const MAX_DELAY_MS = 600_000;
+const MAX_REPORT_AGE_MS = 365 * 24 * 60 * 60 * 1000;
 
 const FAULT_KEYS = Object.keys(DEFAULT_FAULTS) as (keyof FaultOptions)[];
 
@@ -68,6 +78,29 @@ function bool(problems: Problems, name: string, value: unknown): boolean {
     return false;
   }
   return value;
+}
+
+function accountIdOrNull(problems: Problems, name: string, value: unknown): string | null {
+  if (value === null) return null;
+  if (typeof value !== 'string' || !/^\d{12}$/.test(value)) {
+    problems.push(`${name} must be null or 12 digits, got ${JSON.stringify(value)}`);
+    return null;
+  }
+  return value;
+}
+
+/** Report timing; a patch may give one of the two fields, the other is kept. */
+function reportTiming(problems: Problems, base: CredentialReportTiming, value: unknown): CredentialReportTiming {
+  if (typeof value !== 'object' || value === null) {
+    problems.push(`credentialReport must be { delayMs, maxAgeMs }, got ${JSON.stringify(value)}`);
+    return base;
+  }
+  const { delayMs = base.delayMs, maxAgeMs = base.maxAgeMs, ...rest } = value as Record<string, unknown>;
+  for (const key of Object.keys(rest)) problems.push(`unknown credentialReport option ${key}`);
+  return {
+    delayMs: numberIn(problems, 'credentialReport.delayMs', delayMs, 0, MAX_DELAY_MS),
+    maxAgeMs: numberIn(problems, 'credentialReport.maxAgeMs', maxAgeMs, 0, MAX_REPORT_AGE_MS),
+  };
 }
 
 function rateLimit(problems: Problems, value: unknown): RateLimit | null {
@@ -101,6 +134,12 @@ function patchFaults(problems: Problems, base: FaultOptions, patch: Readonly<Rec
     deniedFraction: numberIn(problems, 'deniedFraction', merged.deniedFraction, 0, 1),
     invalidCredentials: bool(problems, 'invalidCredentials', merged.invalidCredentials),
     listUsersDenied: bool(problems, 'listUsersDenied', merged.listUsersDenied),
+    rejectStaleMarkers: bool(problems, 'rejectStaleMarkers', merged.rejectStaleMarkers),
+    callerAccountId: accountIdOrNull(problems, 'callerAccountId', merged.callerAccountId),
+    lastUsedDenied: bool(problems, 'lastUsedDenied', merged.lastUsedDenied),
+    reportDenied: bool(problems, 'reportDenied', merged.reportDenied),
+    reportLimitExceeded: bool(problems, 'reportLimitExceeded', merged.reportLimitExceeded),
+    credentialReport: reportTiming(problems, base.credentialReport, merged.credentialReport),
   };
   // One draw decides among these faults, so their shares must fit in 1.
   if (faults.throttleProbability + faults.serverErrorProbability + faults.dropProbability > 1) {
@@ -116,7 +155,7 @@ function patchFaults(problems: Problems, base: FaultOptions, patch: Readonly<Rec
  * Returns `base` with `patch` applied; throws FakeIamOptionsError listing every
  * problem. Only fault options may be patched: the data is fixed at start.
  */
-export function mergeFaultOptions(base: FaultOptions, patch: Partial<FaultOptions>): FaultOptions {
+export function mergeFaultOptions(base: FaultOptions, patch: FaultPatch): FaultOptions {
   const problems: Problems = [];
   if (typeof patch !== 'object' || patch === null) throw new FakeIamOptionsError(['fault options must be an object']);
   const faults = patchFaults(problems, base, patch);
@@ -127,7 +166,8 @@ export function mergeFaultOptions(base: FaultOptions, patch: Partial<FaultOption
 /** Fills in defaults and validates; throws FakeIamOptionsError listing every problem. */
 export function resolveOptions(options: FakeIamOptions = {}): ResolvedOptions {
   const problems: Problems = [];
-  const { port = 0, users = 50, seed = 1, keysPerUser = {}, accountId = '123456789012', ...faultPatch } = options;
+  const { port = 0, users = 50, seed = 1, keysPerUser = {}, accountId = '123456789012', clock = Date.now, ...faultPatch } = options;
+  if (typeof clock !== 'function') problems.push('clock must be a function returning epoch milliseconds');
   const min = integerIn(problems, 'keysPerUser.min', keysPerUser.min ?? 0, 0, MAX_KEYS_PER_USER);
   const max = integerIn(problems, 'keysPerUser.max', keysPerUser.max ?? Math.max(min, 2), 0, MAX_KEYS_PER_USER);
   if (min > max) problems.push(`keysPerUser.min (${min}) must not exceed keysPerUser.max (${max})`);
@@ -136,6 +176,7 @@ export function resolveOptions(options: FakeIamOptions = {}): ResolvedOptions {
   }
   const resolved: ResolvedOptions = {
     port: integerIn(problems, 'port', port, 0, 65535),
+    clock,
     data: {
       users: integerIn(problems, 'users', users, 0, MAX_USERS),
       seed: integerIn(problems, 'seed', seed, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),

@@ -1,19 +1,25 @@
 /**
  * IAM's Marker pagination: MaxItems validation, opaque markers, page slicing.
- * A marker is base64url JSON naming where the next page starts; anything the
- * fake did not produce is rejected with ValidationError, as IAM does.
+ * A marker is base64url JSON naming the last item returned (never a position,
+ * so it keeps its meaning when items are added or deleted between pages) and
+ * the account's change counter when it was issued (so a fake told to reject
+ * stale markers can tell them). Anything the fake did not produce is rejected
+ * with ValidationError, as IAM does.
  */
 import { IamError } from './errors.ts';
 
 export const DEFAULT_MAX_ITEMS = 100;
 export const MAX_MAX_ITEMS = 1000;
 
-/** Where the next page starts. */
+/** Where the next page starts, and when the marker was issued. */
 export type MarkerState =
   /** ListUsers: the first user whose name sorts after `after`. */
-  | { readonly list: 'users'; readonly after: string }
-  /** ListAccessKeys: the key at `index` of `user`'s keys. */
-  | { readonly list: 'keys'; readonly user: string; readonly index: number };
+  | { readonly list: 'users'; readonly after: string; readonly gen: number }
+  /**
+   * ListAccessKeys of the user with id `user`: the first key that sorts after
+   * the last one returned, whose CreateDate (epoch ms) was `date` and id `id`.
+   */
+  | { readonly list: 'keys'; readonly user: string; readonly date: number; readonly id: string; readonly gen: number };
 
 /** One page of a listing. `marker` is set exactly when `isTruncated`. */
 export interface Page<T> {
@@ -23,6 +29,9 @@ export interface Page<T> {
 }
 
 const invalidMarker = (): IamError => new IamError('ValidationError', 'Invalid Marker: the marker was not returned by a previous call.');
+
+/** What IAM answers for a marker it no longer honours; the client must restart the listing. */
+export const expiredMarker = (): IamError => new IamError('ValidationError', 'Invalid Marker: the marker has expired; start the listing again.');
 
 /** Parses the MaxItems parameter: absent means 100; 1..1000 otherwise. */
 export function parseMaxItems(raw: string | null): number {
@@ -59,11 +68,13 @@ export function decodeMarker(raw: string): MarkerState {
   }
   if (typeof parsed !== 'object' || parsed === null) throw invalidMarker();
   const state = parsed as Record<string, unknown>;
+  const gen = state.gen;
+  if (typeof gen !== 'number' || !Number.isSafeInteger(gen) || gen < 0) throw invalidMarker();
   if (state.list === 'users' && typeof state.after === 'string') {
-    return { list: 'users', after: state.after };
+    return { list: 'users', after: state.after, gen };
   }
-  if (state.list === 'keys' && typeof state.user === 'string' && Number.isSafeInteger(state.index) && (state.index as number) > 0) {
-    return { list: 'keys', user: state.user, index: state.index as number };
+  if (state.list === 'keys' && typeof state.user === 'string' && Number.isSafeInteger(state.date) && typeof state.id === 'string' && state.id !== '') {
+    return { list: 'keys', user: state.user, date: state.date as number, id: state.id, gen };
   }
   throw invalidMarker();
 }
@@ -82,12 +93,11 @@ export function rejectMarker(): never {
 
 /**
  * Up to `maxItems` items of `items` from `start`, with the marker for the rest.
- * `markerAfter` names the position after the page's last item.
+ * `markerAfter` names the page's last item.
  */
-export function pageOf<T>(items: readonly T[], start: number, maxItems: number, markerAfter: (last: T, nextIndex: number) => MarkerState): Page<T> {
+export function pageOf<T>(items: readonly T[], start: number, maxItems: number, markerAfter: (last: T) => MarkerState): Page<T> {
   const slice = items.slice(start, start + maxItems);
   const last = slice[slice.length - 1];
-  const nextIndex = start + slice.length;
-  if (last === undefined || nextIndex >= items.length) return { items: slice, isTruncated: false };
-  return { items: slice, isTruncated: true, marker: encodeMarker(markerAfter(last, nextIndex)) };
+  if (last === undefined || start + slice.length >= items.length) return { items: slice, isTruncated: false };
+  return { items: slice, isTruncated: true, marker: encodeMarker(markerAfter(last)) };
 }

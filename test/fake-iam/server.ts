@@ -1,31 +1,56 @@
 /**
  * An IAM Query-protocol emulator on 127.0.0.1, for tests, the demo and the
- * benchmark. The real @aws-sdk/client-iam talks to it through `endpoint`.
+ * benchmark. The real @aws-sdk/client-iam (and client-sts, for
+ * GetCallerIdentity) talks to it through `endpoint`.
  *
  * Each API request goes: count it → rate limit (answer at once if empty) →
  * latency → invalid credentials / drop / throttle / 500 → the action itself.
  * `/_fake/*` is the control plane for other processes; it is never faulted
- * and never counted.
+ * and never counted, and neither are mutations.
  */
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isIamAction, runAction } from './actions.ts';
-import { generateDataset, type Dataset } from './data.ts';
+import { runAction, type IamAction } from './actions.ts';
+import { API_VERSION, SERVICE_OF, XML_NAMESPACE, isAction, type Service } from './catalog.ts';
+import { churn as applyChurn, parseChurn, type ChurnOptions } from './churn.ts';
+import { generateDataset } from './data.ts';
 import { IamError } from './errors.ts';
-import { FaultInjector, type FaultOptions } from './faults.ts';
+import { FaultInjector, userFate, type FaultOptions, type FaultPatch } from './faults.ts';
+import { FakeIamMutationError, applyMutation, parseMutation, type Mutation, type MutationResult } from './mutations.ts';
 import { FakeIamOptionsError, mergeFaultOptions, resolveOptions, type FakeIamOptions } from './options.ts';
+import { streamFor } from './random.ts';
 import { StatsRecorder, type ErrorSource, type FakeIamStats } from './stats.ts';
+import { AccountStore } from './store.ts';
+import { baseCaller, runStsAction, type StsAction } from './sts.ts';
 import { buildTruth, readableKeys, type FakeIamTruth, type TruthKey } from './truth.ts';
+import type { WindowKey } from './window.ts';
+import type { ReportKey } from './report.ts';
 import { renderError, renderResult } from './xml.ts';
 
 export type { FakeIamOptions } from './options.ts';
-export type { FaultOptions, RateLimit } from './faults.ts';
+export type { FaultOptions, FaultPatch, RateLimit } from './faults.ts';
 export type { FakeIamStats } from './stats.ts';
 export type { FakeIamTruth, TruthKey, TruthUser } from './truth.ts';
+export type { ChurnOptions } from './churn.ts';
+export type { Mutation, MutationKind, MutationResult } from './mutations.ts';
+export type { WindowKey } from './window.ts';
+export type { ReportKey } from './report.ts';
+
+/** The latest finished credential report, as `reportTruth()` gives it. */
+export interface CredentialReportTruth {
+  readonly generatedTime: Date;
+  /** Older than `credentialReport.maxAgeMs`: GetCredentialReport answers 410 ReportExpired. */
+  readonly expired: boolean;
+  /** The keys in the report, in row order, each with its slot (1 or 2). */
+  readonly keys: ReportKey[];
+  /** The CSV, decoded. */
+  readonly csv: string;
+}
 export { FakeIamOptionsError } from './options.ts';
+export { FakeIamMutationError } from './mutations.ts';
 
 /** A running fake. */
 export interface FakeIam {
@@ -44,7 +69,29 @@ export interface FakeIam {
    * Changes fault options on the running server; later requests see them.
    * Throws FakeIamOptionsError (and changes nothing) when the result is invalid.
    */
-  configure(patch: Partial<FaultOptions>): FaultOptions;
+  configure(patch: FaultPatch): FaultOptions;
+  /**
+   * Changes IAM now, as another administrator would; returns what it did.
+   * Never faulted or counted. Throws FakeIamMutationError (and changes
+   * nothing) when the mutation is malformed or names no existing user or key.
+   */
+  mutate(mutation: Mutation): MutationResult;
+  /** Applies `count` seeded random mutations to existing users and keys; returns them in order. */
+  churn(options: ChurnOptions): MutationResult[];
+  /**
+   * What the current credential report says about each key (it has no key
+   * ids; this is the truth behind its rows): null until a generation has
+   * finished. Keys created or used after its GeneratedTime show their old state.
+   */
+  reportTruth(): CredentialReportTruth | null;
+  /** Starts a new window now (one starts with the server). */
+  startWindow(): void;
+  /**
+   * Every key that existed at some moment since the window started, of users
+   * readable under the fault options in force now (neither vanished nor
+   * denied), with whether it existed throughout (`whole`).
+   */
+  windowTruth(): WindowKey[];
   /** Stops listening, destroys every connection and pending answer; idempotent. */
   close(): Promise<void>;
 }
@@ -91,8 +138,10 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
 /** Starts a fake on 127.0.0.1 and resolves once it is listening. */
 export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIam> {
   const resolved = resolveOptions(options);
-  const dataset: Dataset = generateDataset(resolved.data);
+  const dataset = new AccountStore(generateDataset(resolved.data), resolved.clock);
   const faults = new FaultInjector(resolved.data.seed, resolved.faults);
+  // Draws what a test's mutation leaves open (fresh names, ids); churn has its own seed.
+  const mutationRandom = streamFor(resolved.data.seed, 'mutations');
   const stats = new StatsRecorder();
   // Aborts latency waits on close, so pending answers do not hold the process.
   const closing = new AbortController();
@@ -102,16 +151,38 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
   // server's, and stats read after close() must not show ghosts in flight.
   const unfinished = new Set<() => void>();
 
-  const configure = (patch: Partial<FaultOptions>): FaultOptions => {
+  const configure = (patch: FaultPatch): FaultOptions => {
     const next = mergeFaultOptions(faults.options, patch);
     faults.configure(next);
     return next;
   };
   const truth = (): FakeIamTruth => buildTruth(dataset, faults.options);
+  const mutate = (mutation: Mutation): MutationResult => applyMutation(dataset, parseMutation(mutation), mutationRandom);
+  const churn = (churnOptions: ChurnOptions): MutationResult[] => applyChurn(dataset, parseChurn(churnOptions));
+  const reportTruth = (): CredentialReportTruth | null => {
+    const now = dataset.now();
+    const report = dataset.reports.latest(now);
+    if (!report) return null;
+    return {
+      generatedTime: new Date(report.generatedTime),
+      expired: now - report.startedAt >= faults.options.credentialReport.maxAgeMs,
+      keys: report.keys.map((key) => ({ ...key, lastRotated: new Date(key.lastRotated), lastUsed: key.lastUsed && { ...key.lastUsed, date: new Date(key.lastUsed.date) } })),
+      csv: report.csv,
+    };
+  };
+  const windowTruth = (): WindowKey[] => dataset.window.truth(dataset, (rank) => userFate(rank, dataset.fateScale, faults.options) === 'present');
 
-  function fail(res: ServerResponse, error: IamError, requestId: string, source: ErrorSource): void {
+  function fail(res: ServerResponse, error: IamError, requestId: string, source: ErrorSource, service: Service = 'iam'): void {
     stats.error(error.code, source);
-    sendXml(res, error.status, renderError(error, requestId), requestId);
+    sendXml(res, error.status, renderError(error, requestId, XML_NAMESPACE[service]), requestId);
+  }
+
+  /** The XML answer of an action that passed the fault path; throws IamError for an error answer. */
+  function answer(action: IamAction | StsAction, params: URLSearchParams, requestId: string): string {
+    if (SERVICE_OF[action] === 'sts') return runStsAction(action as StsAction, params, { caller: baseCaller(dataset.accountId), faults: faults.options }, requestId);
+    const result = runAction(action as IamAction, params, { dataset, faults: faults.options });
+    if (result.action === 'GetAccessKeyLastUsed') stats.lookedUp(result.key.accessKeyId);
+    return renderResult(result, requestId);
   }
 
   async function handleApi(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -120,7 +191,8 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
     if (body === undefined) return;
     const params = req.method === 'POST' ? new URLSearchParams(body) : url.searchParams;
     const actionName = params.get('Action');
-    const action = isIamAction(actionName) ? actionName : undefined;
+    const action = isAction(actionName) ? actionName : undefined;
+    const service = action ? SERVICE_OF[action] : 'iam';
     const end = stats.begin(action);
     const finish = (): void => {
       unfinished.delete(finish);
@@ -131,7 +203,7 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
     const requestId = randomUUID();
 
     const limited = faults.onArrival();
-    if (limited) return fail(res, limited, requestId, 'rateLimit');
+    if (limited) return fail(res, limited, requestId, 'rateLimit', service);
     const delay = faults.delayMs();
     if (delay > 0) await sleep(delay, undefined, { signal: closing.signal });
 
@@ -141,15 +213,39 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
       req.socket.destroy();
       return;
     }
-    if (verdict.kind === 'fail') return fail(res, verdict.error, requestId, 'injected');
+    if (verdict.kind === 'fail') return fail(res, verdict.error, requestId, 'injected', service);
     if (!action) {
-      return fail(res, new IamError('InvalidAction', `Could not find operation ${actionName ?? ''} for version 2010-05-08`), requestId, 'action');
+      return fail(res, new IamError('InvalidAction', `Could not find operation ${actionName ?? ''} for version ${API_VERSION.iam}`), requestId, 'action');
     }
     try {
-      sendXml(res, 200, renderResult(runAction(action, params, { dataset, faults: faults.options }), requestId), requestId);
+      sendXml(res, 200, answer(action, params, requestId), requestId);
     } catch (error) {
       if (!(error instanceof IamError)) throw error;
-      fail(res, error, requestId, 'action');
+      fail(res, error, requestId, 'action', service);
+    }
+  }
+
+  /** Parses a JSON control body; answers 400 and returns undefined when it is not JSON. */
+  async function readJson(req: IncomingMessage, res: ServerResponse, what: string): Promise<{ value: unknown } | undefined> {
+    const body = await readBody(req);
+    if (body === undefined) return undefined;
+    try {
+      return { value: JSON.parse(body) };
+    } catch {
+      sendJson(res, 400, { error: `body must be ${what}` });
+      return undefined;
+    }
+  }
+
+  /** POST /_fake/mutate: one mutation, or `{ "churn": { seed, count, kinds? } }`. */
+  function mutateRoute(res: ServerResponse, value: unknown): void {
+    try {
+      const isChurn = typeof value === 'object' && value !== null && 'churn' in value;
+      const result = isChurn ? churn((value as { churn: ChurnOptions }).churn) : mutate(value as Mutation);
+      return sendJson(res, 200, result);
+    } catch (error) {
+      if (!(error instanceof FakeIamMutationError)) throw error;
+      return sendJson(res, 400, { error: error.message, code: error.code, problems: error.problems });
     }
   }
 
@@ -165,17 +261,23 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
         return sendJson(res, 200, truth());
       case 'GET /_fake/faults':
         return sendJson(res, 200, faults.options);
+      case 'GET /_fake/report':
+        return sendJson(res, 200, reportTruth());
+      case 'GET /_fake/window':
+        return sendJson(res, 200, windowTruth());
+      case 'POST /_fake/window/start':
+        dataset.window.start();
+        return sendJson(res, 200, { started: true });
+      case 'POST /_fake/mutate': {
+        const parsed = await readJson(req, res, 'a JSON mutation or { "churn": { seed, count, kinds? } }');
+        if (parsed === undefined) return;
+        return mutateRoute(res, parsed.value);
+      }
       case 'POST /_fake/configure': {
-        const body = await readBody(req);
-        if (body === undefined) return;
-        let patch: unknown;
+        const parsed = await readJson(req, res, 'a JSON object of fault options');
+        if (parsed === undefined) return;
         try {
-          patch = JSON.parse(body);
-        } catch {
-          return sendJson(res, 400, { error: 'body must be a JSON object of fault options' });
-        }
-        try {
-          return sendJson(res, 200, configure(patch as Partial<FaultOptions>));
+          return sendJson(res, 200, configure(parsed.value as FaultPatch));
         } catch (error) {
           if (!(error instanceof FakeIamOptionsError)) throw error;
           return sendJson(res, 400, { error: error.message, problems: error.problems });
@@ -220,6 +322,11 @@ export async function startFakeIam(options: FakeIamOptions = {}): Promise<FakeIa
     resetStats: () => stats.reset(),
     faults: () => faults.options,
     configure,
+    mutate,
+    churn,
+    reportTruth,
+    startWindow: () => dataset.window.start(),
+    windowTruth,
     close() {
       closed ??= new Promise<void>((resolve, reject) => {
         closing.abort();

@@ -2,12 +2,12 @@
  * What the fake saw: calls per action, concurrency peaks and the faults it
  * injected. Tests and the benchmark read these to check how a client behaved.
  */
-import { IAM_ACTIONS, type IamAction } from './actions.ts';
+import { ACTIONS, type Action } from './catalog.ts';
 import type { IamErrorCode } from './errors.ts';
 
 export interface FakeIamStats {
-  /** API requests received per action, whatever their answer. */
-  readonly calls: Readonly<Record<IamAction, number>>;
+  /** API requests received per action (every action the fake implements, of every service), whatever their answer. */
+  readonly calls: Readonly<Record<Action, number>>;
   /** Requests whose Action the fake does not implement. */
   readonly invalidActions: number;
   /** All API requests received. */
@@ -17,7 +17,7 @@ export interface FakeIamStats {
   /** Most requests handled at once, over all actions. */
   readonly peakInFlight: number;
   /** Most requests of each action handled at once. */
-  readonly peakInFlightByAction: Readonly<Record<IamAction, number>>;
+  readonly peakInFlightByAction: Readonly<Record<Action, number>>;
   /** Throttling answers, from the rate limit or injected at random. */
   readonly throttled: number;
   /** Of `throttled`, those from the rate limit. */
@@ -28,10 +28,15 @@ export interface FakeIamStats {
   readonly dropped: number;
   /** Every error answer, by code. */
   readonly errors: Readonly<Partial<Record<IamErrorCode, number>>>;
+  /**
+   * Successful GetAccessKeyLastUsed answers per access key id (retried
+   * failures are not lookups), so a test can see a key looked up twice.
+   */
+  readonly lastUsedLookups: Readonly<Record<string, number>>;
 }
 
-const perAction = (value: number): Record<IamAction, number> =>
-  Object.fromEntries(IAM_ACTIONS.map((action) => [action, value])) as Record<IamAction, number>;
+const perAction = (value: number): Record<Action, number> =>
+  Object.fromEntries(ACTIONS.map((action) => [action, value])) as Record<Action, number>;
 
 /** Where an error answer came from. */
 export type ErrorSource = 'rateLimit' | 'injected' | 'action';
@@ -49,13 +54,14 @@ export class StatsRecorder {
   #serverErrors = 0;
   #dropped = 0;
   #errors: Partial<Record<IamErrorCode, number>> = {};
+  #lookups = new Map<string, number>();
 
   /**
    * Counts a request as received and in flight. Returns the function that ends
    * it; calling that more than once is harmless, since both the answer and the
    * socket closing may report the end.
    */
-  begin(action: IamAction | undefined): () => void {
+  begin(action: Action | undefined): () => void {
     if (action) this.#calls[action]++;
     else this.#invalidActions++;
     this.#inFlight++;
@@ -81,6 +87,11 @@ export class StatsRecorder {
     if (code === 'ServiceFailure' && source === 'injected') this.#serverErrors++;
   }
 
+  /** Counts a successful GetAccessKeyLastUsed answer. */
+  lookedUp(accessKeyId: string): void {
+    this.#lookups.set(accessKeyId, (this.#lookups.get(accessKeyId) ?? 0) + 1);
+  }
+
   /** Counts a connection destroyed on purpose. */
   dropped(): void {
     this.#dropped++;
@@ -91,7 +102,7 @@ export class StatsRecorder {
     return {
       calls: { ...this.#calls },
       invalidActions: this.#invalidActions,
-      totalCalls: IAM_ACTIONS.reduce((sum, action) => sum + this.#calls[action], this.#invalidActions),
+      totalCalls: ACTIONS.reduce((sum, action) => sum + this.#calls[action], this.#invalidActions),
       inFlight: this.#inFlight,
       peakInFlight: this.#peak,
       peakInFlightByAction: { ...this.#peakByAction },
@@ -100,6 +111,7 @@ export class StatsRecorder {
       serverErrors: this.#serverErrors,
       dropped: this.#dropped,
       errors: { ...this.#errors },
+      lastUsedLookups: Object.fromEntries(this.#lookups),
     };
   }
 
@@ -117,5 +129,6 @@ export class StatsRecorder {
     this.#serverErrors = 0;
     this.#dropped = 0;
     this.#errors = {};
+    this.#lookups = new Map();
   }
 }

@@ -40,10 +40,10 @@ function truthKey(key: FakeKey): TruthKey {
   return { ...copy, lastUsed: { date: new Date(key.lastUsed.date), service: key.lastUsed.service, region: key.lastUsed.region } };
 }
 
-/** The truth under the current fault options (they decide who vanished or is denied). */
+/** The truth now, under the current fault options (they decide who vanished or is denied). */
 export function buildTruth(dataset: Dataset, faults: Pick<FaultOptions, 'vanishedFraction' | 'deniedFraction'>): FakeIamTruth {
   const users = dataset.users.map((user): TruthUser => {
-    const fate = userFate(user.fateRank, dataset.users.length, faults);
+    const fate = userFate(user.fateRank, dataset.fateScale, faults);
     return {
       userName: user.userName,
       userId: user.userId,

@@ -1,14 +1,16 @@
 /**
- * Renders answers as IAM's Query-protocol XML. Element names and nesting copy
- * IAM's responses; every value goes through `escapeXml`, including values
- * echoed from the request, which can hold anything.
+ * Renders answers as Query-protocol XML (IAM's, and the shared helpers STS
+ * uses). Element names and nesting copy the services' responses; every value
+ * goes through `escapeXml`, including values echoed from the request, which
+ * can hold anything.
  */
 import type { ActionResult } from './actions.ts';
+import { XML_NAMESPACE } from './catalog.ts';
 import type { FakeKey, FakeUser } from './data.ts';
 import type { IamError } from './errors.ts';
 import type { Page } from './paging.ts';
 
-export const IAM_XMLNS = 'https://iam.amazonaws.com/doc/2010-05-08/';
+export const IAM_XMLNS = XML_NAMESPACE.iam;
 
 const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;', '\r': '&#xD;' };
 
@@ -28,19 +30,24 @@ export function isoSeconds(date: Date): string {
   return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-const el = (name: string, ...children: string[]): string => `<${name}>${children.join('')}</${name}>`;
-const text = (name: string, value: string): string => el(name, escapeXml(value));
+/** An element around already-rendered children. */
+export const el = (name: string, ...children: string[]): string => `<${name}>${children.join('')}</${name}>`;
+/** An element holding escaped text. */
+export const text = (name: string, value: string): string => el(name, escapeXml(value));
 const members = <T>(name: string, items: readonly T[], render: (item: T) => string): string =>
   el(name, ...items.map((item) => el('member', render(item))));
 
-function response(action: string, result: string, requestId: string): string {
+/** A Query-protocol success answer: `<ActionResponse><ActionResult>…` plus the request id. */
+export function queryResponse(namespace: string, action: string, result: string, requestId: string): string {
   return (
-    `<${action}Response xmlns="${IAM_XMLNS}">` +
+    `<${action}Response xmlns="${namespace}">` +
     el(`${action}Result`, result) +
     el('ResponseMetadata', text('RequestId', requestId)) +
     `</${action}Response>`
   );
 }
+
+const response = (action: string, result: string, requestId: string): string => queryResponse(IAM_XMLNS, action, result, requestId);
 
 function paging(page: Page<unknown>): string {
   return text('IsTruncated', String(page.isTruncated)) + (page.marker === undefined ? '' : text('Marker', page.marker));
@@ -72,13 +79,20 @@ export function renderResult(result: ActionResult, requestId: string): string {
       return response('ListAccessKeys', members('AccessKeyMetadata', result.page.items, keyMetadata) + paging(result.page), requestId);
     case 'GetAccessKeyLastUsed':
       return response('GetAccessKeyLastUsed', text('UserName', result.key.userName) + lastUsed(result.key), requestId);
+    case 'GenerateCredentialReport':
+      return response('GenerateCredentialReport', text('State', result.answer.state) + text('Description', result.answer.description), requestId);
+    case 'GetCredentialReport': {
+      const { report } = result;
+      const content = Buffer.from(report.csv, 'utf8').toString('base64');
+      return response('GetCredentialReport', text('Content', content) + text('ReportFormat', 'text/csv') + text('GeneratedTime', isoSeconds(report.generatedTime)), requestId);
+    }
   }
 }
 
-/** The XML body of an error answer; the HTTP status comes from `error.status`. */
-export function renderError(error: IamError, requestId: string): string {
+/** The XML body of an error answer in `namespace` (IAM's by default); the HTTP status comes from `error.status`. */
+export function renderError(error: IamError, requestId: string, namespace: string = IAM_XMLNS): string {
   return (
-    `<ErrorResponse xmlns="${IAM_XMLNS}">` +
+    `<ErrorResponse xmlns="${namespace}">` +
     el('Error', text('Type', error.type), text('Code', error.code), text('Message', error.message)) +
     text('RequestId', requestId) +
     '</ErrorResponse>'
