@@ -95,7 +95,8 @@ export interface CheckpointData {
   readonly phase: Phase;
   /** Durable commits so far; 0 = the snapshot holds nothing yet and is not adopted by a rerun. */
   readonly commits: number;
-  readonly listing: { readonly token: string | null; readonly done: boolean };
+  /** The ListUsers pass: its resume token, whether it reached the end, and whether a full scan since found nobody unknown. */
+  readonly listing: { readonly token: string | null; readonly done: boolean; readonly verified: boolean };
   readonly users: {
     readonly finished: readonly string[];
     readonly pending: readonly UserRef[];
@@ -122,6 +123,8 @@ export interface ResumePlan {
   readonly listToken: string | null;
   /** True when nothing is left to list. */
   readonly listingDone: boolean;
+  /** True when a full scan after the listing found no user the snapshot does not know. */
+  readonly listingVerified: boolean;
   /** Every user the snapshot knows, by UserId: the lister must not start them again. */
   readonly known: ReadonlySet<string>;
   /** Users to page directly: in progress (from their token) or pending (from the start). */
@@ -149,6 +152,7 @@ export class Checkpoint {
 
   #listToken: string | null = null;
   #listingDone = false;
+  #listingVerified = false;
   readonly #finished = new Set<string>();
   readonly #pending = new Map<string, UserRef>();
   readonly #inProgress = new Map<string, UserResume>();
@@ -181,9 +185,14 @@ export class Checkpoint {
           else if (this.#pending.has(u.userId)) this.#pending.set(u.userId, u); // renamed before it started
         }
         return;
+      case 'users-scanned':
+        for (const u of event.users) if (!this.knows(u.userId)) this.#pending.set(u.userId, u);
+        if (event.complete) this.#listingVerified = true;
+        return;
       case 'users-restarted':
         this.#listToken = null;
         this.#listingDone = false;
+        this.#listingVerified = false;
         this.counters.restartedListings++;
         return;
       case 'user-page':
@@ -243,9 +252,12 @@ export class Checkpoint {
     this.counters.rowsWritten += part.rows;
   }
 
-  /** True when every known user is finished or failed and nothing is left to list. */
+  /**
+   * True when every known user is finished or failed, nothing is left to list, and
+   * a full scan after the listing found nobody the snapshot does not know.
+   */
   get exportComplete(): boolean {
-    return this.#listingDone && this.#pending.size === 0 && this.#inProgress.size === 0 && this.#missing.size === 0;
+    return this.#listingDone && this.#listingVerified && this.#pending.size === 0 && this.#inProgress.size === 0 && this.#missing.size === 0;
   }
 
   /** Users that failed with a non-retryable error, in name order. */
@@ -267,7 +279,7 @@ export class Checkpoint {
   resumePlan(): ResumePlan {
     const known = new Set<string>([...this.#finished, ...this.#pending.keys(), ...this.#inProgress.keys(), ...this.#missing.keys(), ...this.#failed.keys()]);
     const resume: UserResume[] = [...this.#inProgress.values(), ...[...this.#pending.values()].map((user) => ({ user, token: null }))];
-    return { listToken: this.#listToken, listingDone: this.#listingDone, known, resume, missing: [...this.#missing.values()], usersExported: this.counters.usersExported };
+    return { listToken: this.#listToken, listingDone: this.#listingDone, listingVerified: this.#listingVerified, known, resume, missing: [...this.#missing.values()], usersExported: this.counters.usersExported };
   }
 
   /**
@@ -297,7 +309,7 @@ export class Checkpoint {
       callerArn: this.callerArn,
       phase: this.phase,
       commits: this.commits,
-      listing: { token: this.#listToken, done: this.#listingDone },
+      listing: { token: this.#listToken, done: this.#listingDone, verified: this.#listingVerified },
       users: {
         finished: [...this.#finished].sort(),
         pending: [...this.#pending.values()],
@@ -364,6 +376,7 @@ export class Checkpoint {
     if (cp.phase === 'publishing' && cp.publishing === null) throw corrupt('publishing without files');
     cp.#listToken = typeof d.listing.token === 'string' ? d.listing.token : null;
     cp.#listingDone = d.listing.done === true;
+    cp.#listingVerified = d.listing.verified === true;
     for (const id of d.users.finished) cp.#finished.add(checkId(id, corrupt));
     for (const id of d.users.dirty) cp.#dirty.add(checkId(id, corrupt));
     for (const u of d.users.pending) cp.#pending.set(checkUser(u, corrupt).userId, u);

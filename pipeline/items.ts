@@ -38,6 +38,12 @@ export interface RecordItem<T> {
 export type StateEvent =
   /** A ListUsers page was read from `token`; `nextToken` lists the page after it (null: last page). */
   | { readonly kind: 'users-page'; readonly token: string | null; readonly nextToken: string | null; readonly users: readonly UserRef[] }
+  /**
+   * A full ListUsers scan after the listing found `users` the snapshot did not
+   * know (renamed behind the listing's cursor, or created); `complete` when it
+   * found nothing new and nothing missing: the listing is verified.
+   */
+  | { readonly kind: 'users-scanned'; readonly users: readonly UserRef[]; readonly complete: boolean }
   /** ListUsers rejected the stored Marker: the listing starts over (known users are skipped by id). */
   | { readonly kind: 'users-restarted' }
   /** A page of `user`'s keys was read; the rest starts at `nextToken`. */

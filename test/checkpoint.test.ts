@@ -21,6 +21,8 @@ const u = (id: string, name = id.toLowerCase()): UserRef => ({
 });
 const fresh = () => new Checkpoint('20261128T111000Z', new Date('2026-11-28T11:10:00.123Z'), config);
 const roundTrip = (cp: Checkpoint) => Checkpoint.fromJSON(JSON.parse(JSON.stringify(cp.toJSON())), 'x');
+/** The full scan after the listing found nobody unknown. */
+const scanned = { kind: 'users-scanned', users: [], complete: true } as const;
 
 test('listed users are pending until paged; the ListUsers token moves with every page', () => {
   const cp = fresh();
@@ -29,6 +31,7 @@ test('listed users are pending until paged; the ListUsers token moves with every
   assert.deepEqual(cp.toJSON().users.pending.map((p) => p.userId), ['AIDAA', 'AIDAB']);
   cp.apply({ kind: 'user-done', user: u('A') });
   cp.apply({ kind: 'users-page', token: 't2', nextToken: null, users: [u('C')] });
+  cp.apply(scanned);
   assert.equal(cp.exportComplete, false, 'B and C are pending');
   const plan = roundTrip(cp).resumePlan();
   assert.equal(plan.listingDone, true);
@@ -43,6 +46,7 @@ test('listed users are pending until paged; the ListUsers token moves with every
 test('a user in progress keeps its StartingToken and blocks completion', () => {
   const cp = fresh();
   cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A'), u('B')] });
+  cp.apply(scanned);
   cp.apply({ kind: 'user-done', user: u('B') });
   cp.apply({ kind: 'user-page', user: u('A'), nextToken: 'k1' });
   const plan = roundTrip(cp).resumePlan();
@@ -58,6 +62,7 @@ test('a finished user listed again under a new name is known by its id and never
   cp.apply({ kind: 'user-done', user: u('A', 'alice') });
   // Renamed to zed: listed on a later page.
   cp.apply({ kind: 'users-page', token: 'p2', nextToken: null, users: [u('A', 'zed')] });
+  cp.apply(scanned);
   assert.equal(cp.exportComplete, true);
   assert.deepEqual(cp.toJSON().users.pending, []);
   assert.ok(roundTrip(cp).resumePlan().known.has('AIDAA'));
@@ -74,6 +79,7 @@ test('a pending user renamed before it started is resumed under its new name', (
 test('missing users block completion until found (then paged again, dirty if pages of them were committed) or vanished', () => {
   const cp = fresh();
   cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A'), u('B'), u('C')] });
+  cp.apply(scanned);
   cp.apply({ kind: 'user-page', user: u('A'), nextToken: 'ka' });
   cp.apply({ kind: 'user-missing', user: u('A'), token: 'ka' });
   cp.apply({ kind: 'user-missing', user: u('B'), token: null });
@@ -101,6 +107,21 @@ test('a restarted user is dirty only when pages of it were committed; every rest
   assert.deepEqual(roundTrip(cp).resumePlan().resume.map((r) => [r.user.userId, r.token]).sort(), [['AIDAA', null], ['AIDAB', null]]);
 });
 
+test('the export is complete only once a full scan after the listing found nobody unknown; users it finds become pending', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A')] });
+  cp.apply({ kind: 'user-done', user: u('A') });
+  assert.equal(cp.exportComplete, false, 'listed to the end, not verified');
+  // A user renamed behind the listing's cursor: the scan finds it.
+  cp.apply({ kind: 'users-scanned', users: [u('A', 'a2'), u('B')], complete: false });
+  assert.deepEqual(roundTrip(cp).resumePlan().resume.map((r) => r.user.userId), ['AIDAB'], 'A is known by id: only B is new');
+  cp.apply({ kind: 'user-done', user: u('B') });
+  assert.equal(cp.exportComplete, false);
+  cp.apply(scanned);
+  assert.equal(cp.exportComplete, true);
+  assert.equal(roundTrip(cp).resumePlan().listingVerified, true);
+});
+
 test('a ListUsers restart lists from the start again, keeping every known user', () => {
   const cp = fresh();
   cp.apply({ kind: 'users-page', token: null, nextToken: 'p2', users: [u('A')] });
@@ -116,6 +137,7 @@ test('a ListUsers restart lists from the start again, keeping every known user',
 test('failed users do not block completion, keep code and token, and are retried on a resume of the export', () => {
   const cp = fresh();
   cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A'), u('B')] });
+  cp.apply(scanned);
   cp.apply({ kind: 'user-failed', user: u('A'), code: 'AccessDenied', token: 'k9' });
   cp.apply({ kind: 'user-done', user: u('B') });
   assert.equal(cp.exportComplete, true);
@@ -134,6 +156,7 @@ test('once the export is over, a resume keeps the failed users exactly: a partia
   for (const phase of ['finalize', 'publishing'] as const) {
     const cp = fresh();
     cp.apply({ kind: 'users-page', token: null, nextToken: null, users: [u('A'), u('B')] });
+    cp.apply(scanned);
     cp.apply({ kind: 'user-failed', user: u('A'), code: 'AccessDenied', token: null });
     cp.apply({ kind: 'user-done', user: u('B') });
     cp.phase = phase;

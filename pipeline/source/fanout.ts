@@ -5,10 +5,13 @@
  * running, so neither memory nor pending work grows with the number of users.
  *
  * Identity: users are known by UserId. A user the snapshot already knows is never
- * started again by the lister, whatever name it is listed under now. A user IAM
- * says NoSuchEntity for is "missing": once the listing is done, one ListUsers scan
- * looks for its UserId under another name (renamed: paged again from the start)
- * and declares the rest vanished. A Marker IAM rejects restarts that listing once.
+ * started again by the lister, whatever name it is listed under now. A listing is
+ * not a snapshot: a user renamed behind its cursor is not listed again. So once the
+ * listing is done, a full ListUsers scan (1,000 a page) looks for users the
+ * snapshot does not know (started now) and for "missing" ones, those IAM said
+ * NoSuchEntity for: found under another name they were renamed (paged again from
+ * the start), else they vanished. The export is complete once a scan finds nothing
+ * new. A Marker IAM rejects restarts that listing once.
  *
  * Stopping (signal, time budget, max items, throttling that outlived the retries,
  * a fatal error elsewhere) is graceful: no new call starts, in-flight calls are
@@ -31,8 +34,10 @@ import { toUserRef } from './users.ts';
 export const MAX_LISTING_RESTARTS = 2;
 /** Failures of the first this-many users, all alike and with no user exported, are systemic. */
 export const SYSTEMIC_SAMPLE = 20;
-/** Page size of the scan that looks for missing users. */
+/** Page size of the scan that verifies the listing. */
 const SCAN_PAGE_SIZE = 1000;
+/** Scans that may each still find something before the listing counts as verified (IAM that keeps changing). */
+export const MAX_SCANS = 4;
 
 export interface SourceOptions {
   readonly client: IAMClient;
@@ -92,6 +97,7 @@ class Source {
   readonly #missing = new Map<string, UserResume>();
   /** Users listed in this run or the checkpoint (for the systemic rule's sample). */
   #listingDone: boolean;
+  #listingVerified: boolean;
   #exported: number;
   #failures = new Map<string, number>();
   #failedTotal = 0;
@@ -104,6 +110,7 @@ class Source {
     this.#known = new Set(o.plan.known);
     for (const m of o.plan.missing) this.#missing.set(m.user.userId, m);
     this.#listingDone = o.plan.listingDone;
+    this.#listingVerified = o.plan.listingVerified;
     this.#exported = o.plan.usersExported;
   }
 
@@ -124,7 +131,7 @@ class Source {
       }
       if (!this.#listingDone && !this.#halted()) await this.#list();
       await this.#settled();
-      await this.#resolveMissing();
+      await this.#verifyListing();
       await this.#settled();
       if (!this.#halted()) this.#checkSystemic(true);
     } catch (err) {
@@ -204,23 +211,26 @@ class Source {
   }
 
   /**
-   * Looks for the missing users under other names: one ListUsers scan from the
-   * start. Found ones (renamed) are paged again from the start under their new
-   * name; the others are vanished. Only once the listing is complete: a missing
-   * user may simply be listed later under its new name. A few rounds at most (a
-   * user renamed again while being paged again).
+   * Full ListUsers scans once the listing is done and every started user settled,
+   * until one finds no user the snapshot does not know and no missing user: users
+   * renamed behind the listing's cursor (or created since) are started; missing
+   * users found under a new name are paged again from the start, the others (not
+   * listed, or listed under the very name IAM said NoSuchEntity for: a listing
+   * lagging a deletion) vanished. After MAX_SCANS the listing counts as verified
+   * whatever the last scan found: IAM that never stops changing cannot be caught.
    */
-  async #resolveMissing(): Promise<void> {
-    for (let round = 0; round < 3 && this.#missing.size > 0 && this.#listingDone && !this.#halted(); round++) {
-      const o = this.#o;
-      const found: UserRef[] = [];
+  async #verifyListing(): Promise<void> {
+    const o = this.#o;
+    for (let round = 1; this.#listingDone && !this.#listingVerified && !this.#halted(); round++) {
+      const unknown: UserRef[] = [];
+      const renamed: UserRef[] = [];
       try {
         for await (const page of paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: SCAN_PAGE_SIZE } }, { abortSignal: o.stop })) {
           for (const u of page.Users.map(toUserRef)) {
-            // Listed under the very name IAM just said NoSuchEntity for: a listing
-            // that lags a deletion, not a rename. Only a new name is worth paging.
             const m = this.#missing.get(u.userId);
-            if (m && m.user.userName !== u.userName) found.push(u);
+            if (m) {
+              if (m.user.userName !== u.userName) renamed.push(u);
+            } else if (!this.#known.has(u.userId) && !unknown.some((x) => x.userId === u.userId)) unknown.push(u);
           }
         }
       } catch (err) {
@@ -229,21 +239,32 @@ class Source {
         if (action.kind === 'throttled') return o.onThrottled();
         throw action.kind === 'fatal' ? action.error : classifyFatal(err, this.#site('ListUsers', 'iam:ListUsers'));
       }
-      const foundIds = new Set(found.map((u) => u.userId));
-      for (const [id, m] of [...this.#missing]) {
-        if (foundIds.has(id)) continue;
-        this.#missing.delete(id);
-        await this.#emit({ kind: 'user-vanished', user: m.user });
-        o.onUserFinished?.();
-      }
-      for (const user of found) {
+      // The last allowed scan pages nobody again: the missing users are vanished.
+      const last = round >= MAX_SCANS;
+      const renamedIds = new Set(last ? [] : renamed.map((u) => u.userId));
+      await this.#vanishMissing((id) => !renamedIds.has(id));
+      const complete = (unknown.length === 0 && renamed.length === 0) || last;
+      o.onUsersListed?.(unknown.length, true);
+      await this.#emit({ kind: 'users-scanned', users: unknown, complete });
+      for (const user of [...(last ? [] : renamed), ...unknown]) {
         await this.#slot();
         if (this.#halted()) return;
-        this.#missing.delete(user.userId);
-        await this.#emit({ kind: 'user-found', user });
+        if (this.#missing.delete(user.userId)) await this.#emit({ kind: 'user-found', user });
         this.#start(user, null);
       }
       await this.#settled();
+      if (last) await this.#vanishMissing(() => true);
+      this.#listingVerified = complete && this.#missing.size === 0;
+    }
+  }
+
+  /** Declares the missing users `which` selects vanished. */
+  async #vanishMissing(which: (userId: string) => boolean): Promise<void> {
+    for (const [id, m] of [...this.#missing]) {
+      if (!which(id)) continue;
+      this.#missing.delete(id);
+      await this.#emit({ kind: 'user-vanished', user: m.user });
+      this.#o.onUserFinished?.();
     }
   }
 

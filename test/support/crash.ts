@@ -62,6 +62,8 @@ export interface KillLoopOptions {
   readonly minMs: number;
   readonly maxMs: number;
   readonly env?: Record<string, string>;
+  /** Called after each kill, before the next run (e.g. to change IAM meanwhile). */
+  readonly afterKill?: (kill: number) => Promise<void> | void;
 }
 
 export interface KillLoopResult {
@@ -111,6 +113,7 @@ export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
     if (r.signal === o.signal || (o.signal === 'SIGTERM' && r.code === 75)) {
       killed++;
       if (inFinalize) killedInFinalize++;
+      await o.afterKill?.(killed);
       continue;
     }
     if (r.code === 0) {
