@@ -54,6 +54,14 @@ export interface FaultOptions {
   readonly reportLimitExceeded: boolean;
   /** How long a credential report takes to generate and how long it stays fresh. */
   readonly credentialReport: CredentialReportTiming;
+  /** The only role that exists in member accounts; AssumeRole of any other answers AccessDenied. */
+  readonly roleName: string;
+  /** When set, AssumeRole must pass exactly this ExternalId (else AccessDenied). */
+  readonly externalId: string | null;
+  /** Accounts whose role refuses AssumeRole (AccessDenied), as a broken trust policy would. */
+  readonly assumeRoleDenied: readonly string[];
+  /** Whether the role exists in the management account too (by default, as in AWS, it does not). */
+  readonly roleInManagementAccount: boolean;
 }
 
 /** A change to fault options: any subset, and of `credentialReport` either field alone. */
@@ -76,6 +84,10 @@ export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   reportDenied: false,
   reportLimitExceeded: false,
   credentialReport: DEFAULT_REPORT_TIMING,
+  roleName: 'OrganizationAccountAccessRole',
+  externalId: null,
+  assumeRoleDenied: [],
+  roleInManagementAccount: false,
 });
 
 /** A token bucket; starts full, so a burst is served at once. */
