@@ -1,7 +1,7 @@
 /**
  * Many accounts in the fake: Organizations ListAccounts, STS AssumeRole into
  * member accounts and IAM acting in the account of the signing credentials,
- * through the real SDK clients.
+ * per-account limits and stats, through the real SDK clients.
  */
 import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
@@ -276,7 +276,49 @@ describe('account-level IAM calls', () => {
   });
 });
 
-describe('per-account truth and options', () => {
+describe('per-account limits, stats and truth', () => {
+  test('one account over its rate limit is throttled without slowing the others', async (t) => {
+    const { fake, iamIn, iam } = await organization(t, { users: 3, accounts: { count: 3 } });
+    const [hot, cold] = members(fake);
+    fake.configure({ accountRateLimits: { [hot!.id]: { perSecond: 0.001, burst: 2 } } });
+    const hotIam = iamIn(hot!.id);
+    const coldIam = iamIn(cold!.id);
+    await hotIam.send(new ListUsersCommand({}));
+    await hotIam.send(new ListUsersCommand({}));
+    const throttled = await caught(hotIam.send(new ListUsersCommand({})));
+    assert.equal(throttled.name, 'Throttling');
+    for (let i = 0; i < 5; i++) await coldIam.send(new ListUsersCommand({}));
+    for (let i = 0; i < 5; i++) await iam.send(new ListUsersCommand({}));
+
+    const { byAccount } = fake.stats();
+    assert.deepEqual(byAccount[hot!.id], { calls: { ListUsers: 3 }, totalCalls: 3, throttled: 1, rateLimited: 1, peakInFlight: 1 });
+    assert.deepEqual(byAccount[cold!.id]?.calls, { ListUsers: 5 });
+    assert.equal(byAccount[cold!.id]?.throttled, 0);
+    assert.deepEqual(byAccount['123456789012']?.calls, { AssumeRole: 2, ListUsers: 5 }, 'AssumeRole is signed by the base credentials');
+
+    // A common per-account limit gives every account its own bucket.
+    fake.configure({ accountRateLimits: {}, accountRateLimit: { perSecond: 0.001, burst: 1 } });
+    fake.resetStats();
+    await coldIam.send(new ListUsersCommand({}));
+    assert.equal((await caught(coldIam.send(new ListUsersCommand({})))).name, 'Throttling');
+    await iamIn(members(fake)[2]!.id).send(new ListUsersCommand({})).catch(() => undefined);
+    assert.equal(fake.stats().byAccount[cold!.id]?.rateLimited, 1);
+  });
+
+  test('per-account latency holds only that account', async (t) => {
+    const { fake, iamIn, iam } = await organization(t, { users: 2, accounts: { count: 2 } });
+    const slow = members(fake)[0]!;
+    const slowIam = iamIn(slow.id);
+    await slowIam.send(new ListUsersCommand({})); // assume the role first
+    fake.configure({ accountLatencyMs: { [slow.id]: 60_000 } });
+    const pending = slowIam.send(new ListUsersCommand({})).then(() => 'answered', () => 'cut');
+    for (let i = 0; i < 3; i++) await iam.send(new ListUsersCommand({}));
+    assert.equal(fake.stats().inFlight, 1, 'the slow account holds its own request only');
+    assert.equal(fake.stats().byAccount[slow.id]?.peakInFlight, 1);
+    await fake.close();
+    assert.equal(await pending, 'cut');
+  });
+
   test('mutations, churn and windows are per account, also over the control plane', async (t) => {
     const { fake, iamIn } = await organization(t, { users: 3, seed: 65, accounts: { count: 4, usersPerAccount: { min: 3, max: 3 }, keysPerUser: { min: 1, max: 1 } } });
     const [a, b] = members(fake);
@@ -310,7 +352,7 @@ describe('per-account truth and options', () => {
       (error: unknown) => error instanceof FakeIamOptionsError && error.problems.length === 3,
     );
     await assert.rejects(startFakeIam({ accounts: [{ id: '123456789012' }, { id: '12' }] }), (error: unknown) => error instanceof FakeIamOptionsError && error.problems.length === 2);
-    await assert.rejects(startFakeIam({ assumeRoleDenied: ['x'] }), FakeIamOptionsError);
+    await assert.rejects(startFakeIam({ accountRateLimits: { nope: { perSecond: 1, burst: 1 } }, assumeRoleDenied: ['x'] }), FakeIamOptionsError);
   });
 
   test('an explicit list of accounts sets ids, names, statuses, users and aliases', async (t) => {

@@ -3,10 +3,10 @@
  * faults, counting and latency treat IAM, STS and Organizations alike:
  *
  *   parse (Query form or JSON target) → who signed it (base credentials or a
- *   session, hence which account) → count it → rate limit (answer at once if
- *   empty) → latency → invalid credentials / drop / throttle / 500 →
- *   credentials the fake never issued or that expired → the action itself, in
- *   the signing account.
+ *   session, hence which account) → count it → rate limits (global, then the
+ *   account's; answer at once if empty) → latency → invalid credentials / drop /
+ *   throttle / 500 → credentials the fake never issued or that expired → the
+ *   action itself, in the signing account.
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -75,8 +75,8 @@ function identity(signer: Signer, managementId: string): { accountId: string; ca
 export function apiHandler(deps: ApiDependencies): (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void> {
   const { accounts, sessions, faults, stats, clock } = deps;
 
-  function fail(res: ServerResponse, request: ApiRequest, error: IamError, requestId: string, source: ErrorSource): void {
-    stats.error(error.code, source);
+  function fail(res: ServerResponse, request: ApiRequest, error: IamError, requestId: string, source: ErrorSource, accountId: string): void {
+    stats.error(error.code, source, accountId);
     if (request.protocol === 'json') {
       const rendered = renderJsonError(error);
       return sendAwsJson(res, rendered.status, rendered.body, requestId, rendered.type);
@@ -114,12 +114,12 @@ export function apiHandler(deps: ApiDependencies): (req: IncomingMessage, res: S
     if (request === undefined) return;
     const signer = sessions.resolve(signingKeyId(header(req, 'authorization')), header(req, 'x-amz-security-token'), clock());
     const { accountId, caller } = identity(signer, accounts.managementId);
-    res.once('close', deps.track(stats.begin(request.action)));
+    res.once('close', deps.track(stats.begin(request.action, accountId)));
     const requestId = randomUUID();
 
-    const limited = faults.onArrival();
-    if (limited) return fail(res, request, limited, requestId, 'rateLimit');
-    const delay = faults.delayMs();
+    const limited = faults.onArrival(accountId);
+    if (limited) return fail(res, request, limited, requestId, 'rateLimit', accountId);
+    const delay = faults.delayMs(accountId);
     if (delay > 0) await sleep(delay, undefined, { signal: deps.closing });
 
     const verdict = faults.afterDelay();
@@ -128,15 +128,15 @@ export function apiHandler(deps: ApiDependencies): (req: IncomingMessage, res: S
       req.socket.destroy();
       return;
     }
-    if (verdict.kind === 'fail') return fail(res, request, verdict.error, requestId, 'injected');
-    if (signer.kind === 'unknown') return fail(res, request, invalidClientTokenId(), requestId, 'action');
-    if (signer.kind === 'expired') return fail(res, request, expiredToken(), requestId, 'action');
+    if (verdict.kind === 'fail') return fail(res, request, verdict.error, requestId, 'injected', accountId);
+    if (signer.kind === 'unknown') return fail(res, request, invalidClientTokenId(), requestId, 'action', accountId);
+    if (signer.kind === 'expired') return fail(res, request, expiredToken(), requestId, 'action', accountId);
     if (!request.action) {
       const unknown =
         request.protocol === 'json'
           ? new IamError('UnknownOperationException', `Unknown operation ${request.name}`)
           : new IamError('InvalidAction', `Could not find operation ${request.name ?? ''} for version ${API_VERSION.iam}`);
-      return fail(res, request, unknown, requestId, 'action');
+      return fail(res, request, unknown, requestId, 'action', accountId);
     }
     try {
       const body = run(request as ApiRequest & { action: Action }, accountId, caller, signer, requestId);
@@ -144,7 +144,7 @@ export function apiHandler(deps: ApiDependencies): (req: IncomingMessage, res: S
       else sendXml(res, 200, body, requestId);
     } catch (error) {
       if (!(error instanceof IamError)) throw error;
-      fail(res, request, error, requestId, 'action');
+      fail(res, request, error, requestId, 'action', accountId);
     }
   };
 }

@@ -130,6 +130,20 @@ function accountIds(problems: Problems, name: string, value: unknown): string[] 
   return value as string[];
 }
 
+/** A record keyed by 12-digit account ids, each value checked by `check`. */
+function perAccount<T>(problems: Problems, name: string, value: unknown, check: (name: string, value: unknown) => T): Record<string, T> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    problems.push(`${name} must be an object keyed by account id, got ${JSON.stringify(value)}`);
+    return {};
+  }
+  const out: Record<string, T> = {};
+  for (const [id, entry] of Object.entries(value)) {
+    if (!/^\d{12}$/.test(id)) problems.push(`${name} keys must be 12-digit account ids, got ${JSON.stringify(id)}`);
+    out[id] = check(`${name}.${id}`, entry);
+  }
+  return out;
+}
+
 function nonEmptyString(problems: Problems, name: string, value: unknown, pattern: RegExp): string {
   if (typeof value !== 'string' || !pattern.test(value)) {
     problems.push(`${name} must be a string matching ${pattern}, got ${JSON.stringify(value)}`);
@@ -138,8 +152,7 @@ function nonEmptyString(problems: Problems, name: string, value: unknown, patter
   return value;
 }
 
-function rateLimit(problems: Problems, value: unknown): RateLimit | null {
-  const name = 'rateLimit';
+function rateLimit(problems: Problems, value: unknown, name = 'rateLimit'): RateLimit | null {
   if (value === null) return null;
   if (typeof value !== 'object') {
     problems.push(`${name} must be null or { perSecond, burst }, got ${JSON.stringify(value)}`);
@@ -180,6 +193,9 @@ function patchFaults(problems: Problems, base: FaultOptions, patch: Readonly<Rec
     externalId: merged.externalId === null ? null : nonEmptyString(problems, 'externalId', merged.externalId, EXTERNAL_ID),
     assumeRoleDenied: accountIds(problems, 'assumeRoleDenied', merged.assumeRoleDenied),
     roleInManagementAccount: bool(problems, 'roleInManagementAccount', merged.roleInManagementAccount),
+    accountRateLimit: rateLimit(problems, merged.accountRateLimit, 'accountRateLimit'),
+    accountRateLimits: perAccount(problems, 'accountRateLimits', merged.accountRateLimits, (name, v) => rateLimit(problems, v, name)),
+    accountLatencyMs: perAccount(problems, 'accountLatencyMs', merged.accountLatencyMs, (name, v) => numberIn(problems, name, v, 0, MAX_DELAY_MS)),
   };
   // One draw decides among these faults, so their shares must fit in 1.
   if (faults.throttleProbability + faults.serverErrorProbability + faults.dropProbability > 1) {

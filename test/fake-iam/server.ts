@@ -31,7 +31,7 @@ import type { WindowKey } from './window.ts';
 
 export type { FakeIamOptions } from './options.ts';
 export type { FaultOptions, FaultPatch, RateLimit } from './faults.ts';
-export type { FakeIamStats } from './stats.ts';
+export type { AccountStats, FakeIamStats } from './stats.ts';
 export type { FakeIamTruth, TruthKey, TruthUser } from './truth.ts';
 export type { ChurnOptions } from './churn.ts';
 export type { Mutation, MutationKind, MutationResult } from './mutations.ts';
