@@ -8,12 +8,12 @@ import {
   GenerateCredentialReportCommand,
   GetAccessKeyLastUsedCommand,
   GetCredentialReportCommand,
+  IAMClient,
   ListUsersCommand,
-  type IAMClient,
 } from '@aws-sdk/client-iam';
 import { parse } from 'csv-parse/sync';
 import { REPORT_HEADER } from './fake-iam/report.ts';
-import { caught, fakeWithClients } from './fake-iam/test-support.ts';
+import { caught, credentials, fakeWithClients } from './fake-iam/test-support.ts';
 import type { FakeIam } from './fake-iam/server.ts';
 
 /** Asks for a report until it is complete: with no delay, the second call finds it done. */
@@ -179,6 +179,11 @@ describe('credential report', () => {
     assert.equal(limited.$metadata?.httpStatusCode, 409);
     assert.equal(limited.$fault, 'client');
     assert.deepEqual(fake.stats().errors, { AccessDenied: 2, LimitExceeded: 1 });
+
+    // The SDK counts LimitExceededException among throttling errors: it retries it.
+    const retrying = new IAMClient({ endpoint: fake.url, region: 'us-east-1', credentials, maxAttempts: 2 });
+    t.after(() => retrying.destroy());
+    assert.equal((await caught(retrying.send(new GenerateCredentialReportCommand({})))).$metadata?.attempts, 2);
   });
 
   test('credentialReport options take one field at a time and are checked', async (t) => {

@@ -10,9 +10,19 @@ import { decodeMarkerOf, encodeMarker, expiredMarker, pageOf, parseMaxItems, rej
 import type { Action } from './catalog.ts';
 import type { CredentialReport, GenerateAnswer } from './report.ts';
 import type { AccountStore } from './store.ts';
+import type { FakeAccount } from './accounts.ts';
+import type { Caller } from './sts.ts';
 
 /** The actions the fake implements; any other answers InvalidAction. */
-export const IAM_ACTIONS = ['ListUsers', 'ListAccessKeys', 'GetAccessKeyLastUsed', 'GenerateCredentialReport', 'GetCredentialReport'] as const satisfies readonly Action[];
+export const IAM_ACTIONS = [
+  'ListUsers',
+  'ListAccessKeys',
+  'GetAccessKeyLastUsed',
+  'GenerateCredentialReport',
+  'GetCredentialReport',
+  'GetAccountSummary',
+  'ListAccountAliases',
+] as const satisfies readonly Action[];
 export type IamAction = (typeof IAM_ACTIONS)[number];
 
 /** Narrows the `Action` parameter to one the fake implements. */
@@ -20,9 +30,12 @@ export function isIamAction(name: string | null): name is IamAction {
   return (IAM_ACTIONS as readonly (string | null)[]).includes(name);
 }
 
-/** What an action reads: the account, and the fault options that decide per-user fates and markers. */
+/** What an action reads: the account (its IAM state and record), the caller, and the fault options that decide fates and markers. */
 export interface ActionContext {
   readonly dataset: AccountStore;
+  readonly account: Pick<FakeAccount, 'alias' | 'rootKeysPresent' | 'management'>;
+  /** Who signed the request, named in AccessDenied messages. */
+  readonly caller: Caller;
   readonly faults: Pick<
     FaultOptions,
     'listUsersDenied' | 'vanishedFraction' | 'deniedFraction' | 'rejectStaleMarkers' | 'lastUsedDenied' | 'reportDenied' | 'reportLimitExceeded' | 'credentialReport'
@@ -35,10 +48,10 @@ export type ActionResult =
   | { readonly action: 'ListAccessKeys'; readonly page: Page<FakeKey> }
   | { readonly action: 'GetAccessKeyLastUsed'; readonly key: FakeKey }
   | { readonly action: 'GenerateCredentialReport'; readonly answer: GenerateAnswer }
-  | { readonly action: 'GetCredentialReport'; readonly report: CredentialReport };
+  | { readonly action: 'GetCredentialReport'; readonly report: CredentialReport }
+  | { readonly action: 'GetAccountSummary'; readonly summary: ReadonlyMap<string, number> }
+  | { readonly action: 'ListAccountAliases'; readonly aliases: readonly string[] };
 
-/** The identity the fake pretends signed every request, named in AccessDenied messages. */
-export const callerArn = (dataset: Pick<AccountStore, 'accountId'>): string => `arn:aws:iam::${dataset.accountId}:user/key-exporter`;
 
 /** Input patterns, with the spelling IAM's messages use for them. */
 interface Pattern {
@@ -74,6 +87,10 @@ export function runAction(action: IamAction, params: URLSearchParams, context: A
       return { action, answer: generateCredentialReport(context) };
     case 'GetCredentialReport':
       return { action, report: getCredentialReport(context) };
+    case 'GetAccountSummary':
+      return { action, summary: accountSummary(context) };
+    case 'ListAccountAliases':
+      return { action, aliases: listAccountAliases(params, context) };
   }
 }
 
@@ -82,7 +99,7 @@ export function runAction(action: IamAction, params: URLSearchParams, context: A
  * future was never issued; one from before the latest change is refused when
  * the fake plays an IAM whose markers expire.
  */
-function checkIssued(marker: MarkerState, { dataset, faults }: ActionContext): void {
+function checkIssued(marker: MarkerState, { dataset, faults }: Pick<ActionContext, 'dataset' | 'faults'>): void {
   if (marker.gen > dataset.generation) rejectMarker();
   if (faults.rejectStaleMarkers && marker.gen < dataset.generation) throw expiredMarker();
 }
@@ -99,9 +116,9 @@ function indexAfter(users: readonly FakeUser[], name: string): number {
   return low;
 }
 
-function listUsers(params: URLSearchParams, { dataset, faults }: ActionContext): Page<FakeUser> {
+function listUsers(params: URLSearchParams, { dataset, faults, caller }: ActionContext): Page<FakeUser> {
   if (faults.listUsersDenied) {
-    throw accessDenied(callerArn(dataset), 'ListUsers', `arn:aws:iam::${dataset.accountId}:user/`);
+    throw accessDenied(caller.arn, 'ListUsers', `arn:aws:iam::${dataset.accountId}:user/`);
   }
   const prefix = requireMatch(params.get('PathPrefix') ?? '/', 'pathPrefix', PATH_PREFIX, 1, 512);
   const maxItems = parseMaxItems(params.get('MaxItems'));
@@ -126,10 +143,10 @@ function listUsers(params: URLSearchParams, { dataset, faults }: ActionContext):
 }
 
 /** The user a per-user call names, after its fate: denied, vanished or there. */
-function reachableUser(userName: string, action: IamAction, { dataset, faults }: ActionContext): FakeUser {
+function reachableUser(userName: string, action: IamAction, { dataset, faults, caller }: ActionContext): FakeUser {
   const user = dataset.usersByName.get(userName);
   const fate = user ? userFate(user.fateRank, dataset.fateScale, faults) : 'vanished';
-  if (user && fate === 'denied') throw accessDenied(callerArn(dataset), action, user.arn);
+  if (user && fate === 'denied') throw accessDenied(caller.arn, action, user.arn);
   if (!user || fate === 'vanished') throw new IamError('NoSuchEntity', `The user with name ${userName} cannot be found.`);
   return user;
 }
@@ -172,25 +189,69 @@ function getAccessKeyLastUsed(params: URLSearchParams, context: ActionContext): 
   // Permission is checked before existence, as IAM does: a caller without it learns nothing.
   if (context.faults.lastUsedDenied) {
     const resource = key ? dataset.ownerOf(key).arn : `arn:aws:iam::${dataset.accountId}:user/*`;
-    throw accessDenied(callerArn(dataset), 'GetAccessKeyLastUsed', resource);
+    throw accessDenied(context.caller.arn, 'GetAccessKeyLastUsed', resource);
   }
   if (!key) throw new IamError('NoSuchEntity', `The Access Key with id ${accessKeyId} cannot be found.`);
   reachableUser(key.userName, 'GetAccessKeyLastUsed', context);
   return key;
 }
 
-function reportDenied(action: IamAction, { dataset, faults }: ActionContext): void {
-  if (faults.reportDenied) throw accessDenied(callerArn(dataset), action, '*');
+function reportDenied(action: IamAction, { faults, caller }: ActionContext): void {
+  if (faults.reportDenied) throw accessDenied(caller.arn, action, '*');
 }
 
 function generateCredentialReport(context: ActionContext): GenerateAnswer {
   reportDenied('GenerateCredentialReport', context);
   if (context.faults.reportLimitExceeded) throw new IamError('LimitExceeded', 'Credential report generation limit exceeded. Try again later.');
-  const { dataset } = context;
-  return dataset.reports.generate(dataset.now(), context.faults.credentialReport, () => dataset);
+  const { dataset, account } = context;
+  return dataset.reports.generate(dataset.now(), context.faults.credentialReport, () => ({ ...sourceOf(dataset), rootKeysPresent: account.rootKeysPresent }));
 }
 
 function getCredentialReport(context: ActionContext): CredentialReport {
   reportDenied('GetCredentialReport', context);
   return context.dataset.reports.get(context.dataset.now(), context.faults.credentialReport);
+}
+
+/** What a report reads of the account, at the moment it starts. */
+const sourceOf = (dataset: AccountStore) => ({ accountId: dataset.accountId, users: dataset.users, keysByUser: dataset.keysByUser });
+
+/** IAM's per-account quotas, as GetAccountSummary reports them; the counts come from the account. */
+const QUOTAS: readonly (readonly [string, number])[] = [
+  ['UsersQuota', 5000],
+  ['GroupsQuota', 300],
+  ['RolesQuota', 1000],
+  ['PoliciesQuota', 1500],
+  ['AccessKeysPerUserQuota', 2],
+  ['ServerCertificatesQuota', 20],
+  ['SigningCertificatesPerUserQuota', 2],
+  ['GroupsPerUserQuota', 10],
+  ['AttachedPoliciesPerUserQuota', 10],
+  ['PolicySizeQuota', 6144],
+  ['UserPolicySizeQuota', 2048],
+  ['VersionsPerPolicyQuota', 5],
+  ['AssumeRolePolicySizeQuota', 2048],
+];
+
+function accountSummary({ dataset, account }: ActionContext): ReadonlyMap<string, number> {
+  return new Map([
+    ['Users', dataset.users.length],
+    ['Groups', 0],
+    // The organization's role exists in member accounts.
+    ['Roles', account.management ? 0 : 1],
+    ['Policies', 0],
+    ['MFADevices', 0],
+    ['MFADevicesInUse', 0],
+    ['ServerCertificates', 0],
+    ['AccountMFAEnabled', 1],
+    ['AccountSigningCertificatesPresent', 0],
+    ['AccountAccessKeysPresent', account.rootKeysPresent ? 1 : 0],
+    ...QUOTAS,
+  ]);
+}
+
+function listAccountAliases(params: URLSearchParams, { account }: ActionContext): string[] {
+  parseMaxItems(params.get('MaxItems'));
+  // An account has at most one alias, so no answer is ever truncated and no marker is ever valid.
+  if (params.get('Marker') !== null) rejectMarker();
+  return account.alias === null ? [] : [account.alias];
 }

@@ -4,16 +4,26 @@
  * `stats().calls` by being listed here.
  */
 
-export type Service = 'iam' | 'sts';
+export type Service = 'iam' | 'sts' | 'organizations';
+/** Services that speak the Query protocol (form parameters in, XML out). */
+export type QueryService = Exclude<Service, 'organizations'>;
 
-/** Action → service. Query-protocol actions are found by their `Action` parameter. */
+/**
+ * Action → service. Query-protocol actions are found by their `Action`
+ * parameter; Organizations' (JSON protocol) by `X-Amz-Target`.
+ */
 export const SERVICE_OF = {
   ListUsers: 'iam',
   ListAccessKeys: 'iam',
   GetAccessKeyLastUsed: 'iam',
   GenerateCredentialReport: 'iam',
   GetCredentialReport: 'iam',
+  GetAccountSummary: 'iam',
+  ListAccountAliases: 'iam',
   GetCallerIdentity: 'sts',
+  AssumeRole: 'sts',
+  ListAccounts: 'organizations',
+  DescribeOrganization: 'organizations',
 } as const satisfies Record<string, Service>;
 
 export type Action = keyof typeof SERVICE_OF;
@@ -27,13 +37,16 @@ export function isAction(name: string | null | undefined): name is Action {
 }
 
 /** The XML namespace of each Query-protocol service's answers. */
-export const XML_NAMESPACE: Readonly<Record<Service, string>> = {
+export const XML_NAMESPACE: Readonly<Record<QueryService, string>> = {
   iam: 'https://iam.amazonaws.com/doc/2010-05-08/',
   sts: 'https://sts.amazonaws.com/doc/2011-06-15/',
 };
 
 /** Each Query-protocol service's API version, named in InvalidAction messages. */
-export const API_VERSION: Readonly<Record<Service, string>> = {
+export const API_VERSION: Readonly<Record<QueryService, string>> = {
   iam: '2010-05-08',
   sts: '2011-06-15',
 };
+
+/** The `X-Amz-Target` prefix of Organizations' JSON protocol. */
+export const ORGANIZATIONS_TARGET = 'AWSOrganizationsV20161128.';

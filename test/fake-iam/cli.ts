@@ -36,10 +36,20 @@ const USAGE = `usage: npx tsx test/fake-iam/cli.ts [options]
   --report-limit-exceeded GenerateCredentialReport answers 409 LimitExceeded
   --report-delay-ms MS   how long a credential report takes to generate (default 0)
   --report-max-age-ms MS age at which a credential report expires (default 14400000, 4 h)
+  --accounts N           an organization: N member accounts besides the management one
+  --users-per-account-min N, --users-per-account-max N   users in each member (default 0, 5)
+  --suspended I,J,...    member indexes (0-based) that are SUSPENDED
+  --closed I,J,...       member indexes that are closed (Status SUSPENDED, State CLOSED)
+  --role-name NAME       the role AssumeRole may take in members (default OrganizationAccountAccessRole)
+  --external-id ID       AssumeRole must pass this ExternalId
+  --account-rate R       a rate limit per account, requests per second (default none)
+  --account-burst N      bucket size of the per-account limit (default: the rate)
   --help                 this text
-Control plane: GET /_fake/stats, GET /_fake/truth, GET /_fake/faults, GET /_fake/window, GET /_fake/report,
-POST /_fake/configure (JSON fault options), POST /_fake/stats/reset,
-POST /_fake/mutate (JSON mutation, or {"churn": {seed, count, kinds?}}), POST /_fake/window/start.`;
+Control plane: GET /_fake/stats, GET /_fake/faults, GET /_fake/accounts,
+GET /_fake/truth, /_fake/window, /_fake/report (each ?account=ID, default the management account),
+POST /_fake/configure (JSON fault options), POST /_fake/stats/reset, POST /_fake/window/start,
+POST /_fake/mutate (JSON mutation, or {"churn": {seed, count, kinds?}}; optional "accountId"),
+POST /_fake/account ({accountId, status?, closed?, alias?, rootKeysPresent?}).`;
 
 // Numbers are parsed here rather than by parseArgs, which only knows strings.
 const number = { type: 'string' } as const;
@@ -69,11 +79,32 @@ const FLAGS = {
   'report-limit-exceeded': flag,
   'report-delay-ms': number,
   'report-max-age-ms': number,
+  accounts: number,
+  'users-per-account-min': number,
+  'users-per-account-max': number,
+  suspended: { type: 'string' },
+  closed: { type: 'string' },
+  'role-name': { type: 'string' },
+  'external-id': { type: 'string' },
+  'account-rate': number,
+  'account-burst': number,
   help: flag,
 } as const;
 type NumberFlag = Exclude<
   keyof typeof FLAGS,
-  'account-id' | 'caller-account-id' | 'invalid-credentials' | 'list-users-denied' | 'reject-stale-markers' | 'last-used-denied' | 'report-denied' | 'report-limit-exceeded' | 'help'
+  | 'account-id'
+  | 'caller-account-id'
+  | 'invalid-credentials'
+  | 'list-users-denied'
+  | 'reject-stale-markers'
+  | 'last-used-denied'
+  | 'report-denied'
+  | 'report-limit-exceeded'
+  | 'suspended'
+  | 'closed'
+  | 'role-name'
+  | 'external-id'
+  | 'help'
 >;
 
 class UsageError extends Error {}
@@ -102,6 +133,24 @@ function parse(argv: string[]): FakeIamOptions | 'help' {
   const keysMax = numeric('keys-max');
   const accountId = values['account-id'];
   const callerAccountId = values['caller-account-id'];
+  const indexList = (name: 'suspended' | 'closed'): number[] | undefined => {
+    const raw = values[name];
+    if (typeof raw !== 'string') return undefined;
+    const list = raw.split(',').map((item) => Number(item.trim()));
+    if (list.some((n) => !Number.isInteger(n))) throw new UsageError(`--${name} must be a comma-separated list of account indexes, got ${JSON.stringify(raw)}`);
+    return list;
+  };
+  const memberCount = numeric('accounts');
+  const accountRate = numeric('account-rate');
+  const accountBurst = numeric('account-burst');
+  if (accountBurst !== undefined && accountRate === undefined) throw new UsageError('--account-burst needs --account-rate');
+  const suspended = indexList('suspended');
+  const closed = indexList('closed');
+  if ((suspended || closed || values['users-per-account-min'] || values['users-per-account-max']) && memberCount === undefined) {
+    throw new UsageError('--suspended, --closed and --users-per-account-* need --accounts');
+  }
+  const roleName = values['role-name'];
+  const externalId = values['external-id'];
   return {
     port: numeric('port'),
     users: numeric('users'),
@@ -125,6 +174,19 @@ function parse(argv: string[]): FakeIamOptions | 'help' {
     reportDenied: values['report-denied'] === true,
     reportLimitExceeded: values['report-limit-exceeded'] === true,
     credentialReport: { delayMs: numeric('report-delay-ms'), maxAgeMs: numeric('report-max-age-ms') },
+    ...(memberCount === undefined
+      ? {}
+      : {
+          accounts: {
+            count: memberCount,
+            usersPerAccount: { min: numeric('users-per-account-min'), max: numeric('users-per-account-max') },
+            ...(suspended ? { suspended } : {}),
+            ...(closed ? { closed } : {}),
+          },
+        }),
+    ...(typeof roleName === 'string' ? { roleName } : {}),
+    ...(typeof externalId === 'string' ? { externalId } : {}),
+    accountRateLimit: accountRate === undefined ? null : { perSecond: accountRate, burst: accountBurst ?? Math.max(1, accountRate) },
   };
 }
 

@@ -14,7 +14,11 @@ export type IamErrorCode =
   | 'ReportNotPresent'
   | 'ReportInProgress'
   | 'ReportExpired'
-  | 'LimitExceeded';
+  | 'LimitExceeded'
+  | 'ExpiredToken'
+  | 'AWSOrganizationsNotInUseException'
+  | 'InvalidInputException'
+  | 'UnknownOperationException';
 
 /** `Sender` errors are the caller's fault (4xx); `Receiver` errors are IAM's (5xx). */
 export type IamFaultType = 'Sender' | 'Receiver';
@@ -33,6 +37,12 @@ const SHAPE: Record<IamErrorCode, { readonly status: number; readonly type: IamF
   ReportInProgress: { status: 404, type: 'Sender' },
   ReportExpired: { status: 410, type: 'Sender' },
   LimitExceeded: { status: 409, type: 'Sender' },
+  // Temporary credentials past their Expiration.
+  ExpiredToken: { status: 403, type: 'Sender' },
+  // Organizations' own codes (JSON protocol), statuses as its SDK model has them.
+  AWSOrganizationsNotInUseException: { status: 404, type: 'Sender' },
+  InvalidInputException: { status: 400, type: 'Sender' },
+  UnknownOperationException: { status: 400, type: 'Sender' },
 };
 
 /** An error answer: thrown by the action handlers, rendered by the server. */
@@ -61,10 +71,13 @@ export const serviceFailure = (): IamError =>
 export const invalidClientTokenId = (): IamError =>
   new IamError('InvalidClientTokenId', 'The security token included in the request is invalid.');
 
-/** IAM's AccessDenied wording, naming the caller, the action and the resource. */
-export function accessDenied(callerArn: string, action: string, resourceArn: string): IamError {
+/** IAM's AccessDenied wording, naming the caller, the action (of `service`, default iam) and the resource. */
+export function accessDenied(callerArn: string, action: string, resourceArn: string, service = 'iam'): IamError {
   return new IamError(
     'AccessDenied',
-    `User: ${callerArn} is not authorized to perform: iam:${action} on resource: ${resourceArn} because no identity-based policy allows the iam:${action} action`,
+    `User: ${callerArn} is not authorized to perform: ${service}:${action} on resource: ${resourceArn} because no identity-based policy allows the ${service}:${action} action`,
   );
 }
+
+/** The answer to temporary credentials past their Expiration. */
+export const expiredToken = (): IamError => new IamError('ExpiredToken', 'The security token included in the request is expired');

@@ -1,7 +1,9 @@
 /**
- * Fault injection: latency, a server-side rate limit, random throttles, 500s
- * and dropped connections, and per-user fates. Decisions are seeded and the
- * clock is injected, so the logic is testable without a server or real time.
+ * Fault injection: latency, server-side rate limits (over all requests and per
+ * account, as IAM throttles each account with its own buckets), random
+ * throttles, 500s and dropped connections, and per-user fates. Decisions are
+ * seeded and the clock is injected, so the logic is testable without a
+ * server or real time.
  */
 import { invalidClientTokenId, serviceFailure, throttling, type IamError } from './errors.ts';
 import { streamFor, type Random } from './random.ts';
@@ -54,6 +56,20 @@ export interface FaultOptions {
   readonly reportLimitExceeded: boolean;
   /** How long a credential report takes to generate and how long it stays fresh. */
   readonly credentialReport: CredentialReportTiming;
+  /** The only role that exists in member accounts; AssumeRole of any other answers AccessDenied. */
+  readonly roleName: string;
+  /** When set, AssumeRole must pass exactly this ExternalId (else AccessDenied). */
+  readonly externalId: string | null;
+  /** Accounts whose role refuses AssumeRole (AccessDenied), as a broken trust policy would. */
+  readonly assumeRoleDenied: readonly string[];
+  /** Whether the role exists in the management account too (by default, as in AWS, it does not). */
+  readonly roleInManagementAccount: boolean;
+  /** A token bucket per account, for every request signed by that account's credentials; `null`: none. */
+  readonly accountRateLimit: RateLimit | null;
+  /** Per-account overrides of `accountRateLimit` (null: no limit for that account). */
+  readonly accountRateLimits: Readonly<Record<string, RateLimit | null>>;
+  /** Extra latency for requests signed by an account's credentials. */
+  readonly accountLatencyMs: Readonly<Record<string, number>>;
 }
 
 /** A change to fault options: any subset, and of `credentialReport` either field alone. */
@@ -76,6 +92,13 @@ export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   reportDenied: false,
   reportLimitExceeded: false,
   credentialReport: DEFAULT_REPORT_TIMING,
+  roleName: 'OrganizationAccountAccessRole',
+  externalId: null,
+  assumeRoleDenied: [],
+  roleInManagementAccount: false,
+  accountRateLimit: null,
+  accountRateLimits: {},
+  accountLatencyMs: {},
 });
 
 /** A token bucket; starts full, so a burst is served at once. */
@@ -103,6 +126,13 @@ export class TokenBucket {
     this.#tokens -= 1;
     return true;
   }
+}
+
+const sameLimit = (a: RateLimit | null, b: RateLimit | null): boolean => a?.perSecond === b?.perSecond && a?.burst === b?.burst;
+
+/** The limit of one account's bucket: its override if it has one, else the common one. */
+function accountLimit(options: FaultOptions, accountId: string): RateLimit | null {
+  return Object.hasOwn(options.accountRateLimits, accountId) ? (options.accountRateLimits[accountId] ?? null) : options.accountRateLimit;
 }
 
 /** What happens to a user's per-user calls. */
@@ -134,6 +164,8 @@ const ANSWER: Verdict = Object.freeze({ kind: 'answer' });
 export class FaultInjector {
   #options: FaultOptions;
   #bucket: TokenBucket | null;
+  /** One bucket per account that has a limit, made on its first request. */
+  #accountBuckets = new Map<string, TokenBucket>();
   readonly #now: () => number;
   readonly #faultRandom: Random;
   readonly #jitterRandom: Random;
@@ -156,10 +188,11 @@ export class FaultInjector {
    * fault does not hand out a free burst.
    */
   configure(options: FaultOptions): void {
-    const before = this.#options.rateLimit;
-    const after = options.rateLimit;
-    if (before?.perSecond !== after?.perSecond || before?.burst !== after?.burst) {
+    if (!sameLimit(this.#options.rateLimit, options.rateLimit)) {
       this.#bucket = options.rateLimit ? new TokenBucket(options.rateLimit, this.#now) : null;
+    }
+    for (const account of [...this.#accountBuckets.keys()]) {
+      if (!sameLimit(accountLimit(this.#options, account), accountLimit(options, account))) this.#accountBuckets.delete(account);
     }
     this.#options = options;
   }
@@ -167,19 +200,34 @@ export class FaultInjector {
   /**
    * Checked on arrival, before any latency: IAM rejects a request over its
    * rate at once. Bad credentials win over the rate limit, because "every call
-   * answers InvalidClientTokenId" is what that mode promises.
+   * answers InvalidClientTokenId" is what that mode promises. `accountId` is
+   * the account whose credentials signed the request.
    */
-  onArrival(): IamError | undefined {
-    if (this.#options.invalidCredentials || !this.#bucket) return undefined;
-    return this.#bucket.tryTake() ? undefined : throttling();
+  onArrival(accountId?: string): IamError | undefined {
+    if (this.#options.invalidCredentials) return undefined;
+    if (this.#bucket && !this.#bucket.tryTake()) return throttling();
+    const bucket = accountId === undefined ? undefined : this.#accountBucket(accountId);
+    return bucket && !bucket.tryTake() ? throttling() : undefined;
   }
 
-  /** How long to wait before answering this request. */
-  delayMs(): number {
-    const { latencyMs, jitterMs } = this.#options;
+  #accountBucket(accountId: string): TokenBucket | undefined {
+    const limit = accountLimit(this.#options, accountId);
+    if (!limit) return undefined;
+    let bucket = this.#accountBuckets.get(accountId);
+    if (!bucket) {
+      bucket = new TokenBucket(limit, this.#now);
+      this.#accountBuckets.set(accountId, bucket);
+    }
+    return bucket;
+  }
+
+  /** How long to wait before answering this request (of `accountId`'s credentials). */
+  delayMs(accountId?: string): number {
+    const { latencyMs, jitterMs, accountLatencyMs } = this.#options;
     // Always draw, so the jitter sequence does not depend on whether jitter was on.
     const draw = this.#jitterRandom();
-    return latencyMs + draw * jitterMs;
+    const extra = accountId === undefined ? 0 : (accountLatencyMs[accountId] ?? 0);
+    return latencyMs + draw * jitterMs + extra;
   }
 
   /** The request's fate once its latency has passed. */

@@ -3,6 +3,7 @@
  * in, every problem collected, one error thrown. Values may come from
  * TypeScript callers, CLI flags or JSON over HTTP, so types are checked too.
  */
+import { isAccountAlias, resolveAccounts, type AccountsOption, type ResolvedAccount } from './account-options.ts';
 import type { DataOptions, KeysPerUser } from './data.ts';
 import { DEFAULT_FAULTS, type FaultOptions, type FaultPatch, type RateLimit } from './faults.ts';
 import type { CredentialReportTiming } from './report.ts';
@@ -26,11 +27,26 @@ export interface FakeIamOptions extends FaultPatch {
    * sleeping. Latency and the rate limit keep real time.
    */
   readonly clock?: () => number;
+  /**
+   * Many accounts (an organization): member accounts by count or as a list,
+   * each with its own deterministic data. The account of `accountId` (the
+   * management account) keeps the top-level data. Absent: one account, and
+   * Organizations answers AWSOrganizationsNotInUseException.
+   */
+  readonly accounts?: AccountsOption;
+  /** The management account's alias (ListAccountAliases); default none. */
+  readonly accountAlias?: string | null;
+  /** Whether the management account's root user has an access key. */
+  readonly rootKeysPresent?: boolean;
 }
 
 export interface ResolvedOptions {
   readonly port: number;
   readonly clock: () => number;
+  /** Member accounts; null without an organization. */
+  readonly members: readonly ResolvedAccount[] | null;
+  readonly accountAlias: string | null;
+  readonly rootKeysPresent: boolean;
   readonly data: DataOptions;
   readonly faults: FaultOptions;
 }
@@ -51,6 +67,9 @@ const MAX_USERS = 1_000_000;
 const MAX_KEYS_PER_USER = 10_000;
 const MAX_DELAY_MS = 600_000;
 const MAX_REPORT_AGE_MS = 365 * 24 * 60 * 60 * 1000;
+/** IAM's role name and STS's ExternalId patterns. */
+const ROLE_NAME = /^[\w+=,.@-]{1,64}$/;
+const EXTERNAL_ID = /^[\w+=,.@:/-]{2,1224}$/;
 
 const FAULT_KEYS = Object.keys(DEFAULT_FAULTS) as (keyof FaultOptions)[];
 
@@ -103,16 +122,46 @@ function reportTiming(problems: Problems, base: CredentialReportTiming, value: u
   };
 }
 
-function rateLimit(problems: Problems, value: unknown): RateLimit | null {
+function accountIds(problems: Problems, name: string, value: unknown): string[] {
+  if (!Array.isArray(value) || !value.every((id) => typeof id === 'string' && /^\d{12}$/.test(id))) {
+    problems.push(`${name} must be a list of 12-digit account ids, got ${JSON.stringify(value)}`);
+    return [];
+  }
+  return value as string[];
+}
+
+/** A record keyed by 12-digit account ids, each value checked by `check`. */
+function perAccount<T>(problems: Problems, name: string, value: unknown, check: (name: string, value: unknown) => T): Record<string, T> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    problems.push(`${name} must be an object keyed by account id, got ${JSON.stringify(value)}`);
+    return {};
+  }
+  const out: Record<string, T> = {};
+  for (const [id, entry] of Object.entries(value)) {
+    if (!/^\d{12}$/.test(id)) problems.push(`${name} keys must be 12-digit account ids, got ${JSON.stringify(id)}`);
+    out[id] = check(`${name}.${id}`, entry);
+  }
+  return out;
+}
+
+function nonEmptyString(problems: Problems, name: string, value: unknown, pattern: RegExp): string {
+  if (typeof value !== 'string' || !pattern.test(value)) {
+    problems.push(`${name} must be a string matching ${pattern}, got ${JSON.stringify(value)}`);
+    return '';
+  }
+  return value;
+}
+
+function rateLimit(problems: Problems, value: unknown, name = 'rateLimit'): RateLimit | null {
   if (value === null) return null;
   if (typeof value !== 'object') {
-    problems.push(`rateLimit must be null or { perSecond, burst }, got ${JSON.stringify(value)}`);
+    problems.push(`${name} must be null or { perSecond, burst }, got ${JSON.stringify(value)}`);
     return null;
   }
   const { perSecond, burst } = value as Record<string, unknown>;
   return {
-    perSecond: numberIn(problems, 'rateLimit.perSecond', perSecond, Number.MIN_VALUE, 1_000_000),
-    burst: numberIn(problems, 'rateLimit.burst', burst, 1, 1_000_000),
+    perSecond: numberIn(problems, `${name}.perSecond`, perSecond, Number.MIN_VALUE, 1_000_000),
+    burst: numberIn(problems, `${name}.burst`, burst, 1, 1_000_000),
   };
 }
 
@@ -140,6 +189,13 @@ function patchFaults(problems: Problems, base: FaultOptions, patch: Readonly<Rec
     reportDenied: bool(problems, 'reportDenied', merged.reportDenied),
     reportLimitExceeded: bool(problems, 'reportLimitExceeded', merged.reportLimitExceeded),
     credentialReport: reportTiming(problems, base.credentialReport, merged.credentialReport),
+    roleName: nonEmptyString(problems, 'roleName', merged.roleName, ROLE_NAME),
+    externalId: merged.externalId === null ? null : nonEmptyString(problems, 'externalId', merged.externalId, EXTERNAL_ID),
+    assumeRoleDenied: accountIds(problems, 'assumeRoleDenied', merged.assumeRoleDenied),
+    roleInManagementAccount: bool(problems, 'roleInManagementAccount', merged.roleInManagementAccount),
+    accountRateLimit: rateLimit(problems, merged.accountRateLimit, 'accountRateLimit'),
+    accountRateLimits: perAccount(problems, 'accountRateLimits', merged.accountRateLimits, (name, v) => rateLimit(problems, v, name)),
+    accountLatencyMs: perAccount(problems, 'accountLatencyMs', merged.accountLatencyMs, (name, v) => numberIn(problems, name, v, 0, MAX_DELAY_MS)),
   };
   // One draw decides among these faults, so their shares must fit in 1.
   if (faults.throttleProbability + faults.serverErrorProbability + faults.dropProbability > 1) {
@@ -166,7 +222,18 @@ export function mergeFaultOptions(base: FaultOptions, patch: FaultPatch): FaultO
 /** Fills in defaults and validates; throws FakeIamOptionsError listing every problem. */
 export function resolveOptions(options: FakeIamOptions = {}): ResolvedOptions {
   const problems: Problems = [];
-  const { port = 0, users = 50, seed = 1, keysPerUser = {}, accountId = '123456789012', clock = Date.now, ...faultPatch } = options;
+  const {
+    port = 0,
+    users = 50,
+    seed = 1,
+    keysPerUser = {},
+    accountId = '123456789012',
+    clock = Date.now,
+    accounts,
+    accountAlias = null,
+    rootKeysPresent = false,
+    ...faultPatch
+  } = options;
   if (typeof clock !== 'function') problems.push('clock must be a function returning epoch milliseconds');
   const min = integerIn(problems, 'keysPerUser.min', keysPerUser.min ?? 0, 0, MAX_KEYS_PER_USER);
   const max = integerIn(problems, 'keysPerUser.max', keysPerUser.max ?? Math.max(min, 2), 0, MAX_KEYS_PER_USER);
@@ -174,9 +241,15 @@ export function resolveOptions(options: FakeIamOptions = {}): ResolvedOptions {
   if (typeof accountId !== 'string' || !/^\d{12}$/.test(accountId)) {
     problems.push(`accountId must be 12 digits, got ${JSON.stringify(accountId)}`);
   }
+  if (accountAlias !== null && !isAccountAlias(accountAlias)) {
+    problems.push(`accountAlias must be null or an IAM account alias, got ${JSON.stringify(accountAlias)}`);
+  }
   const resolved: ResolvedOptions = {
     port: integerIn(problems, 'port', port, 0, 65535),
     clock,
+    members: resolveAccounts(problems, accounts, { seed, keysPerUser: { min, max }, managementId: accountId }),
+    accountAlias,
+    rootKeysPresent: bool(problems, 'rootKeysPresent', rootKeysPresent),
     data: {
       users: integerIn(problems, 'users', users, 0, MAX_USERS),
       seed: integerIn(problems, 'seed', seed, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),

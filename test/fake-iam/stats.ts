@@ -33,6 +33,34 @@ export interface FakeIamStats {
    * failures are not lookups), so a test can see a key looked up twice.
    */
   readonly lastUsedLookups: Readonly<Record<string, number>>;
+  /**
+   * Per account whose credentials signed requests (the base credentials:
+   * the management account; AssumeRole sessions: the role's account), for
+   * accounts with at least one request since the last reset.
+   */
+  readonly byAccount: Readonly<Record<string, AccountStats>>;
+}
+
+/** What one account's credentials did. */
+export interface AccountStats {
+  /** Requests per action; only actions called appear. */
+  readonly calls: Readonly<Partial<Record<Action, number>>>;
+  readonly totalCalls: number;
+  /** Throttling answers to this account's requests (rate limits and injected). */
+  readonly throttled: number;
+  /** Of `throttled`, those from a rate limit (the global one or the account's). */
+  readonly rateLimited: number;
+  /** Most of this account's requests handled at once. */
+  readonly peakInFlight: number;
+}
+
+interface AccountCounters {
+  calls: Partial<Record<Action, number>>;
+  totalCalls: number;
+  throttled: number;
+  rateLimited: number;
+  inFlight: number;
+  peakInFlight: number;
 }
 
 const perAction = (value: number): Record<Action, number> =>
@@ -55,13 +83,21 @@ export class StatsRecorder {
   #dropped = 0;
   #errors: Partial<Record<IamErrorCode, number>> = {};
   #lookups = new Map<string, number>();
+  #accounts = new Map<string, AccountCounters>();
 
   /**
    * Counts a request as received and in flight. Returns the function that ends
    * it; calling that more than once is harmless, since both the answer and the
    * socket closing may report the end.
    */
-  begin(action: Action | undefined): () => void {
+  begin(action: Action | undefined, accountId?: string): () => void {
+    const account = accountId === undefined ? undefined : this.#account(accountId);
+    if (account) {
+      account.totalCalls++;
+      if (action) account.calls[action] = (account.calls[action] ?? 0) + 1;
+      account.inFlight++;
+      account.peakInFlight = Math.max(account.peakInFlight, account.inFlight);
+    }
     if (action) this.#calls[action]++;
     else this.#invalidActions++;
     this.#inFlight++;
@@ -75,15 +111,28 @@ export class StatsRecorder {
       if (ended) return;
       ended = true;
       this.#inFlight--;
+      if (account) account.inFlight--;
       if (action) this.#inFlightByAction[action]--;
     };
   }
 
-  /** Counts an error answer. */
-  error(code: IamErrorCode, source: ErrorSource): void {
+  #account(accountId: string): AccountCounters {
+    let counters = this.#accounts.get(accountId);
+    if (!counters) {
+      counters = { calls: {}, totalCalls: 0, throttled: 0, rateLimited: 0, inFlight: 0, peakInFlight: 0 };
+      this.#accounts.set(accountId, counters);
+    }
+    return counters;
+  }
+
+  /** Counts an error answer (to a request signed by `accountId`'s credentials). */
+  error(code: IamErrorCode, source: ErrorSource, accountId?: string): void {
     this.#errors[code] = (this.#errors[code] ?? 0) + 1;
     if (code === 'Throttling') this.#throttled++;
     if (source === 'rateLimit') this.#rateLimited++;
+    const account = accountId === undefined ? undefined : this.#account(accountId);
+    if (account && code === 'Throttling') account.throttled++;
+    if (account && source === 'rateLimit') account.rateLimited++;
     if (code === 'ServiceFailure' && source === 'injected') this.#serverErrors++;
   }
 
@@ -112,6 +161,11 @@ export class StatsRecorder {
       dropped: this.#dropped,
       errors: { ...this.#errors },
       lastUsedLookups: Object.fromEntries(this.#lookups),
+      byAccount: Object.fromEntries(
+        [...this.#accounts]
+          .filter(([, c]) => c.totalCalls > 0)
+          .map(([id, c]) => [id, { calls: { ...c.calls }, totalCalls: c.totalCalls, throttled: c.throttled, rateLimited: c.rateLimited, peakInFlight: c.peakInFlight }]),
+      ),
     };
   }
 
@@ -130,5 +184,9 @@ export class StatsRecorder {
     this.#dropped = 0;
     this.#errors = {};
     this.#lookups = new Map();
+    // Accounts keep their requests in flight, as the totals do.
+    for (const counters of this.#accounts.values()) {
+      Object.assign(counters, { calls: {}, totalCalls: 0, throttled: 0, rateLimited: 0, peakInFlight: counters.inFlight });
+    }
   }
 }

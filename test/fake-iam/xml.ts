@@ -81,6 +81,10 @@ export function renderResult(result: ActionResult, requestId: string): string {
       return response('GetAccessKeyLastUsed', text('UserName', result.key.userName) + lastUsed(result.key), requestId);
     case 'GenerateCredentialReport':
       return response('GenerateCredentialReport', text('State', result.answer.state) + text('Description', result.answer.description), requestId);
+    case 'GetAccountSummary':
+      return response('GetAccountSummary', el('SummaryMap', ...[...result.summary].map(([key, value]) => el('entry', text('key', key), text('value', String(value))))), requestId);
+    case 'ListAccountAliases':
+      return response('ListAccountAliases', el('AccountAliases', ...result.aliases.map((alias) => text('member', alias))) + text('IsTruncated', 'false'), requestId);
     case 'GetCredentialReport': {
       const { report } = result;
       const content = Buffer.from(report.csv, 'utf8').toString('base64');
