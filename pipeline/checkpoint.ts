@@ -36,6 +36,8 @@ export interface DataConfig {
   readonly endpoint: string | null;
   /** Version of the record schema the files are written in. */
   readonly schemaVersion: number;
+  /** Where last use comes from (--last-used): report, api or off. */
+  readonly lastUsed: 'report' | 'api' | 'off';
 }
 
 /** A committed staging part (a sorted run of records). */
@@ -59,7 +61,23 @@ export interface Counters {
   throttles: number;
   /** Wall time of the runs. */
   wallMs: number;
+  /** Committed keys by where their last use came from. */
+  lastUsed: LastUseCounts;
 }
+
+/** Committed keys by the source of their last use. */
+export interface LastUseCounts {
+  /** From the credential report. */
+  report: number;
+  /** From GetAccessKeyLastUsed. */
+  api: number;
+  /** Looked up, but the key was deleted meanwhile (NoSuchEntity): no last use. */
+  vanished: number;
+  /** Looked up, but the lookup was denied: no last use. */
+  denied: number;
+}
+
+const LAST_USE_COUNTS = ['report', 'api', 'vanished', 'denied'] as const;
 
 const NUMERIC_COUNTERS = ['usersExported', 'usersVanished', 'rowsWritten', 'restartedListings', 'attempts', 'throttles', 'wallMs'] as const;
 
@@ -113,7 +131,7 @@ export interface CheckpointData {
 
 /** A stable hash of the options that shape the data. */
 export function fingerprintOf(config: DataConfig): string {
-  const canonical = JSON.stringify([config.format, config.pathPrefix, [...config.statuses].sort(), config.endpoint, config.schemaVersion]);
+  const canonical = JSON.stringify([config.format, config.pathPrefix, [...config.statuses].sort(), config.endpoint, config.schemaVersion, config.lastUsed]);
   return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
 }
 
@@ -165,7 +183,17 @@ export class Checkpoint {
     this.snapshotTime = snapshotTime;
     this.config = config;
     this.fingerprint = fingerprintOf(config);
-    this.counters = { usersExported: 0, usersVanished: 0, rowsWritten: 0, restartedListings: 0, calls: {}, attempts: 0, throttles: 0, wallMs: 0 };
+    this.counters = {
+      usersExported: 0,
+      usersVanished: 0,
+      rowsWritten: 0,
+      restartedListings: 0,
+      calls: {},
+      attempts: 0,
+      throttles: 0,
+      wallMs: 0,
+      lastUsed: { report: 0, api: 0, vanished: 0, denied: 0 },
+    };
   }
 
   /** True when `userId` is in any of the sets. */
@@ -320,7 +348,7 @@ export class Checkpoint {
       },
       parts: [...this.parts],
       publishing: this.publishing,
-      counters: { ...this.counters, calls: { ...this.counters.calls } },
+      counters: { ...this.counters, calls: { ...this.counters.calls }, lastUsed: { ...this.counters.lastUsed } },
       resumes: this.resumes,
     };
   }
@@ -359,6 +387,11 @@ export class Checkpoint {
       const v = d.counters?.[k];
       if (typeof v !== 'number' || !Number.isFinite(v)) throw corrupt(`bad counter ${k}`);
       cp.counters[k] = v;
+    }
+    for (const k of LAST_USE_COUNTS) {
+      const v = d.counters?.lastUsed?.[k];
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw corrupt(`bad last-use counter ${k}`);
+      cp.counters.lastUsed[k] = v;
     }
     for (const [op, n] of Object.entries(d.counters?.calls ?? {})) {
       if (typeof n !== 'number' || !Number.isFinite(n)) throw corrupt(`bad call counter ${op}`);

@@ -7,6 +7,10 @@ import { parseArgs } from 'node:util';
 import { ExportError } from './errors.ts';
 import { FORMATS, type Format } from './formats.ts';
 
+/** Where last use comes from (--last-used). */
+export const LAST_USED_MODES = ['report', 'api', 'off'] as const;
+export type LastUsedMode = (typeof LAST_USED_MODES)[number];
+
 export const STATUSES = ['Active', 'Inactive', 'Expired'] as const;
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -28,6 +32,8 @@ export interface Config {
   /** An unfinished snapshot older than this is discarded rather than resumed. */
   readonly maxSnapshotAgeMs: number;
   readonly allowPartial: boolean;
+  /** Where last use comes from: the credential report (API where it cannot tell), the API for every key, or nowhere. */
+  readonly lastUsed: LastUsedMode;
   readonly maxAttempts: number;
   readonly quiet: boolean;
   readonly logLevel: LogLevel;
@@ -47,6 +53,7 @@ export interface Tuning {
 
 export const DEFAULTS = {
   format: 'parquet' as Format,
+  lastUsed: 'report' as LastUsedMode,
   out: './export',
   concurrency: 8,
   pageSize: 100,
@@ -75,6 +82,7 @@ export const OPTIONS = {
   'time-budget': { type: 'string' },
   'max-snapshot-age': { type: 'string' },
   'allow-partial': { type: 'boolean' },
+  'last-used': { type: 'string' },
   'max-attempts': { type: 'string' },
   quiet: { type: 'boolean' },
   'log-level': { type: 'string' },
@@ -174,6 +182,10 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const timeBudgetMs = duration('time-budget', undefined);
   const maxSnapshotAgeMs = duration('max-snapshot-age', DEFAULTS.maxSnapshotAgeMs)!;
 
+  const lastUsedRaw = (str('last-used') ?? DEFAULTS.lastUsed).trim().toLowerCase();
+  const lastUsed = LAST_USED_MODES.find((m) => m === lastUsedRaw);
+  if (!lastUsed) problems.push(`--last-used must be report, api or off, got ${JSON.stringify(str('last-used'))}`);
+
   const logLevelRaw = (str('log-level') ?? DEFAULTS.logLevel).trim().toLowerCase();
   const logLevel = (LOG_LEVELS as readonly string[]).includes(logLevelRaw) ? (logLevelRaw as LogLevel) : undefined;
   if (!logLevel) problems.push(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevelRaw)}`);
@@ -217,6 +229,7 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
       timeBudgetMs,
       maxSnapshotAgeMs,
       allowPartial: values['allow-partial'] === true,
+      lastUsed: lastUsed!,
       maxAttempts,
       quiet: values.quiet === true,
       logLevel: logLevel!,
@@ -292,6 +305,10 @@ Runs and resume
   --max-snapshot-age DUR      an unfinished snapshot older than DUR is discarded and a new one
                               started, with a warning (default 24h, at most 7d)
   --allow-partial             publish even if some users failed (they are listed in the manifest)
+Last use
+  --last-used MODE            report (default): the IAM credential report, GetAccessKeyLastUsed
+                              for keys it cannot attribute; api: GetAccessKeyLastUsed per key;
+                              off: last-use columns stay null
 Operator output
   --quiet                     no progress output, only errors and the final summary
   --log-level L               trace, debug, info, warn, error, fatal or silent (default info)

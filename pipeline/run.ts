@@ -27,9 +27,12 @@ import { KeyBudget } from './source/budget.ts';
 import { createIamClient, endpointsOf, newApiStats, resolveRegion, sdkLogger, totalCalls, type ApiStats, type Endpoints } from './source/client.ts';
 import { sourceStream } from './source/fanout.ts';
 import { callerIdentity, checkProfile, type CallerIdentity } from './source/identity.ts';
+import { LastUsedResolver } from './source/lastUsed.ts';
+import { fetchCredentialReport, ReportIndex, type ReportOutcome } from './source/report.ts';
 import { partWriter } from './sinks/parts.ts';
-import { finalizeSnapshot, isPublished, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type Manifest, type PublishResult } from './snapshot.ts';
+import { finalizeSnapshot, isPublished, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
 import { deriveAgeStage } from './stages/deriveAge.ts';
+import { enrichLastUsedStage, lastUseSourceOf } from './stages/enrichLastUsed.ts';
 import { filterStatusStage } from './stages/filterStatus.ts';
 import { toRecordStage } from './stages/toRecord.ts';
 import { openStore, type Store } from './store/index.ts';
@@ -117,6 +120,7 @@ export function dataConfigOf(config: Config, env: NodeJS.ProcessEnv = process.en
     statuses: config.statuses,
     endpoint: endpointsOf(config, env).iam ?? null,
     schemaVersion: SCHEMA_VERSION,
+    lastUsed: config.lastUsed,
   };
 }
 
@@ -384,7 +388,15 @@ async function runHeld(store: Store, config: Config, hooks: RunHooks, held: Held
     let manifest: Manifest | undefined;
     if (cp.phase === 'finalize') {
       lease.assertHeld();
-      manifest = await finalizeSnapshot(store, file, { checkpoint: cp, rowsPerFile: config.tuning.rowsPerFile, toolVersion: hooks.toolVersion, wallMs: wallBefore + (Date.now() - startedAt), runId: lease.runId, stop: stop.signal });
+      manifest = await finalizeSnapshot(store, file, {
+        checkpoint: cp,
+        rowsPerFile: config.tuning.rowsPerFile,
+        toolVersion: hooks.toolVersion,
+        wallMs: wallBefore + (Date.now() - startedAt),
+        runId: lease.runId,
+        stop: stop.signal,
+        lastUse: await lastUseInfo(store, cp),
+      });
     }
     if (stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
     lease.assertHeld();
@@ -441,6 +453,22 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
   });
 
   hooks.observer?.onStart?.(info, progress);
+  const onFatal = (err: ExportError) => {
+    fatal ??= err;
+    stop.abort(err);
+  };
+  const site = { service: 'IAM', endpoint: aws.endpoints.iamShown };
+  const report = cp.config.lastUsed === 'report' ? await snapshotReport(store, cp, client, stop.signal, hooks, site) : undefined;
+  const resolver = new LastUsedResolver({
+    mode: report && !report.index ? 'api' : cp.config.lastUsed,
+    report: report?.index,
+    client,
+    concurrency: config.concurrency,
+    signal: stop.signal,
+    site,
+    onFatal,
+    onThrottled: () => stop.abort('throttled'),
+  });
   try {
     await pipeline(
       sourceStream({
@@ -453,10 +481,7 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
         budget,
         accountId: cp.accountId,
         endpoint: aws.endpoints.iamShown,
-        onFatal: (err) => {
-          fatal ??= err;
-          stop.abort(err);
-        },
+        onFatal,
         onThrottled: () => stop.abort('throttled'),
         onUserFinished: () => live.usersDone++,
         onUsersListed: (n, last) => {
@@ -464,9 +489,10 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
           live.listingDone ||= last;
         },
       }),
-      toRecordStage({ snapshotId: cp.snapshotId, snapshotTime: cp.snapshotTime }),
+      toRecordStage({ snapshotTime: cp.snapshotTime }),
       deriveAgeStage(),
       filterStatusStage(cp.config.statuses),
+      enrichLastUsedStage(resolver, config.concurrency),
       partWriter({
         checkpoint: cp,
         file,
@@ -476,6 +502,16 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
         assertHeld: () => lease.assertHeld(),
         tuning: config.tuning,
         onRecord: () => live.keys++,
+        onCommitted: (records) => {
+          const counts = cp.counters.lastUsed;
+          for (const r of records) {
+            const source = lastUseSourceOf(r);
+            if (source === 'report') counts.report++;
+            else if (source === 'api') counts.api++;
+            else if (source === 'vanished') counts.vanished++;
+            else if (source === 'denied') counts.denied++;
+          }
+        },
         beforeSave: (c) => {
           for (const [op, n] of Object.entries(stats.calls)) c.counters.calls[op] = (base.calls[op] ?? 0) + n;
           c.counters.attempts = base.attempts + stats.attempts;
@@ -491,6 +527,7 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
   } catch (err) {
     throw fatal ?? err;
   }
+  if (!fatal && !stop.signal.aborted && cp.exportComplete) systemicLastUse(cp);
   if (fatal) throw fatal;
   const reason: unknown = stop.signal.reason;
   if (reason instanceof Error) throw reason;
@@ -500,6 +537,62 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
   throw new ExportError('INTERNAL', 'the source ended before every user was exported, without a stop reason');
 }
 
+/**
+ * Every last-use lookup of the snapshot denied, none answered: a missing
+ * permission, not a per-key problem. Checked before the snapshot is finalized,
+ * so a snapshot whose last-use columns are all null for that reason is never
+ * published (fewer keys than the 20 the resolver judges on the way).
+ */
+function systemicLastUse(cp: Checkpoint): void {
+  const c = cp.counters.lastUsed;
+  if (c.denied === 0 || c.api > 0) return;
+  throw new ExportError(
+    'SOURCE_DENIED',
+    `GetAccessKeyLastUsed was denied for every one of the ${c.denied} keys looked up: the identity needs iam:GetAccessKeyLastUsed; grant it and rerun with --fresh, or run with --last-used off`,
+  );
+}
+
+/** Where the credential report of a snapshot is kept (private, with its checkpoint). */
+function reportKey(cp: Checkpoint): string {
+  return `${snapshotKeys(cp.snapshotId).staging}credential-report.json`;
+}
+
+/**
+ * The credential report of the snapshot: fetched once and saved in its staging
+ * before any key is matched against it, so every run of the snapshot (a resume
+ * hours later) matches against the very same report. A denied report is saved as
+ * such too: the snapshot stays with the API, with one warning.
+ */
+async function snapshotReport(store: Store, cp: Checkpoint, client: IAMClient, signal: AbortSignal, hooks: RunHooks, site: { service: string; endpoint: string }): Promise<{ index?: ReportIndex; outcome: ReportOutcome }> {
+  const key = reportKey(cp);
+  const saved = await store.read(key);
+  let outcome: ReportOutcome;
+  if (saved) {
+    outcome = JSON.parse(saved.body.toString('utf8')) as ReportOutcome;
+  } else {
+    outcome = await fetchCredentialReport(client, signal, site);
+    await store.write(key, JSON.stringify(outcome));
+    if ('denied' in outcome) {
+      hooks.observer?.onWarning?.(
+        `the credential report was denied (${outcome.denied}): last use comes from GetAccessKeyLastUsed for every key instead (the report needs iam:GenerateCredentialReport and iam:GetCredentialReport)`,
+      );
+    }
+  }
+  return 'report' in outcome ? { index: new ReportIndex(outcome.report), outcome } : { outcome };
+}
+
+/** What the manifest says of last use: the mode asked, the source used, the report's time. */
+async function lastUseInfo(store: Store, cp: Checkpoint): Promise<LastUseInfo> {
+  if (cp.config.lastUsed !== 'report') return { mode: cp.config.lastUsed, source: cp.config.lastUsed, reportGeneratedTime: null };
+  const saved = await store.read(reportKey(cp));
+  const outcome = saved ? (JSON.parse(saved.body.toString('utf8')) as ReportOutcome) : undefined;
+  return {
+    mode: 'report',
+    source: outcome && 'report' in outcome ? 'report' : 'api',
+    reportGeneratedTime: outcome && 'report' in outcome ? new ReportIndex(outcome.report).generatedTime.toISOString() : null,
+  };
+}
+
 function describeDiff(a: DataConfig, b: DataConfig): string {
   const diffs: string[] = [];
   if (a.format !== b.format) diffs.push(`--format ${a.format}, now ${b.format}`);
@@ -507,6 +600,7 @@ function describeDiff(a: DataConfig, b: DataConfig): string {
   if ([...a.statuses].sort().join(',') !== [...b.statuses].sort().join(',')) diffs.push(`--status ${a.statuses.join(',') || 'all'}, now ${b.statuses.join(',') || 'all'}`);
   if (a.endpoint !== b.endpoint) diffs.push(`endpoint ${a.endpoint ?? 'default'}, now ${b.endpoint ?? 'default'}`);
   if (a.schemaVersion !== b.schemaVersion) diffs.push(`schema version ${a.schemaVersion}, now ${b.schemaVersion}`);
+  if (a.lastUsed !== b.lastUsed) diffs.push(`--last-used ${a.lastUsed}, now ${b.lastUsed}`);
   return diffs.join('; ');
 }
 

@@ -1,13 +1,15 @@
 /**
- * Runtime view of the record schema (schemas/access_keys.v1.json). The CSV header,
- * the Parquet schema and the run-file codec are all derived from `COLUMNS`; the
- * TypeScript type comes from the same file through schemas/generate.ts.
+ * Runtime view of the record schema the pipeline writes (the latest in schemas/).
+ * The CSV header, the Parquet schema and the run-file codec are all derived from
+ * `COLUMNS`; the TypeScript type comes from the same file through
+ * schemas/generate.ts. `snapshot_id` is not a column: it is the partition, in the
+ * folder name, the manifest and the Parquet key-value metadata.
  */
-import schemaJson from '../schemas/access_keys.v1.json' with { type: 'json' };
+import { LATEST_SCHEMA_VERSION, schemaSpec } from '../schemas/spec.ts';
 import type { AccessKeyRecord } from './record.generated.ts';
 
 export type { AccessKeyRecord } from './record.generated.ts';
-export { SCHEMA_VERSION } from './record.generated.ts';
+export { SCHEMA_VERSION, PARTITION_COLUMN } from './record.generated.ts';
 
 export type ColumnType = 'string' | 'timestamp' | 'int32';
 
@@ -18,8 +20,10 @@ export interface Column {
   readonly description: string;
 }
 
-export const SCHEMA_NAME: string = schemaJson.name;
-export const COLUMNS: readonly Column[] = schemaJson.columns as Column[];
+const spec = schemaSpec(LATEST_SCHEMA_VERSION);
+
+export const SCHEMA_NAME: string = spec.name;
+export const COLUMNS: readonly Column[] = spec.columns as readonly Column[];
 export const COLUMN_NAMES: readonly (keyof AccessKeyRecord)[] = COLUMNS.map((c) => c.name);
 
 /** Orders records by the published sort key (account_id, user_name, access_key_id). */

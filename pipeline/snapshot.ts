@@ -106,6 +106,18 @@ export interface ManifestInput {
   readonly runId: string;
   /** A graceful stop: finalize ends early (AbortError) and is redone by the rerun. */
   readonly stop?: AbortSignal;
+  /** Where last use came from (the manifest's last_used). */
+  readonly lastUse?: LastUseInfo;
+}
+
+/** Where the last use of a snapshot's keys came from. */
+export interface LastUseInfo {
+  /** --last-used as given. */
+  readonly mode: 'report' | 'api' | 'off';
+  /** What was used: report (API for the keys it cannot attribute), api (also when the report was denied), off. */
+  readonly source: 'report' | 'api' | 'off';
+  /** When IAM generated the report used (ISO 8601), or null. */
+  readonly reportGeneratedTime: string | null;
 }
 
 export interface PublishResult {
@@ -141,6 +153,19 @@ export interface Manifest {
   readonly duplicates_dropped: number;
   /** Listings started over because IAM rejected a stored Marker. */
   readonly restarted_listings: number;
+  /** Where the last-use columns came from, with counts of keys. */
+  readonly last_used: {
+    readonly mode: string;
+    readonly source: string;
+    readonly report_generated_time: string | null;
+    readonly from_report: number;
+    readonly from_api: number;
+    /** Published keys with a last-use date, and without (never used, or unknown). */
+    readonly dated: number;
+    readonly null: number;
+    readonly keys_vanished: number;
+    readonly lookups_denied: number;
+  };
 }
 
 /** Takes up to `n` items from a shared iterator without closing it; throws AbortError once `stop` is aborted. */
@@ -173,8 +198,8 @@ export async function finalizeSnapshot(store: Store, file: CheckpointFile, input
     if (/^(publish|merge)-/.test(folder)) await store.delete(key);
   }
   const ext = FORMAT_EXTENSION[cp.config.format];
-  const stats = { duplicates: 0 };
-  const merged = mergeRuns(store, keys.runs, cp.parts, { dirty: cp.dirtyUsers, scratch }, stats)[Symbol.asyncIterator]();
+  const stats = { duplicates: 0, dated: 0 };
+  const merged = countDated(mergeRuns(store, keys.runs, cp.parts, { dirty: cp.dirtyUsers, scratch }, stats), stats)[Symbol.asyncIterator]();
   const files: DataFileInfo[] = [];
   const state = { done: false };
   try {
@@ -182,7 +207,10 @@ export async function finalizeSnapshot(store: Store, file: CheckpointFile, input
     // still publishes a readable (header-only / zero-row) file.
     while (!state.done) {
       const name = `part-${String(files.length).padStart(5, '0')}${ext}`;
-      const encoded = encodeDataFile(cp.config.format, take<AccessKeyRecord>(merged, input.rowsPerFile, state, input.stop));
+      const encoded = encodeDataFile(cp.config.format, take<AccessKeyRecord>(merged, input.rowsPerFile, state, input.stop), {
+        // The partition value is not a column (v2): readers of a single file find it here.
+        metadata: { snapshot_id: cp.snapshotId, snapshot_time: cp.snapshotTime.toISOString(), schema_name: SCHEMA_NAME, schema_version: String(SCHEMA_VERSION) },
+      });
       const { bytes, sha256 } = await store.upload(keyJoin(dir, name), encoded.chunks);
       const info = { file: name, rows: encoded.rows(), bytes, sha256 };
       if (info.rows === 0 && files.length > 0) {
@@ -198,7 +226,7 @@ export async function finalizeSnapshot(store: Store, file: CheckpointFile, input
   }
   await store.deletePrefix(scratch);
   const rows = files.reduce((a, f) => a + f.rows, 0);
-  const manifest = buildManifest(cp, input, files, rows, stats.duplicates);
+  const manifest = buildManifest(cp, input, files, rows, stats);
   await store.write(keyJoin(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
   faultPoint('manifest-written');
   await store.write(keyJoin(dir, SUCCESS_FILE), '');
@@ -250,7 +278,15 @@ export async function readManifest(store: Store, id: string): Promise<Manifest |
   return found ? (JSON.parse(found.body.toString('utf8')) as Manifest) : undefined;
 }
 
-function buildManifest(cp: Checkpoint, input: ManifestInput, files: DataFileInfo[], rows: number, duplicates: number): Manifest {
+/** Counts the published rows that have a last-use date. */
+async function* countDated(records: AsyncIterable<AccessKeyRecord>, stats: { dated: number }): AsyncGenerator<AccessKeyRecord> {
+  for await (const r of records) {
+    if (r.last_used_date !== null) stats.dated++;
+    yield r;
+  }
+}
+
+function buildManifest(cp: Checkpoint, input: ManifestInput, files: DataFileInfo[], rows: number, stats: { duplicates: number; dated: number }): Manifest {
   const c = cp.counters;
   const failed = cp.failedUsers.map((f) => ({ user_name: f.user.userName, user_id: f.user.userId, code: f.code }));
   const callsTotal = Object.values(c.calls).reduce((a, b) => a + b, 0);
@@ -270,7 +306,18 @@ function buildManifest(cp: Checkpoint, input: ManifestInput, files: DataFileInfo
     api: { calls: c.calls, calls_total: callsTotal, attempts: c.attempts, retries: Math.max(0, c.attempts - callsTotal), throttles: c.throttles },
     wall_time_ms: input.wallMs,
     resumes: cp.resumes,
-    duplicates_dropped: duplicates,
+    duplicates_dropped: stats.duplicates,
     restarted_listings: c.restartedListings,
+    last_used: {
+      mode: input.lastUse?.mode ?? cp.config.lastUsed,
+      source: input.lastUse?.source ?? cp.config.lastUsed,
+      report_generated_time: input.lastUse?.reportGeneratedTime ?? null,
+      from_report: c.lastUsed.report,
+      from_api: c.lastUsed.api,
+      dated: stats.dated,
+      null: rows - stats.dated,
+      keys_vanished: c.lastUsed.vanished,
+      lookups_denied: c.lastUsed.denied,
+    },
   };
 }

@@ -1,8 +1,8 @@
 /**
  * Generates what is derived from the schema files, the one source of truth for
  * the columns:
- *   schemas/access_keys.v1.json → pipeline/record.generated.ts     (what the pipeline writes today)
- *   schemas/access_keys.v2.json → pipeline/record.v2.generated.ts  (until the pipeline switches to v2)
+ *   schemas/access_keys.v2.json → pipeline/record.generated.ts     (what the pipeline writes: the latest)
+ *   schemas/access_keys.v1.json → pipeline/record.v1.generated.ts  (older snapshots, for fixtures and readers)
  *   the latest schema           → the column and type tables of schemas/README.md
  *
  *   npx tsx schemas/generate.ts          write the files
@@ -24,8 +24,8 @@ export interface Target {
 }
 
 export const TARGETS: readonly Target[] = [
-  { version: 1, path: fileURLToPath(new URL('../pipeline/record.generated.ts', import.meta.url)) },
-  { version: 2, path: fileURLToPath(new URL('../pipeline/record.v2.generated.ts', import.meta.url)) },
+  { version: 1, path: fileURLToPath(new URL('../pipeline/record.v1.generated.ts', import.meta.url)) },
+  { version: 2, path: fileURLToPath(new URL('../pipeline/record.generated.ts', import.meta.url)) },
 ];
 
 /**

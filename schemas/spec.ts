@@ -52,7 +52,7 @@ export const SCHEMA_VERSIONS = [1, 2] as const;
 /** A schema version that has a file in schemas/. */
 export type SchemaVersion = (typeof SCHEMA_VERSIONS)[number];
 
-/** The version new snapshots are written with once the pipeline switches to it. */
+/** The version new snapshots are written with. */
 export const LATEST_SCHEMA_VERSION: SchemaVersion = 2;
 
 const SPECS: Readonly<Record<SchemaVersion, SchemaSpec>> = {

@@ -9,7 +9,7 @@ import { removeOrphans } from '../pipeline/runs.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
 import { withTemp } from './support/scope.ts';
 
-const config: DataConfig = { format: 'csv', pathPrefix: '/', statuses: [], endpoint: null, schemaVersion: 1 };
+const config: DataConfig = { format: 'csv', pathPrefix: '/', statuses: [], endpoint: null, schemaVersion: 1, lastUsed: 'off' };
 /** A user: the id is what identifies it; the name may change. */
 const u = (id: string, name = id.toLowerCase()): UserRef => ({
   userName: name,

@@ -25,10 +25,21 @@ for (const format of ['parquet', 'csv'] as const) {
         // Parquet carries INT32; DuckDB's CSV sniffer widens integers to BIGINT.
         assert.equal(types.key_age_days, format === 'parquet' ? 'INTEGER' : 'BIGINT');
         const snapshotTime = new Date(String(all[0]!.snapshot_time)).getTime();
+        const truth = new Map(fake.truth().keys.map((k) => [k.accessKeyId, k]));
+        const users = new Map(fake.truth().users.map((u) => [u.userName, u]));
         for (const row of all) {
           const age = Math.floor((snapshotTime - new Date(String(row.create_date)).getTime()) / 86_400_000);
           assert.equal(row.key_age_days, Math.max(0, age));
-          assert.equal(row.last_used_date, null);
+          // Last use: the report's (to the second) or the API's, the same truth either way.
+          const used = truth.get(String(row.access_key_id))!.lastUsed;
+          assert.equal(row.last_used_date, used ? used.date.toISOString() : null, String(row.access_key_id));
+          assert.equal(row.last_used_service, used?.service ?? null);
+          assert.equal(row.last_used_region, used?.region ?? null);
+          assert.equal(row.days_since_last_used, used ? Math.max(0, Math.floor((snapshotTime - used.date.getTime()) / 86_400_000)) : null);
+          const user = users.get(String(row.user_name))!;
+          assert.equal(row.user_arn, user.arn);
+          assert.equal(row.user_path, user.path);
+          assert.equal(row.user_create_date, user.createDate.toISOString());
         }
         const dir = await onlySnapshotDir(out);
         const manifest = await verifyManifest(dir);
@@ -37,6 +48,10 @@ for (const format of ['parquet', 'csv'] as const) {
         assert.equal(manifest.users.exported, 150);
         assert.equal(manifest.resumes, 0);
         assert.equal(manifest.duplicates_dropped, 0);
+        assert.equal(manifest.last_used.source, 'report');
+        assert.ok(manifest.last_used.from_api > 0, 'users with more than two keys: the report holds two of them');
+        assert.equal(manifest.last_used.from_report + manifest.last_used.from_api, expected.length);
+        assert.equal(manifest.last_used.dated + manifest.last_used.null, expected.length);
         assert.equal(manifest.api.calls.ListAccessKeys, fake.stats().calls.ListAccessKeys);
         assert.deepEqual((await readdir(dir)).sort(), ['_SUCCESS', '_manifest.json', `part-00000.${format}`]);
         assert.deepEqual(await readdir(join(out, '_staging')), [], 'staging is cleaned after publish');

@@ -9,7 +9,7 @@ import { after, describe, test } from 'node:test';
 import parquet from 'parquetjs-lite';
 import { ExportError } from '../pipeline/errors.ts';
 import type { AccessKeyRecord } from '../pipeline/record.generated.ts';
-import type { AccessKeyRecord as AccessKeyRecordV2 } from '../pipeline/record.v2.generated.ts';
+import type { AccessKeyRecord as AccessKeyRecordV2 } from '../pipeline/record.generated.ts';
 import { parquetEncoder, withUtcTimestamps } from '../pipeline/sinks/parquet.ts';
 import { writeDataFile } from '../pipeline/sinks/index.ts';
 
@@ -23,7 +23,6 @@ const SNAPSHOT_TIME = new Date('2026-11-28T11:10:00.000Z');
 
 const RECORDS: readonly AccessKeyRecord[] = [
   {
-    snapshot_id: '20261128T111000Z',
     snapshot_time: SNAPSHOT_TIME,
     account_id: '012345678901',
     user_name: 'alice',
@@ -35,9 +34,12 @@ const RECORDS: readonly AccessKeyRecord[] = [
     last_used_date: null,
     last_used_service: null,
     last_used_region: null,
+    user_arn: 'arn:aws:iam::012345678901:user/alice',
+    user_path: '/',
+    user_create_date: new Date('2014-12-31T00:00:00.000Z'),
+    days_since_last_used: null,
   },
   {
-    snapshot_id: '20261128T111000Z',
     snapshot_time: SNAPSHOT_TIME,
     account_id: '012345678901',
     user_name: 'bob',
@@ -49,6 +51,10 @@ const RECORDS: readonly AccessKeyRecord[] = [
     last_used_date: new Date('2026-11-27T01:02:03.004Z'),
     last_used_service: 's3',
     last_used_region: 'us-east-1',
+    user_arn: 'arn:aws:iam::012345678901:user/bob',
+    user_path: '/ops/',
+    user_create_date: new Date('2019-05-01T08:00:00.000Z'),
+    days_since_last_used: 1,
   },
 ];
 
@@ -78,7 +84,7 @@ describe('the footer of a parquet file', () => {
     const timestamps = rows.filter((r) => r.type === 'INT64');
     assert.deepEqual(
       timestamps.map((r) => r.name),
-      ['snapshot_time', 'create_date', 'last_used_date'],
+      ['snapshot_time', 'create_date', 'last_used_date', 'user_create_date'],
     );
     for (const r of timestamps) assert.deepEqual([r.converted_type, r.logical_type], ['TIMESTAMP_MILLIS', UTC_MILLIS], String(r.name));
     // The other columns are as the library wrote them: no logical type added.
@@ -119,6 +125,7 @@ describe('the footer of a parquet file', () => {
         ['snapshot_time', true, true],
         ['create_date', true, true],
         ['last_used_date', true, true],
+        ['user_create_date', true, true],
       ]);
     } finally {
       await reader.close();
@@ -155,7 +162,7 @@ describe('the footer of a parquet file', () => {
     await writeParquetFile(file, []);
 
     const { rows } = await queryDuckDb(`select count(*) as n from parquet_schema(${sqlString(file)}) where logical_type = ${sqlString(UTC_MILLIS)}`);
-    assert.deepEqual(rows, [{ n: 3 }]);
+    assert.deepEqual(rows, [{ n: 4 }]);
   });
 
   test('of a v2 file written with parquetEncoder has the v2 columns and no snapshot_id', async () => {

@@ -14,7 +14,6 @@ const TIME = new Date('2026-11-28T11:10:00.000Z');
 
 function rec(user: string, key: string, userId = `AIDA${user.toUpperCase()}`, status = 'Active'): AccessKeyRecord {
   return {
-    snapshot_id: '20261128T111000Z',
     snapshot_time: TIME,
     account_id: '123456789012',
     user_name: user,
@@ -26,6 +25,10 @@ function rec(user: string, key: string, userId = `AIDA${user.toUpperCase()}`, st
     last_used_date: null,
     last_used_service: null,
     last_used_region: null,
+    user_arn: `arn:aws:iam::123456789012:user/${user}`,
+    user_path: '/',
+    user_create_date: new Date('2019-01-01T00:00:00.000Z'),
+    days_since_last_used: null,
   };
 }
 

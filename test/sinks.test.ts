@@ -38,7 +38,6 @@ const RECORDS: readonly AccessKeyRecord[] = [
 
 function record(fields: Partial<AccessKeyRecord> & Pick<AccessKeyRecord, 'user_name' | 'access_key_id' | 'create_date' | 'key_age_days'>): AccessKeyRecord {
   return {
-    snapshot_id: SNAPSHOT_ID,
     snapshot_time: SNAPSHOT_TIME,
     account_id: '123456789012',
     user_id: `AIDA${fields.user_name.toUpperCase().replace(/[^A-Z]/g, 'X').padEnd(17, '0')}`,
@@ -46,6 +45,10 @@ function record(fields: Partial<AccessKeyRecord> & Pick<AccessKeyRecord, 'user_n
     last_used_date: null,
     last_used_service: null,
     last_used_region: null,
+    user_arn: `arn:aws:iam::123456789012:user/${fields.user_name}`,
+    user_path: '/',
+    user_create_date: new Date('2014-06-01T00:00:00.000Z'),
+    days_since_last_used: null,
     ...fields,
   };
 }
@@ -57,9 +60,9 @@ function* manyRecords(n: number): Generator<AccessKeyRecord> {
   }
 }
 
-/** The values a warehouse should see: timestamps as ISO strings, nulls as null. */
+/** The values a warehouse should see: timestamps as ISO strings, nulls as null, snapshot_id from the folder name. */
 function expectedRow(r: AccessKeyRecord): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
+  return { ...Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v])), snapshot_id: SNAPSHOT_ID };
 }
 
 const tempDirs: string[] = [];
@@ -99,6 +102,10 @@ const EXPECTED_TYPES: Record<Format, Record<string, string>> = {
     last_used_date: 'TIMESTAMP WITH TIME ZONE',
     last_used_service: 'VARCHAR',
     last_used_region: 'VARCHAR',
+    user_arn: 'VARCHAR',
+    user_path: 'VARCHAR',
+    user_create_date: 'TIMESTAMP WITH TIME ZONE',
+    days_since_last_used: 'INTEGER',
   },
   // Auto-detection reads the trailing Z as a time zone, and types any column of
   // digits as BIGINT, account_id included: a CSV loader must declare account_id
@@ -116,6 +123,11 @@ const EXPECTED_TYPES: Record<Format, Record<string, string>> = {
     last_used_date: 'TIMESTAMP WITH TIME ZONE',
     last_used_service: 'VARCHAR',
     last_used_region: 'VARCHAR',
+    user_arn: 'VARCHAR',
+    user_path: 'VARCHAR',
+    user_create_date: 'TIMESTAMP WITH TIME ZONE',
+    // Empty in every sample row: a sniffer cannot tell, it says VARCHAR (declare the types: DDL).
+    days_since_last_used: 'VARCHAR',
   },
 };
 
@@ -225,10 +237,10 @@ describe('a csv file', () => {
 
     assert.equal(
       await readFile(target, 'utf8'),
-      'snapshot_id,snapshot_time,account_id,user_name,user_id,access_key_id,status,create_date,key_age_days,last_used_date,last_used_service,last_used_region\n' +
-        `${SNAPSHOT_ID},2026-11-28T11:10:00.000Z,123456789012,alice,${RECORDS[0]!.user_id},AKIAALICE00000000001,Active,2015-01-01T00:00:00.000Z,4349,,,\n` +
-        `${SNAPSHOT_ID},2026-11-28T11:10:00.000Z,123456789012,bob,${RECORDS[1]!.user_id},AKIABOB0000000000001,Inactive,2020-02-29T12:34:56.789Z,2464,2026-11-27T01:02:03.004Z,` +
-        '"svc, with ""quotes""\nand a second line",us-east-1\n',
+      'snapshot_time,account_id,user_name,user_id,access_key_id,status,create_date,key_age_days,last_used_date,last_used_service,last_used_region,user_arn,user_path,user_create_date,days_since_last_used\n' +
+        `2026-11-28T11:10:00.000Z,123456789012,alice,${RECORDS[0]!.user_id},AKIAALICE00000000001,Active,2015-01-01T00:00:00.000Z,4349,,,,arn:aws:iam::123456789012:user/alice,/,2014-06-01T00:00:00.000Z,\n` +
+        `2026-11-28T11:10:00.000Z,123456789012,bob,${RECORDS[1]!.user_id},AKIABOB0000000000001,Inactive,2020-02-29T12:34:56.789Z,2464,2026-11-27T01:02:03.004Z,` +
+        '"svc, with ""quotes""\nand a second line",us-east-1,arn:aws:iam::123456789012:user/bob,/,2014-06-01T00:00:00.000Z,\n',
     );
   });
 
@@ -239,7 +251,7 @@ describe('a csv file', () => {
 
     assert.equal(
       await readFile(target, 'utf8'),
-      'snapshot_id,snapshot_time,account_id,user_name,user_id,access_key_id,status,create_date,key_age_days,last_used_date,last_used_service,last_used_region\n',
+      'snapshot_time,account_id,user_name,user_id,access_key_id,status,create_date,key_age_days,last_used_date,last_used_service,last_used_region,user_arn,user_path,user_create_date,days_since_last_used\n',
     );
   });
 
@@ -248,7 +260,7 @@ describe('a csv file', () => {
     const target = partFile(dir, 'csv');
     await writeDataFile('csv', target, [{ ...RECORDS[1]!, last_used_service: '', last_used_region: null }]);
 
-    assert.match(await readFile(target, 'utf8'), /,2026-11-27T01:02:03\.004Z,"",\n$/);
+    assert.match(await readFile(target, 'utf8'), /,2026-11-27T01:02:03\.004Z,"",,arn:aws:iam::123456789012:user\/bob,\/,2014-06-01T00:00:00\.000Z,\n$/);
     // DuckDB makes the difference only when asked to (by default "" is NULL too).
     const { rows } = await queryDuckDb(
       `select last_used_service, last_used_region from read_csv('${target}', header = true, allow_quoted_nulls = false)`,
@@ -264,11 +276,11 @@ describe('a parquet file', () => {
     await writeDataFile('parquet', target, []);
 
     const { rows } = await queryDuckDb(`select name, type, converted_type, repetition_type from parquet_schema('${target}') where name <> 'root'`);
-    assert.deepEqual(rows.slice(7, 10), [
+    assert.deepEqual(rows.slice(6, 9), [
       { name: 'create_date', type: 'INT64', converted_type: 'TIMESTAMP_MILLIS', repetition_type: 'REQUIRED' },
       { name: 'key_age_days', type: 'INT32', converted_type: null, repetition_type: 'REQUIRED' },
       { name: 'last_used_date', type: 'INT64', converted_type: 'TIMESTAMP_MILLIS', repetition_type: 'OPTIONAL' },
     ]);
-    assert.equal(rows.length, 12);
+    assert.equal(rows.length, 15);
   });
 });

@@ -33,6 +33,8 @@ export interface PartWriterOptions {
   readonly tuning: Pick<Tuning, 'commitRows' | 'commitMs'>;
   /** Called for every record received (progress). */
   readonly onRecord?: () => void;
+  /** Called with the records of each commit before the checkpoint that vouches for them is saved (counts saved with it). */
+  readonly onCommitted?: (records: readonly AccessKeyRecord[]) => void;
   /** Called just before each checkpoint save (e.g. to copy live counters into it). */
   readonly beforeSave?: (checkpoint: Checkpoint) => void;
   /** Called with each STATE once it is applied and durable. */
@@ -69,6 +71,7 @@ export function partWriter(o: PartWriterOptions): Writable {
     }
     for (const s of pending) o.checkpoint.apply(s);
     if (pending.length > 0) o.checkpoint.commits++;
+    o.onCommitted?.(batch);
     o.beforeSave?.(o.checkpoint);
     o.assertHeld();
     await o.file.save(o.checkpoint);

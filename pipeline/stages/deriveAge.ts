@@ -6,13 +6,16 @@ import { itemTransform } from './transform.ts';
 const DAY_MS = 86_400_000;
 
 /**
- * Whole days (floor) from `createDate` to `snapshotTime`. A key created after the
- * snapshot started (possible while a long run pages) counts as 0 days old rather
- * than negative, so the column stays a non-negative age.
+ * Whole days (floor) from `from` to `snapshotTime`. A moment after the snapshot
+ * started (a key created, or used, while a long run pages) counts as 0 days rather
+ * than negative, so the columns stay non-negative ages.
  */
-export function keyAgeDays(createDate: Date, snapshotTime: Date): number {
-  return Math.max(0, Math.floor((snapshotTime.getTime() - createDate.getTime()) / DAY_MS));
+export function wholeDays(from: Date, snapshotTime: Date): number {
+  return Math.max(0, Math.floor((snapshotTime.getTime() - from.getTime()) / DAY_MS));
 }
+
+/** key_age_days: whole days from the key's creation to the snapshot. */
+export const keyAgeDays = wholeDays;
 
 /** Completes a record with its age. */
 export function deriveAge(record: BaseRecord): AccessKeyRecord {

@@ -1,21 +1,22 @@
-/** Stage toRecord: AccessKeyMetadata + its user → a schema v1 record (without derived columns). */
+/** Stage toRecord: AccessKeyMetadata + its user → a record (without derived columns). */
 import { ExportError } from '../errors.ts';
 import { mapRecords, type BaseRecord, type SourceKey } from '../items.ts';
 import { itemTransform } from './transform.ts';
 
 export interface SnapshotStamp {
-  readonly snapshotId: string;
   readonly snapshotTime: Date;
 }
 
-/** Builds the record of one key. The last-used columns stay null until that stage exists. */
+/** Builds the record of one key. The last-used columns stay null until `enrichLastUsed`. */
 export function toRecord(source: SourceKey, stamp: SnapshotStamp): BaseRecord {
   const { key, user } = source;
   if (!key.AccessKeyId || !key.Status || !key.CreateDate) {
     throw new ExportError('SOURCE_FAILED', `ListAccessKeys for user ${user.userName} returned a key without AccessKeyId, Status or CreateDate`, { user: user.userName });
   }
+  if (user.createDate === null) {
+    throw new ExportError('SOURCE_FAILED', `ListUsers returned user ${user.userName} without CreateDate`, { user: user.userName });
+  }
   return {
-    snapshot_id: stamp.snapshotId,
     snapshot_time: stamp.snapshotTime,
     account_id: user.accountId,
     user_name: user.userName,
@@ -26,6 +27,10 @@ export function toRecord(source: SourceKey, stamp: SnapshotStamp): BaseRecord {
     last_used_date: null,
     last_used_service: null,
     last_used_region: null,
+    user_arn: user.arn,
+    user_path: user.path,
+    user_create_date: new Date(user.createDate),
+    days_since_last_used: null,
   };
 }
 

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { stringify } from 'csv-stringify';
-import type { AccessKeyRecord as RecordV1 } from '../../pipeline/record.generated.ts';
-import type { AccessKeyRecord as RecordV2 } from '../../pipeline/record.v2.generated.ts';
+import type { AccessKeyRecord as RecordV1 } from '../../pipeline/record.v1.generated.ts';
+import type { AccessKeyRecord as RecordV2 } from '../../pipeline/record.generated.ts';
 import { FORMAT_EXTENSION, writeDataFile, type Format } from '../../pipeline/sinks/index.ts';
 import { parquetEncoder } from '../../pipeline/sinks/parquet.ts';
 import { schemaSpec } from '../../schemas/spec.ts';
@@ -65,35 +65,37 @@ async function snapshotFile(root: string, snapshotId: string, format: Format): P
   return join(dir, `part-00000${FORMAT_EXTENSION[format]}`);
 }
 
-/** Writes a v1 snapshot folder under `root` with the pipeline's own sinks; returns the file. */
-export async function writeV1Snapshot(root: string, snapshotId: string, format: Format, rows: readonly RecordV1[]): Promise<string> {
-  const file = await snapshotFile(root, snapshotId, format);
-  await writeDataFile(format, file, rows);
-  return file;
+/** CSV options of pipeline/sinks/csv.ts (not exported) for other columns than the pipeline's. */
+function csvEncoder(columns: readonly { readonly name: string }[]) {
+  return stringify({
+    header: true,
+    columns: columns.map((c) => c.name),
+    record_delimiter: 'unix',
+    quote_record_delimiter: true,
+    cast: {
+      date: (value) => value.toISOString(),
+      string: (value) => (value === '' ? { value, quoted_empty: true } : value),
+    },
+  });
 }
 
 /**
- * Writes a v2 snapshot folder under `root`; returns the file. Parquet goes through
- * the sink's encoder with the v2 columns; CSV through csv-stringify with the
- * options of pipeline/sinks/csv.ts (not exported), for the v2 columns.
+ * Writes a v1 snapshot folder under `root` (snapshot_id a column inside the file,
+ * as v1 did); returns the file. Parquet through the sink's encoder with the v1
+ * columns, CSV through csv-stringify with the sink's options.
  */
+export async function writeV1Snapshot(root: string, snapshotId: string, format: Format, rows: readonly RecordV1[]): Promise<string> {
+  const file = await snapshotFile(root, snapshotId, format);
+  const columns = schemaSpec(1).columns;
+  const encoder = format === 'parquet' ? parquetEncoder<RecordV1>(columns) : csvEncoder(columns);
+  await pipeline(Readable.from(rows), encoder, createWriteStream(file));
+  return file;
+}
+
+/** Writes a v2 snapshot folder under `root` with the pipeline's own sink (what an export writes); returns the file. */
 export async function writeV2Snapshot(root: string, snapshotId: string, format: Format, rows: readonly RecordV2[]): Promise<string> {
   const file = await snapshotFile(root, snapshotId, format);
-  const columns = schemaSpec(2).columns;
-  const encoder =
-    format === 'parquet'
-      ? parquetEncoder<RecordV2>(columns, { metadata: { snapshot_id: snapshotId, schema_version: '2' } })
-      : stringify({
-          header: true,
-          columns: columns.map((c) => c.name),
-          record_delimiter: 'unix',
-          quote_record_delimiter: true,
-          cast: {
-            date: (value) => value.toISOString(),
-            string: (value) => (value === '' ? { value, quoted_empty: true } : value),
-          },
-        });
-  await pipeline(Readable.from(rows), encoder, createWriteStream(file));
+  await writeDataFile(format, file, rows, { metadata: { snapshot_id: snapshotId, schema_version: '2' } });
   return file;
 }
 

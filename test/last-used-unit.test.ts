@@ -1,0 +1,128 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { IAMClient } from '@aws-sdk/client-iam';
+import { ExportError } from '../pipeline/errors.ts';
+import type { AccessKeyRecord } from '../pipeline/schema.ts';
+import { LastUsedResolver, LookupHalt } from '../pipeline/source/lastUsed.ts';
+import { ReportIndex } from '../pipeline/source/report.ts';
+import { withLastUse } from '../pipeline/stages/enrichLastUsed.ts';
+
+const HEADER =
+  'user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated';
+
+const REPORT = {
+  generatedTime: '2026-11-28T10:00:00.000Z',
+  csv: [
+    HEADER,
+    '<root_account>,arn:aws:iam::123456789012:root,2015-01-01T00:00:00+00:00,not_supported,no_information,not_supported,not_supported,false,false,N/A,N/A,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A',
+    'alice,arn:aws:iam::123456789012:user/alice,2015-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,true,2020-01-01T00:00:00+00:00,2026-11-01T12:00:00+00:00,eu-west-1,s3,true,2021-06-01T00:00:07+00:00,N/A,N/A,N/A,false,N/A,false,N/A',
+    'bob,arn:aws:iam::123456789012:user/bob,2015-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,true,2022-02-02T02:02:02+00:00,2026-10-01T00:00:00+00:00,not_supported,not_supported,true,2022-02-02T02:02:02+00:00,N/A,N/A,N/A,false,N/A,false,N/A',
+    '"carol,ops","arn:aws:iam::123456789012:user/carol,ops",2015-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,true,2023-03-03T03:03:03+00:00,no_information,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A',
+  ].join('\n'),
+};
+
+function rec(user: string, created: string, arn = `arn:aws:iam::123456789012:user/${user}`): AccessKeyRecord {
+  return {
+    snapshot_time: new Date('2026-11-28T11:00:00.000Z'),
+    account_id: '123456789012',
+    user_name: user,
+    user_id: `AIDA${user}`,
+    access_key_id: `AKIA${user}${created}`,
+    status: 'Active',
+    create_date: new Date(created),
+    key_age_days: 0,
+    last_used_date: null,
+    last_used_service: null,
+    last_used_region: null,
+    user_arn: arn,
+    user_path: '/',
+    user_create_date: new Date('2015-01-01T00:00:00.000Z'),
+    days_since_last_used: null,
+  };
+}
+
+test('the report attributes a key by its user and its CreateDate to the second, and reads N/A, no_information and not_supported as null', () => {
+  const index = new ReportIndex(REPORT);
+  assert.deepEqual(index.lookup(rec('alice', '2020-01-01T00:00:00.999Z')), { hit: { date: new Date('2026-11-01T12:00:00.000Z'), service: 's3', region: 'eu-west-1' } });
+  assert.deepEqual(index.lookup(rec('alice', '2021-06-01T00:00:07.250Z')), { hit: { date: null, service: null, region: null } }, 'never used');
+  assert.deepEqual(index.lookup(rec('carol,ops', '2023-03-03T03:03:03.000Z', 'arn:aws:iam::123456789012:user/carol,ops')), { hit: { date: null, service: null, region: null } }, 'a quoted name with a comma');
+});
+
+test('a key the report cannot attribute unambiguously is a miss, with the reason', () => {
+  const index = new ReportIndex(REPORT);
+  assert.deepEqual(index.lookup(rec('bob', '2022-02-02T02:02:02.000Z')), { miss: 'ambiguous-slot' }, 'two keys created in the same second');
+  assert.deepEqual(index.lookup(rec('alice', '2026-11-28T10:30:00.000Z')), { miss: 'created-after-report' });
+  assert.deepEqual(index.lookup(rec('dave', '2020-01-01T00:00:00.000Z')), { miss: 'user-not-in-report' });
+  assert.deepEqual(index.lookup(rec('alice', '2020-01-01T00:00:00.000Z', 'arn:aws:iam::123456789012:user/eng/alice')), { miss: 'user-replaced' });
+  assert.deepEqual(index.lookup(rec('alice', '2019-05-05T00:00:00.000Z')), { miss: 'no-matching-slot' });
+});
+
+test('days_since_last_used is whole days from the last use to the snapshot, null when never used', () => {
+  const r = rec('alice', '2020-01-01T00:00:00.000Z');
+  assert.equal(withLastUse(r, { date: new Date('2026-11-26T11:00:00.001Z'), service: 's3', region: 'us-east-1' }).days_since_last_used, 1);
+  assert.equal(withLastUse(r, { date: new Date('2026-11-28T12:00:00.000Z'), service: 's3', region: 'us-east-1' }).days_since_last_used, 0, 'used after the snapshot started: 0, not negative');
+  assert.equal(withLastUse(r, null).days_since_last_used, null);
+});
+
+/** An IAMClient answering GetAccessKeyLastUsed from a function, in process. */
+function stubClient(answer: (keyId: string) => unknown): IAMClient {
+  const client = new IAMClient({ region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'y' }, maxAttempts: 1 });
+  client.middlewareStack.add(
+    () => async (args) => {
+      const result = answer((args.input as { AccessKeyId: string }).AccessKeyId);
+      if (result instanceof Error) throw result;
+      return { output: { ...(result as object), $metadata: {} } } as never;
+    },
+    { step: 'initialize', name: 'stub' },
+  );
+  return client;
+}
+
+const awsError = (name: string, status: number) => Object.assign(new Error(name), { name, $fault: 'client', $metadata: { httpStatusCode: status } });
+
+function resolver(client: IAMClient, events: string[]) {
+  return new LastUsedResolver({
+    mode: 'api',
+    report: undefined,
+    client,
+    concurrency: 4,
+    signal: new AbortController().signal,
+    site: { service: 'IAM', endpoint: 'http://stub' },
+    onFatal: (e) => events.push(`fatal ${e.code} ${e.message}`),
+    onThrottled: () => events.push('throttled'),
+  });
+}
+
+test('the API gives date, service and region; N/A is null; a key deleted meanwhile keeps its row without a last use', async () => {
+  const events: string[] = [];
+  const r = resolver(
+    stubClient((id) => (id.includes('gone') ? awsError('NoSuchEntity', 404) : { AccessKeyLastUsed: id.includes('never') ? { ServiceName: 'N/A', Region: 'N/A' } : { LastUsedDate: new Date('2026-01-01T00:00:00Z'), ServiceName: 'sts', Region: 'eu-west-2' } })),
+    events,
+  );
+  assert.deepEqual(await r.resolve(rec('used', '2020-01-01T00:00:00Z')), { lastUse: { date: new Date('2026-01-01T00:00:00Z'), service: 'sts', region: 'eu-west-2' }, source: 'api' });
+  assert.deepEqual(await r.resolve(rec('never', '2020-01-01T00:00:00Z')), { lastUse: { date: null, service: null, region: null }, source: 'api' });
+  assert.deepEqual(await r.resolve(rec('gone', '2020-01-01T00:00:00Z')), { lastUse: null, source: 'vanished' });
+  assert.deepEqual(events, []);
+});
+
+test('lookups denied for every one of the first 20 keys stop the run, naming the permission and --last-used off; one denied key among answered ones does not', async () => {
+  const events: string[] = [];
+  const all = resolver(stubClient(() => awsError('AccessDenied', 403)), events);
+  const results = await Promise.allSettled(Array.from({ length: 25 }, (_, i) => all.resolve(rec(`u${i}`, '2020-01-01T00:00:00Z'))));
+  assert.ok(results.some((x) => x.status === 'rejected' && x.reason instanceof LookupHalt));
+  assert.equal(events.length, 1);
+  assert.match(events[0]!, /^fatal SOURCE_DENIED .*iam:GetAccessKeyLastUsed, or run with --last-used off/);
+
+  const some: string[] = [];
+  const mixed = resolver(stubClient((id) => (id.includes('u3') ? awsError('AccessDenied', 403) : { AccessKeyLastUsed: { ServiceName: 'N/A', Region: 'N/A' } })), some);
+  for (let i = 0; i < 25; i++) await mixed.resolve(rec(`u${i}`, '2020-01-01T00:00:00Z'));
+  assert.deepEqual(some, []);
+  void ExportError;
+});
+
+test('throttling that outlived the retries halts the lookups and stops the run resumably', async () => {
+  const events: string[] = [];
+  const r = resolver(stubClient(() => awsError('Throttling', 400)), events);
+  await assert.rejects(r.resolve(rec('u', '2020-01-01T00:00:00Z')), LookupHalt);
+  assert.deepEqual(events, ['throttled']);
+});
