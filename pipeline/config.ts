@@ -32,6 +32,8 @@ export interface Config {
   /** An unfinished snapshot older than this is discarded rather than resumed. */
   readonly maxSnapshotAgeMs: number;
   readonly allowPartial: boolean;
+  /** Keep only the newest N published snapshots (undefined: keep all). */
+  readonly keep: number | undefined;
   /** Where last use comes from: the credential report (API where it cannot tell), the API for every key, or nowhere. */
   readonly lastUsed: LastUsedMode;
   readonly maxAttempts: number;
@@ -83,6 +85,7 @@ export const OPTIONS = {
   'max-snapshot-age': { type: 'string' },
   'allow-partial': { type: 'boolean' },
   'last-used': { type: 'string' },
+  keep: { type: 'string' },
   'max-attempts': { type: 'string' },
   quiet: { type: 'boolean' },
   'log-level': { type: 'string' },
@@ -194,6 +197,7 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const pageSize = int('page-size', 1, 1000, DEFAULTS.pageSize)!;
   const maxItems = int('max-items', 1, Number.MAX_SAFE_INTEGER, undefined);
   const maxAttempts = int('max-attempts', 1, 100, DEFAULTS.maxAttempts)!;
+  const keep = int('keep', 1, Number.MAX_SAFE_INTEGER, undefined);
 
   const envInt = (name: string, min: number, fallback: number): number => {
     const raw = env[name];
@@ -230,6 +234,7 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
       maxSnapshotAgeMs,
       allowPartial: values['allow-partial'] === true,
       lastUsed: lastUsed!,
+      keep,
       maxAttempts,
       quiet: values.quiet === true,
       logLevel: logLevel!,
@@ -309,6 +314,9 @@ Last use
   --last-used MODE            report (default): the IAM credential report, GetAccessKeyLastUsed
                               for keys it cannot attribute; api: GetAccessKeyLastUsed per key;
                               off: last-use columns stay null
+Retention
+  --keep N                    after publishing, delete all but the newest N published snapshots
+                              (default: keep all; staging and unfinished snapshots are never touched)
 Operator output
   --quiet                     no progress output, only errors and the final summary
   --log-level L               trace, debug, info, warn, error, fatal or silent (default info)

@@ -30,7 +30,7 @@ import { callerIdentity, checkProfile, type CallerIdentity } from './source/iden
 import { LastUsedResolver } from './source/lastUsed.ts';
 import { fetchCredentialReport, ReportIndex, type ReportOutcome } from './source/report.ts';
 import { partWriter } from './sinks/parts.ts';
-import { finalizeSnapshot, isPublished, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
+import { applyRetention, finalizeSnapshot, isPublished, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
 import { deriveAgeStage } from './stages/deriveAge.ts';
 import { enrichLastUsedStage, lastUseSourceOf } from './stages/enrichLastUsed.ts';
 import { filterStatusStage } from './stages/filterStatus.ts';
@@ -401,6 +401,10 @@ async function runHeld(store: Store, config: Config, hooks: RunHooks, held: Held
     if (stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
     lease.assertHeld();
     const dir = await promoteSnapshot(store, cp);
+    if (config.keep !== undefined) {
+      const deleted = await applyRetention(store, config.keep);
+      if (deleted.length > 0) hooks.observer?.onNotice?.(`--keep ${config.keep}: deleted ${deleted.length} older snapshot(s): ${deleted.join(', ')}`, { deleted });
+    }
     manifest ??= await readManifest(store, cp.snapshotId);
     if (!manifest) throw new ExportError('INTERNAL', `snapshot ${cp.snapshotId} was published without a manifest`);
     return {

@@ -272,6 +272,31 @@ export async function updateLatest(store: Store, id: string): Promise<void> {
   await store.write(key, `${id}\n`);
 }
 
+/**
+ * --keep N: deletes all but the newest N published snapshots (by id, which is
+ * time order). Only folders with _SUCCESS count as published; a folder being
+ * published (no _SUCCESS yet) and staging are never touched. Each folder loses
+ * its _SUCCESS first, so a reader gating on it stops seeing the snapshot before
+ * its files go. Returns the ids deleted.
+ */
+export async function applyRetention(store: Store, keep: number): Promise<string[]> {
+  const keys = await store.list(`${DATASET_DIR}/`);
+  const published = keys
+    .map((k) => /^access_keys\/snapshot_id=([^/]+)\/_SUCCESS$/.exec(k)?.[1])
+    .filter((id): id is string => id !== undefined && SNAPSHOT_ID.test(id))
+    .sort()
+    .reverse();
+  const old = published.slice(keep);
+  for (const id of old) {
+    const folder = snapshotKeys(id).published;
+    await store.delete(`${folder}${SUCCESS_FILE}`);
+    for (const key of keys) if (key.startsWith(folder) && !key.endsWith(`/${SUCCESS_FILE}`)) await store.delete(key);
+    await store.deletePrefix(folder);
+    faultPoint('snapshot-deleted', id);
+  }
+  return old;
+}
+
 /** The manifest of a published snapshot, or undefined. */
 export async function readManifest(store: Store, id: string): Promise<Manifest | undefined> {
   const found = await store.read(`${snapshotKeys(id).published}${MANIFEST_FILE}`);

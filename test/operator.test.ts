@@ -132,3 +132,30 @@ test('SIGINT ends the run within 10 s in every phase: asking who the caller is, 
     });
   });
 });
+
+test('--keep 2 keeps the newest two published snapshots, deletes older ones only after publishing, and never touches staging', async () => {
+  await withFake({ users: 6, seed: 3, keysPerUser: { min: 1, max: 1 } }, async (fake) => {
+    await withTemp(async (out) => {
+      const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--last-used', 'off'];
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        if (i > 0) await sleep(1100); // snapshot ids have second resolution
+        assert.equal((await runCli(args)).code, 0);
+        ids.push((await readFile(join(out, 'access_keys', '_LATEST'), 'utf8')).trim());
+      }
+      // An unfinished snapshot in staging, and a failing run with --keep 1: nothing deleted.
+      assert.equal((await runCli([...args, '--max-items', '2'])).code, 75);
+      const staged = readdirSync(join(out, '_staging'));
+      fake.configure({ listUsersDenied: true });
+      assert.equal((await runCli([...args, '--keep', '1'])).code, 1);
+      fake.configure({ listUsersDenied: false });
+      assert.deepEqual(readdirSync(join(out, 'access_keys')).filter((d) => d.startsWith('snapshot_id=')).length, 3, 'a failing run deletes nothing');
+      assert.deepEqual(readdirSync(join(out, '_staging')), staged, 'staging untouched');
+      await sleep(1100);
+      assert.equal((await runCli([...args, '--keep', '2'])).code, 0, 'resumes the staged snapshot and publishes it');
+      const left = readdirSync(join(out, 'access_keys')).filter((d) => d.startsWith('snapshot_id=')).sort();
+      assert.equal(left.length, 2);
+      assert.ok(left.every((d) => !d.endsWith(ids[0]!) && !d.endsWith(ids[1]!)), `the two oldest went: ${left.join(', ')}`);
+    });
+  });
+});
