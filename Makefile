@@ -27,4 +27,4 @@ bench: $(NODE_DEPS)
 	node --import tsx bench/run.ts
 
 clean:
-	rm -rf export
+	rm -rf export dist

@@ -1,15 +1,14 @@
 /**
- * One run of the real CLI (bin/iam-key-export.js) as a child process, against a
- * fake, into a fresh --out: what an operator runs. Reports the exporter's own wall
+ * One run of the installed command (the packed tarball, `npm install -g`: compiled
+ * JavaScript, see test/support/package.ts) as a child process, against a fake,
+ * into a fresh --out: what an operator runs. Reports the exporter's own wall
  * time (the manifest's wall_time_ms: from the start of the run to the publish,
  * Node startup excluded), the process wall time, peak RSS and the API counters.
  */
 import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { expectSuccess, runNode } from './proc.ts';
-
-const BIN = fileURLToPath(new URL('../bin/iam-key-export.js', import.meta.url));
+import { withThisNode } from '../test/support/package.ts';
+import { expectSuccess, runCommand } from './proc.ts';
 
 /** The part of _manifest.json the bench reads. */
 interface Manifest {
@@ -20,6 +19,8 @@ interface Manifest {
 }
 
 export interface ExportOptions {
+  /** The installed command, `<prefix>/bin/iam-key-export` (ScenarioContext.command). */
+  readonly command: string;
   readonly url: string;
   readonly concurrency: number;
   readonly format: 'csv' | 'parquet';
@@ -33,7 +34,7 @@ export interface ExportOptions {
 export interface ExportRun {
   /** The manifest's wall_time_ms. */
   readonly wallMs: number;
-  /** Spawn to exit (Node startup and module loading included). */
+  /** Spawn to exit of the installed command (Node startup and module loading included). */
   readonly processMs: number;
   readonly maxRssKb: number | null;
   readonly cpuMs: number | null;
@@ -68,8 +69,8 @@ export function exporterEnv(extra: Readonly<Record<string, string>> = {}): NodeJ
 /** Runs the CLI once to a published snapshot; throws unless it exits 0. */
 export async function runExporter(o: ExportOptions): Promise<ExportRun> {
   const out = await mkdtemp(join(o.workDir, 'export-'));
-  const args = [BIN, '--endpoint-url', o.url, '--out', out, '--format', o.format, '--concurrency', String(o.concurrency), '--quiet', '--fresh'];
-  const r = expectSuccess('iam-key-export', await runNode(args, exporterEnv(o.env), o.timeoutMs ?? 300_000));
+  const args = ['--endpoint-url', o.url, '--out', out, '--format', o.format, '--concurrency', String(o.concurrency), '--quiet', '--fresh'];
+  const r = expectSuccess('iam-key-export', await runCommand(o.command, args, withThisNode(exporterEnv(o.env)), o.timeoutMs ?? 300_000));
   const dataset = join(out, 'access_keys');
   const [snapshot] = await readdir(dataset);
   if (!snapshot) throw new Error(`iam-key-export published nothing under ${dataset}`);

@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 const GNU_TIME = '/usr/bin/time';
 const live = new Set<ChildProcess>();
@@ -88,13 +88,18 @@ export const canMeasureRss = existsSync(GNU_TIME);
 
 let sequence = 0;
 
+/** Runs `node <args>` (this Node) to completion under GNU time: see runCommand. */
+export function runNode(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<ChildResult> {
+  return runCommand(process.execPath, args, env, timeoutMs);
+}
+
 /**
- * Runs `node <args>` to completion under GNU time. Rejects on a timeout (after
+ * Runs `file <args>` to completion under GNU time. Rejects on a timeout (after
  * killing the child's group); a non-zero exit is returned, not thrown.
  */
-export async function runNode(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<ChildResult> {
+export async function runCommand(file: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<ChildResult> {
   const timeFile = join(tmpdir(), `ike-bench-time-${process.pid}-${++sequence}.txt`);
-  const [command, argv] = canMeasureRss ? [GNU_TIME, ['-f', '%M %U %S', '-o', timeFile, process.execPath, ...args]] : [process.execPath, [...args]];
+  const [command, argv] = canMeasureRss ? [GNU_TIME, ['-f', '%M %U %S', '-o', timeFile, file, ...args]] : [file, [...args]];
   const forgetTimeFile = onInterrupt(() => rmSync(timeFile, { force: true }));
   const started = performance.now();
   const child = startTracked(command, argv, env);
@@ -115,7 +120,7 @@ export async function runNode(args: readonly string[], env: NodeJS.ProcessEnv, t
   forgetTimeFile();
   if (timedOut) {
     await rm(timeFile, { force: true });
-    throw new Error(`node ${args.join(' ')}: killed after ${timeoutMs} ms\n${stderr}`);
+    throw new Error(`${basename(file)} ${args.join(' ')}: killed after ${timeoutMs} ms\n${stderr}`);
   }
   let maxRssKb: number | null = null;
   let cpuMs: number | null = null;

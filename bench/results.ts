@@ -100,6 +100,8 @@ export async function writeResults(results: Results): Promise<{ json: string; md
 export interface ScenarioContext {
   /** A scratch directory, removed when the bench ends. */
   readonly workDir: string;
+  /** The installed command (`npm pack`, `npm install -g` into workDir): what every exporter run starts. */
+  readonly command: string;
   /** Progress on stderr. */
   log(message: string): void;
 }

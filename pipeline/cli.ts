@@ -6,8 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { HELP, parseCommand } from './config.ts';
 import { describeError, EXIT, exitCodeOf } from './errors.ts';
-import { createReporter } from './report.ts';
-import { runExport, type RunOutcome } from './run.ts';
+import type { RunOutcome } from './run.ts';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -33,6 +32,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     return EXIT.PUBLISHED;
   }
   const config = command.config;
+  // Loaded only now: run.ts and report.ts pull in the AWS SDK, parquetjs and pino,
+  // which take most of a start; --help, --version and usage errors never need them.
+  const [{ createReporter }, { runExport }] = await Promise.all([import('./report.ts'), import('./run.ts')]);
 
   // First SIGTERM/SIGINT: stop gracefully (commit, checkpoint, exit 75).
   // A second one exits at once; the last checkpoint still holds.

@@ -34,7 +34,7 @@ async function measure(ctx: ScenarioContext, nodeOptions: string | undefined): P
       ctx.log(`memory: fake with ${users} users, no latency${label}`);
       const list: ExportRun[] = [];
       for (let i = 0; i < REPEATS[users]!; i++) {
-        const run = await runExporter({ url: fake.url, concurrency: 16, format: 'parquet', workDir: ctx.workDir, ...(nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {}) });
+        const run = await runExporter({ command: ctx.command, url: fake.url, concurrency: 16, format: 'parquet', workDir: ctx.workDir, ...(nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {}) });
         ctx.log(`  ${users} users: peak RSS ${mib(run.maxRssKb)}, ${seconds(run.wallMs)}`);
         list.push(run);
       }

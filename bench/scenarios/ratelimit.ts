@@ -39,7 +39,7 @@ async function rateRun(fake: FakeProcess, ctx: ScenarioContext, expected: readon
   // A full bucket at the start, whatever the previous run left.
   await sleep((BURST / RATE) * 1000 + 200);
   await fake.resetStats();
-  const { dataFiles, ...run } = await runExporter({ url: fake.url, concurrency: CONCURRENCY, format: 'csv', workDir: ctx.workDir });
+  const { dataFiles, ...run } = await runExporter({ command: ctx.command, url: fake.url, concurrency: CONCURRENCY, format: 'csv', workDir: ctx.workDir });
   const stats = await fake.stats();
   const errors = Object.values(stats.errors).reduce((a, b) => a + b, 0);
   const successful = stats.totalCalls - errors;
