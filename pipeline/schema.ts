@@ -5,7 +5,7 @@
  * schemas/generate.ts. `snapshot_id` is not a column: it is the partition, in the
  * folder name, the manifest and the Parquet key-value metadata.
  */
-import { LATEST_SCHEMA_VERSION, schemaSpec } from '../schemas/spec.ts';
+import { LATEST_SCHEMA_VERSION, schemaSpec } from './schema-spec.ts';
 import type { AccessKeyRecord } from './record.generated.ts';
 
 export type { AccessKeyRecord } from './record.generated.ts';

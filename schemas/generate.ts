@@ -12,7 +12,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderTypeTable } from '../pipeline/ddl/table.ts';
-import { LATEST_SCHEMA_VERSION, SCHEMA_VERSIONS, schemaFileName, schemaSpec, type ColumnType, type SchemaSpec, type SchemaVersion } from './spec.ts';
+import { LATEST_SCHEMA_VERSION, SCHEMA_VERSIONS, schemaFileName, schemaSpec, type ColumnType, type SchemaSpec, type SchemaVersion } from '../pipeline/schema-spec.ts';
 
 const TS_TYPE: Record<ColumnType, string> = { string: 'string', timestamp: 'Date', int32: 'number' };
 

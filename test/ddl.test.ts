@@ -6,7 +6,7 @@ import { DIALECTS, parseDdlCommand, renderDdl, renderTypeTable, SQL_TYPES, type 
 import { ExportError } from '../pipeline/errors.ts';
 import { FORMATS } from '../pipeline/sinks/index.ts';
 import { README_PATH, renderReadmeTables } from '../schemas/generate.ts';
-import { schemaSpec } from '../schemas/spec.ts';
+import { schemaSpec } from '../pipeline/schema-spec.ts';
 import { queryDuckDb } from './support/duckdb.ts';
 import { startPostgres, type PostgresServer } from './support/postgres.ts';
 import { plain, TempRoots, v2Row, wholeDays, writeV1Snapshot, writeV2Snapshot, type RecordV1, type RecordV2 } from './support/snapshots.ts';

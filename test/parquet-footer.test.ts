@@ -13,7 +13,7 @@ import type { AccessKeyRecord as AccessKeyRecordV2 } from '../pipeline/record.ge
 import { parquetEncoder, withUtcTimestamps } from '../pipeline/sinks/parquet.ts';
 import { writeDataFile } from '../pipeline/sinks/index.ts';
 
-import { schemaSpec } from '../schemas/spec.ts';
+import { schemaSpec } from '../pipeline/schema-spec.ts';
 import { queryDuckDb } from './support/duckdb.ts';
 
 /** The sink as the pipeline calls it, for a file path. */

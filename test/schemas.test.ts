@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { describe, test } from 'node:test';
 import { renderTargets } from '../schemas/generate.ts';
-import { checkedSpec, SCHEMA_VERSIONS, schemaSpec } from '../schemas/spec.ts';
+import { checkedSpec, SCHEMA_VERSIONS, schemaSpec } from '../pipeline/schema-spec.ts';
 
 describe('the schema files', () => {
   test('v2 keeps every v1 column in place, moves snapshot_id to the partition and only appends', () => {

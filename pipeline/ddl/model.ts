@@ -4,7 +4,7 @@
  * facts a template needs (columns in files, the partition column, where the
  * files are). Templates only lay these out in their dialect's syntax.
  */
-import { LATEST_SCHEMA_VERSION, SCHEMA_VERSIONS, schemaFileName, schemaSpec, type ColumnSpec, type PartitionSpec, type SchemaSpec, type SchemaVersion } from '../../schemas/spec.ts';
+import { LATEST_SCHEMA_VERSION, SCHEMA_VERSIONS, schemaFileName, schemaSpec, type ColumnSpec, type PartitionSpec, type SchemaSpec, type SchemaVersion } from '../schema-spec.ts';
 import { ExportError } from '../errors.ts';
 import { FORMAT_EXTENSION, FORMATS, type Format } from '../sinks/index.ts';
 import { DIALECTS, type Dialect } from './types.ts';

@@ -3,7 +3,7 @@
  * same type map the templates use (schemas/generate.ts writes it into
  * schemas/README.md, and its --check fails when the two differ).
  */
-import { LATEST_SCHEMA_VERSION, schemaSpec, type SchemaVersion } from '../../schemas/spec.ts';
+import { LATEST_SCHEMA_VERSION, schemaSpec, type SchemaVersion } from '../schema-spec.ts';
 import { ATHENA_CSV_VIEW_TYPES, DIALECT_NAMES, DIALECTS, SQL_TYPES } from './types.ts';
 
 /** A Markdown table: one row per column of `version` (the partition column last), one column per dialect. */

@@ -3,7 +3,7 @@
  * of schemas/ becomes. Templates and the README's type table both read it, so
  * the two cannot disagree.
  */
-import type { ColumnType } from '../../schemas/spec.ts';
+import type { ColumnType } from '../schema-spec.ts';
 
 /** The SQL dialects `iam-key-export ddl` writes, in the order `--help` lists them. */
 export const DIALECTS = ['duckdb', 'postgres', 'athena', 'bigquery', 'snowflake'] as const;

@@ -14,7 +14,7 @@ import type { AccessKeyRecord as RecordV1 } from '../../pipeline/record.v1.gener
 import type { AccessKeyRecord as RecordV2 } from '../../pipeline/record.generated.ts';
 import { FORMAT_EXTENSION, writeDataFile, type Format } from '../../pipeline/sinks/index.ts';
 import { parquetEncoder } from '../../pipeline/sinks/parquet.ts';
-import { schemaSpec } from '../../schemas/spec.ts';
+import { schemaSpec } from '../../pipeline/schema-spec.ts';
 
 export type { RecordV1, RecordV2 };
 

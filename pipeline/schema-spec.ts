@@ -4,8 +4,8 @@
  * TypeScript record types, the DDL of every dialect, the README's type table)
  * reads them here, so a new version is one JSON file plus one line below.
  */
-import v1 from './access_keys.v1.json' with { type: 'json' };
-import v2 from './access_keys.v2.json' with { type: 'json' };
+import v1 from '../schemas/access_keys.v1.json' with { type: 'json' };
+import v2 from '../schemas/access_keys.v2.json' with { type: 'json' };
 
 /** The logical column types; each consumer maps them (Parquet, CSV, SQL dialects). */
 export const COLUMN_TYPES = ['string', 'timestamp', 'int32'] as const;
