@@ -16,6 +16,7 @@ const STOP_DEADLINE_MS = 8_000;
 /** Runs the CLI with `argv` (no node/script); resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   const debug = argv.includes('--debug');
+  if (argv[0] === 'ddl') return ddl(argv.slice(1), debug);
   let command;
   try {
     command = parseCommand(argv);
@@ -84,5 +85,18 @@ function exitCodeFor(outcome: RunOutcome): number {
       return EXIT.STOPPED;
     case 'user-errors':
       return EXIT.USER_ERRORS;
+  }
+}
+
+/** `iam-key-export ddl ...`: prints the DDL of a dialect for the dataset (no AWS involved). */
+async function ddl(argv: readonly string[], debug: boolean): Promise<number> {
+  const { DDL_HELP, parseDdlCommand, renderDdl } = await import('./ddl/index.ts');
+  try {
+    const command = parseDdlCommand(argv);
+    process.stdout.write(command.kind === 'help' ? DDL_HELP : renderDdl(command.options));
+    return EXIT.PUBLISHED;
+  } catch (err) {
+    process.stderr.write(`iam-key-export ddl: ${describeError(err, debug).split('\n').join('\niam-key-export ddl: ')}\n`);
+    return exitCodeOf(err);
   }
 }

@@ -287,6 +287,7 @@ export function parseDuration(text: string): number | undefined {
 export const HELP = `iam-key-export — snapshot every IAM access key into CSV or Parquet files a warehouse loads as they are.
 
 Usage: iam-key-export [options]
+       iam-key-export ddl --dialect duckdb|postgres|athena|bigquery|snowflake [--location URI] [--format F] [--table T]
 
 Output
   --format csv|parquet        output format (default parquet)
