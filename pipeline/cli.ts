@@ -35,7 +35,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const config = command.config;
   // Loaded only now: run.ts and report.ts pull in the AWS SDK, parquetjs and pino,
   // which take most of a start; --help, --version and usage errors never need them.
-  const [{ createReporter }, { runExport }] = await Promise.all([import('./report.ts'), import('./run.ts')]);
+  const [{ createReporter }, { runExport, runFinalize }] = await Promise.all([import('./report.ts'), import('./run.ts')]);
 
   // First SIGTERM/SIGINT: stop gracefully (commit, checkpoint, exit 75).
   // A second one exits at once; the last checkpoint still holds.
@@ -63,7 +63,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   const progressMs = Number(process.env.IKE_PROGRESS_MS) > 0 ? Number(process.env.IKE_PROGRESS_MS) : undefined;
   const reporter = createReporter(config, { stdout: process.stdout, stderr: process.stderr, ...(progressMs ? { progressMs } : {}) });
   try {
-    const outcome = await runExport(config, { stop: stop.signal, toolVersion: VERSION, observer: reporter.observer });
+    const hooks = { stop: stop.signal, toolVersion: VERSION, observer: reporter.observer };
+    const outcome = command.kind === 'finalize' ? await runFinalize(config, hooks) : await runExport(config, hooks);
     const exitCode = exitCodeFor(outcome);
     reporter.end({ outcome, exitCode });
     return exitCode;
@@ -85,6 +86,10 @@ function exitCodeFor(outcome: RunOutcome): number {
       return EXIT.STOPPED;
     case 'user-errors':
       return EXIT.USER_ERRORS;
+    case 'shard-done':
+      return EXIT.PUBLISHED;
+    case 'waiting':
+      return EXIT.STOPPED;
   }
 }
 

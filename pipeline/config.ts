@@ -3,6 +3,7 @@
  * is collected and reported together (one line each, naming the flag and what is
  * allowed); the rest of the program trusts the `Config` type.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ExportError } from './errors.ts';
 import { FORMATS, type Format } from './formats.ts';
@@ -32,6 +33,16 @@ export interface Config {
   /** An unfinished snapshot older than this is discarded rather than resumed. */
   readonly maxSnapshotAgeMs: number;
   readonly allowPartial: boolean;
+  /** Which accounts the snapshot covers. */
+  readonly accounts: AccountSelection;
+  /** How member accounts are reached (with --organization / --accounts). */
+  readonly role: RoleConfig | undefined;
+  /** Accounts read at once. */
+  readonly accountConcurrency: number;
+  /** This run's shard of a sharded snapshot (--shards). */
+  readonly shard: { readonly index: number; readonly count: number } | undefined;
+  /** A snapshot id given by the scheduler (all shards name the same one), else the first run's start. */
+  readonly snapshotId: string | undefined;
   /** Keep only the newest N published snapshots (undefined: keep all). */
   readonly keep: number | undefined;
   /** Where last use comes from: the credential report (API where it cannot tell), the API for every key, or nowhere. */
@@ -41,6 +52,25 @@ export interface Config {
   readonly logLevel: LogLevel;
   readonly debug: boolean;
   readonly tuning: Tuning;
+}
+
+/** Which accounts: the credentials' own, the organization's ACTIVE ones, or a list; minus the excluded. */
+export type AccountSelection =
+  | { readonly mode: 'self' }
+  | { readonly mode: 'organization'; readonly exclude: readonly string[] }
+  | { readonly mode: 'list'; readonly ids: readonly string[]; readonly exclude: readonly string[] };
+
+/** AssumeRole into member accounts. */
+export interface RoleConfig {
+  readonly name: string;
+  readonly externalId: string | undefined;
+  readonly sessionName: string;
+}
+
+/** The selection as the checkpoint fingerprints it (a rerun with another selection is another snapshot). */
+export function describeSelection(s: AccountSelection): string {
+  const exclude = s.mode === 'self' || s.exclude.length === 0 ? '' : ` excluding ${[...s.exclude].sort().join(',')}`;
+  return s.mode === 'list' ? `list:${[...s.ids].sort().join(',')}${exclude}` : `${s.mode}${exclude}`;
 }
 
 /** Knobs for operators and the benchmark (environment variables, documented in the README). */
@@ -60,6 +90,8 @@ export const DEFAULTS = {
   concurrency: 8,
   pageSize: 100,
   pathPrefix: '/',
+  accountConcurrency: 4,
+  roleSessionName: 'iam-key-export',
   maxAttempts: 10,
   logLevel: 'info' as LogLevel,
   maxSnapshotAgeMs: 24 * 3_600_000,
@@ -86,6 +118,16 @@ export const OPTIONS = {
   'allow-partial': { type: 'boolean' },
   'last-used': { type: 'string' },
   keep: { type: 'string' },
+  organization: { type: 'boolean' },
+  accounts: { type: 'string' },
+  'exclude-accounts': { type: 'string' },
+  'role-name': { type: 'string' },
+  'external-id': { type: 'string' },
+  'role-session-name': { type: 'string' },
+  'account-concurrency': { type: 'string' },
+  shards: { type: 'string' },
+  'shard-index': { type: 'string' },
+  'snapshot-id': { type: 'string' },
   'max-attempts': { type: 'string' },
   quiet: { type: 'boolean' },
   'log-level': { type: 'string' },
@@ -94,11 +136,18 @@ export const OPTIONS = {
   version: { type: 'boolean' },
 } as const;
 
-export type ParsedCommand = { readonly kind: 'help' } | { readonly kind: 'version' } | { readonly kind: 'run'; readonly config: Config };
+export type ParsedCommand =
+  | { readonly kind: 'help' }
+  | { readonly kind: 'version' }
+  | { readonly kind: 'run'; readonly config: Config }
+  /** `iam-key-export finalize --out X --snapshot-id ID --shards N`: publish a sharded snapshot whose shards are done. */
+  | { readonly kind: 'finalize'; readonly config: Config };
 
 /** Parses argv (without node and script) and the environment into a command; throws CONFIG_INVALID listing every problem. */
 export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedCommand {
   const problems: string[] = [];
+  const finalize = argv[0] === 'finalize';
+  if (finalize) argv = argv.slice(1);
   const { values, tokens } = parseArgs({ args: [...argv], options: OPTIONS, strict: false, allowPositionals: true, tokens: true });
   let unknownAt = -2; // index of the last unknown option: the word after it is its value, not a stray argument
   for (const t of tokens ?? []) {
@@ -198,6 +247,64 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const maxItems = int('max-items', 1, Number.MAX_SAFE_INTEGER, undefined);
   const maxAttempts = int('max-attempts', 1, 100, DEFAULTS.maxAttempts)!;
   const keep = int('keep', 1, Number.MAX_SAFE_INTEGER, undefined);
+  const accountConcurrency = int('account-concurrency', 1, 64, DEFAULTS.accountConcurrency)!;
+
+  // Accounts: the credentials' own, the organization, or a list (inline or @file).
+  const ids = (flag: string, raw: string | undefined): string[] => {
+    if (raw === undefined) return [];
+    let text = raw;
+    if (raw.startsWith('@')) {
+      try {
+        text = readFileSync(raw.slice(1), 'utf8');
+      } catch (err) {
+        problems.push(`${flag} ${raw}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+        return [];
+      }
+    }
+    const words = text.split(/[\s,]+/).map((w) => w.trim()).filter((w) => w !== '' && !w.startsWith('#'));
+    const bad = words.filter((w) => !/^\d{12}$/.test(w));
+    if (bad.length > 0) problems.push(`${flag} takes 12-digit account ids (comma-separated, or @file with one per line), got ${JSON.stringify(bad[0])}`);
+    return [...new Set(words.filter((w) => /^\d{12}$/.test(w)))];
+  };
+  const organization = values.organization === true;
+  const listed = str('accounts');
+  const exclude = ids('--exclude-accounts', str('exclude-accounts'));
+  if (organization && listed !== undefined) problems.push('--organization and --accounts are two ways to choose accounts: give one');
+  let accounts: AccountSelection = { mode: 'self' };
+  if (organization) accounts = { mode: 'organization', exclude };
+  else if (listed !== undefined) {
+    const list = ids('--accounts', listed);
+    if (list.length === 0 && !problems.some((p) => p.startsWith('--accounts'))) problems.push('--accounts names no account');
+    accounts = { mode: 'list', ids: list, exclude };
+  } else if (str('exclude-accounts') !== undefined) problems.push('--exclude-accounts goes with --organization or --accounts');
+  const roleName = str('role-name');
+  let role: RoleConfig | undefined;
+  if (accounts.mode !== 'self') {
+    if (roleName === undefined) problems.push(`--role-name is required with ${organization ? '--organization' : '--accounts'}: the role assumed in every member account (there is no default)`);
+    else if (!/^[\w+=,.@-]{1,64}$/.test(roleName)) problems.push(`--role-name must be an IAM role name (1 to 64 of A-Z a-z 0-9 +=,.@_-), got ${JSON.stringify(roleName)}`);
+    const sessionName = str('role-session-name') ?? DEFAULTS.roleSessionName;
+    if (!/^[\w+=,.@-]{2,64}$/.test(sessionName)) problems.push(`--role-session-name must be 2 to 64 of A-Z a-z 0-9 +=,.@_-, got ${JSON.stringify(sessionName)}`);
+    role = { name: roleName ?? '', externalId: str('external-id'), sessionName };
+  } else {
+    for (const flag of ['role-name', 'external-id', 'role-session-name'] as const) if (str(flag) !== undefined) problems.push(`--${flag} goes with --organization or --accounts`);
+  }
+
+  // Shards: --shards N, the index from the flag or the scheduler's environment, and a shared snapshot id.
+  const snapshotId = str('snapshot-id');
+  if (snapshotId !== undefined && !/^\d{8}T\d{6}Z$/.test(snapshotId)) problems.push(`--snapshot-id must be a snapshot id YYYYMMDDTHHMMSSZ (UTC), e.g. 20261128T111000Z, got ${JSON.stringify(snapshotId)}`);
+  else if (snapshotId !== undefined && Number.isNaN(snapshotTimeOf(snapshotId).getTime())) problems.push(`--snapshot-id ${snapshotId} is not a valid time`);
+  const shards = int('shards', 1, 1000, undefined);
+  let shard: Config['shard'];
+  if (shards !== undefined) {
+    if (snapshotId === undefined) problems.push('--snapshot-id is required with --shards: every shard must name the same snapshot (e.g. the scheduled time)');
+    const source = str('shard-index') !== undefined ? '--shard-index' : env.JOB_COMPLETION_INDEX !== undefined ? 'JOB_COMPLETION_INDEX' : env.AWS_BATCH_JOB_ARRAY_INDEX !== undefined ? 'AWS_BATCH_JOB_ARRAY_INDEX' : undefined;
+    const raw = str('shard-index') ?? env.JOB_COMPLETION_INDEX ?? env.AWS_BATCH_JOB_ARRAY_INDEX;
+    if (finalize) shard = { index: 0, count: shards };
+    else if (source === undefined || raw === undefined) problems.push('--shards needs the shard index: --shard-index I, or JOB_COMPLETION_INDEX (Kubernetes Indexed Job), or AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array job)');
+    else if (!/^\d+$/.test(raw.trim()) || Number(raw) >= shards) problems.push(`${source} must be an integer from 0 to ${shards - 1} (--shards ${shards}), got ${JSON.stringify(raw)}`);
+    else shard = { index: Number(raw), count: shards };
+  } else if (str('shard-index') !== undefined) problems.push('--shard-index goes with --shards');
+  if (finalize && (shards === undefined || snapshotId === undefined)) problems.push('finalize needs --out, --snapshot-id and --shards: the sharded snapshot to publish');
 
   const envInt = (name: string, min: number, fallback: number): number => {
     const raw = env[name];
@@ -217,7 +324,7 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
 
   if (problems.length > 0) throw new ExportError('CONFIG_INVALID', problems.join('\n'));
   return {
-    kind: 'run',
+    kind: finalize ? 'finalize' : 'run',
     config: {
       format: format!,
       out,
@@ -235,6 +342,11 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
       allowPartial: values['allow-partial'] === true,
       lastUsed: lastUsed!,
       keep,
+      accounts,
+      role,
+      accountConcurrency,
+      shard,
+      snapshotId,
       maxAttempts,
       quiet: values.quiet === true,
       logLevel: logLevel!,
@@ -242,6 +354,14 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
       tuning,
     },
   };
+}
+
+/** The start time a snapshot id names (YYYYMMDDTHHMMSSZ, UTC). */
+export function snapshotTimeOf(id: string): Date {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(id);
+  if (!m) return new Date(Number.NaN);
+  const time = new Date(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`);
+  return time.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z') === id ? time : new Date(Number.NaN);
 }
 
 /** The known flag nearest to a mistyped one (edit distance at most 2), if any. */
@@ -315,6 +435,23 @@ Last use
   --last-used MODE            report (default): the IAM credential report, GetAccessKeyLastUsed
                               for keys it cannot attribute; api: GetAccessKeyLastUsed per key;
                               off: last-use columns stay null
+Many accounts
+  --organization              every ACTIVE account of the organization (Organizations ListAccounts;
+                              run from the management or a delegated administrator account)
+  --accounts LIST|@FILE       these accounts (12-digit ids, comma-separated, or one per line in FILE)
+  --exclude-accounts LIST     leave these out (with --organization or --accounts)
+  --role-name R               the role assumed in every member account (required with either)
+  --external-id X             ExternalId of that role's trust policy
+  --role-session-name S       session name (default iam-key-export)
+  --account-concurrency N     accounts read at once, 1..64 (default 4); --concurrency users each
+                              The credentials' own account is read with them, not through the role.
+Shards (one snapshot, N processes of a scheduler; no coordinator)
+  --shards N                  this run exports the accounts of one shard (a stable hash of the id)
+  --shard-index I             which one (default JOB_COMPLETION_INDEX, then AWS_BATCH_JOB_ARRAY_INDEX)
+  --snapshot-id ID            the snapshot every shard works on (YYYYMMDDTHHMMSSZ; required with --shards)
+  iam-key-export finalize --out X --snapshot-id ID --shards N
+                              publish a sharded snapshot whose shards are all done (the last shard to
+                              finish does it by itself; this is for DAG schedulers)
 Retention
   --keep N                    after publishing, delete all but the newest N published snapshots
                               (default: keep all; staging and unfinished snapshots are never touched)

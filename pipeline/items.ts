@@ -34,18 +34,39 @@ export interface RecordItem<T> {
   readonly record: T;
 }
 
+/** An account of the snapshot (its id; its name in Organizations, when it has one). */
+export interface AccountRef {
+  readonly id: string;
+  readonly name: string | null;
+}
+
+/** What the accounts dataset says of an account besides its counts (null: not allowed to ask). */
+export interface AccountFacts {
+  readonly alias: string | null;
+  /** GetAccountSummary's AccountAccessKeysPresent: the root user has an access key. */
+  readonly rootAccessKeysPresent: boolean | null;
+}
+
 /** Watermarks: each says how far the source got once the records before it are durable. */
 export type StateEvent =
-  /** A ListUsers page was read from `token`; `nextToken` lists the page after it (null: last page). */
-  | { readonly kind: 'users-page'; readonly token: string | null; readonly nextToken: string | null; readonly users: readonly UserRef[] }
+  /** The accounts the snapshot covers (from Organizations or the list): each starts pending. */
+  | { readonly kind: 'accounts-selected'; readonly accounts: readonly AccountRef[] }
+  /** Reading `account` began: its credentials work; its facts for the accounts dataset. */
+  | { readonly kind: 'account-started'; readonly account: AccountRef; readonly facts: AccountFacts }
+  /** Every user of `account` is finished or failed: its progress is no longer needed. */
+  | { readonly kind: 'account-done'; readonly account: string }
+  /** `account` could not be read (AssumeRole denied, ListUsers denied, closed, ...): a rerun retries it. */
+  | { readonly kind: 'account-failed'; readonly account: string; readonly code: string }
+  /** A ListUsers page of `account` was read from `token`; `nextToken` lists the page after it (null: last page). */
+  | { readonly kind: 'users-page'; readonly account: string; readonly token: string | null; readonly nextToken: string | null; readonly users: readonly UserRef[] }
   /**
    * A full ListUsers scan after the listing found `users` the snapshot did not
    * know (renamed behind the listing's cursor, or created); `complete` when it
    * found nothing new and nothing missing: the listing is verified.
    */
-  | { readonly kind: 'users-scanned'; readonly users: readonly UserRef[]; readonly complete: boolean }
-  /** ListUsers rejected the stored Marker: the listing starts over (known users are skipped by id). */
-  | { readonly kind: 'users-restarted' }
+  | { readonly kind: 'users-scanned'; readonly account: string; readonly users: readonly UserRef[]; readonly complete: boolean }
+  /** ListUsers rejected the stored Marker: the listing of `account` starts over (known users are skipped by id). */
+  | { readonly kind: 'users-restarted'; readonly account: string }
   /** A page of `user`'s keys was read; the rest starts at `nextToken`. */
   | { readonly kind: 'user-page'; readonly user: UserRef; readonly nextToken: string }
   /** Every key of `user` was read. */

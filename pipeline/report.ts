@@ -97,6 +97,12 @@ export function createReporter(config: Config, io: ReporterIO): Reporter {
       }
     },
     onUser(event) {
+      if (event.kind === 'account-failed') {
+        const fields = { event: 'account', snapshot_id: snapshotId, account_id: event.account, outcome: 'failed', code: event.code };
+        if (logger) logger.warn(fields, `account ${event.account} failed: ${event.code}; a rerun retries it`);
+        else if (mode === 'tty') io.stderr.write(`\niam-key-export: account ${event.account} failed: ${event.code}\n`);
+        return;
+      }
       const fieldsOf = { event: 'user', snapshot_id: snapshotId, user: event.user.userName, outcome: event.kind === 'user-failed' ? 'failed' : 'vanished', ...(event.kind === 'user-failed' ? { code: event.code } : {}) };
       if (event.kind === 'user-failed') {
         if (logger) logger.warn(fieldsOf, `user ${event.user.userName} failed: ${event.code}; a rerun retries it`);
@@ -134,6 +140,7 @@ export function createReporter(config: Config, io: ReporterIO): Reporter {
             exit_code: exitCode,
             ...(outcome.status === 'stopped' ? { reason: outcome.reason } : {}),
             ...(outcome.status === 'published' ? { published: outcome.result.dir } : {}),
+            ...(outcome.status === 'shard-done' || outcome.status === 'waiting' ? { waiting_for_shards: outcome.waiting } : {}),
             rows: s.rows,
             users: s.usersExported + s.usersVanished + s.usersFailed,
             vanished: s.usersVanished,
@@ -222,7 +229,18 @@ export function summaryLine(outcome: RunOutcome): string {
         return `iam-key-export: stopped: IAM kept throttling after every retry (the account's rate limit is shared with other callers); snapshot ${outcome.snapshotId} is resumable: rerun later, with a lower --concurrency; ${counts}`;
       }
       return `iam-key-export: stopped (${outcome.reason === 'signal' ? 'signal' : `--${outcome.reason}`}), snapshot ${outcome.snapshotId} is resumable: rerun the same command; ${counts}`;
-    case 'user-errors':
-      return `iam-key-export: ${outcome.failed.length} user(s) failed (${[...new Set(outcome.failed.map((f) => f.code))].join(', ')}); snapshot ${outcome.snapshotId} not published: rerun to retry them, or add --allow-partial; ${counts}`;
+    case 'user-errors': {
+      const what = [
+        ...(outcome.failedAccounts.length > 0 ? [`${outcome.failedAccounts.length} account(s) failed (${[...new Set(outcome.failedAccounts.map((a) => a.code))].join(', ')}: ${outcome.failedAccounts.map((a) => a.id).join(', ')})`] : []),
+        ...(outcome.failed.length > 0 ? [`${outcome.failed.length} user(s) failed (${[...new Set(outcome.failed.map((f) => f.code))].join(', ')})`] : []),
+      ].join(' and ');
+      return `iam-key-export: ${what}; snapshot ${outcome.snapshotId} not published: rerun to retry them, or add --allow-partial; ${counts}`;
+    }
+    case 'shard-done':
+      return outcome.waiting.length > 0
+        ? `iam-key-export: this shard of snapshot ${outcome.snapshotId} is done; waiting for shard(s) ${outcome.waiting.join(', ')}: the last one to finish publishes it (or run iam-key-export finalize); ${counts}`
+        : `iam-key-export: this shard of snapshot ${outcome.snapshotId} is done; another shard is publishing it; ${counts}`;
+    case 'waiting':
+      return `iam-key-export: snapshot ${outcome.snapshotId} is not ready to publish: shard(s) ${outcome.waiting.join(', ')} not done yet; this is temporary: rerun later`;
   }
 }

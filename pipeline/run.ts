@@ -17,7 +17,7 @@
 import { pipeline } from 'node:stream/promises';
 import type { IAMClient } from '@aws-sdk/client-iam';
 import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig, type FailedUser } from './checkpoint.ts';
-import type { Config } from './config.ts';
+import { describeSelection, snapshotTimeOf, type Config } from './config.ts';
 import { ExportError } from './errors.ts';
 import type { StateEvent } from './items.ts';
 import { Lease, staleness, currentIdentity, type LeaseHolder, type LeaseOptions } from './lease.ts';
@@ -25,12 +25,12 @@ import { removeOrphans } from './runs.ts';
 import { SCHEMA_VERSION } from './schema.ts';
 import { KeyBudget } from './source/budget.ts';
 import { createIamClient, endpointsOf, newApiStats, resolveRegion, sdkLogger, totalCalls, type ApiStats, type Endpoints } from './source/client.ts';
-import { sourceStream } from './source/fanout.ts';
+import { sourceStream, type AccountJob } from './source/fanout.ts';
 import { callerIdentity, checkProfile, type CallerIdentity } from './source/identity.ts';
-import { LastUsedResolver } from './source/lastUsed.ts';
-import { fetchCredentialReport, ReportIndex, type ReportOutcome } from './source/report.ts';
+import { ReportIndex, type ReportOutcome } from './source/report.ts';
+import { AccountReach, organizationLister, savedReports, selectAccounts } from './source/reach.ts';
 import { partWriter } from './sinks/parts.ts';
-import { applyRetention, finalizeSnapshot, isPublished, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
+import { applyRetention, combinedView, finalizeSnapshot, isPublished, viewOf, type SnapshotKeys, type SnapshotView, type StagedUnit, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
 import { deriveAgeStage } from './stages/deriveAge.ts';
 import { enrichLastUsedStage, lastUseSourceOf } from './stages/enrichLastUsed.ts';
 import { filterStatusStage } from './stages/filterStatus.ts';
@@ -42,7 +42,11 @@ export type StopReason = 'signal' | 'time-budget' | 'max-items' | 'throttled';
 export type RunOutcome =
   | { readonly status: 'published'; readonly snapshotId: string; readonly result: PublishResult; readonly summary: RunSummary }
   | { readonly status: 'stopped'; readonly snapshotId: string; readonly reason: StopReason; readonly summary: RunSummary }
-  | { readonly status: 'user-errors'; readonly snapshotId: string; readonly failed: readonly FailedUser[]; readonly summary: RunSummary };
+  | { readonly status: 'user-errors'; readonly snapshotId: string; readonly failed: readonly FailedUser[]; readonly failedAccounts: readonly { readonly id: string; readonly code: string }[]; readonly summary: RunSummary }
+  /** A shard finished its accounts; the snapshot waits for the shards named (the last one to finish publishes it). */
+  | { readonly status: 'shard-done'; readonly snapshotId: string; readonly waiting: readonly number[]; readonly summary: RunSummary }
+  /** `finalize` before every shard is done: nothing to publish yet (exit 75, rerun later). */
+  | { readonly status: 'waiting'; readonly snapshotId: string; readonly waiting: readonly number[]; readonly summary: RunSummary };
 
 /** Totals over every run of the snapshot so far (what the final line reports). */
 export interface RunSummary {
@@ -88,8 +92,8 @@ export interface StartInfo {
 export interface RunObserver {
   onStart?(info: StartInfo, progress: () => Progress): void;
   onCommit?(progress: Progress): void;
-  /** A user vanished or failed (reported once its STATE is durable). */
-  onUser?(event: Extract<StateEvent, { kind: 'user-vanished' | 'user-failed' }>): void;
+  /** A user vanished or failed, or an account failed (reported once its STATE is durable). */
+  onUser?(event: Extract<StateEvent, { kind: 'user-vanished' | 'user-failed' | 'account-failed' }>): void;
   onNotice?(message: string, fields?: Record<string, unknown>): void;
   /** One warning the operator must see (an unfinished snapshot discarded, ...). */
   onWarning?(message: string): void;
@@ -121,15 +125,18 @@ export function dataConfigOf(config: Config, env: NodeJS.ProcessEnv = process.en
     endpoint: endpointsOf(config, env).iam ?? null,
     schemaVersion: SCHEMA_VERSION,
     lastUsed: config.lastUsed,
+    accounts: describeSelection(config.accounts),
+    shard: config.shard ? `${config.shard.index}/${config.shard.count}` : null,
   };
 }
 
-/** A snapshot this run holds the lease of. */
+/** A snapshot (or a shard of one) this run holds the lease of. */
 interface Held {
   readonly checkpoint: Checkpoint;
   readonly file: CheckpointFile;
   readonly lease: Lease;
   readonly resumed: boolean;
+  readonly keys: SnapshotKeys;
 }
 
 /** The AWS side of a run, built on first use: a finalize-only rerun needs no credentials. */
@@ -152,13 +159,18 @@ class Aws {
     if (this.hooks.client) return (this.#client = this.hooks.client);
     const env = this.hooks.env ?? process.env;
     await checkProfile(this.config.profile ?? (env.AWS_PROFILE || undefined), this.config.profile !== undefined, env);
-    this.#client = await createIamClient(this.config, this.stats, this.#logger());
+    this.#client = await createIamClient(this.config, this.stats, this.logger());
     return this.#client;
   }
 
-  #logger() {
+  logger() {
     const log = this.hooks.observer?.onSdkLog;
     return log ? sdkLogger(log) : sdkLogger(() => undefined);
+  }
+
+  /** The region calls are signed for (IAM is global; STS and Organizations follow it). */
+  async region(): Promise<string> {
+    return this.hooks.client ? await this.hooks.client.config.region() : await resolveRegion(this.config);
   }
 
   async identity(): Promise<CallerIdentity> {
@@ -167,12 +179,12 @@ class Aws {
     this.#identity = await callerIdentity({
       iam,
       endpoints: this.endpoints,
-      region: this.hooks.client ? await iam.config.region() : await resolveRegion(this.config),
+      region: await this.region(),
       profile: this.config.profile,
       maxAttempts: this.config.maxAttempts,
       pathPrefix: this.config.pathPrefix,
       stats: this.stats,
-      logger: this.#logger(),
+      logger: this.logger(),
       signal: this.signal,
     });
     return this.#identity;
@@ -194,7 +206,10 @@ export async function runExport(config: Config, hooks: RunHooks): Promise<RunOut
   const timer = config.timeBudgetMs === undefined ? undefined : setTimeout(() => stop.abort('time-budget'), config.timeBudgetMs);
   const aws = new Aws(config, hooks, stop.signal);
   try {
-    const held = await beforeStop(stop.signal, async () => (await resumable(store, config, hooks, aws)) ?? (await createSnapshot(store, config, hooks, aws)));
+    const held = await beforeStop(stop.signal, async () =>
+      config.shard ? await openShard(store, config, hooks, aws) : ((await resumable(store, config, hooks, aws)) ?? (await createSnapshot(store, config, hooks, aws))),
+    );
+    if (held === 'published') return await publishedOutcome(store, config.snapshotId!, startedAt);
     try {
       return await runHeld(store, config, hooks, held, aws, stop, startedAt);
     } finally {
@@ -221,15 +236,69 @@ async function beforeStop<T>(signal: AbortSignal, steps: () => Promise<T>): Prom
   }
 }
 
-/** Takes the lease of a staged snapshot, or throws OUTPUT_LOCKED naming its live holder. */
-function takeLease(store: Store, id: string, hooks: RunHooks): Promise<Lease> {
-  return Lease.acquire(store, snapshotKeys(id).lease, hooks.lease);
+/** Takes the lease of a staged snapshot (or shard), or throws OUTPUT_LOCKED naming its live holder. */
+function takeLease(store: Store, id: string, hooks: RunHooks, unit: StagedUnit = 'snapshot'): Promise<Lease> {
+  return Lease.acquire(store, snapshotKeys(id, unit).lease, hooks.lease);
 }
 
 /** Removes a staged snapshot this run holds the lease of. */
 async function discard(store: Store, id: string, lease: Lease): Promise<void> {
   await removeStaging(store, snapshotKeys(id));
   await lease.release();
+}
+
+/**
+ * The staged shard of a sharded snapshot (--shards, --snapshot-id): resumed, or
+ * started; 'published' when the snapshot is published already (a rerun of a
+ * shard after the last one published: nothing to do).
+ */
+async function openShard(store: Store, config: Config, hooks: RunHooks, aws: Aws): Promise<Held | 'published'> {
+  const id = config.snapshotId!;
+  if (await isPublished(store, id)) return 'published';
+  const keys = snapshotKeys(id, config.shard!);
+  const lease = await takeLease(store, id, hooks, config.shard!);
+  try {
+    const data = dataConfigOf(config, hooks.env);
+    const loaded = await CheckpointFile.load(store, keys.checkpoint);
+    if (loaded) {
+      const cp = loaded.checkpoint;
+      if (cp.fingerprint !== fingerprintOf(data)) {
+        throw new ExportError(
+          'CHECKPOINT_MISMATCH',
+          `${store.describe(keys.staging)} holds shard ${config.shard!.index} of snapshot ${id} made with other options (${describeDiff(cp.config, data)}); every shard must run with the same options, or add --fresh to restart this shard`,
+          { file: store.describe(keys.checkpoint) },
+        );
+      }
+      if (cp.phase === 'export') await checkAccount(store, cp, keys, aws);
+      cp.beginResume();
+      await loaded.file.save(cp);
+      await removeOrphans(store, keys.runs, cp.parts);
+      return { checkpoint: cp, file: loaded.file, lease, resumed: true, keys };
+    }
+    const identity = await aws.identity();
+    const cp = new Checkpoint(id, snapshotTimeOf(id), data);
+    cp.accountId = identity.accountId;
+    cp.callerArn = identity.arn;
+    const file = await CheckpointFile.create(store, keys.checkpoint, cp);
+    return { checkpoint: cp, file, lease, resumed: false, keys };
+  } catch (err) {
+    await lease.release().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Before any IAM call: the credentials must be of the snapshot's account. */
+async function checkAccount(store: Store, cp: Checkpoint, keys: SnapshotKeys, aws: Aws): Promise<void> {
+  const id = await aws.identity();
+  if (cp.accountId !== null && id.accountId !== null && id.accountId !== cp.accountId) {
+    throw new ExportError(
+      'CHECKPOINT_MISMATCH',
+      `the unfinished snapshot ${cp.snapshotId} is of account ${cp.accountId}, but these credentials are of account ${id.accountId}${id.arn ? ` (${id.arn})` : ''}; use that account's credentials to resume it, or add --fresh to discard it and start a new snapshot`,
+      { file: store.describe(keys.checkpoint) },
+    );
+  }
+  cp.accountId ??= id.accountId;
+  cp.callerArn = id.arn ?? cp.callerArn;
 }
 
 /** The unfinished snapshot to resume, with its lease held; undefined when a new one must start. */
@@ -285,24 +354,12 @@ async function resumable(store: Store, config: Config, hooks: RunHooks, aws: Aws
       await discard(store, found.id, lease);
       return undefined;
     }
-    if (cp.phase === 'export') {
-      // Before any IAM call: the credentials must be of the snapshot's account.
-      const id = await aws.identity();
-      if (cp.accountId !== null && id.accountId !== null && id.accountId !== cp.accountId) {
-        throw new ExportError(
-          'CHECKPOINT_MISMATCH',
-          `the unfinished snapshot ${cp.snapshotId} is of account ${cp.accountId}, but these credentials are of account ${id.accountId}${id.arn ? ` (${id.arn})` : ''}; use that account's credentials to resume it, or add --fresh to discard it and start a new snapshot`,
-          { file: store.describe(keys.checkpoint) },
-        );
-      }
-      cp.accountId ??= id.accountId;
-      cp.callerArn = id.arn ?? cp.callerArn;
-    }
+    if (cp.phase === 'export') await checkAccount(store, cp, keys, aws);
     cp.beginResume();
     // This save is the fence: a run that held the lease before can no longer commit.
     await loaded.file.save(cp);
     await removeOrphans(store, keys.runs, cp.parts);
-    return { checkpoint: cp, file: loaded.file, lease, resumed: true };
+    return { checkpoint: cp, file: loaded.file, lease, resumed: true, keys };
   } catch (err) {
     await lease.release().catch(() => undefined);
     throw err;
@@ -320,7 +377,8 @@ async function createSnapshot(store: Store, config: Config, hooks: RunHooks, aws
     await new Promise((r) => setTimeout(r, 1000 - (time.getTime() % 1000) + 1));
     time = now();
   }
-  const id = snapshotIdOf(time);
+  const id = config.snapshotId ?? snapshotIdOf(time);
+  if (config.snapshotId) time = snapshotTimeOf(config.snapshotId);
   const keys = snapshotKeys(id);
   const lease = await takeLease(store, id, hooks);
   try {
@@ -340,7 +398,7 @@ async function createSnapshot(store: Store, config: Config, hooks: RunHooks, aws
         });
       }
     }
-    return { checkpoint: cp, file, lease, resumed: false };
+    return { checkpoint: cp, file, lease, resumed: false, keys };
   } catch (err) {
     await lease.release().catch(() => undefined);
     throw err;
@@ -357,7 +415,7 @@ async function readHolder(store: Store, id: string): Promise<LeaseHolder | undef
   }
 }
 
-/** Exports, finalizes and publishes the held snapshot, from whatever phase it is in. */
+/** Exports, finalizes and publishes the held snapshot (or shard), from whatever phase it is in. */
 async function runHeld(store: Store, config: Config, hooks: RunHooks, held: Held, aws: Aws, stop: AbortController, startedAt: number): Promise<RunOutcome> {
   const { checkpoint: cp, file, lease } = held;
   const wallBefore = cp.counters.wallMs; // wall time of the earlier runs of this snapshot
@@ -378,46 +436,161 @@ async function runHeld(store: Store, config: Config, hooks: RunHooks, held: Held
       const stopped = await exportPhase(store, config, hooks, held, aws, stop, startedAt, info('export'));
       if (stopped) return { status: 'stopped', snapshotId: cp.snapshotId, reason: stopped, summary: summary() };
       const failed = cp.failedUsers;
-      if (failed.length > 0 && !config.allowPartial) return { status: 'user-errors', snapshotId: cp.snapshotId, failed, summary: summary() };
+      const failedAccounts = cp.failedAccounts.map((e) => ({ id: e.ref.id, code: e.code ?? 'unknown' }));
+      if ((failed.length > 0 || failedAccounts.length > 0) && !config.allowPartial) return { status: 'user-errors', snapshotId: cp.snapshotId, failed, failedAccounts, summary: summary() };
       lease.assertHeld();
-      cp.phase = 'finalize';
+      // A shard's part ends here: the snapshot is finalized once every shard is done.
+      cp.phase = config.shard ? 'done' : 'finalize';
       await file.save(cp);
     } else {
-      hooks.observer?.onStart?.(info(cp.phase), () => idleProgress(cp, startedAt));
+      hooks.observer?.onStart?.(info(cp.phase === 'done' ? 'finalize' : cp.phase), () => idleProgress(cp, startedAt));
+    }
+    if (config.shard) {
+      await lease.release();
+      return await finalizeShards(store, config, hooks, cp.snapshotId, config.shard.count, startedAt, stop, summary, false);
     }
     let manifest: Manifest | undefined;
     if (cp.phase === 'finalize') {
       lease.assertHeld();
-      manifest = await finalizeSnapshot(store, file, {
-        checkpoint: cp,
+      manifest = await finalizeSnapshot(store, { checkpoint: cp, file, staging: held.keys.staging }, {
+        view: viewOf(cp, held.keys.runs),
         rowsPerFile: config.tuning.rowsPerFile,
         toolVersion: hooks.toolVersion,
         wallMs: wallBefore + (Date.now() - startedAt),
         runId: lease.runId,
         stop: stop.signal,
-        lastUse: await lastUseInfo(store, cp),
+        lastUse: await lastUseInfo(store, cp, [held.keys.staging]),
       });
     }
     if (stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
     lease.assertHeld();
-    const dir = await promoteSnapshot(store, cp);
-    if (config.keep !== undefined) {
-      const deleted = await applyRetention(store, config.keep);
-      if (deleted.length > 0) hooks.observer?.onNotice?.(`--keep ${config.keep}: deleted ${deleted.length} older snapshot(s): ${deleted.join(', ')}`, { deleted });
-    }
-    manifest ??= await readManifest(store, cp.snapshotId);
-    if (!manifest) throw new ExportError('INTERNAL', `snapshot ${cp.snapshotId} was published without a manifest`);
-    return {
-      status: 'published',
-      snapshotId: cp.snapshotId,
-      result: { dir, files: manifest.files, rows: manifest.rows, manifest },
-      summary: { ...summary(), rows: manifest.rows, wallMs: manifest.wall_time_ms },
-    };
+    return await publish(store, config, hooks, cp, manifest, summary);
   } catch (err) {
     if (isAbort(err) && stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
     throw err;
   } finally {
     lease.signal.removeEventListener('abort', onLost);
+  }
+}
+
+/** Promotes the finalized snapshot, applies --keep, and says where it is. */
+async function publish(store: Store, config: Config, hooks: RunHooks, cp: Checkpoint, manifest: Manifest | undefined, summary: () => RunSummary): Promise<RunOutcome> {
+  const dir = await promoteSnapshot(store, cp);
+  if (config.keep !== undefined) {
+    const deleted = await applyRetention(store, config.keep);
+    if (deleted.length > 0) hooks.observer?.onNotice?.(`--keep ${config.keep}: deleted ${deleted.length} older snapshot(s): ${deleted.join(', ')}`, { deleted });
+  }
+  manifest ??= await readManifest(store, cp.snapshotId);
+  if (!manifest) throw new ExportError('INTERNAL', `snapshot ${cp.snapshotId} was published without a manifest`);
+  return {
+    status: 'published',
+    snapshotId: cp.snapshotId,
+    result: { dir, files: manifest.files, rows: manifest.rows, manifest },
+    summary: { ...summary(), rows: manifest.rows, wallMs: manifest.wall_time_ms },
+  };
+}
+
+/** The outcome of a run that finds its snapshot published already (a shard rerun after the publish). */
+async function publishedOutcome(store: Store, id: string, startedAt: number): Promise<RunOutcome> {
+  const manifest = await readManifest(store, id);
+  if (!manifest) throw new ExportError('INTERNAL', `snapshot ${id} is published without a manifest`);
+  const c = manifest.users;
+  return {
+    status: 'published',
+    snapshotId: id,
+    result: { dir: store.describe(snapshotKeys(id).published.replace(/\/$/, '')), files: manifest.files, rows: manifest.rows, manifest },
+    summary: {
+      rows: manifest.rows,
+      usersExported: c.exported,
+      usersVanished: c.vanished,
+      usersFailed: c.failed.length,
+      calls: manifest.api.calls_total,
+      throttles: manifest.api.throttles,
+      retries: manifest.api.retries,
+      wallMs: Date.now() - startedAt,
+      resumes: manifest.resumes,
+      accountId: manifest.account_id,
+    },
+  };
+}
+
+/**
+ * Publishes a sharded snapshot once every shard is done: the shard that finds
+ * them all done claims the finalize with the lease of `_staging/<id>/finalize/`
+ * (one winner; a claim left by a killed finalizer is taken over like any lease)
+ * and finalizes the shards' parts together. Run by every shard when it is done,
+ * and by `iam-key-export finalize` (`explicit`: waiting is then exit 75).
+ */
+export async function finalizeShards(store: Store, config: Config, hooks: RunHooks, id: string, count: number, startedAt: number, stop: AbortController, summary: () => RunSummary, explicit: boolean): Promise<RunOutcome> {
+  if (await isPublished(store, id)) return publishedOutcome(store, id, startedAt);
+  const views: SnapshotView[] = [];
+  const waiting: number[] = [];
+  const stagings: string[] = [];
+  for (let index = 0; index < count; index++) {
+    const keys = snapshotKeys(id, { index, count });
+    const loaded = await CheckpointFile.load(store, keys.checkpoint);
+    if (!loaded || loaded.checkpoint.phase !== 'done') waiting.push(index);
+    else {
+      views.push(viewOf(loaded.checkpoint, keys.runs));
+      stagings.push(keys.staging);
+    }
+  }
+  if (waiting.length > 0) return { status: explicit ? 'waiting' : 'shard-done', snapshotId: id, waiting, summary: summary() };
+  const keys = snapshotKeys(id, 'finalize');
+  let lease: Lease;
+  try {
+    lease = await takeLease(store, id, hooks, 'finalize');
+  } catch (err) {
+    // Another shard is finalizing: this one's part is done.
+    if (err instanceof ExportError && err.code === 'OUTPUT_LOCKED' && !explicit) return { status: 'shard-done', snapshotId: id, waiting: [], summary: summary() };
+    throw err;
+  }
+  try {
+    const view = combinedView(views);
+    let loaded = await CheckpointFile.load(store, keys.checkpoint);
+    if (!loaded) {
+      const cp = new Checkpoint(id, view.snapshotTime, view.config);
+      cp.phase = 'finalize';
+      cp.accountId = view.accountId;
+      cp.callerArn = view.callerArn;
+      loaded = { checkpoint: cp, file: await CheckpointFile.create(store, keys.checkpoint, cp) };
+    } else {
+      loaded.checkpoint.beginResume();
+      await loaded.file.save(loaded.checkpoint);
+    }
+    const cp = loaded.checkpoint;
+    let manifest: Manifest | undefined;
+    if (cp.phase === 'finalize') {
+      manifest = await finalizeSnapshot(store, { checkpoint: cp, file: loaded.file, staging: keys.staging }, {
+        view,
+        rowsPerFile: config.tuning.rowsPerFile,
+        toolVersion: hooks.toolVersion,
+        wallMs: view.counters.wallMs,
+        runId: lease.runId,
+        stop: stop.signal,
+        lastUse: await lastUseInfo(store, cp, stagings),
+      });
+    }
+    if (stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
+    lease.assertHeld();
+    return await publish(store, config, hooks, cp, manifest, summary);
+  } finally {
+    await lease.release();
+  }
+}
+
+/** `iam-key-export finalize --out X --snapshot-id ID --shards N`: publish a sharded snapshot whose shards are done. */
+export async function runFinalize(config: Config, hooks: RunHooks): Promise<RunOutcome> {
+  const startedAt = Date.now();
+  const store = hooks.store ?? (await openStore(config.out));
+  const stop = new AbortController();
+  const onExternalStop = () => stop.abort('signal');
+  hooks.stop?.addEventListener('abort', onExternalStop, { once: true });
+  const empty: RunSummary = { rows: 0, usersExported: 0, usersVanished: 0, usersFailed: 0, calls: 0, throttles: 0, retries: 0, wallMs: 0, resumes: 0, accountId: null };
+  try {
+    return await finalizeShards(store, config, hooks, config.snapshotId!, config.shard!.count, startedAt, stop, () => ({ ...empty, wallMs: Date.now() - startedAt }), true);
+  } finally {
+    hooks.stop?.removeEventListener('abort', onExternalStop);
   }
 }
 
@@ -436,14 +609,30 @@ function stoppedOrThrow(stop: AbortController, cp: Checkpoint, summary: () => Ru
 async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: Held, aws: Aws, stop: AbortController, startedAt: number, info: StartInfo): Promise<StopReason | undefined> {
   const { checkpoint: cp, file, lease } = held;
   const client = await aws.client();
+  const identity = await aws.identity();
+  const region = await aws.region();
   const stats = aws.stats;
+  const env = hooks.env ?? process.env;
   let fatal: ExportError | undefined;
+  const onFatal = (err: ExportError) => {
+    fatal ??= err;
+    stop.abort(err);
+  };
+  const onThrottled = () => stop.abort('throttled');
+  const staging = held.keys.staging;
+  if (!cp.accountsSelected) {
+    // The accounts are state, not data: known once, kept by the checkpoint.
+    const organization = organizationLister({ config, base: client, region, endpoints: aws.endpoints, stats, logger: aws.logger(), signal: stop.signal, env });
+    cp.selectAccounts(await selectAccounts({ selection: config.accounts, callerAccount: identity.accountId ?? cp.accountId, shard: config.shard, organization }));
+    await file.save(cp);
+  }
+  const jobs: AccountJob[] = cp.accounts.filter((e) => e.status === 'pending' || e.status === 'active').map((e) => ({ ref: e.ref, plan: cp.resumePlan(e.ref.id) }));
   const budget = config.maxItems === undefined ? undefined : new KeyBudget(config.maxItems, stop.signal);
   const base = { ...cp.counters, calls: { ...cp.counters.calls } };
-  const plan = cp.resumePlan();
   // Progress counts the snapshot: users and keys of earlier runs included.
-  const doneBefore = cp.usersKnown - plan.resume.length - plan.missing.length;
-  const live = { usersListed: cp.usersKnown, usersDone: doneBefore, keys: cp.counters.rowsWritten, listingDone: plan.listingDone };
+  const left = jobs.reduce((n, j) => n + j.plan.resume.length + j.plan.missing.length, 0);
+  const doneBefore = cp.usersKnown - left;
+  const live = { usersListed: cp.usersKnown, usersDone: doneBefore, keys: cp.counters.rowsWritten, listingDone: jobs.every((j) => j.plan.listingDone) };
   const progress = (): Progress => ({
     listingDone: live.listingDone,
     usersListed: live.usersListed,
@@ -457,36 +646,38 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
   });
 
   hooks.observer?.onStart?.(info, progress);
-  const onFatal = (err: ExportError) => {
-    fatal ??= err;
-    stop.abort(err);
-  };
-  const site = { service: 'IAM', endpoint: aws.endpoints.iamShown };
-  const report = cp.config.lastUsed === 'report' ? await snapshotReport(store, cp, client, stop.signal, hooks, site) : undefined;
-  const resolver = new LastUsedResolver({
-    mode: report && !report.index ? 'api' : cp.config.lastUsed,
-    report: report?.index,
-    client,
-    concurrency: config.concurrency,
+  const reach = new AccountReach({
+    config,
+    store,
+    staging,
+    base: client,
+    callerAccount: identity.accountId ?? cp.accountId,
+    callerArn: identity.arn ?? cp.callerArn,
+    region,
+    endpoints: aws.endpoints,
+    stats,
+    logger: aws.logger(),
+    mode: cp.config.lastUsed,
     signal: stop.signal,
-    site,
     onFatal,
-    onThrottled: () => stop.abort('throttled'),
+    onThrottled,
+    onWarning: (message) => hooks.observer?.onWarning?.(message),
   });
   try {
     await pipeline(
       sourceStream({
-        client,
+        accounts: jobs,
+        accountConcurrency: config.accountConcurrency,
+        prepare: reach.prepare,
+        accountFailures: config.accounts.mode !== 'self',
         pathPrefix: config.pathPrefix,
         pageSize: config.pageSize,
         concurrency: config.concurrency,
-        plan,
         stop: stop.signal,
         budget,
-        accountId: cp.accountId,
         endpoint: aws.endpoints.iamShown,
         onFatal,
-        onThrottled: () => stop.abort('throttled'),
+        onThrottled,
         onUserFinished: () => live.usersDone++,
         onUsersListed: (n, last) => {
           live.usersListed += n;
@@ -496,25 +687,28 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
       toRecordStage({ snapshotTime: cp.snapshotTime }),
       deriveAgeStage(),
       filterStatusStage(cp.config.statuses),
-      enrichLastUsedStage(resolver, config.concurrency),
+      enrichLastUsedStage((accountId) => reach.resolverOf(accountId), config.concurrency),
       partWriter({
         checkpoint: cp,
         file,
         store,
-        runsDir: snapshotKeys(cp.snapshotId).runs,
+        runsDir: held.keys.runs,
         runId: lease.runId,
         assertHeld: () => lease.assertHeld(),
         tuning: config.tuning,
         onRecord: () => live.keys++,
         onCommitted: (records) => {
           const counts = cp.counters.lastUsed;
+          const perAccount = new Map<string, number>();
           for (const r of records) {
+            perAccount.set(r.account_id, (perAccount.get(r.account_id) ?? 0) + 1);
             const source = lastUseSourceOf(r);
             if (source === 'report') counts.report++;
             else if (source === 'api') counts.api++;
             else if (source === 'vanished') counts.vanished++;
             else if (source === 'denied') counts.denied++;
           }
+          for (const [account, rows] of perAccount) cp.addKeys(account, rows);
         },
         beforeSave: (c) => {
           for (const [op, n] of Object.entries(stats.calls)) c.counters.calls[op] = (base.calls[op] ?? 0) + n;
@@ -524,12 +718,14 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
         },
         onCommit: () => hooks.observer?.onCommit?.(progress()),
         onState: (event) => {
-          if (event.kind === 'user-failed' || event.kind === 'user-vanished') hooks.observer?.onUser?.(event);
+          if (event.kind === 'user-failed' || event.kind === 'user-vanished' || event.kind === 'account-failed') hooks.observer?.onUser?.(event);
         },
       }),
     );
   } catch (err) {
     throw fatal ?? err;
+  } finally {
+    reach.close();
   }
   if (!fatal && !stop.signal.aborted && cp.exportComplete) systemicLastUse(cp);
   if (fatal) throw fatal;
@@ -538,7 +734,7 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
   if (cp.exportComplete) return undefined;
   if (reason === 'signal' || reason === 'time-budget' || reason === 'throttled') return reason;
   if (budget?.exhausted) return 'max-items';
-  throw new ExportError('INTERNAL', 'the source ended before every user was exported, without a stop reason');
+  throw new ExportError('INTERNAL', 'the source ended before every account was exported, without a stop reason');
 }
 
 /**
@@ -556,44 +752,17 @@ function systemicLastUse(cp: Checkpoint): void {
   );
 }
 
-/** Where the credential report of a snapshot is kept (private, with its checkpoint). */
-function reportKey(cp: Checkpoint): string {
-  return `${snapshotKeys(cp.snapshotId).staging}credential-report.json`;
-}
-
-/**
- * The credential report of the snapshot: fetched once and saved in its staging
- * before any key is matched against it, so every run of the snapshot (a resume
- * hours later) matches against the very same report. A denied report is saved as
- * such too: the snapshot stays with the API, with one warning.
- */
-async function snapshotReport(store: Store, cp: Checkpoint, client: IAMClient, signal: AbortSignal, hooks: RunHooks, site: { service: string; endpoint: string }): Promise<{ index?: ReportIndex; outcome: ReportOutcome }> {
-  const key = reportKey(cp);
-  const saved = await store.read(key);
-  let outcome: ReportOutcome;
-  if (saved) {
-    outcome = JSON.parse(saved.body.toString('utf8')) as ReportOutcome;
-  } else {
-    outcome = await fetchCredentialReport(client, signal, site);
-    await store.write(key, JSON.stringify(outcome));
-    if ('denied' in outcome) {
-      hooks.observer?.onWarning?.(
-        `the credential report was denied (${outcome.denied}): last use comes from GetAccessKeyLastUsed for every key instead (the report needs iam:GenerateCredentialReport and iam:GetCredentialReport)`,
-      );
-    }
-  }
-  return 'report' in outcome ? { index: new ReportIndex(outcome.report), outcome } : { outcome };
-}
-
-/** What the manifest says of last use: the mode asked, the source used, the report's time. */
-async function lastUseInfo(store: Store, cp: Checkpoint): Promise<LastUseInfo> {
+/** What the manifest says of last use: the mode asked, the source used, the reports' time. */
+async function lastUseInfo(store: Store, cp: Checkpoint, stagings: readonly string[]): Promise<LastUseInfo> {
   if (cp.config.lastUsed !== 'report') return { mode: cp.config.lastUsed, source: cp.config.lastUsed, reportGeneratedTime: null };
-  const saved = await store.read(reportKey(cp));
-  const outcome = saved ? (JSON.parse(saved.body.toString('utf8')) as ReportOutcome) : undefined;
+  const reports: ReportOutcome[] = [];
+  for (const staging of stagings) reports.push(...(await savedReports(store, staging)).values());
+  const times = reports.flatMap((o) => ('report' in o ? [new ReportIndex(o.report).generatedTime.toISOString()] : []));
   return {
     mode: 'report',
-    source: outcome && 'report' in outcome ? 'report' : 'api',
-    reportGeneratedTime: outcome && 'report' in outcome ? new ReportIndex(outcome.report).generatedTime.toISOString() : null,
+    source: times.length > 0 ? 'report' : 'api',
+    // Several accounts: the oldest report tells how stale last use can be.
+    reportGeneratedTime: times.length > 0 ? times.sort()[0]! : null,
   };
 }
 

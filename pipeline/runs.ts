@@ -40,6 +40,12 @@ export interface Observation {
   readonly seq: number;
 }
 
+/** A committed part and the store folder it is in (shards have one folder each). */
+export interface StagedRun {
+  readonly dir: string;
+  readonly part: PartInfo;
+}
+
 /** A staged line, its sort key parsed, its record decoded only when needed. */
 export interface StagedRow {
   readonly account: string;
@@ -243,11 +249,11 @@ export interface MergeOptions {
  * `stats.duplicates`. Never more than `fanIn` runs are open: more are first merged
  * in rounds into intermediate runs under `scratch`.
  */
-export async function* mergeRuns(store: Store, dir: string, parts: readonly PartInfo[], options: MergeOptions, stats: { duplicates: number }): AsyncGenerator<AccessKeyRecord> {
+export async function* mergeRuns(store: Store, staged: readonly StagedRun[], options: MergeOptions, stats: { duplicates: number }): AsyncGenerator<AccessKeyRecord> {
   const fanIn = Math.max(2, options.fanIn ?? FAN_IN);
-  let runs: { dir: string; part: PartInfo }[] = parts.map((part) => ({ dir, part }));
+  let runs: StagedRun[] = [...staged];
   for (let round = 0; runs.length > fanIn; round++) {
-    const next: { dir: string; part: PartInfo }[] = [];
+    const next: StagedRun[] = [];
     for (let g = 0; g < runs.length; g += fanIn) {
       const group = runs.slice(g, g + fanIn);
       if (group.length === 1) {

@@ -6,9 +6,10 @@
  */
 import v1 from '../schemas/access_keys.v1.json' with { type: 'json' };
 import v2 from '../schemas/access_keys.v2.json' with { type: 'json' };
+import accountsV1 from '../schemas/accounts.v1.json' with { type: 'json' };
 
 /** The logical column types; each consumer maps them (Parquet, CSV, SQL dialects). */
-export const COLUMN_TYPES = ['string', 'timestamp', 'int32'] as const;
+export const COLUMN_TYPES = ['string', 'timestamp', 'int32', 'boolean'] as const;
 
 /** A logical column type. */
 export type ColumnType = (typeof COLUMN_TYPES)[number];
@@ -64,6 +65,13 @@ const SPECS: Readonly<Record<SchemaVersion, SchemaSpec>> = {
 export function schemaSpec(version: SchemaVersion): SchemaSpec {
   return SPECS[version];
 }
+
+/** The datasets a snapshot publishes: access_keys (versioned above) and accounts. */
+export const DATASETS = ['access_keys', 'accounts'] as const;
+export type Dataset = (typeof DATASETS)[number];
+
+/** The accounts dataset: one row per account of a snapshot. */
+export const ACCOUNTS_SPEC: SchemaSpec = checkedSpec(accountsV1, 'accounts.v1.json');
 
 /** File name of the schema of `version`, inside schemas/. */
 export function schemaFileName(version: SchemaVersion): string {

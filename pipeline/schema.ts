@@ -5,13 +5,13 @@
  * schemas/generate.ts. `snapshot_id` is not a column: it is the partition, in the
  * folder name, the manifest and the Parquet key-value metadata.
  */
-import { LATEST_SCHEMA_VERSION, schemaSpec } from './schema-spec.ts';
+import { LATEST_SCHEMA_VERSION, schemaSpec, type ColumnType } from './schema-spec.ts';
 import type { AccessKeyRecord } from './record.generated.ts';
 
 export type { AccessKeyRecord } from './record.generated.ts';
 export { SCHEMA_VERSION, PARTITION_COLUMN } from './record.generated.ts';
 
-export type ColumnType = 'string' | 'timestamp' | 'int32';
+export type { ColumnType } from './schema-spec.ts';
 
 export interface Column {
   readonly name: keyof AccessKeyRecord;

@@ -4,26 +4,33 @@
  *   _staging/<id>/checkpoint.json             state (private)
  *   _staging/<id>/lease.json                  who works on it (lease.ts)
  *   _staging/<id>/runs/run-<run>-NNNNNN.ndjson committed sorted parts
+ *   _staging/<id>/reports/<account>.json      the credential reports it matched against
  *   _staging/<id>/merge-<run>/                intermediate runs of a large merge
- *   _staging/<id>/publish-<run>/              the snapshot being finalized
+ *   _staging/<id>/publish-<run>/<dataset>/    the datasets being finalized
+ *   _staging/<id>/shard-<i>-of-<n>/...        a sharded snapshot: the same per shard,
+ *   _staging/<id>/finalize/...                and its finalize (checkpoint, lease, publish-<run>/)
+ *   accounts/snapshot_id=<id>/                published: part-00000.<ext>, _manifest.json, _SUCCESS
  *   access_keys/snapshot_id=<id>/             published: part-NNNNN.<ext>, _manifest.json, _SUCCESS
- *   access_keys/_LATEST                       the id of the newest published snapshot
+ *   <dataset>/_LATEST                         the id of the newest published snapshot
  *
- * Finalize merges the parts into the data files, writes the manifest, then
- * _SUCCESS, records the finished folder in the checkpoint (phase "publishing"),
- * then promotes it into access_keys/ (one rename locally), so a reader that globs
- * access_keys/*\/ never sees half a snapshot. From "publishing" on, a rerun after a
- * crash promotes the very same files: the manifest never changes once written.
+ * Finalize merges the parts into the data files, writes each dataset's manifest,
+ * then its _SUCCESS, records the finished folders in the checkpoint (phase
+ * "publishing"), then promotes them: accounts/ first, access_keys/ last, so its
+ * _SUCCESS is the last thing of a snapshot to appear (one rename each locally),
+ * and a reader that globs access_keys/*\/ never sees half a snapshot. From
+ * "publishing" on, a rerun after a crash promotes the very same files.
  */
-import type { Checkpoint, CheckpointFile } from './checkpoint.ts';
+import type { AccountEntry, Checkpoint, CheckpointFile, Counters, DataConfig, FailedUser } from './checkpoint.ts';
 import { ExportError } from './errors.ts';
 import { faultPoint } from './faultpoint.ts';
-import { mergeRuns } from './runs.ts';
+import { mergeRuns, type StagedRun } from './runs.ts';
 import { SCHEMA_NAME, SCHEMA_VERSION, type AccessKeyRecord } from './schema.ts';
-import { encodeDataFile, FORMAT_EXTENSION, type DataFileInfo } from './sinks/index.ts';
+import { encodeDataFile, encodeRows, FORMAT_EXTENSION, type DataFileInfo } from './sinks/index.ts';
+import { ACCOUNTS_SPEC } from './schema-spec.ts';
 import { keyJoin, type Store } from './store/store.ts';
 
 export const DATASET_DIR = 'access_keys';
+export const ACCOUNTS_DIR = 'accounts';
 export const STAGING_DIR = '_staging';
 export const MANIFEST_FILE = '_manifest.json';
 export const SUCCESS_FILE = '_SUCCESS';
@@ -32,10 +39,12 @@ export const LATEST_FILE = '_LATEST';
 /** A snapshot id: its first run's start, YYYYMMDDTHHMMSSZ (UTC). */
 export const SNAPSHOT_ID = /^\d{8}T\d{6}Z$/;
 
-/** Where everything of snapshot `id` lives in the store. */
+/** Where everything of snapshot `id` (or of one of its shards, or its finalize) lives in the store. */
 export interface SnapshotKeys {
   readonly id: string;
-  /** Staging folder (ends with '/'). */
+  /** The snapshot's staging folder: every shard's and the finalize's under it (ends with '/'). */
+  readonly root: string;
+  /** This checkpoint's folder (the root, a shard's, or the finalize's). */
   readonly staging: string;
   readonly checkpoint: string;
   readonly lease: string;
@@ -44,11 +53,16 @@ export interface SnapshotKeys {
   readonly success: string;
 }
 
-export function snapshotKeys(id: string): SnapshotKeys {
-  const staging = `${STAGING_DIR}/${id}/`;
+/** A staged unit: the snapshot itself, one shard of it, or the finalize of a sharded one. */
+export type StagedUnit = 'snapshot' | 'finalize' | { readonly index: number; readonly count: number };
+
+export function snapshotKeys(id: string, unit: StagedUnit = 'snapshot'): SnapshotKeys {
+  const root = `${STAGING_DIR}/${id}/`;
+  const staging = unit === 'snapshot' ? root : unit === 'finalize' ? `${root}finalize/` : `${root}${shardFolder(unit)}`;
   const published = `${DATASET_DIR}/snapshot_id=${id}/`;
   return {
     id,
+    root,
     staging,
     checkpoint: `${staging}checkpoint.json`,
     lease: `${staging}lease.json`,
@@ -56,6 +70,11 @@ export function snapshotKeys(id: string): SnapshotKeys {
     published,
     success: `${published}${SUCCESS_FILE}`,
   };
+}
+
+/** The folder of shard `index` of `count` (ends with '/'). */
+export function shardFolder(shard: { readonly index: number; readonly count: number }): string {
+  return `shard-${shard.index}-of-${shard.count}/`;
 }
 
 /** The snapshot id of a start time: YYYYMMDDTHHMMSSZ (UTC). */
@@ -89,15 +108,73 @@ export async function listStaging(store: Store): Promise<Staged[]> {
   return [...byId.entries()].sort(([a], [b]) => (a < b ? 1 : -1)).map(([id, s]) => ({ id, hasCheckpoint: s.checkpoint, hasLease: s.lease }));
 }
 
-/** Removes a staged snapshot (its lease last, so nobody takes an empty one for a live one). */
-export async function removeStaging(store: Store, keys: SnapshotKeys): Promise<void> {
+/** Removes a staged folder (its lease last, so nobody takes an empty one for a live one). */
+export async function removeStaging(store: Store, keys: Pick<SnapshotKeys, 'staging' | 'lease'>): Promise<void> {
   const all = await store.list(keys.staging);
   for (const key of all) if (key !== keys.lease) await store.delete(key);
   await store.deletePrefix(keys.staging);
 }
 
+/**
+ * What a finalize needs to know of a snapshot: one checkpoint's, or the shards'
+ * checkpoints taken together (`combinedView`).
+ */
+export interface SnapshotView {
+  readonly snapshotId: string;
+  readonly snapshotTime: Date;
+  readonly config: DataConfig;
+  readonly accountId: string | null;
+  readonly callerArn: string | null;
+  /** The committed parts, each with the folder it is in. */
+  readonly runs: readonly StagedRun[];
+  readonly dirty: ReadonlySet<string>;
+  readonly failedUsers: readonly FailedUser[];
+  readonly accounts: readonly AccountEntry[];
+  readonly counters: Counters;
+  readonly resumes: number;
+}
+
+/** The view of one checkpoint whose parts are in `runsDir`. */
+export function viewOf(cp: Checkpoint, runsDir: string): SnapshotView {
+  return {
+    snapshotId: cp.snapshotId,
+    snapshotTime: cp.snapshotTime,
+    config: cp.config,
+    accountId: cp.accountId,
+    callerArn: cp.callerArn,
+    runs: cp.parts.map((part) => ({ dir: runsDir, part })),
+    dirty: cp.dirtyUsers,
+    failedUsers: cp.failedUsers,
+    accounts: cp.accounts,
+    counters: cp.counters,
+    resumes: cp.resumes,
+  };
+}
+
+/** The shards of a sharded snapshot taken together (their counts summed, their accounts side by side). */
+export function combinedView(views: readonly SnapshotView[]): SnapshotView {
+  const first = views[0];
+  if (!first) throw new ExportError('INTERNAL', 'no shard to combine');
+  const counters: Counters = { ...first.counters, calls: {}, lastUsed: { report: 0, api: 0, vanished: 0, denied: 0 } };
+  for (const k of ['usersExported', 'usersVanished', 'rowsWritten', 'restartedListings', 'attempts', 'throttles', 'wallMs'] as const) counters[k] = views.reduce((n, v) => n + v.counters[k], 0);
+  for (const v of views) {
+    for (const [op, n] of Object.entries(v.counters.calls)) counters.calls[op] = (counters.calls[op] ?? 0) + n;
+    for (const k of ['report', 'api', 'vanished', 'denied'] as const) counters.lastUsed[k] += v.counters.lastUsed[k];
+  }
+  return {
+    ...first,
+    config: { ...first.config, shard: null },
+    runs: views.flatMap((v) => v.runs),
+    dirty: new Set(views.flatMap((v) => [...v.dirty])),
+    failedUsers: views.flatMap((v) => v.failedUsers),
+    accounts: views.flatMap((v) => v.accounts).sort((a, b) => (a.ref.id < b.ref.id ? -1 : 1)),
+    counters,
+    resumes: Math.max(...views.map((v) => v.resumes)),
+  };
+}
+
 export interface ManifestInput {
-  readonly checkpoint: Checkpoint;
+  readonly view: SnapshotView;
   readonly rowsPerFile: number;
   readonly toolVersion: string;
   /** Wall time of every run, this one included. */
@@ -134,17 +211,28 @@ export interface Manifest {
   readonly snapshot_time: string;
   readonly published_at: string;
   readonly tool: { readonly name: string; readonly version: string };
-  readonly configuration: { readonly format: string; readonly path_prefix: string; readonly statuses: readonly string[]; readonly endpoint: string | null };
+  readonly configuration: {
+    readonly format: string;
+    readonly path_prefix: string;
+    readonly statuses: readonly string[];
+    readonly endpoint: string | null;
+    readonly accounts: string;
+    readonly last_used: string;
+  };
   readonly account_id: string | null;
   readonly caller_arn: string | null;
   readonly rows: number;
   readonly files: readonly DataFileInfo[];
+  /** Some users or accounts failed (published with --allow-partial). */
   readonly partial: boolean;
+  /** Each account: whether it was read, and its rows. */
+  readonly accounts: readonly { readonly account_id: string; readonly outcome: string; readonly keys: number; readonly code?: string | null }[];
+  readonly failed_accounts: readonly { readonly account_id: string; readonly code: string }[];
   readonly users: {
     readonly seen: number;
     readonly exported: number;
     readonly vanished: number;
-    readonly failed: readonly { readonly user_name: string; readonly user_id: string; readonly code: string }[];
+    readonly failed: readonly { readonly user_name: string; readonly user_id: string; readonly account_id: string; readonly code: string }[];
   };
   readonly api: { readonly calls: Record<string, number>; readonly calls_total: number; readonly attempts: number; readonly retries: number; readonly throttles: number };
   readonly wall_time_ms: number;
@@ -181,40 +269,70 @@ async function* take<T>(it: AsyncIterator<T>, n: number, state: { done: boolean 
   }
 }
 
+/** The rows of the accounts dataset: one per account of the snapshot. */
+function accountRows(view: SnapshotView, keysByAccount: ReadonlyMap<string, number>): Record<string, string | number | boolean | Date | null>[] {
+  return view.accounts.map((e) => {
+    const exported = e.summary?.exported ?? e.progress?.exported ?? 0;
+    const vanished = e.summary?.vanished ?? e.progress?.vanished ?? 0;
+    const failed = (e.summary?.failed ?? e.progress?.failedUsers ?? []).length;
+    return {
+      snapshot_time: view.snapshotTime,
+      account_id: e.ref.id,
+      account_name: e.ref.name,
+      account_alias: e.facts?.alias ?? null,
+      root_access_keys_present: e.facts?.rootAccessKeysPresent ?? null,
+      users_exported: exported,
+      users_vanished: vanished,
+      users_failed: failed,
+      keys_exported: keysByAccount.get(e.ref.id) ?? 0,
+      outcome: e.status === 'failed' ? 'failed' : failed > 0 ? 'partial' : 'exported',
+      error_code: e.status === 'failed' ? e.code : null,
+    };
+  });
+}
+
 /**
- * Finalizes the snapshot of `input.checkpoint` (its export must be complete):
- * merges the parts into data files in a publish folder of this run, writes the
- * manifest and _SUCCESS there, and records the folder in the checkpoint (phase
- * "publishing"). Redoable from the start until that checkpoint save.
+ * Finalizes the snapshot `input.view` describes (its export must be complete):
+ * merges the parts into the access_keys data files and writes the accounts
+ * dataset, each in its folder of a publish folder of this run with its manifest
+ * and _SUCCESS, and records the folders in `state` (phase "publishing").
+ * Redoable from the start until that checkpoint save.
  */
-export async function finalizeSnapshot(store: Store, file: CheckpointFile, input: ManifestInput): Promise<Manifest> {
-  const cp = input.checkpoint;
-  const keys = snapshotKeys(cp.snapshotId);
-  const dir = `${keys.staging}publish-${input.runId}/`;
-  const scratch = `${keys.staging}merge-${input.runId}/`;
+export async function finalizeSnapshot(store: Store, state: { readonly checkpoint: Checkpoint; readonly file: CheckpointFile; readonly staging: string }, input: ManifestInput): Promise<Manifest> {
+  const view = input.view;
+  const cp = state.checkpoint;
+  const publishDir = `${state.staging}publish-${input.runId}/`;
+  const scratch = `${state.staging}merge-${input.runId}/`;
   // Leftovers of earlier attempts (other run ids) are not ours to keep.
-  for (const key of await store.list(keys.staging)) {
-    const folder = key.slice(keys.staging.length).split('/')[0] ?? '';
+  for (const key of await store.list(state.staging)) {
+    const folder = key.slice(state.staging.length).split('/')[0] ?? '';
     if (/^(publish|merge)-/.test(folder)) await store.delete(key);
   }
-  const ext = FORMAT_EXTENSION[cp.config.format];
-  const stats = { duplicates: 0, dated: 0 };
-  const merged = countDated(mergeRuns(store, keys.runs, cp.parts, { dirty: cp.dirtyUsers, scratch }, stats), stats)[Symbol.asyncIterator]();
+  const format = view.config.format;
+  const ext = FORMAT_EXTENSION[format];
+  const metadata = (schema: { name: string; version: number }) => ({
+    // The partition value is not a column: readers of a single file find it here.
+    snapshot_id: view.snapshotId,
+    snapshot_time: view.snapshotTime.toISOString(),
+    schema_name: schema.name,
+    schema_version: String(schema.version),
+  });
+
+  const keysDir = `${publishDir}${DATASET_DIR}/`;
+  const stats = { duplicates: 0, dated: 0, perAccount: new Map<string, number>() };
+  const merged = countRows(mergeRuns(store, view.runs, { dirty: view.dirty, scratch }, stats), stats)[Symbol.asyncIterator]();
   const files: DataFileInfo[] = [];
-  const state = { done: false };
+  const taken = { done: false };
   try {
     // One file per rowsPerFile rows; always at least one, so an empty account
     // still publishes a readable (header-only / zero-row) file.
-    while (!state.done) {
+    while (!taken.done) {
       const name = `part-${String(files.length).padStart(5, '0')}${ext}`;
-      const encoded = encodeDataFile(cp.config.format, take<AccessKeyRecord>(merged, input.rowsPerFile, state, input.stop), {
-        // The partition value is not a column (v2): readers of a single file find it here.
-        metadata: { snapshot_id: cp.snapshotId, snapshot_time: cp.snapshotTime.toISOString(), schema_name: SCHEMA_NAME, schema_version: String(SCHEMA_VERSION) },
-      });
-      const { bytes, sha256 } = await store.upload(keyJoin(dir, name), encoded.chunks);
+      const encoded = encodeDataFile(format, take<AccessKeyRecord>(merged, input.rowsPerFile, taken, input.stop), { metadata: metadata({ name: SCHEMA_NAME, version: SCHEMA_VERSION }) });
+      const { bytes, sha256 } = await store.upload(keyJoin(keysDir, name), encoded.chunks);
       const info = { file: name, rows: encoded.rows(), bytes, sha256 };
       if (info.rows === 0 && files.length > 0) {
-        await store.delete(keyJoin(dir, name));
+        await store.delete(keyJoin(keysDir, name));
         break;
       }
       files.push(info);
@@ -225,23 +343,52 @@ export async function finalizeSnapshot(store: Store, file: CheckpointFile, input
     await merged.return?.(undefined);
   }
   await store.deletePrefix(scratch);
+
+  // The accounts dataset: small, one file.
+  const accountsDir = `${publishDir}${ACCOUNTS_DIR}/`;
+  const accountsFile = `part-00000${ext}`;
+  const rowsOfAccounts = accountRows(view, stats.perAccount);
+  const encodedAccounts = encodeRows(format, ACCOUNTS_SPEC.columns, rowsOfAccounts, { metadata: metadata(ACCOUNTS_SPEC) });
+  const uploaded = await store.upload(keyJoin(accountsDir, accountsFile), encodedAccounts.chunks);
+  const accountsInfo: DataFileInfo = { file: accountsFile, rows: encodedAccounts.rows(), ...uploaded };
+  await store.write(keyJoin(accountsDir, MANIFEST_FILE), JSON.stringify(accountsManifest(view, accountsInfo), null, 2) + '\n');
+  await store.write(keyJoin(accountsDir, SUCCESS_FILE), '');
+
   const rows = files.reduce((a, f) => a + f.rows, 0);
-  const manifest = buildManifest(cp, input, files, rows, stats);
-  await store.write(keyJoin(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  const manifest = buildManifest(view, input, files, rows, stats);
+  await store.write(keyJoin(keysDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
   faultPoint('manifest-written');
-  await store.write(keyJoin(dir, SUCCESS_FILE), '');
+  await store.write(keyJoin(keysDir, SUCCESS_FILE), '');
   faultPoint('success-written');
   cp.phase = 'publishing';
-  cp.publishing = { dir, files: [...files.map((f) => f.file), MANIFEST_FILE, SUCCESS_FILE] };
-  await file.save(cp);
+  cp.publishing = {
+    dir: publishDir,
+    datasets: [
+      { name: ACCOUNTS_DIR, files: [accountsFile, MANIFEST_FILE, SUCCESS_FILE] },
+      { name: DATASET_DIR, files: [...files.map((f) => f.file), MANIFEST_FILE, SUCCESS_FILE] },
+    ],
+  };
+  await state.file.save(cp);
   faultPoint('publishing-saved');
   return manifest;
 }
 
+/** The small manifest of the accounts dataset. */
+function accountsManifest(view: SnapshotView, file: DataFileInfo) {
+  return {
+    schema: { name: ACCOUNTS_SPEC.name, version: ACCOUNTS_SPEC.version },
+    snapshot_id: view.snapshotId,
+    snapshot_time: view.snapshotTime.toISOString(),
+    rows: file.rows,
+    files: [file],
+  };
+}
+
 /**
- * Promotes the finalized folder into access_keys/, points _LATEST at it (if it is
- * the newest), and removes the staging. Idempotent: after a crash at any step, a
- * rerun completes the same publication.
+ * Promotes the finalized folders (accounts/ first, access_keys/ last), points
+ * each dataset's _LATEST at the snapshot (if it is the newest), and removes the
+ * snapshot's staging (every shard's too). Idempotent: after a crash at any step,
+ * a rerun completes the same publication.
  */
 export async function promoteSnapshot(store: Store, cp: Checkpoint): Promise<string> {
   const keys = snapshotKeys(cp.snapshotId);
@@ -249,12 +396,16 @@ export async function promoteSnapshot(store: Store, cp: Checkpoint): Promise<str
   if (!publishing) throw new ExportError('INTERNAL', `snapshot ${cp.snapshotId} has no finalized files to publish`);
   if (!(await isPublished(store, cp.snapshotId))) {
     faultPoint('before-promote');
-    await store.promote(publishing.dir, keys.published, publishing.files);
+    for (const dataset of publishing.datasets) {
+      const target = `${dataset.name}/snapshot_id=${cp.snapshotId}/`;
+      if (await store.exists(`${target}${SUCCESS_FILE}`)) continue;
+      await store.promote(`${publishing.dir}${dataset.name}/`, target, dataset.files);
+    }
     faultPoint('after-promote');
   }
-  await updateLatest(store, cp.snapshotId);
+  for (const dataset of publishing.datasets) await updateLatest(store, cp.snapshotId, dataset.name);
   faultPoint('latest-written');
-  await removeStaging(store, keys);
+  await removeStaging(store, { staging: keys.root, lease: keys.lease });
   faultPoint('staging-removed');
   return store.describe(keys.published.replace(/\/$/, ''));
 }
@@ -264,8 +415,8 @@ export async function promoteSnapshot(store: Store, cp: Checkpoint): Promise<str
  * after its _SUCCESS, and never moved back to an older one (a late publish of an
  * older snapshot leaves it alone).
  */
-export async function updateLatest(store: Store, id: string): Promise<void> {
-  const key = `${DATASET_DIR}/${LATEST_FILE}`;
+export async function updateLatest(store: Store, id: string, dataset: string = DATASET_DIR): Promise<void> {
+  const key = `${dataset}/${LATEST_FILE}`;
   const current = await store.read(key);
   const named = current?.body.toString('utf8').trim();
   if (named && SNAPSHOT_ID.test(named) && named >= id) return;
@@ -280,21 +431,25 @@ export async function updateLatest(store: Store, id: string): Promise<void> {
  * its files go. Returns the ids deleted.
  */
 export async function applyRetention(store: Store, keep: number): Promise<string[]> {
-  const keys = await store.list(`${DATASET_DIR}/`);
-  const published = keys
-    .map((k) => /^access_keys\/snapshot_id=([^/]+)\/_SUCCESS$/.exec(k)?.[1])
-    .filter((id): id is string => id !== undefined && SNAPSHOT_ID.test(id))
-    .sort()
-    .reverse();
-  const old = published.slice(keep);
-  for (const id of old) {
-    const folder = snapshotKeys(id).published;
-    await store.delete(`${folder}${SUCCESS_FILE}`);
-    for (const key of keys) if (key.startsWith(folder) && !key.endsWith(`/${SUCCESS_FILE}`)) await store.delete(key);
-    await store.deletePrefix(folder);
-    faultPoint('snapshot-deleted', id);
+  const deleted = new Set<string>();
+  // access_keys/ first: its _SUCCESS is what readers gate the snapshot on.
+  for (const dataset of [DATASET_DIR, ACCOUNTS_DIR]) {
+    const keys = await store.list(`${dataset}/`);
+    const published = keys
+      .map((k) => new RegExp(`^${dataset}/snapshot_id=([^/]+)/_SUCCESS$`).exec(k)?.[1])
+      .filter((id): id is string => id !== undefined && SNAPSHOT_ID.test(id))
+      .sort()
+      .reverse();
+    for (const id of published.slice(keep)) {
+      const folder = `${dataset}/snapshot_id=${id}/`;
+      await store.delete(`${folder}${SUCCESS_FILE}`);
+      for (const key of keys) if (key.startsWith(folder) && !key.endsWith(`/${SUCCESS_FILE}`)) await store.delete(key);
+      await store.deletePrefix(folder);
+      deleted.add(id);
+      faultPoint('snapshot-deleted', id);
+    }
   }
-  return old;
+  return [...deleted].sort();
 }
 
 /** The manifest of a published snapshot, or undefined. */
@@ -303,39 +458,43 @@ export async function readManifest(store: Store, id: string): Promise<Manifest |
   return found ? (JSON.parse(found.body.toString('utf8')) as Manifest) : undefined;
 }
 
-/** Counts the published rows that have a last-use date. */
-async function* countDated(records: AsyncIterable<AccessKeyRecord>, stats: { dated: number }): AsyncGenerator<AccessKeyRecord> {
+/** Counts the published rows: those with a last-use date, and each account's. */
+async function* countRows(records: AsyncIterable<AccessKeyRecord>, stats: { dated: number; perAccount: Map<string, number> }): AsyncGenerator<AccessKeyRecord> {
   for await (const r of records) {
     if (r.last_used_date !== null) stats.dated++;
+    stats.perAccount.set(r.account_id, (stats.perAccount.get(r.account_id) ?? 0) + 1);
     yield r;
   }
 }
 
-function buildManifest(cp: Checkpoint, input: ManifestInput, files: DataFileInfo[], rows: number, stats: { duplicates: number; dated: number }): Manifest {
-  const c = cp.counters;
-  const failed = cp.failedUsers.map((f) => ({ user_name: f.user.userName, user_id: f.user.userId, code: f.code }));
+function buildManifest(view: SnapshotView, input: ManifestInput, files: DataFileInfo[], rows: number, stats: { duplicates: number; dated: number; perAccount: ReadonlyMap<string, number> }): Manifest {
+  const c = view.counters;
+  const failed = [...view.failedUsers].sort((a, b) => (a.user.userName < b.user.userName ? -1 : 1)).map((f) => ({ user_name: f.user.userName, user_id: f.user.userId, account_id: f.user.accountId, code: f.code }));
+  const failedAccounts = view.accounts.filter((e) => e.status === 'failed').map((e) => ({ account_id: e.ref.id, code: e.code ?? 'unknown' }));
   const callsTotal = Object.values(c.calls).reduce((a, b) => a + b, 0);
   return {
     schema: { name: SCHEMA_NAME, version: SCHEMA_VERSION },
-    snapshot_id: cp.snapshotId,
-    snapshot_time: cp.snapshotTime.toISOString(),
+    snapshot_id: view.snapshotId,
+    snapshot_time: view.snapshotTime.toISOString(),
     published_at: new Date().toISOString(),
     tool: { name: 'iam-key-export', version: input.toolVersion },
-    configuration: { format: cp.config.format, path_prefix: cp.config.pathPrefix, statuses: cp.config.statuses, endpoint: cp.config.endpoint },
-    account_id: cp.accountId,
-    caller_arn: cp.callerArn,
+    configuration: { format: view.config.format, path_prefix: view.config.pathPrefix, statuses: view.config.statuses, endpoint: view.config.endpoint, accounts: view.config.accounts, last_used: view.config.lastUsed },
+    account_id: view.accountId,
+    caller_arn: view.callerArn,
     rows,
     files,
-    partial: failed.length > 0,
+    partial: failed.length > 0 || failedAccounts.length > 0,
+    accounts: view.accounts.map((e) => ({ account_id: e.ref.id, outcome: e.status === 'failed' ? 'failed' : 'exported', keys: stats.perAccount.get(e.ref.id) ?? 0, ...(e.status === 'failed' ? { code: e.code } : {}) })),
+    failed_accounts: failedAccounts,
     users: { seen: c.usersExported + c.usersVanished + failed.length, exported: c.usersExported, vanished: c.usersVanished, failed },
     api: { calls: c.calls, calls_total: callsTotal, attempts: c.attempts, retries: Math.max(0, c.attempts - callsTotal), throttles: c.throttles },
     wall_time_ms: input.wallMs,
-    resumes: cp.resumes,
+    resumes: view.resumes,
     duplicates_dropped: stats.duplicates,
     restarted_listings: c.restartedListings,
     last_used: {
-      mode: input.lastUse?.mode ?? cp.config.lastUsed,
-      source: input.lastUse?.source ?? cp.config.lastUsed,
+      mode: input.lastUse?.mode ?? view.config.lastUsed,
+      source: input.lastUse?.source ?? view.config.lastUsed,
       report_generated_time: input.lastUse?.reportGeneratedTime ?? null,
       from_report: c.lastUsed.report,
       from_api: c.lastUsed.api,

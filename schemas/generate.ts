@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { renderTypeTable } from '../pipeline/ddl/table.ts';
 import { LATEST_SCHEMA_VERSION, SCHEMA_VERSIONS, schemaFileName, schemaSpec, type ColumnType, type SchemaSpec, type SchemaVersion } from '../pipeline/schema-spec.ts';
 
-const TS_TYPE: Record<ColumnType, string> = { string: 'string', timestamp: 'Date', int32: 'number' };
+const TS_TYPE: Record<ColumnType, string> = { string: 'string', timestamp: 'Date', int32: 'number', boolean: 'boolean' };
 
 /** One generated file: the schema version it comes from and where it goes. */
 export interface Target {

@@ -102,7 +102,7 @@ test('a holder whose lease was taken over learns it at its next renewal and can 
     const clock = () => now;
     const cpKey = '_staging/20261128T111000Z/checkpoint.json';
     const paused = await Lease.acquire(store, KEY, { now: clock, renewMs: 3_600_000 });
-    const cp = new Checkpoint('20261128T111000Z', new Date(), { format: 'csv', pathPrefix: '/', statuses: [], endpoint: null, schemaVersion: 1, lastUsed: 'off' });
+    const cp = new Checkpoint('20261128T111000Z', new Date(), { format: 'csv', pathPrefix: '/', statuses: [], endpoint: null, schemaVersion: 1, lastUsed: 'off', accounts: 'self', shard: null });
     const file = await CheckpointFile.create(store, cpKey, cp);
     // The holder freezes past its TTL; another run takes over and writes the checkpoint (its resume).
     now += LEASE_TTL_MS + 1000;

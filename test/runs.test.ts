@@ -66,7 +66,7 @@ test(`merging 2,000 parts never holds more than ${FAN_IN} open, and yields every
     }
     const stats = { duplicates: 0 };
     const out: string[] = [];
-    for await (const r of mergeRuns(store, 'runs/', parts, { dirty: new Set(), scratch: 'merge/' }, stats)) out.push(`${r.user_name}/${r.access_key_id}`);
+    for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'merge/' }, stats)) out.push(`${r.user_name}/${r.access_key_id}`);
     assert.ok(store.peak <= FAN_IN, `${store.peak} open at once`);
     assert.deepEqual(out, [...all].sort());
     assert.equal(stats.duplicates, 0);
@@ -89,7 +89,7 @@ test('one row per access key: a dirty user seen under two names keeps only its l
     ]);
     const stats = { duplicates: 0 };
     const rows: AccessKeyRecord[] = [];
-    for await (const r of mergeRuns(store, 'runs/', [first, second], { dirty: new Set(['AIDAX']), scratch: 'm/' }, stats)) rows.push(r);
+    for await (const r of mergeRuns(store, [first, second].map((part) => ({ dir: 'runs/', part })), { dirty: new Set(['AIDAX']), scratch: 'm/' }, stats)) rows.push(r);
     assert.deepEqual(rows.map((r) => `${r.user_name}/${r.access_key_id}/${r.status}`), ['bob/AKIA3/Active', 'carol/AKIA4/Active', 'zed/AKIA1/Inactive', 'zed/AKIA2/Active']);
     assert.equal(stats.duplicates, 2);
   });
@@ -102,7 +102,7 @@ test('rows equal in sort key keep the later observation, also for users not know
     const b = await writeRun(store, 'r/run-0a1b2c3d-000002.ndjson', [{ record: rec('bob', 'AKIA3', undefined, 'Inactive'), seq: 9 }]);
     const stats = { duplicates: 0 };
     const rows: AccessKeyRecord[] = [];
-    for await (const r of mergeRuns(store, 'r/', [b, a], { dirty: new Set(), scratch: 'm/' }, stats)) rows.push(r);
+    for await (const r of mergeRuns(store, [b, a].map((part) => ({ dir: 'r/', part })), { dirty: new Set(), scratch: 'm/' }, stats)) rows.push(r);
     assert.deepEqual(rows.map((r) => r.status), ['Inactive']);
     assert.equal(stats.duplicates, 1);
   });

@@ -20,7 +20,7 @@ export const KEYS_PER_USER = 100;
 /** Users per ListUsers page at the default --page-size. */
 export const USERS_PER_PAGE = 100;
 
-const ACCOUNT = '123456789012';
+export const ACCOUNT = '123456789012';
 const STATUSES = ['Active', 'Inactive', 'Expired'] as const;
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 const BASE_TIME = Date.UTC(2020, 0, 1);
@@ -62,6 +62,7 @@ export function* sourceBatches(total: number, seed = 1): Generator<Batch<SourceK
   const users = Math.ceil(total / KEYS_PER_USER);
   const pages = Math.ceil(users / USERS_PER_PAGE);
   let batch: Item<SourceKey>[] = [];
+  yield [{ type: 'STATE', state: { kind: 'account-started', account: { id: ACCOUNT, name: null }, facts: { alias: null, rootAccessKeysPresent: false } } }];
   for (const k of sourceKeys(total, seed)) {
     const userIndex = Math.floor(Number(k.user.userName.slice(5, 12)));
     if (k.first && userIndex % USERS_PER_PAGE === 0) {
@@ -72,6 +73,7 @@ export function* sourceBatches(total: number, seed = 1): Generator<Batch<SourceK
           type: 'STATE',
           state: {
             kind: 'users-page',
+            account: ACCOUNT,
             token: page === 0 ? null : `page-${page}`,
             nextToken: page + 1 < pages ? `page-${page + 1}` : null,
             users: Array.from({ length: count }, (_, j) => userOf(userIndex + j)),
@@ -86,6 +88,10 @@ export function* sourceBatches(total: number, seed = 1): Generator<Batch<SourceK
       batch = [];
     }
   }
+  yield [
+    { type: 'STATE', state: { kind: 'users-scanned', account: ACCOUNT, users: [], complete: true } },
+    { type: 'STATE', state: { kind: 'account-done', account: ACCOUNT } },
+  ];
 }
 
 /** The same keys as finished records (what the writers alone are given). */

@@ -28,11 +28,11 @@ import type { Batch } from '../../pipeline/items.ts';
 import type { AccessKeyRecord } from '../../pipeline/schema.ts';
 import { partWriter } from '../../pipeline/sinks/parts.ts';
 import { writeDataFile, type Format } from '../../pipeline/sinks/index.ts';
-import { finalizeSnapshot, promoteSnapshot, snapshotIdOf, snapshotKeys } from '../../pipeline/snapshot.ts';
+import { finalizeSnapshot, promoteSnapshot, snapshotIdOf, snapshotKeys, viewOf } from '../../pipeline/snapshot.ts';
 import { deriveAgeStage } from '../../pipeline/stages/deriveAge.ts';
 import { filterStatusStage } from '../../pipeline/stages/filterStatus.ts';
 import { toRecordStage } from '../../pipeline/stages/toRecord.ts';
-import { finishedRecords, sourceBatches } from './synthetic.ts';
+import { ACCOUNT, finishedRecords, sourceBatches } from './synthetic.ts';
 
 export type WorkerMode = 'ours' | 'stages' | 'writer' | 'stringify';
 
@@ -65,6 +65,7 @@ async function ours(format: Format, total: number, dir: string): Promise<Omit<Wo
   const cp = new Checkpoint(STAMP.snapshotId, TIME, dataConfigOf(config, {}));
   const store = new LocalStore(dir);
   const keys = snapshotKeys(cp.snapshotId);
+  cp.selectAccounts([{ id: ACCOUNT, name: null }]);
   const file = await CheckpointFile.create(store, keys.checkpoint, cp);
   let commits = 0;
   let saveStarted = 0;
@@ -94,7 +95,7 @@ async function ours(format: Format, total: number, dir: string): Promise<Omit<Wo
   cp.phase = 'finalize';
   await file.save(cp);
   const t1 = performance.now();
-  const manifest = await finalizeSnapshot(store, file, { checkpoint: cp, rowsPerFile: config.tuning.rowsPerFile, toolVersion: 'bench', wallMs: 0, runId: '0bench00' });
+  const manifest = await finalizeSnapshot(store, { checkpoint: cp, file, staging: keys.staging }, { view: viewOf(cp, keys.runs), rowsPerFile: config.tuning.rowsPerFile, toolVersion: 'bench', wallMs: 0, runId: '0bench00' });
   await promoteSnapshot(store, cp);
   const t2 = performance.now();
   return { mode: 'ours', format, rows: manifest.rows, ms: t2 - t0, exportMs: t1 - t0, publishMs: t2 - t1, commits, checkpointSaveMs };

@@ -29,11 +29,11 @@ export const DIALECT_NAMES: Readonly<Record<Dialect, string>> = {
  * everywhere: it is a string in the schema, so no dialect sees a number.
  */
 export const SQL_TYPES: Readonly<Record<Dialect, Readonly<Record<ColumnType, string>>>> = {
-  duckdb: { string: 'VARCHAR', timestamp: 'TIMESTAMPTZ', int32: 'INTEGER' },
-  postgres: { string: 'text', timestamp: 'timestamptz', int32: 'integer' },
-  athena: { string: 'string', timestamp: 'timestamp', int32: 'int' },
-  bigquery: { string: 'STRING', timestamp: 'TIMESTAMP', int32: 'INT64' },
-  snowflake: { string: 'VARCHAR', timestamp: 'TIMESTAMP_LTZ', int32: 'INTEGER' },
+  duckdb: { string: 'VARCHAR', timestamp: 'TIMESTAMPTZ', int32: 'INTEGER', boolean: 'BOOLEAN' },
+  postgres: { string: 'text', timestamp: 'timestamptz', int32: 'integer', boolean: 'boolean' },
+  athena: { string: 'string', timestamp: 'timestamp', int32: 'int', boolean: 'boolean' },
+  bigquery: { string: 'STRING', timestamp: 'TIMESTAMP', int32: 'INT64', boolean: 'BOOL' },
+  snowflake: { string: 'VARCHAR', timestamp: 'TIMESTAMP_LTZ', int32: 'INTEGER', boolean: 'BOOLEAN' },
 };
 
 /**
@@ -45,4 +45,5 @@ export const ATHENA_CSV_VIEW_TYPES: Readonly<Record<ColumnType, string>> = {
   string: 'varchar',
   timestamp: 'timestamp(3) with time zone',
   int32: 'integer',
+  boolean: 'boolean',
 };

@@ -17,15 +17,20 @@ const INT32_MAX = 2 ** 31 - 1;
  * 0-based position in the file, for the message.
  */
 export function checkRecord(record: AccessKeyRecord, row: number): void {
-  for (const column of COLUMNS) {
-    const problem = problemWith(column, record[column.name]);
+  checkRow(record as unknown as Readonly<Record<string, unknown>>, row, COLUMNS, record.access_key_id);
+}
+
+/** The same check for a row of any dataset (the accounts dataset), naming it by `label`. */
+export function checkRow(row: Readonly<Record<string, unknown>>, index: number, columns: readonly { readonly name: string; readonly type: Column['type']; readonly nullable: boolean }[], label: string): void {
+  for (const column of columns) {
+    const problem = problemWith(column, row[column.name]);
     if (problem !== undefined) {
-      throw new ExportError('INTERNAL', `record ${row} (${record.access_key_id}): ${column.name} ${problem}`);
+      throw new ExportError('INTERNAL', `record ${index} (${label}): ${column.name} ${problem}`);
     }
   }
 }
 
-function problemWith(column: Column, value: unknown): string | undefined {
+function problemWith(column: Pick<Column, 'type' | 'nullable'>, value: unknown): string | undefined {
   if (value === null || value === undefined) {
     return column.nullable ? undefined : 'is missing';
   }
@@ -38,5 +43,7 @@ function problemWith(column: Column, value: unknown): string | undefined {
       return typeof value === 'number' && Number.isInteger(value) && value >= INT32_MIN && value <= INT32_MAX
         ? undefined
         : `is not a 32-bit integer: ${String(value)}`;
+    case 'boolean':
+      return typeof value === 'boolean' ? undefined : `is not a boolean: ${typeof value}`;
   }
 }

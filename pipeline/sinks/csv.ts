@@ -29,6 +29,8 @@ const CSV_OPTIONS: Options = {
     // Always UTC with milliseconds; invalid Dates never get here (checkRecord).
     date: (value) => value.toISOString(),
     string: (value) => (value === '' ? { value, quoted_empty: true } : value),
+    // csv-stringify's default writes true as 1 and false as an empty field (null).
+    boolean: (value) => (value ? 'true' : 'false'),
   },
 };
 
@@ -39,16 +41,17 @@ const BATCH = 2048;
  * Encodes records as CSV bytes: a header row (also for zero records), then the
  * records. Memory stays at one batch whatever the number of rows.
  */
-export async function* encodeCsv(records: AsyncIterable<AccessKeyRecord>): AsyncGenerator<Buffer> {
-  let batch: AccessKeyRecord[] = [];
+export async function* encodeCsv<R extends object = AccessKeyRecord>(records: AsyncIterable<R>, columns: readonly string[] = COLUMN_NAMES): AsyncGenerator<Buffer> {
+  const options = { ...CSV_OPTIONS, columns: [...columns] };
+  let batch: R[] = [];
   let header = true;
   for await (const record of records) {
     batch.push(record);
     if (batch.length >= BATCH) {
-      yield Buffer.from(stringify(batch, { ...CSV_OPTIONS, header }));
+      yield Buffer.from(stringify(batch, { ...options, header }));
       header = false;
       batch = [];
     }
   }
-  if (batch.length > 0 || header) yield Buffer.from(stringify(batch, { ...CSV_OPTIONS, header }));
+  if (batch.length > 0 || header) yield Buffer.from(stringify(batch, { ...options, header }));
 }

@@ -5,9 +5,10 @@
  * S3 object) is the store's business.
  */
 import { basename, dirname } from 'node:path';
-import { COLUMNS, type AccessKeyRecord } from '../schema.ts';
+import { COLUMNS, type AccessKeyRecord, type ColumnType } from '../schema.ts';
+import type { ParquetValue } from 'parquetjs-lite';
 import { LocalStore } from '../store/local.ts';
-import { checkRecord } from './check.ts';
+import { checkRecord, checkRow } from './check.ts';
 import { encodeCsv } from './csv.ts';
 import { parquetEncoder, type ParquetFileOptions } from './parquet.ts';
 import type { Format } from '../formats.ts';
@@ -53,6 +54,30 @@ export function encodeDataFile(format: Format, rows: RecordSource, options: Data
     }
   }
   const chunks = format === 'csv' ? encodeCsv(checked()) : parquetEncoder<AccessKeyRecord>(COLUMNS, options)(checked());
+  return { chunks, rows: () => count };
+}
+
+/** A dataset other than access_keys (the accounts dataset): its columns, in file order. */
+export interface OtherColumns {
+  readonly name: string;
+  readonly type: ColumnType;
+  readonly nullable: boolean;
+}
+
+/**
+ * Encodes rows of another dataset (`columns`) the same way: checked against the
+ * columns first, then CSV or Parquet with the same options.
+ */
+export function encodeRows(format: Format, columns: readonly OtherColumns[], rows: Iterable<Readonly<Record<string, ParquetValue>>>, options: DataFileOptions = {}): EncodedFile {
+  let count = 0;
+  async function* checked(): AsyncGenerator<Readonly<Record<string, ParquetValue>>> {
+    for (const row of rows) {
+      checkRow(row, count, columns, String(row[columns[1]?.name ?? ''] ?? count));
+      count += 1;
+      yield row;
+    }
+  }
+  const chunks = format === 'csv' ? encodeCsv(checked(), columns.map((c) => c.name)) : parquetEncoder<Readonly<Record<string, ParquetValue>>>(columns, options)(checked());
   return { chunks, rows: () => count };
 }
 

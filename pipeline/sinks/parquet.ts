@@ -22,6 +22,7 @@ const PARQUET_TYPE: Readonly<Record<ColumnType, ParquetFieldType>> = {
   // below adds the UTC logical type (see UtcTimestampEnvelopeWriter).
   timestamp: 'TIMESTAMP_MILLIS',
   int32: 'INT32',
+  boolean: 'BOOLEAN',
 };
 
 /**

@@ -9,7 +9,7 @@
  */
 declare module 'parquetjs-lite' {
   /** Logical types (the library's names) that this project writes. */
-  export type ParquetFieldType = 'UTF8' | 'TIMESTAMP_MILLIS' | 'INT32';
+  export type ParquetFieldType = 'UTF8' | 'TIMESTAMP_MILLIS' | 'INT32' | 'BOOLEAN';
 
   /** Page compression codecs that the lite build can write. */
   export type ParquetCompression = 'UNCOMPRESSED' | 'GZIP' | 'SNAPPY';
@@ -31,7 +31,7 @@ declare module 'parquetjs-lite' {
   }
 
   /** A leaf value; null or undefined for a missing optional value. */
-  export type ParquetValue = string | number | Date | null | undefined;
+  export type ParquetValue = string | number | boolean | Date | null | undefined;
 
   /** A compiled schema; only one of its properties is declared. */
   export interface ParquetSchema {

@@ -19,6 +19,9 @@ import { runFileName, writeRun, type Observation } from '../runs.ts';
 import type { AccessKeyRecord } from '../schema.ts';
 import { keyJoin, type Store } from '../store/store.ts';
 
+/** States that only name accounts: committing them alone does not make a snapshot worth resuming. */
+const ANNOUNCEMENTS = new Set<StateEvent['kind']>(['accounts-selected', 'account-started', 'account-failed']);
+
 export interface PartWriterOptions {
   readonly checkpoint: Checkpoint;
   readonly file: CheckpointFile;
@@ -70,7 +73,9 @@ export function partWriter(o: PartWriterOptions): Writable {
       faultPoint('part-durable');
     }
     for (const s of pending) o.checkpoint.apply(s);
-    if (pending.length > 0) o.checkpoint.commits++;
+    // A commit of data counts; one that only names accounts (selected, reached,
+    // failed) does not: a run that read nothing pins nothing for the next one.
+    if (batch.length > 0 || pending.some((s) => !ANNOUNCEMENTS.has(s.kind))) o.checkpoint.commits++;
     o.onCommitted?.(batch);
     o.beforeSave?.(o.checkpoint);
     o.assertHeld();

@@ -14,20 +14,17 @@
  * shard of a sharded snapshot agrees on who reads which account without talking.
  */
 import { createHash } from 'node:crypto';
-import { IAMClient } from '@aws-sdk/client-iam';
+import { GetAccountSummaryCommand, IAMClient, ListAccountAliasesCommand } from '@aws-sdk/client-iam';
 import { OrganizationsClient, paginateListAccounts } from '@aws-sdk/client-organizations';
 import { fromTemporaryCredentials } from '@aws-sdk/credential-providers';
 import type { Logger } from '@smithy/types';
-import { classifyFatal } from '../errors.ts';
+import { classifyFatal, isDenied } from '../errors.ts';
+import type { AccountFacts } from '../items.ts';
 import { instrument, type ApiStats, type Endpoints } from './client.ts';
 import { createRetryStrategy } from './retry.ts';
 
-/** An account of the snapshot. */
-export interface AccountRef {
-  readonly id: string;
-  /** Its name in Organizations; null for a listed account that Organizations did not name. */
-  readonly name: string | null;
-}
+import type { AccountRef } from '../items.ts';
+export type { AccountRef } from '../items.ts';
 
 /** The shard (0..shards-1) an account belongs to: a stable hash of its id. */
 export function shardOf(accountId: string, shards: number): number {
@@ -112,4 +109,31 @@ export function memberIamClient(o: {
 export function partitionOf(arn: string | null): string {
   const p = arn?.split(':')[1];
   return p && /^aws(-[a-z-]+)?$/.test(p) ? p : 'aws';
+}
+
+/**
+ * The facts of an account for the accounts dataset: its alias (ListAccountAliases)
+ * and whether its root user has access keys (GetAccountSummary
+ * AccountAccessKeysPresent: root keys are invisible to ListUsers). A denied call
+ * leaves its fact null and is reported through `onDenied` (one warning a run).
+ */
+export async function accountFacts(client: IAMClient, signal: AbortSignal, onDenied: (action: string) => void): Promise<AccountFacts> {
+  const ask = async <T>(action: string, call: () => Promise<T>): Promise<T | null> => {
+    try {
+      return await call();
+    } catch (err) {
+      if (signal.aborted || !isDenied(err)) throw err;
+      onDenied(action);
+      return null;
+    }
+  };
+  const [summary, aliases] = await Promise.all([
+    ask('iam:GetAccountSummary', () => client.send(new GetAccountSummaryCommand({}), { abortSignal: signal })),
+    ask('iam:ListAccountAliases', () => client.send(new ListAccountAliasesCommand({}), { abortSignal: signal })),
+  ]);
+  const present = summary?.SummaryMap?.AccountAccessKeysPresent;
+  return {
+    alias: aliases ? (aliases.AccountAliases?.[0] ?? null) : null,
+    rootAccessKeysPresent: summary === null || present === undefined ? null : present > 0,
+  };
 }

@@ -22,8 +22,8 @@ import { setMaxListeners } from 'node:events';
 import { Readable } from 'node:stream';
 import type { IAMClient } from '@aws-sdk/client-iam';
 import pLimit from 'p-limit';
-import { classifyFatal, classifyUserError, ExportError, isRejectedMarker, type CallSite } from '../errors.ts';
-import type { Batch, Item, SourceKey, StateEvent, UserRef } from '../items.ts';
+import { classifyFatal, classifyUserError, ExportError, isRejectedMarker, isThrottle, type CallSite } from '../errors.ts';
+import type { AccountFacts, AccountRef, Batch, Item, SourceKey, StateEvent, UserRef } from '../items.ts';
 import type { ResumePlan, UserResume } from '../checkpoint.ts';
 import type { KeyBudget } from './budget.ts';
 import { Channel } from './channel.ts';
@@ -39,22 +39,23 @@ const SCAN_PAGE_SIZE = 1000;
 /** Scans that may each still find something before the listing counts as verified (IAM that keeps changing). */
 export const MAX_SCANS = 4;
 
-export interface SourceOptions {
+/** What a source needs of one account (its users, through its client). */
+export interface AccountSourceOptions {
   readonly client: IAMClient;
+  /** The account: emitted on its listing events; users of another account are a mismatch. */
+  readonly account: string;
   readonly pathPrefix: string;
   readonly pageSize: number;
   readonly concurrency: number;
   readonly plan: ResumePlan;
   /** Graceful stop: start nothing new, abort in-flight calls, end the stream. */
   readonly stop: AbortSignal;
-  /** Called with an error that must end the run (the caller then aborts `stop`). */
+  /** Called with an error that must end this account's reading (the caller decides: the run, or the account). */
   readonly onFatal: (error: ExportError) => void;
   /** Throttling outlived the retries: the caller stops the run resumably. */
   readonly onThrottled: () => void;
   /** --max-items: when spent, no new page is requested and the stream ends. */
   readonly budget?: KeyBudget | undefined;
-  /** The account the credentials belong to; users of another account are a mismatch. */
-  readonly accountId: string | null;
   /** The IAM endpoint (for messages). */
   readonly endpoint: string;
   /** Progress hook: a user is finished (done, vanished or failed), not yet durable. */
@@ -63,31 +64,154 @@ export interface SourceOptions {
   readonly onUsersListed?: (count: number, last: boolean) => void;
 }
 
+/** An account to read in this run, with what its progress says is left. */
+export interface AccountJob {
+  readonly ref: AccountRef;
+  readonly plan: ResumePlan;
+}
+
+/** An account reached: its IAM client and its facts for the accounts dataset. */
+export interface PreparedAccount {
+  readonly client: IAMClient;
+  readonly facts: AccountFacts;
+}
+
+/** The source over the accounts of a snapshot. */
+export interface SourceOptions extends Omit<AccountSourceOptions, 'client' | 'account' | 'plan' | 'onFatal'> {
+  readonly accounts: readonly AccountJob[];
+  /** Accounts read at once. */
+  readonly accountConcurrency: number;
+  /**
+   * Reaches an account: its client (AssumeRole for a member account), its facts,
+   * its last-use source; throws the AWS error when the account cannot be reached.
+   */
+  readonly prepare: (job: AccountJob, signal: AbortSignal) => Promise<PreparedAccount>;
+  /**
+   * Many accounts: an error that is about one account (AssumeRole denied, ListUsers
+   * denied, credentials of a closed account) fails that account and the others go
+   * on. One account (the credentials' own): every error is the run's.
+   */
+  readonly accountFailures: boolean;
+  /** Called with an error that must end the run (the caller then aborts `stop`). */
+  readonly onFatal: (error: ExportError) => void;
+}
+
 type SourceItem = Item<SourceKey>;
 
 /** The source as an object-mode Readable of batches of RECORD and STATE items (one page each). */
 export function sourceStream(options: SourceOptions): Readable {
   // Room for a few pages per user being paged: enough to keep the writer busy.
-  const channel = new Channel<Batch<SourceKey>>(options.concurrency * 4);
+  const channel = new Channel<Batch<SourceKey>>(options.concurrency * Math.min(options.accountConcurrency, options.accounts.length || 1) * 4);
   // When the pipeline tears the stream down (an error downstream), stop paging too.
   const destroyed = new AbortController();
   const o = { ...options, stop: AbortSignal.any([options.stop, destroyed.signal]) };
   // Every in-flight SDK call listens on the stop signal: up to concurrency × retries.
   setMaxListeners(0, o.stop);
-  new Source(o, channel).run().then(
+  new AccountsSource(o, channel).run().then(
     () => channel.close(),
     (err: unknown) => channel.fail(err),
   );
   const readable = Readable.from(channel, { objectMode: true, highWaterMark: 16 });
   readable.once('close', () => {
-    destroyed.abort();
+    // Closed after its end is normal: the stages downstream still enrich what it
+    // gave them with the same signal. Only a teardown before the end stops paging.
+    if (!readable.readableEnded) destroyed.abort();
     channel.close();
   });
   return readable;
 }
 
-class Source {
+/** Accounts that all failed alike, with none read, before the run counts it as systemic. */
+export const SYSTEMIC_ACCOUNTS = 10;
+
+/** Error codes that are about the run, never about one account. */
+const RUN_LEVEL = new Set(['SOURCE_UNREACHABLE', 'INTERNAL', 'CHECKPOINT_MISMATCH', 'OUTPUT_IO', 'LEASE_LOST', 'CHECKPOINT_CORRUPT']);
+
+/**
+ * The outer level of the fan-out: at most `accountConcurrency` accounts at once,
+ * each reached (prepare), announced (account-started), read by its own Source
+ * (its own client: IAM throttles each account on its own) into the shared channel,
+ * and closed (account-done) or failed (account-failed). When the first
+ * min(SYSTEMIC_ACCOUNTS, all) accounts all failed alike and none was read, it is
+ * not about accounts (the role is missing everywhere): the run stops (exit 1).
+ */
+class AccountsSource {
   readonly #o: SourceOptions;
+  readonly #out: Channel<Batch<SourceKey>>;
+  #read = 0;
+  readonly #failures = new Map<string, number>();
+  #failed = 0;
+  #systemic = false;
+
+  constructor(o: SourceOptions, out: Channel<Batch<SourceKey>>) {
+    this.#o = o;
+    this.#out = out;
+  }
+
+  async run(): Promise<void> {
+    const limit = pLimit(this.#o.accountConcurrency);
+    await Promise.all(this.#o.accounts.map((job) => limit(() => this.#account(job))));
+  }
+
+  #halted(): boolean {
+    return this.#o.stop.aborted || this.#o.budget?.exhausted === true;
+  }
+
+  async #account(job: AccountJob): Promise<void> {
+    const o = this.#o;
+    if (this.#halted()) return;
+    const stopAccount = new AbortController();
+    const stop = AbortSignal.any([o.stop, stopAccount.signal]);
+    setMaxListeners(0, stop);
+    let failure: ExportError | undefined;
+    const fail = (err: ExportError) => {
+      if (!o.accountFailures || RUN_LEVEL.has(err.code)) return o.onFatal(err);
+      failure ??= err;
+      stopAccount.abort(err);
+    };
+    let prepared: PreparedAccount;
+    try {
+      prepared = await o.prepare(job, stop);
+    } catch (err) {
+      if (stop.aborted) return;
+      // Throttled past the retries while reaching it: a resumable stop, like a throttled page.
+      if (isThrottle(err)) return o.onThrottled();
+      const e = classifyFatal(err, { what: `reaching account ${job.ref.id}`, service: 'STS', endpoint: o.endpoint, permission: 'sts:AssumeRole' });
+      fail(e);
+      if (failure) await this.#failed_(job, failure);
+      return;
+    }
+    await this.#out.push([{ type: 'STATE', state: { kind: 'account-started', account: job.ref, facts: prepared.facts } }]);
+    const source = new Source({ ...o, client: prepared.client, account: job.ref.id, plan: job.plan, stop, onFatal: fail }, this.#out);
+    const complete = await source.run();
+    if (failure) return this.#failed_(job, failure);
+    if (complete && !this.#halted()) {
+      this.#read++;
+      await this.#out.push([{ type: 'STATE', state: { kind: 'account-done', account: job.ref.id } }]);
+    }
+  }
+
+  async #failed_(job: AccountJob, failure: ExportError): Promise<void> {
+    const code = failure.context.awsCode ?? failure.code;
+    await this.#out.push([{ type: 'STATE', state: { kind: 'account-failed', account: job.ref.id, code } }]);
+    this.#failed++;
+    this.#failures.set(code, (this.#failures.get(code) ?? 0) + 1);
+    const sample = Math.min(SYSTEMIC_ACCOUNTS, this.#o.accounts.length);
+    if (this.#systemic || this.#read > 0 || this.#failed < sample || this.#failures.size !== 1) return;
+    this.#systemic = true;
+    this.#o.onFatal(
+      new ExportError(
+        failure.code,
+        `every one of the first ${this.#failed} accounts failed the same way, so it is not about accounts: ${failure.message}`,
+        failure.context,
+        { cause: failure },
+      ),
+    );
+  }
+}
+
+class Source {
+  readonly #o: AccountSourceOptions;
   readonly #out: Channel<Batch<SourceKey>>;
   readonly #limit: ReturnType<typeof pLimit>;
   readonly #running = new Set<Promise<void>>();
@@ -103,7 +227,7 @@ class Source {
   #failedTotal = 0;
   #systemicChecked = false;
 
-  constructor(o: SourceOptions, out: Channel<Batch<SourceKey>>) {
+  constructor(o: AccountSourceOptions, out: Channel<Batch<SourceKey>>) {
     this.#o = o;
     this.#out = out;
     this.#limit = pLimit(o.concurrency);
@@ -122,7 +246,8 @@ class Source {
     return this.#o.stop.aborted || this.#o.budget?.exhausted === true;
   }
 
-  async run(): Promise<void> {
+  /** Reads the account; resolves true when every user of it is done (nothing stopped or failed it). */
+  async run(): Promise<boolean> {
     try {
       for (const r of this.#o.plan.resume) {
         await this.#slot();
@@ -138,6 +263,7 @@ class Source {
       if (!this.#o.stop.aborted) this.#o.onFatal(classifyFatal(err, this.#site('the export', 'nothing')));
     }
     await this.#settled();
+    return !this.#halted() && this.#listingDone && this.#listingVerified && this.#missing.size === 0;
   }
 
   /** Waits until every started user is done (tasks never reject: they report through onFatal). */
@@ -171,18 +297,18 @@ class Source {
         const pages = readAhead(paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: o.pageSize, ...(token ? { StartingToken: token } : {}) } }, { abortSignal: o.stop }));
         for await (const page of pages) {
           const users = page.Users.map(toUserRef);
-          const foreign = o.accountId ? users.find((u) => u.accountId !== o.accountId) : undefined;
+          const foreign = o.account ? users.find((u) => u.accountId !== o.account) : undefined;
           if (foreign) {
             throw new ExportError(
               'CHECKPOINT_MISMATCH',
-              `ListUsers returned users of account ${foreign.accountId}, but the snapshot is of account ${o.accountId}; use the same credentials to resume, or add --fresh to start a new snapshot`,
+              `ListUsers returned users of account ${foreign.accountId}, but these credentials should read account ${o.account}; use the same credentials to resume, or add --fresh to start a new snapshot`,
             );
           }
           const nextToken = page.NextToken ?? null;
           const found = users.filter((u) => this.#missing.has(u.userId));
           const fresh = users.filter((u) => !this.#known.has(u.userId));
           o.onUsersListed?.(fresh.length + found.length, nextToken === null);
-          await this.#emit({ kind: 'users-page', token, nextToken, users });
+          await this.#emit({ kind: 'users-page', account: o.account, token, nextToken, users });
           token = nextToken;
           for (const user of [...found, ...fresh]) {
             await this.#slot();
@@ -199,7 +325,7 @@ class Source {
         if (token !== null && restarts < MAX_LISTING_RESTARTS && isRejectedMarker(err)) {
           // The stored Marker expired or IAM changed under it: list again from the
           // start; users already known are skipped by id, so nothing is read twice.
-          await this.#emit({ kind: 'users-restarted' });
+          await this.#emit({ kind: 'users-restarted', account: o.account });
           token = null;
           continue;
         }
@@ -245,7 +371,7 @@ class Source {
       await this.#vanishMissing((id) => !renamedIds.has(id));
       const complete = (unknown.length === 0 && renamed.length === 0) || last;
       o.onUsersListed?.(unknown.length, true);
-      await this.#emit({ kind: 'users-scanned', users: unknown, complete });
+      await this.#emit({ kind: 'users-scanned', account: o.account, users: unknown, complete });
       for (const user of [...(last ? [] : renamed), ...unknown]) {
         await this.#slot();
         if (this.#halted()) return;

@@ -37,14 +37,14 @@ export function lastUseSourceOf(record: AccessKeyRecord): LastUseSource | undefi
  * stop, this and every later page are dropped (never committed): the STATE of a
  * later page of the same user must not pass a page that was dropped.
  */
-export function enrichLastUsedStage(resolver: LastUsedResolver, pages: number) {
+export function enrichLastUsedStage(resolverOf: (accountId: string) => LastUsedResolver, pages: number) {
   // Decided in input order: a page is kept only if every page before it was.
   let previous: Promise<boolean> = Promise.resolve(true);
   const enrich = (batch: Batch<AccessKeyRecord>) =>
     Promise.all(
       batch.map(async (item): Promise<Item<AccessKeyRecord>> => {
         if (item.type === 'STATE') return item;
-        const { lastUse, source } = await resolver.resolve(item.record);
+        const { lastUse, source } = await resolverOf(item.record.account_id).resolve(item.record);
         const record = withLastUse(item.record, lastUse);
         sources.set(record, source);
         return { type: 'RECORD', record };

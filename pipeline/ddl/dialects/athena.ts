@@ -118,5 +118,7 @@ function fromText(c: TableColumn): string {
       return `from_iso8601_timestamp(${text})`;
     case 'int32':
       return `CAST(${text} AS ${ATHENA_CSV_VIEW_TYPES.int32})`;
+    case 'boolean':
+      return `CAST(${text} AS ${ATHENA_CSV_VIEW_TYPES.boolean})`;
   }
 }
