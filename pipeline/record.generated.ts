@@ -18,11 +18,11 @@ export interface AccessKeyRecord {
   readonly create_date: Date;
   /** Whole days from create_date to snapshot_time (floor; 0 for a key created less than a day before the snapshot). */
   readonly key_age_days: number;
-  /** When the key was last used (UTC). Null until the last-used stage is enabled, or when the key was never used. */
+  /** When the key was last used (UTC). Null when the key was never used, when its last use is unknown (--last-used off, a denied lookup) or older than IAM's records (April 2015). */
   readonly last_used_date: Date | null;
-  /** Service of the last use (e.g. s3). Null until the last-used stage is enabled, or when the key was never used. */
+  /** Service of the last use (e.g. s3). Null when the key was never used, when its last use is unknown (--last-used off, a denied lookup) or older than IAM's records (April 2015). */
   readonly last_used_service: string | null;
-  /** Region of the last use. Null until the last-used stage is enabled, or when the key was never used. */
+  /** Region of the last use. Null when the key was never used, when its last use is unknown (--last-used off, a denied lookup) or older than IAM's records (April 2015). */
   readonly last_used_region: string | null;
   /** ARN of the IAM user (arn:aws:iam::<account_id>:user<user_path><user_name>), from ListUsers. */
   readonly user_arn: string;

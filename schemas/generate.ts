@@ -12,7 +12,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderTypeTable } from '../pipeline/ddl/table.ts';
-import { LATEST_SCHEMA_VERSION, SCHEMA_VERSIONS, schemaFileName, schemaSpec, type ColumnType, type SchemaSpec, type SchemaVersion } from '../pipeline/schema-spec.ts';
+import { ACCOUNTS_SPEC, LATEST_SCHEMA_VERSION, SCHEMA_VERSIONS, schemaFileName, schemaSpec, type ColumnType, type SchemaSpec, type SchemaVersion } from '../pipeline/schema-spec.ts';
 
 const TS_TYPE: Record<ColumnType, string> = { string: 'string', timestamp: 'Date', int32: 'number', boolean: 'boolean' };
 
@@ -88,6 +88,17 @@ export function renderReadmeTables(): string {
     'The SQL type of each column in the DDL of `iam-key-export ddl --dialect ...`:',
     '',
     renderTypeTable(LATEST_SCHEMA_VERSION).trimEnd(),
+    '',
+    `### accounts`,
+    '',
+    `${cell(ACCOUNTS_SPEC.description)} Schema version ${ACCOUNTS_SPEC.version} ([\`accounts.v${ACCOUNTS_SPEC.version}.json\`](accounts.v${ACCOUNTS_SPEC.version}.json)); \`iam-key-export ddl --dataset accounts\` declares it:`,
+    '',
+    '| column | type | nullable | meaning |',
+    '| --- | --- | --- | --- |',
+    ...ACCOUNTS_SPEC.columns.map((c) => `| ${c.name} | ${c.type} | ${c.nullable ? 'yes' : 'no'} | ${cell(c.description)} |`),
+    ...(ACCOUNTS_SPEC.partition === undefined ? [] : [`| ${ACCOUNTS_SPEC.partition.name} (partition) | ${ACCOUNTS_SPEC.partition.type} | no | ${cell(ACCOUNTS_SPEC.partition.description)} |`]),
+    '',
+    renderTypeTable(ACCOUNTS_SPEC).trimEnd(),
     '',
     README_END,
   ].join('\n');

@@ -23,6 +23,19 @@ for (const format of ['parquet', 'csv'] as const) {
         assert.equal(types.create_date, 'TIMESTAMP WITH TIME ZONE');
         assert.equal(types.key_age_days, 'INTEGER');
         assert.equal(types.snapshot_id, 'VARCHAR');
+        // The accounts dataset beside it: one row for the one account, under the same snapshot id.
+        const accountsDdl = await runCli(['ddl', '--dialect', 'duckdb', '--location', out, '--format', format, '--dataset', 'accounts']);
+        assert.equal(accountsDdl.code, 0, accountsDdl.stderr);
+        const accounts = await queryDuckDb(`${accountsDdl.stdout}\nSELECT * FROM accounts;`);
+        assert.equal(accounts.rows.length, 1);
+        const account = accounts.rows[0]!;
+        assert.equal(account.account_id, expectedRows(fake)[0]!.account_id);
+        assert.equal(account.snapshot_id, result.rows[0]!.snapshot_id);
+        assert.equal(account.keys_exported, expectedRows(fake).length);
+        assert.equal(account.outcome, 'exported');
+        const accountTypes = Object.fromEntries(accounts.columns.map((c) => [c.name, c.type]));
+        assert.equal(accountTypes.root_access_keys_present, 'BOOLEAN');
+        assert.equal(accountTypes.users_exported, 'INTEGER');
       });
     });
   });

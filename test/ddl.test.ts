@@ -268,7 +268,7 @@ describe('parseDdlCommand', () => {
         err.code === 'CONFIG_INVALID' &&
         err.message ===
           [
-            'unknown option --dialet: iam-key-export ddl takes --dialect, --location, --format and --table',
+            'unknown option --dialet: iam-key-export ddl takes --dialect, --location, --format, --table and --dataset',
             'unexpected argument "extra": iam-key-export ddl takes only --flags (see ddl --help)',
             '--table needs a value',
             '--dialect is required: one of duckdb, postgres, athena, bigquery, snowflake',

@@ -12,7 +12,9 @@ describe('the schema files', () => {
     assert.equal(v2.partition?.name, 'snapshot_id');
     assert.equal(v2.partition?.type, 'string');
     const v1Data = v1.columns.filter((c) => c.name !== v2.partition?.name);
-    assert.deepEqual(v2.columns.slice(0, v1Data.length), v1Data);
+    // In place with the same name, type and nullability (a description may be made truer).
+    const shape = (cs: typeof v1Data) => cs.map((c) => [c.name, c.type, c.nullable]);
+    assert.deepEqual(shape(v2.columns.slice(0, v1Data.length)), shape(v1Data));
     assert.deepEqual(
       v2.columns.slice(v1Data.length).map((c) => [c.name, c.type, c.nullable]),
       [

@@ -13,18 +13,21 @@ export const DDL_OPTIONS = {
   location: { type: 'string' },
   format: { type: 'string' },
   table: { type: 'string' },
+  dataset: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** `iam-key-export ddl --help`. */
-export const DDL_HELP = `Usage: iam-key-export ddl --dialect ${DIALECTS.join('|')} [--location URI] [--format parquet|csv] [--table NAME]
+export const DDL_HELP = `Usage: iam-key-export ddl --dialect ${DIALECTS.join('|')} [--location URI] [--format parquet|csv] [--table NAME] [--dataset access_keys|accounts]
 
 Prints SQL that makes a warehouse read an exported dataset, generated from schemas/.
   --dialect D     ${DIALECTS.join(', ')}
   --location URI  the dataset root, the export's --out (default ./export; Athena and
                   Snowflake need the s3:// root, BigQuery a gs:// copy of it)
   --format F      the data files' format, parquet (default) or csv (PostgreSQL: csv)
-  --table NAME    table or view name, optionally schema.table (default access_keys)
+  --table NAME    table or view name, optionally schema.table (default: the dataset's name)
+  --dataset D     access_keys (default): one row per key; accounts: one row per account
+                  of each snapshot (same snapshot ids, same publish rules)
 `;
 
 /** What the `ddl` argv asks for. */
@@ -45,7 +48,7 @@ export function parseDdlCommand(argv: readonly string[]): DdlCommand {
       const spec = (DDL_OPTIONS as Record<string, { type: string }>)[t.name];
       if (!spec) {
         unknownAt = t.index;
-        problems.push(`unknown option ${t.rawName}: iam-key-export ddl takes --dialect, --location, --format and --table`);
+        problems.push(`unknown option ${t.rawName}: iam-key-export ddl takes --dialect, --location, --format, --table and --dataset`);
       } else if (spec.type === 'string' && t.value === undefined) problems.push(`${t.rawName} needs a value`);
       else if (spec.type === 'boolean' && t.value !== undefined) problems.push(`${t.rawName} takes no value`);
     }
@@ -56,7 +59,7 @@ export function parseDdlCommand(argv: readonly string[]): DdlCommand {
     const v = values[name];
     return typeof v === 'string' ? v : undefined;
   };
-  const raw = { dialect: str('dialect'), location: str('location'), format: str('format') ?? 'parquet', table: str('table') };
+  const raw = { dialect: str('dialect'), location: str('location'), format: str('format') ?? 'parquet', table: str('table'), dataset: str('dataset') };
   // A flag given without its value is already reported; do not report it twice.
   const given = Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
   const missingValue = new Set(problems.filter((p) => p.endsWith('needs a value')).map((p) => p.split(' ')[0]));

@@ -4,7 +4,7 @@
  * facts a template needs (columns in files, the partition column, where the
  * files are). Templates only lay these out in their dialect's syntax.
  */
-import { LATEST_SCHEMA_VERSION, SCHEMA_VERSIONS, schemaFileName, schemaSpec, type ColumnSpec, type PartitionSpec, type SchemaSpec, type SchemaVersion } from '../schema-spec.ts';
+import { ACCOUNTS_SPEC, LATEST_SCHEMA_VERSION, SCHEMA_VERSIONS, schemaFileName, schemaSpec, type ColumnSpec, type PartitionSpec, type SchemaSpec, type SchemaVersion } from '../schema-spec.ts';
 import { ExportError } from '../errors.ts';
 import { FORMAT_EXTENSION, FORMATS, type Format } from '../sinks/index.ts';
 import { DIALECTS, type Dialect } from './types.ts';
@@ -24,7 +24,13 @@ export interface DdlOptions {
   readonly table?: string;
   /** Schema version whose columns are declared; default the latest (2). */
   readonly schemaVersion?: SchemaVersion;
+  /** Which dataset of the root: access_keys (default) or accounts (one row per account and snapshot). */
+  readonly dataset?: Dataset;
 }
+
+/** The datasets an export writes beside each other, each with its own schema. */
+export const DATASETS = ['access_keys', 'accounts'] as const;
+export type Dataset = (typeof DATASETS)[number];
 
 /** The facts a dialect template lays out. */
 export interface TableModel {
@@ -83,6 +89,7 @@ export interface UncheckedDdlOptions {
   readonly location?: string;
   readonly table?: string;
   readonly schemaVersion?: number;
+  readonly dataset?: string;
 }
 
 /**
@@ -120,6 +127,9 @@ export function problemsWith(options: UncheckedDdlOptions): string[] {
     problems.push(`--table must be a name of letters, digits and _ (optionally schema.table), got ${JSON.stringify(table)}`);
   }
 
+  const dataset = options.dataset;
+  if (dataset !== undefined && !DATASETS.some((d) => d === dataset)) problems.push(`--dataset must be one of ${DATASETS.join(', ')}, got ${JSON.stringify(dataset)}`);
+
   const version = options.schemaVersion;
   if (version !== undefined && !SCHEMA_VERSIONS.some((v) => v === version)) problems.push(`schema version must be one of ${SCHEMA_VERSIONS.join(', ')}, got ${String(version)}`);
   return problems;
@@ -137,6 +147,7 @@ export function checkDdlOptions(raw: UncheckedDdlOptions): DdlOptions {
     ...(raw.location === undefined ? {} : { location: raw.location }),
     ...(raw.table === undefined ? {} : { table: raw.table }),
     ...(raw.schemaVersion === undefined ? {} : { schemaVersion: SCHEMA_VERSIONS.find((v) => v === raw.schemaVersion)! }),
+    ...(raw.dataset === undefined ? {} : { dataset: DATASETS.find((d) => d === raw.dataset)! }),
   };
 }
 
@@ -145,20 +156,22 @@ export function tableModel(input: DdlOptions): TableModel {
   // Checked again: a caller in plain JS (or with a cast) may pass anything.
   const options = checkDdlOptions(input);
   const version = options.schemaVersion ?? LATEST_SCHEMA_VERSION;
-  const schema = schemaSpec(version);
+  const accounts = options.dataset === 'accounts';
+  // The accounts dataset has one version so far: its own schema file.
+  const schema = accounts ? ACCOUNTS_SPEC : schemaSpec(version);
   const table = options.table ?? schema.name;
   const root = (options.location ?? DEFAULT_LOCATION).replace(/\/+$/, '');
   const partition = schema.partition;
 
   const fileColumns = new Map<string, ColumnSpec>();
-  for (const v of SCHEMA_VERSIONS.filter((n) => n <= version)) {
-    for (const column of schemaSpec(v).columns) if (!fileColumns.has(column.name)) fileColumns.set(column.name, column);
+  for (const spec of accounts ? [schema] : SCHEMA_VERSIONS.filter((n) => n <= version).map((v) => schemaSpec(v))) {
+    for (const column of spec.columns) if (!fileColumns.has(column.name)) fileColumns.set(column.name, column);
   }
   return {
     dialect: options.dialect,
     format: options.format,
     schema,
-    schemaFile: `schemas/${schemaFileName(version)}`,
+    schemaFile: `schemas/${accounts ? `${schema.name}.v${schema.version}.json` : schemaFileName(version)}`,
     table,
     tableBase: table.split('.').at(-1)!,
     datasetUri: `${root}/${schema.name}`,

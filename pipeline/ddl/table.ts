@@ -3,12 +3,12 @@
  * same type map the templates use (schemas/generate.ts writes it into
  * schemas/README.md, and its --check fails when the two differ).
  */
-import { LATEST_SCHEMA_VERSION, schemaSpec, type SchemaVersion } from '../schema-spec.ts';
+import { LATEST_SCHEMA_VERSION, schemaSpec, type SchemaSpec, type SchemaVersion } from '../schema-spec.ts';
 import { ATHENA_CSV_VIEW_TYPES, DIALECT_NAMES, DIALECTS, SQL_TYPES } from './types.ts';
 
-/** A Markdown table: one row per column of `version` (the partition column last), one column per dialect. */
-export function renderTypeTable(version: SchemaVersion = LATEST_SCHEMA_VERSION): string {
-  const schema = schemaSpec(version);
+/** A Markdown table: one row per column of `version` (or a schema: the partition column last), one column per dialect. */
+export function renderTypeTable(version: SchemaVersion | SchemaSpec = LATEST_SCHEMA_VERSION): string {
+  const schema = typeof version === 'number' ? schemaSpec(version) : version;
   const rows = [
     ...schema.columns.map((c) => ({ name: c.name, type: c.type, nullable: c.nullable, note: '' })),
     ...(schema.partition === undefined ? [] : [{ ...schema.partition, nullable: false, note: ' (partition)' }]),

@@ -40,9 +40,9 @@ COMMENT ON COLUMN access_keys.access_key_id IS 'The access key id (AKIA...). Nev
 COMMENT ON COLUMN access_keys.status IS 'Active, Inactive or Expired.';
 COMMENT ON COLUMN access_keys.create_date IS 'When the key was created (UTC, millisecond precision).';
 COMMENT ON COLUMN access_keys.key_age_days IS 'Whole days from create_date to snapshot_time (floor; 0 for a key created less than a day before the snapshot).';
-COMMENT ON COLUMN access_keys.last_used_date IS 'When the key was last used (UTC). Null until the last-used stage is enabled, or when the key was never used.';
-COMMENT ON COLUMN access_keys.last_used_service IS 'Service of the last use (e.g. s3). Null until the last-used stage is enabled, or when the key was never used.';
-COMMENT ON COLUMN access_keys.last_used_region IS 'Region of the last use. Null until the last-used stage is enabled, or when the key was never used.';
+COMMENT ON COLUMN access_keys.last_used_date IS 'When the key was last used (UTC). Null when the key was never used, when its last use is unknown (--last-used off, a denied lookup) or older than IAM''s records (April 2015).';
+COMMENT ON COLUMN access_keys.last_used_service IS 'Service of the last use (e.g. s3). Null when the key was never used, when its last use is unknown (--last-used off, a denied lookup) or older than IAM''s records (April 2015).';
+COMMENT ON COLUMN access_keys.last_used_region IS 'Region of the last use. Null when the key was never used, when its last use is unknown (--last-used off, a denied lookup) or older than IAM''s records (April 2015).';
 COMMENT ON COLUMN access_keys.user_arn IS 'ARN of the IAM user (arn:aws:iam::<account_id>:user<user_path><user_name>), from ListUsers.';
 COMMENT ON COLUMN access_keys.user_path IS 'Path of the IAM user, from ListUsers: / unless the user was created with another one (e.g. /engineering/).';
 COMMENT ON COLUMN access_keys.user_create_date IS 'When the IAM user was created (UTC, millisecond precision), from ListUsers.';
