@@ -36,14 +36,14 @@ async function assertOnePublished(fake: FakeIam, out: string, snapshotId?: strin
   return manifest;
 }
 
-test('killed with SIGKILL 10 times across accounts, reruns publish every key of every account exactly once', async () => {
+test('killed with SIGKILL at 10 random moments across accounts, reruns publish every key of every account exactly once', async () => {
   // Slow enough (a few seconds of calls at 2 accounts × 2 users at once) that each run does a small share.
   const options = { users: 10, seed: 1301, latencyMs: 20, jitterMs: 10, keysPerUser: { min: 0, max: 4 }, accounts: { count: 16, usersPerAccount: { min: 6, max: 14 } } };
   await withFake(options, async (fake) => {
     await withTemp(async (out) => {
       const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--organization', '--role-name', ROLE, '--account-concurrency', '2', '--concurrency', '2', '--page-size', '2'];
-      const loop = await killLoop({ args, out, kills: 10, finalizeKills: 1, seed: 1301, signal: 'SIGKILL', minMs: 50, maxMs: 400, env: { IKE_COMMIT_ROWS: '5', IKE_COMMIT_MS: '50' } });
-      assert.equal(loop.killed, 11);
+      const loop = await killLoop({ args, out, kills: 10, finalizeKills: 0, seed: 1301, signal: 'SIGKILL', minMs: 50, maxMs: 400, env: { IKE_COMMIT_ROWS: '5', IKE_COMMIT_MS: '50' } });
+      assert.equal(loop.killed, 10);
       const manifest = await assertOnePublished(fake, out);
       assert.equal(manifest.resumes, loop.results.length - 1, 'every rerun resumed the one snapshot');
     });
@@ -83,7 +83,7 @@ test('4 shards as a Kubernetes indexed job: shards SIGKILLed at random and the f
           // Until the finalizer was killed once, whichever shard finalizes dies writing the manifest.
           const cli = startCli(shardArgs(s), shardEnv(s, index, finalizerKilled ? {} : { IKE_FAULT_POINT: 'manifest-written' }));
           let killedByUs = false;
-          if (randomKills < 6 && random() < 0.6) {
+          if (randomKills < 3 && random() < 0.5) {
             const delay = 100 + random() * 700;
             void (async () => {
               while (!cli.stdout().includes('"event":"start"') && cli.child.exitCode === null && cli.child.signalCode === null) await sleep(10);

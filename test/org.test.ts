@@ -6,8 +6,8 @@
  * in bounded memory. Crashes and shards: test/org-crash.test.ts.
  *
  * Scaled for `make test` on 2 cores: the issue's 50 accounts × 20–200 users is
- * 50 accounts × 4–40 users here (the fan-out is the same; only the user count
- * per account is a fifth).
+ * 50 accounts × 2–20 users here (the fan-out is the same; only the user count
+ * per account is a tenth).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,7 +43,7 @@ test('50 accounts at --account-concurrency 8: every key of every ACTIVE account 
     keysPerUser: { min: 0, max: 3 },
     accountAlias: 'org-management',
     rootKeysPresent: true,
-    accounts: { count: 50, usersPerAccount: { min: 4, max: 40 }, suspended: [7], closed: [13], rootKeysPresent: [2, 11, 30], withoutAlias: [3, 9] },
+    accounts: { count: 50, usersPerAccount: { min: 2, max: 20 }, suspended: [7], closed: [13], rootKeysPresent: [2, 11, 30], withoutAlias: [3, 9] },
   };
   await withFake(options, async (fake) => {
     await withTemp(async (out) => {
@@ -214,10 +214,10 @@ test('another account selection meeting the unfinished snapshot: exit 2 naming -
 });
 
 test('1,000 accounts with few users: complete, exact, in bounded memory', async () => {
-  await withFake({ users: 2, seed: 1206, accounts: { count: 999, usersPerAccount: { min: 0, max: 2 }, keysPerUser: { min: 0, max: 2 } } }, async (fake) => {
+  await withFake({ users: 2, seed: 1206, accounts: { count: 999, usersPerAccount: { min: 0, max: 1 }, keysPerUser: { min: 0, max: 2 } } }, async (fake) => {
     await withTemp(async (out) => {
       const started = Date.now();
-      const cli = startCli(orgArgs(fake, out, '--account-concurrency', '8', '--last-used', 'off'), testEnv());
+      const cli = startCli(orgArgs(fake, out, '--account-concurrency', '16', '--last-used', 'off'), testEnv());
       let peak = 0;
       let exited = false;
       void cli.done.finally(() => (exited = true));
