@@ -626,7 +626,10 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
     cp.selectAccounts(await selectAccounts({ selection: config.accounts, callerAccount: identity.accountId ?? cp.accountId, shard: config.shard, organization }));
     await file.save(cp);
   }
-  const jobs: AccountJob[] = cp.accounts.filter((e) => e.status === 'pending' || e.status === 'active').map((e) => ({ ref: e.ref, plan: cp.resumePlan(e.ref.id) }));
+  const callerAccount = identity.accountId ?? cp.accountId;
+  // As AccountReach.prepare decides: the caller's own account uses the base credentials.
+  const viaRole = (id: string) => config.accounts.mode !== 'self' && id !== callerAccount;
+  const jobs: AccountJob[] = cp.accounts.filter((e) => e.status === 'pending' || e.status === 'active').map((e) => ({ ref: e.ref, plan: cp.resumePlan(e.ref.id), viaRole: viaRole(e.ref.id) }));
   const budget = config.maxItems === undefined ? undefined : new KeyBudget(config.maxItems, stop.signal);
   const base = { ...cp.counters, calls: { ...cp.counters.calls } };
   // Progress counts the snapshot: users and keys of earlier runs included.
@@ -651,7 +654,7 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
     store,
     staging,
     base: client,
-    callerAccount: identity.accountId ?? cp.accountId,
+    callerAccount,
     callerArn: identity.arn ?? cp.callerArn,
     region,
     endpoints: aws.endpoints,
@@ -774,6 +777,8 @@ function describeDiff(a: DataConfig, b: DataConfig): string {
   if (a.endpoint !== b.endpoint) diffs.push(`endpoint ${a.endpoint ?? 'default'}, now ${b.endpoint ?? 'default'}`);
   if (a.schemaVersion !== b.schemaVersion) diffs.push(`schema version ${a.schemaVersion}, now ${b.schemaVersion}`);
   if (a.lastUsed !== b.lastUsed) diffs.push(`--last-used ${a.lastUsed}, now ${b.lastUsed}`);
+  if (a.accounts !== b.accounts) diffs.push(`accounts ${a.accounts}, now ${b.accounts}`);
+  if (a.shard !== b.shard) diffs.push(`shard ${a.shard ?? 'none'}, now ${b.shard ?? 'none'}`);
   return diffs.join('; ');
 }
 

@@ -68,6 +68,8 @@ export interface AccountSourceOptions {
 export interface AccountJob {
   readonly ref: AccountRef;
   readonly plan: ResumePlan;
+  /** Reached through the role (AssumeRole), not with the caller's own credentials: what the systemic rule samples. */
+  readonly viaRole: boolean;
 }
 
 /** An account reached: its IAM client and its facts for the accounts dataset. */
@@ -134,6 +136,8 @@ const RUN_LEVEL = new Set(['SOURCE_UNREACHABLE', 'INTERNAL', 'CHECKPOINT_MISMATC
  * and closed (account-done) or failed (account-failed). When the first
  * min(SYSTEMIC_ACCOUNTS, all) accounts all failed alike and none was read, it is
  * not about accounts (the role is missing everywhere): the run stops (exit 1).
+ * Only accounts reached through the role count: the caller's own account, read
+ * with the base credentials, succeeds even when the role exists nowhere.
  */
 class AccountsSource {
   readonly #o: SourceOptions;
@@ -186,7 +190,7 @@ class AccountsSource {
     const complete = await source.run();
     if (failure) return this.#failed_(job, failure);
     if (complete && !this.#halted()) {
-      this.#read++;
+      if (job.viaRole) this.#read++;
       await this.#out.push([{ type: 'STATE', state: { kind: 'account-done', account: job.ref.id } }]);
     }
   }
@@ -194,9 +198,10 @@ class AccountsSource {
   async #failed_(job: AccountJob, failure: ExportError): Promise<void> {
     const code = failure.context.awsCode ?? failure.code;
     await this.#out.push([{ type: 'STATE', state: { kind: 'account-failed', account: job.ref.id, code } }]);
+    if (!job.viaRole) return;
     this.#failed++;
     this.#failures.set(code, (this.#failures.get(code) ?? 0) + 1);
-    const sample = Math.min(SYSTEMIC_ACCOUNTS, this.#o.accounts.length);
+    const sample = Math.min(SYSTEMIC_ACCOUNTS, this.#o.accounts.filter((j) => j.viaRole).length);
     if (this.#systemic || this.#read > 0 || this.#failed < sample || this.#failures.size !== 1) return;
     this.#systemic = true;
     this.#o.onFatal(

@@ -81,9 +81,8 @@ export class AccountReach {
   /** Reaches `job`'s account: its client (AssumeRole for a member), facts, report and resolver. */
   readonly prepare = async (job: AccountJob, signal: AbortSignal): Promise<PreparedAccount> => {
     const o = this.#o;
-    const self = o.config.accounts.mode === 'self' || job.ref.id === o.callerAccount;
     let client = o.base;
-    if (!self) {
+    if (job.viaRole) {
       const role = o.config.role!;
       client = memberIamClient({
         accountId: job.ref.id,

@@ -4,6 +4,8 @@
  * must be one the policy grants (see `withFake`), so the policy cannot drift.
  */
 import { readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const POLICY_FILE = fileURLToPath(new URL('../../deploy/iam-policy.json', import.meta.url));
@@ -49,4 +51,57 @@ export function ungranted(calls: Readonly<Record<string, number>>): string[] {
   return Object.entries(calls)
     .filter(([action, n]) => n > 0 && !granted.has(qualified(action)))
     .map(([action]) => qualified(action));
+}
+
+const PIPELINE = fileURLToPath(new URL('../../pipeline/', import.meta.url));
+
+/** IAM actions of the S3 operations (their names differ from the API's). */
+const S3_ACTIONS: Record<string, string[]> = {
+  GetObject: ['s3:GetObject'],
+  HeadObject: ['s3:GetObject'],
+  PutObject: ['s3:PutObject'],
+  CopyObject: ['s3:GetObject', 's3:PutObject'],
+  DeleteObject: ['s3:DeleteObject'],
+  DeleteObjects: ['s3:DeleteObject'],
+  ListObjectsV2: ['s3:ListBucket'],
+  HeadBucket: ['s3:ListBucket'],
+  CreateMultipartUpload: ['s3:PutObject'],
+  UploadPart: ['s3:PutObject'],
+  CompleteMultipartUpload: ['s3:PutObject'],
+  AbortMultipartUpload: ['s3:AbortMultipartUpload'],
+};
+
+const SERVICE_PREFIX: Record<string, string> = { iam: 'iam', sts: 'sts', s3: 's3', organizations: 'organizations' };
+
+async function sources(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await sources(p)));
+    else if (e.name.endsWith('.ts')) out.push(p);
+  }
+  return out;
+}
+
+/**
+ * Every AWS action (`service:Action`) the program's sources call: the commands and
+ * paginators they import from an @aws-sdk client and use.
+ */
+export async function calledActions(): Promise<Set<string>> {
+  const used = new Set<string>();
+  for (const file of await sources(PIPELINE)) {
+    const text = await readFile(file, 'utf8');
+    // The SDK's fromTemporaryCredentials calls STS AssumeRole with the base credentials.
+    if (/\bfromTemporaryCredentials\(/.test(text)) used.add('sts:AssumeRole');
+    for (const m of text.matchAll(/import\s*\{([^}]*)\}\s*from\s*'@aws-sdk\/(client-[a-z0-9-]+|lib-storage)'/g)) {
+      const service = m[2] === 'lib-storage' ? 's3' : m[2]!.slice('client-'.length);
+      for (const raw of m[1]!.split(',')) {
+        const name = raw.replace(/^\s*type\s+/, '').split(/\s+as\s+/)[0]!.trim();
+        const op = name.endsWith('Command') ? name.slice(0, -'Command'.length) : name.startsWith('paginate') ? name.slice('paginate'.length) : name === 'Upload' ? 'CreateMultipartUpload' : undefined;
+        if (!op || !text.includes(name + (name.endsWith('Command') ? '(' : ''))) continue;
+        for (const action of service === 's3' ? (S3_ACTIONS[op] ?? [`s3:${op}`]) : [`${SERVICE_PREFIX[service] ?? service}:${op}`]) used.add(action);
+      }
+    }
+  }
+  return used;
 }
