@@ -16,6 +16,7 @@ interface Manifest {
   readonly files: readonly { readonly file: string; readonly rows: number }[];
   readonly api: { readonly calls: Record<string, number>; readonly calls_total: number; readonly attempts: number; readonly retries: number; readonly throttles: number };
   readonly wall_time_ms: number;
+  readonly last_used?: { readonly from_report: number; readonly from_api: number };
 }
 
 export interface ExportOptions {
@@ -28,6 +29,8 @@ export interface ExportOptions {
   readonly workDir: string;
   /** Extra environment, e.g. IKE_COMMIT_MS. */
   readonly env?: Readonly<Record<string, string>>;
+  /** Extra flags, e.g. ['--last-used', 'api']. */
+  readonly args?: readonly string[];
   readonly timeoutMs?: number;
 }
 
@@ -45,6 +48,8 @@ export interface ExportRun {
   readonly throttles: number;
   /** The published data files, absolute paths. */
   readonly dataFiles: readonly string[];
+  /** Keys whose last use came from the credential report, and from GetAccessKeyLastUsed. */
+  readonly lastUsed: { readonly fromReport: number; readonly fromApi: number };
 }
 
 /**
@@ -69,10 +74,11 @@ export function exporterEnv(extra: Readonly<Record<string, string>> = {}): NodeJ
 /** Runs the CLI once to a published snapshot; throws unless it exits 0. */
 export async function runExporter(o: ExportOptions): Promise<ExportRun> {
   const out = await mkdtemp(join(o.workDir, 'export-'));
-  const args = ['--endpoint-url', o.url, '--out', out, '--format', o.format, '--concurrency', String(o.concurrency), '--quiet', '--fresh'];
+  const args = ['--endpoint-url', o.url, '--out', out, '--format', o.format, '--concurrency', String(o.concurrency), '--quiet', '--fresh', ...(o.args ?? [])];
   const r = expectSuccess('iam-key-export', await runCommand(o.command, args, withThisNode(exporterEnv(o.env)), o.timeoutMs ?? 300_000));
   const dataset = join(out, 'access_keys');
-  const [snapshot] = await readdir(dataset);
+  // access_keys/ also holds _LATEST (a file naming the newest snapshot) beside the snapshot folders.
+  const [snapshot] = (await readdir(dataset)).filter((name) => name.startsWith('snapshot_id='));
   if (!snapshot) throw new Error(`iam-key-export published nothing under ${dataset}`);
   const dir = join(dataset, snapshot);
   const m = JSON.parse(await readFile(join(dir, '_manifest.json'), 'utf8')) as Manifest;
@@ -87,5 +93,6 @@ export async function runExporter(o: ExportOptions): Promise<ExportRun> {
     retries: m.api.retries,
     throttles: m.api.throttles,
     dataFiles: m.files.map((f) => join(dir, f.file)),
+    lastUsed: { fromReport: m.last_used?.from_report ?? 0, fromApi: m.last_used?.from_api ?? 0 },
   };
 }

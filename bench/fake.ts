@@ -28,8 +28,10 @@ export interface FakeProcess {
   readonly url: string;
   stats(): Promise<FakeStats>;
   resetStats(): Promise<void>;
-  /** Access key ids a complete export holds: those of users neither vanished nor denied. */
-  readableKeyIds(): Promise<string[]>;
+  /** Access key ids a complete export holds: those of users neither vanished nor denied (of `accountId`, default the served account). */
+  readableKeyIds(accountId?: string): Promise<string[]>;
+  /** The organization's accounts (GET /_fake/accounts). */
+  accountIds(): Promise<string[]>;
   /** Stops the process; idempotent. */
   stop(): Promise<void>;
 }
@@ -83,11 +85,12 @@ export async function startFake(flags: FakeFlags): Promise<FakeProcess> {
     resetStats: async () => {
       await control('POST', 'stats/reset');
     },
-    readableKeyIds: async () => {
-      const truth = await control<FakeTruth>('GET', 'truth');
+    readableKeyIds: async (accountId?: string) => {
+      const truth = await control<FakeTruth>('GET', accountId === undefined ? 'truth' : `truth?account=${accountId}`);
       const readable = new Set(truth.users.filter((u) => !u.vanished && !u.denied).map((u) => u.userName));
       return truth.keys.filter((k) => readable.has(k.userName)).map((k) => k.accessKeyId);
     },
+    accountIds: async () => (await control<{ readonly id: string }[]>('GET', 'accounts')).map((a) => a.id),
     stop,
   };
 }

@@ -21,7 +21,9 @@ import { join } from 'node:path';
 import { describeMachine } from './machine.ts';
 import { killAll, onInterrupt } from './proc.ts';
 import { machineLine, renderText, seconds, writeResults, type Row, type ScenarioContext, type ScenarioResult } from './results.ts';
+import { accountsScenario } from './scenarios/accounts.ts';
 import { fanoutScenario } from './scenarios/fanout.ts';
+import { lastUsedScenario } from './scenarios/lastused.ts';
 import { localScenario } from './scenarios/local.ts';
 import { memoryScenario } from './scenarios/memory.ts';
 import { rateLimitScenario } from './scenarios/ratelimit.ts';
@@ -34,6 +36,8 @@ const SCENARIOS: readonly { readonly name: string; readonly section: string; rea
   { name: 'rateLimit', section: '3', run: rateLimitScenario },
   { name: 'memory', section: '5', run: memoryScenario },
   { name: 'local', section: '4-6', run: localScenario },
+  { name: 'lastUsed', section: '8', run: lastUsedScenario },
+  { name: 'accounts', section: '9', run: accountsScenario },
 ];
 
 const only = process.argv.slice(2);
