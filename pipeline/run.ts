@@ -182,7 +182,16 @@ class Aws {
 /** Runs (or resumes) the export described by `config`. Fatal problems throw ExportError. */
 export async function runExport(config: Config, hooks: RunHooks): Promise<RunOutcome> {
   const startedAt = Date.now();
-  const store = hooks.store ?? (await openStore(config.out));
+  const store =
+    hooks.store ??
+    (await openStore(config.out, {
+      s3: config.s3,
+      region: config.region,
+      profile: config.profile,
+      maxAttempts: config.maxAttempts,
+      logger: sdkLogger(hooks.observer?.onSdkLog ?? (() => undefined)),
+      env: hooks.env ?? process.env,
+    }));
   const stop = new AbortController();
   const onExternalStop = () => stop.abort('signal');
   if (hooks.stop?.aborted) onExternalStop();
@@ -200,6 +209,7 @@ export async function runExport(config: Config, hooks: RunHooks): Promise<RunOut
     if (timer) clearTimeout(timer);
     hooks.stop?.removeEventListener('abort', onExternalStop);
     aws.destroy();
+    if (!hooks.store) store.close?.();
   }
 }
 

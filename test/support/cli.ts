@@ -41,9 +41,9 @@ export interface RunningCli {
   kill(signal: NodeJS.Signals): void;
 }
 
-/** Starts the CLI; `done` resolves when it exits. */
-export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testEnv()): RunningCli {
-  const child = spawn(process.execPath, ['--import', FAULT_HOOK, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+/** Starts the CLI (in `cwd`, default this process's); `done` resolves when it exits. */
+export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testEnv(), cwd?: string): RunningCli {
+  const child = spawn(process.execPath, ['--import', FAULT_HOOK, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...(cwd ? { cwd } : {}) });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -67,6 +67,6 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testE
 }
 
 /** Runs the CLI to completion. */
-export function runCli(args: readonly string[], env?: NodeJS.ProcessEnv): Promise<CliResult> {
-  return startCli(args, env).done;
+export function runCli(args: readonly string[], env?: NodeJS.ProcessEnv, cwd?: string): Promise<CliResult> {
+  return startCli(args, env, cwd).done;
 }
