@@ -30,6 +30,8 @@ export interface CliResult {
   readonly signal: NodeJS.Signals | null;
   readonly stdout: string;
   readonly stderr: string;
+  /** Spawn to exit, in milliseconds. */
+  readonly ms: number;
 }
 
 export interface RunningCli {
@@ -44,13 +46,14 @@ export interface RunningCli {
 /** Starts the CLI (in `cwd`, default this process's); `done` resolves when it exits. */
 export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testEnv(), cwd?: string): RunningCli {
   const child = spawn(process.execPath, ['--import', FAULT_HOOK, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...(cwd ? { cwd } : {}) });
+  const started = Date.now();
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const done = new Promise<CliResult>((resolve, reject) => {
     child.once('error', reject);
-    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr, ms: Date.now() - started }));
   });
   return {
     child,
