@@ -19,12 +19,14 @@ import { fanoutScenario } from './scenarios/fanout.ts';
 import { localScenario } from './scenarios/local.ts';
 import { memoryScenario } from './scenarios/memory.ts';
 import { rateLimitScenario } from './scenarios/ratelimit.ts';
+import { s3Scenario } from './scenarios/s3.ts';
 
 const SCENARIOS: readonly { readonly name: string; readonly section: string; readonly run: (ctx: ScenarioContext) => Promise<ScenarioResult> }[] = [
   { name: 'fanout', section: '1-2', run: fanoutScenario },
   { name: 'rateLimit', section: '3', run: rateLimitScenario },
   { name: 'memory', section: '5', run: memoryScenario },
   { name: 'local', section: '4-6', run: localScenario },
+  { name: 's3', section: '7', run: s3Scenario },
 ];
 
 const started = performance.now();
