@@ -7,7 +7,7 @@
  * S3 requests are counted by a middleware on the store's client. Per commit: the
  * calls between the first and the last commit, divided by the commits between
  * them (a part, the checkpoint, and the lease renewals of that stretch). Per
- * snapshot: every call, at the default commit cadence and at IKE_COMMIT_ROWS=1000
+ * snapshot: every call, at the default commit cadence and at IKE_COMMIT_ROWS=500
  * (many more parts): the growth per extra part is the slope, and the total stays
  * far below the number of keys: O(parts), not O(keys).
  *
