@@ -25,6 +25,7 @@ import { fanoutScenario } from './scenarios/fanout.ts';
 import { localScenario } from './scenarios/local.ts';
 import { memoryScenario } from './scenarios/memory.ts';
 import { rateLimitScenario } from './scenarios/ratelimit.ts';
+import { s3Scenario } from './scenarios/s3.ts';
 import { startScenario } from './scenarios/start.ts';
 import { packAndInstall } from '../test/support/package.ts';
 
@@ -34,6 +35,7 @@ const SCENARIOS: readonly { readonly name: string; readonly section: string; rea
   { name: 'rateLimit', section: '3', run: rateLimitScenario },
   { name: 'memory', section: '5', run: memoryScenario },
   { name: 'local', section: '4-6', run: localScenario },
+  { name: 's3', section: '8', run: s3Scenario },
 ];
 
 const only = process.argv.slice(2);

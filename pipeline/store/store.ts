@@ -1,5 +1,5 @@
 /**
- * The store: where a dataset root lives (a local folder, later an S3 prefix). The
+ * The store: where a dataset root lives (a local folder: local.ts; an S3 prefix: s3.ts). The
  * checkpoint, the lease, the staged parts and the publication all go through this
  * one small interface, so everything a resume needs is wherever the store is.
  *
@@ -60,6 +60,8 @@ export interface Store {
   promote(from: string, to: string, files: readonly string[]): Promise<void>;
   /** True when `key` exists. */
   exists(key: string): Promise<boolean>;
+  /** Releases what the store holds open (an S3 client's connections); the store is not used after. */
+  close?(): void;
 }
 
 /** A conditional write or delete whose condition did not hold. */
