@@ -213,7 +213,7 @@ test('promote copies the files in the order given (the gate last), completes aft
   assert.equal((await store.read('access_keys/snapshot_id=s/part-00000.csv'))?.body.toString(), 'bytes of part-00000.csv');
 });
 
-test('list and deletePrefix page through every key: ListObjectsV2 pages and DeleteObjects batches, of 1,000 by default', { skip }, async () => {
+test('list, deletePrefix and deleteKeys page through every key: ListObjectsV2 pages and DeleteObjects batches, of 1,000 by default', { skip }, async () => {
   // Pages of 10 here: the same paging as 1,000 (S3's maximum), without writing 1,000+
   // objects to moto (15-70 ms each on this machine); the defaults are checked on the wire.
   const store = fresh({ pageSize: 10 });
@@ -229,6 +229,11 @@ test('list and deletePrefix page through every key: ListObjectsV2 pages and Dele
   await store.deletePrefix('_staging/s/');
   assert.deepEqual(s3.front.requests.slice(mark2).map((r) => r.op), ['ListObjectsV2', 'ListObjectsV2', 'ListObjectsV2', 'DeleteObjects', 'DeleteObjects', 'DeleteObjects']);
   assert.deepEqual(await store.list('_staging/'), ['_staging/s-other/keep'], 'a sibling sharing the name as a prefix is not a child');
+  await Promise.all(keys.slice(0, 12).map((k) => store.write(k, 'x')));
+  const mark4 = s3.front.requests.length;
+  await store.deleteKeys([...keys.slice(0, 12), '_staging/s/absent']);
+  assert.deepEqual(s3.front.requests.slice(mark4).map((r) => r.op), ['DeleteObjects', 'DeleteObjects'], 'no listing; absent keys are fine');
+  assert.deepEqual(await store.list('_staging/s/'), []);
   const defaults = new S3Store({ client: s3.client, bucket, prefix: store.root.slice(`s3://${bucket}/`.length) });
   const mark3 = s3.front.requests.length;
   await defaults.deletePrefix('_staging/');

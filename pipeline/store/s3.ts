@@ -359,14 +359,22 @@ export class S3Store implements Store {
   }
 
   async deletePrefix(prefix: string): Promise<void> {
-    const keys = await this.list(prefix);
+    await this.#deleteBatches(await this.list(prefix), prefix);
+  }
+
+  async deleteKeys(keys: readonly string[]): Promise<void> {
+    await this.#deleteBatches(keys, keys[0] ?? '');
+  }
+
+  /** DeleteObjects of `keys`, a page at a time; `what` names them in an error. */
+  async #deleteBatches(keys: readonly string[], what: string): Promise<void> {
     for (let i = 0; i < keys.length; i += this.#pageSize) {
       const batch = keys.slice(i, i + this.#pageSize);
       let r;
       try {
         r = await this.#client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((k) => ({ Key: this.#key(k) })), Quiet: true } }));
       } catch (err) {
-        throw this.#fail(err, 'DeleteObjects', prefix, 'delete');
+        throw this.#fail(err, 'DeleteObjects', what, 'delete');
       }
       const failed = r.Errors?.[0];
       if (failed) {
@@ -379,11 +387,14 @@ export class S3Store implements Store {
 
   async promote(from: string, to: string, files: readonly string[]): Promise<void> {
     if (files.length === 0) throw new ExportError('INTERNAL', `nothing to publish in ${this.describe(from)}`);
+    // One listing of the target folder, not an existence check per file (the copy's
+    // If-None-Match still catches a file that appears meanwhile).
+    const present = new Set(await this.list(to));
     for (const file of files) {
       const source = keyJoin(from, file);
       const target = keyJoin(to, file);
       // Done by an earlier run that was killed midway: keep it if it is this very object's copy.
-      if (await this.exists(target)) {
+      if (present.has(target)) {
         await this.#checkCopy(source, target);
         continue;
       }

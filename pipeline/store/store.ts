@@ -51,6 +51,8 @@ export interface Store {
   list(prefix: string): Promise<string[]>;
   /** Deletes every key under `prefix` (a folder). */
   deletePrefix(prefix: string): Promise<void>;
+  /** Deletes `keys` (absent ones are fine), unconditionally: on S3 one DeleteObjects call per 1,000. */
+  deleteKeys(keys: readonly string[]): Promise<void>;
   /**
    * Makes the staged folder `from` (holding exactly `files`) the published folder
    * `to`, so that a reader of `to` sees either nothing or every file: locally one
