@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pLimit from 'p-limit';
 import { runCli } from './support/cli.ts';
 import { killLoop, type RunPlace, type StoreProbe } from './support/crash.ts';
 import { expectedRows } from './support/expect.ts';
@@ -56,67 +55,53 @@ function bucketProbe(prefix: string): StoreProbe {
   };
 }
 
-test('parquet to s3://: killed with SIGKILL at 10 random moments, each rerun on a fresh machine, publishes every key exactly once with _SUCCESS last', { skip }, async () => {
-  // ~4 s of IAM calls and ~50 commits: each run does a small share before its kill.
-  await withFake({ users: 160, seed: 31, keysPerUser: { min: 0, max: 4 }, latencyMs: 12, jitterMs: 6 }, async (fake) => {
+/**
+ * Exact publish steps on S3, killed there in turn on the same snapshot (each kill's
+ * rerun meets the next point): midway through finalize's uploads, midway through
+ * copying access_keys/ (accounts/ is whole by then), right after its _SUCCESS, and
+ * after _LATEST (staging not yet removed).
+ */
+const POINTS = ['data-file-written@2', 's3-copied@2~access_keys/', 's3-copied~_SUCCESS', 'latest-written'];
+
+test(`parquet to s3://: SIGKILLs at 3 random moments of the export, then at each publish step (${POINTS.join(', ')}), every rerun on a fresh machine: every key exactly once, each published object written once, _SUCCESS last`, { skip }, async () => {
+  // ~2 s of IAM calls and ~20 commits: each random kill lands in a small share of it.
+  await withFake({ users: 80, seed: 31, keysPerUser: { min: 0, max: 4 }, latencyMs: 15, jitterMs: 6 }, async (fake) => {
     const prefix = 'crash/random';
+    const out = `s3://${bucket}/${prefix}`;
+    const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'parquet', '--concurrency', '2', '--page-size', '2'];
+    const env = { AWS_ENDPOINT_URL_S3: s3.front.url, IKE_COMMIT_ROWS: '10', IKE_COMMIT_MS: '100', IKE_ROWS_PER_FILE: '40' };
     const mark = s3.front.requests.length;
     const loop = await killLoop({
-      args: ['--endpoint-url', fake.url, '--out', `s3://${bucket}/${prefix}`, '--format', 'parquet', '--concurrency', '2', '--page-size', '2'],
-      out: `s3://${bucket}/${prefix}`,
+      args,
+      out,
       probe: bucketProbe(prefix),
       place: freshMachine,
-      kills: 10,
-      // Kills inside publish are the deterministic ones below, at each step.
+      kills: 3,
       finalizeKills: 0,
       seed: 303,
       signal: 'SIGKILL',
       minMs: 50,
-      maxMs: 300,
-      env: { AWS_ENDPOINT_URL_S3: s3.front.url, IKE_COMMIT_ROWS: '10', IKE_COMMIT_MS: '100', IKE_ROWS_PER_FILE: '150' },
+      maxMs: 250,
+      env,
       // A reader gating on _SUCCESS sees a whole snapshot or none, after every kill.
       afterKill: async (n) => void (await assertGatedFolders(s3.client, bucket, prefix, `after kill ${n}`)),
+      beforeLast: async () => {
+        for (const point of POINTS) {
+          const machine = await freshMachine();
+          const r = await runCli(args, s3.env({ ...env, ...machine.env, IKE_FAULT_POINT: point }), machine.cwd);
+          assert.equal(r.signal, 'SIGKILL', `${point}: the run reached the point and died there (exit ${r.code}: ${r.stderr})`);
+          await assertGatedFolders(s3.client, bucket, prefix, point);
+        }
+      },
     });
-    assert.equal(loop.killed, 10);
+    assert.equal(loop.killed, 3);
     const { rows, manifest } = await readS3Snapshot(s3.client, bucket, prefix, 'parquet');
     assert.deepEqual(rows, expectedRows(fake), 'row for row equal to the ground truth, in order');
+    assert.ok(manifest.files.length >= 3, `${manifest.files.length} data files`);
     assert.equal(manifest.duplicates_dropped, 0, 'IAM did not change: resume never re-reads a committed page');
-    assert.equal(manifest.resumes, loop.results.length - 1, 'every rerun resumed the snapshot from the bucket');
-    const writes = publishedWrites(s3.front.requests.slice(mark), bucket, prefix);
-    assert.equal(writes.at(-1), '_SUCCESS', 'the gate is the last object written');
-    assert.equal(writes.filter((w) => w === '_SUCCESS').length, 1, 'and written once');
-  });
-});
-
-/** Publish steps on S3, each killed exactly there, then rerun. */
-const POINTS = ['s3-copied@1', 's3-copied~_SUCCESS', 'latest-written'];
-
-test(`csv to s3://: a crash at each publish step (${POINTS.join(', ')}), then a rerun on a fresh machine, publishes exactly once; every object is copied once, _SUCCESS last`, { skip }, async () => {
-  await withFake({ users: 40, seed: 23, keysPerUser: { min: 0, max: 4 } }, async (fake) => {
-    const reference = expectedRows(fake);
-    const limit = pLimit(2);
-    await Promise.all(
-      POINTS.map((point, i) =>
-        limit(async () => {
-          const prefix = `crash/point-${i}`;
-          const args = ['--endpoint-url', fake.url, '--out', `s3://${bucket}/${prefix}`, '--format', 'csv', '--concurrency', '2', '--page-size', '3'];
-          const env = { IKE_COMMIT_ROWS: '10', IKE_COMMIT_MS: '0', IKE_ROWS_PER_FILE: '25' };
-          const mark = s3.front.requests.length;
-          const first = await freshMachine();
-          const crashed = await runCli(args, s3.env({ ...env, ...first.env, IKE_FAULT_POINT: point }), first.cwd);
-          assert.equal(crashed.signal, 'SIGKILL', `${point}: the run reached the point and died there (exit ${crashed.code}: ${crashed.stderr})`);
-          await assertGatedFolders(s3.client, bucket, prefix, point);
-          const second = await freshMachine();
-          const again = await runCli(args, s3.env({ ...env, ...second.env }), second.cwd);
-          assert.equal(again.code, 0, `${point}: ${again.stderr}`);
-          const { rows, manifest } = await readS3Snapshot(s3.client, bucket, prefix, 'csv');
-          assert.deepEqual(rows, reference, point);
-          const files = [...manifest.files.map((f) => f.file), '_manifest.json', '_SUCCESS'];
-          assert.ok(manifest.files.length >= 2, `${point}: ${manifest.files.length} data files`);
-          // Across the crashed run and its rerun: each object written once, in order, the gate last.
-          assert.deepEqual(publishedWrites(s3.front.requests.slice(mark), bucket, prefix), files, point);
-        }),
-      ),
-    );
+    // The manifest is written by the run killed at the second point: the random runs and the first point's before it.
+    assert.equal(manifest.resumes, loop.results.length - 1 + 1, 'every rerun resumed the snapshot from the bucket');
+    // Across all runs: each object copied into the snapshot folder once, in order, the gate last.
+    assert.deepEqual(publishedWrites(s3.front.requests.slice(mark), bucket, prefix), [...manifest.files.map((f) => f.file), '_manifest.json', '_SUCCESS']);
   });
 });

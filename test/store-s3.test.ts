@@ -62,9 +62,9 @@ test('a write is read back with its ETag as the version, which changes on every 
 });
 
 test('create-if-absent: of many creators racing, exactly one wins in every round', { skip }, async () => {
-  for (let round = 0; round < 12; round++) {
+  for (let round = 0; round < 6; round++) {
     const store = fresh();
-    const racers = [store, ...Array.from({ length: 1 + (round % 5) }, () => contender(store))];
+    const racers = [store, ...Array.from({ length: 1 + round }, () => contender(store))];
     const results = await Promise.allSettled(racers.map((r, i) => r.write('k', `writer ${i}`, { ifNoneMatch: true })));
     for (const r of racers) r.close();
     assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, `round ${round}`);
@@ -74,7 +74,7 @@ test('create-if-absent: of many creators racing, exactly one wins in every round
 
 test('compare-and-swap: of many writers swapping the same version, exactly one wins per version; the others change nothing', { skip }, async () => {
   const random = mulberry32(11);
-  for (let round = 0; round < 6; round++) {
+  for (let round = 0; round < 3; round++) {
     const store = fresh();
     let version = await store.write('k', 'v0');
     for (let generation = 1; generation <= 3; generation++) {

@@ -83,6 +83,8 @@ export interface KillLoopOptions {
   readonly env?: Record<string, string>;
   /** Called after each kill, before the next run (e.g. to change IAM meanwhile). */
   readonly afterKill?: (kill: number) => Promise<void> | void;
+  /** Called after the last kill, before the final rerun (e.g. runs killed at exact fault points). */
+  readonly beforeLast?: () => Promise<void>;
 }
 
 export interface KillLoopResult {
@@ -146,6 +148,7 @@ export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
     }
     if (r.code !== 75) throw new Error(`run exited ${r.code} / ${r.signal}: ${r.stderr}`);
   }
+  await o.beforeLast?.();
   const place = await o.place?.();
   const last = await startCli(o.args, testEnv({ ...o.env, ...place?.env }), place?.cwd).done;
   results.push(last);
