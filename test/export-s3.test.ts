@@ -14,7 +14,7 @@ import { runExport, type RunHooks, type RunOutcome } from '../pipeline/run.ts';
 import { S3Store } from '../pipeline/store/s3.ts';
 import { mulberry32 } from './fake-iam/random.ts';
 import { runCli, startCli } from './support/cli.ts';
-import { expectedRows } from './support/expect.ts';
+import { expectedRows, expectedRowsOf } from './support/expect.ts';
 import { getObject, listKeys, s3Skip, startS3, testS3Client, type FrontFault, type S3Harness } from './support/s3.ts';
 import { publishedWrites, readS3Snapshot } from './support/s3-snapshot.ts';
 import { withFake } from './support/scope.ts';
@@ -275,5 +275,36 @@ test('S3 refusing a permission or the KMS key exits 1 with one line naming the p
       assert.deepEqual(await published(), before, `${c.line.source}: nothing published changed`);
     }
     assert.deepEqual(s3.front.faults, []);
+  });
+});
+
+test('an organization in two shards to s3://, run at once on two machines: each exports its accounts into the bucket, one claims the finalize (a conditional create), and the snapshot is published once, exact, with its accounts dataset', { skip }, async () => {
+  await withFake({ users: 6, seed: 41, keysPerUser: { min: 0, max: 3 }, accounts: { count: 3, usersPerAccount: { min: 2, max: 4 } } }, async (fake) => {
+    const { prefix, out } = root();
+    const id = '20261128T111000Z';
+    const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--organization', '--role-name', 'OrganizationAccountAccessRole', '--shards', '2', '--snapshot-id', id];
+    const mark = s3.front.requests.length;
+    const machines = await Promise.all([0, 1].map(() => freshMachine()));
+    try {
+      const results = await Promise.all(machines.map((m, i) => runCli([...args, '--shard-index', String(i)], s3.env(m.env), m.cwd)));
+      for (const r of results) assert.equal(r.code, 0, r.stderr);
+      const published = results.filter((r) => /published snapshot /.test(r.stderr));
+      assert.equal(published.length, 1, results.map((r) => r.stderr).join('\n'));
+      assert.match(published[0]!.stderr, new RegExp(`published snapshot ${id} to s3://${bucket}/${prefix}/access_keys/snapshot_id=${id}`));
+      const accounts = fake.accounts().map((a) => a.id);
+      const { rows, manifest, keys } = await readS3Snapshot(s3.client, bucket, prefix, 'csv');
+      assert.deepEqual(rows, expectedRowsOf(fake, accounts), 'every account, every key, once');
+      assert.deepEqual(manifest.accounts.map((a) => a.account_id).sort(), [...accounts].sort());
+      assert.deepEqual(keys.filter((k) => k.startsWith('accounts/')).sort(), ['accounts/_LATEST', ...['_SUCCESS', '_manifest.json', 'part-00000.csv'].map((f) => `accounts/snapshot_id=${id}/${f}`)]);
+      const wire = s3.front.requests.slice(mark);
+      // Both shards' state lived in the bucket, each under its own folder, and the finalize was claimed once.
+      for (const shard of ['shard-0-of-2', 'shard-1-of-2']) assert.ok(wire.some((q) => q.op === 'PutObject' && q.key === `${prefix}/_staging/${id}/${shard}/checkpoint.json`), shard);
+      assert.ok(wire.some((q) => q.op === 'PutObject' && /\/reports\/\d{12}\.json$/.test(q.key)), 'credential reports saved in the bucket');
+      const claims = wire.filter((q) => q.op === 'PutObject' && q.key === `${prefix}/_staging/${id}/finalize/lease.json` && q.headers['if-none-match'] === '*' && q.status === 200);
+      assert.equal(claims.length, 1, 'one finalize claim');
+      for (const m of machines) for (const d of m.dirs) assert.deepEqual((await readdir(d)).filter((f) => !f.startsWith('tsx-')), [], `${d}: local disk stays untouched`);
+    } finally {
+      await Promise.all(machines.map((m) => m.remove()));
+    }
   });
 });
