@@ -1,5 +1,5 @@
 /**
- * Measure 7 (S3 output): the same export of ~20,000 keys (fake with 20,000 users,
+ * Measure 8 (S3 output): the same export of ~20,000 keys (fake with 20,000 users,
  * no latency, Parquet, c=16) to a local folder and to s3:// on moto_server, each
  * run in its own process (bench/s3/worker.ts), alternated so a drift of the
  * machine's speed touches both sides; the wall ratio is S3 / local, medians.
