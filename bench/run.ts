@@ -27,6 +27,7 @@ import { lastUsedScenario } from './scenarios/lastused.ts';
 import { localScenario } from './scenarios/local.ts';
 import { memoryScenario } from './scenarios/memory.ts';
 import { rateLimitScenario } from './scenarios/ratelimit.ts';
+import { s3Scenario } from './scenarios/s3.ts';
 import { startScenario } from './scenarios/start.ts';
 import { packAndInstall } from '../test/support/package.ts';
 
@@ -36,7 +37,8 @@ const SCENARIOS: readonly { readonly name: string; readonly section: string; rea
   { name: 'rateLimit', section: '3', run: rateLimitScenario },
   { name: 'memory', section: '5', run: memoryScenario },
   { name: 'local', section: '4-6', run: localScenario },
-  { name: 'lastUsed', section: '8', run: lastUsedScenario },
+  { name: 's3', section: '8', run: s3Scenario },
+  { name: 'lastUsed', section: '10', run: lastUsedScenario },
   { name: 'accounts', section: '9', run: accountsScenario },
 ];
 

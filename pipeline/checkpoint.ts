@@ -721,6 +721,8 @@ export class CheckpointFile {
     try {
       found = await store.read(key);
     } catch (err) {
+      // The store named the cause already (an S3 permission, a missing bucket): keep its line.
+      if (err instanceof ExportError) throw err;
       const code = (err as NodeJS.ErrnoException).code ?? (err as Error).name ?? 'error';
       throw new ExportError('CHECKPOINT_CORRUPT', `checkpoint ${where} cannot be read (${code}); fix its permissions, or rerun with --fresh to discard the unfinished snapshot`, { file: where }, { cause: err });
     }

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ExportError } from './errors.ts';
 import { FORMATS, type Format } from './formats.ts';
+import { isS3Url, parseS3Url } from './store/url.ts';
 
 /** Where last use comes from (--last-used). */
 export const LAST_USED_MODES = ['report', 'api', 'off'] as const;
@@ -15,6 +16,21 @@ export type LastUsedMode = (typeof LAST_USED_MODES)[number];
 export const STATUSES = ['Active', 'Inactive', 'Expired'] as const;
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+/** Values of --sse: S3-managed keys (SSE-S3) or a KMS key (SSE-KMS). */
+export const SSE_MODES = ['AES256', 'aws:kms'] as const;
+export type SseMode = (typeof SSE_MODES)[number];
+
+/** Options of an `s3://` --out (all unset for a local one). */
+export interface S3Settings {
+  /** --s3-endpoint-url; else the SDK's chain (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, profile). */
+  readonly endpointUrl: string | undefined;
+  /** --s3-force-path-style; path style is also used whenever a custom S3 endpoint is set. */
+  readonly forcePathStyle: boolean;
+  /** --sse: server-side encryption requested on every object written; undefined = the bucket's default. */
+  readonly sse: SseMode | undefined;
+  /** --sse-kms-key-id: the KMS key of aws:kms (undefined = the account's aws/s3 key). */
+  readonly kmsKeyId: string | undefined;
+}
 
 export interface Config {
   readonly format: Format;
@@ -51,6 +67,7 @@ export interface Config {
   readonly quiet: boolean;
   readonly logLevel: LogLevel;
   readonly debug: boolean;
+  readonly s3: S3Settings;
   readonly tuning: Tuning;
 }
 
@@ -132,6 +149,10 @@ export const OPTIONS = {
   quiet: { type: 'boolean' },
   'log-level': { type: 'string' },
   debug: { type: 'boolean' },
+  's3-endpoint-url': { type: 'string' },
+  's3-force-path-style': { type: 'boolean' },
+  sse: { type: 'string' },
+  'sse-kms-key-id': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const;
@@ -188,7 +209,12 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   if (!format) problems.push(`--format must be csv or parquet, got ${JSON.stringify(formatRaw)}`);
 
   const out = str('out') ?? DEFAULTS.out;
-  if (out.trim() === '') problems.push('--out must be a directory path, got an empty string');
+  if (out.trim() === '') problems.push('--out must be a directory path or an s3://bucket/prefix URL, got an empty string');
+  const s3Out = isS3Url(out);
+  if (s3Out) {
+    const parsed = parseS3Url(out);
+    if ('problem' in parsed) problems.push(`--out ${out} ${parsed.problem}`);
+  }
 
   const pathPrefix = str('path-prefix') ?? DEFAULTS.pathPrefix;
   // IAM's pattern for PathPrefix: a slash, then printable ASCII, at most 512 characters.
@@ -206,16 +232,18 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   }
 
   const endpointUrl = str('endpoint-url');
-  if (endpointUrl !== undefined) {
-    let ok = false;
-    try {
-      const u = new URL(endpointUrl);
-      ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
-    } catch {
-      ok = false;
-    }
-    if (!ok) problems.push(`--endpoint-url must be an http:// or https:// URL, got ${JSON.stringify(endpointUrl)}`);
-  }
+  if (endpointUrl !== undefined && !httpUrl(endpointUrl)) problems.push(`--endpoint-url must be an http:// or https:// URL, got ${JSON.stringify(endpointUrl)}`);
+  const s3EndpointUrl = str('s3-endpoint-url');
+  if (s3EndpointUrl !== undefined && !httpUrl(s3EndpointUrl)) problems.push(`--s3-endpoint-url must be an http:// or https:// URL, got ${JSON.stringify(s3EndpointUrl)}`);
+  const sseRaw = str('sse');
+  const sse = sseRaw === undefined ? undefined : SSE_MODES.find((m) => m.toLowerCase() === sseRaw.trim().toLowerCase());
+  if (sseRaw !== undefined && !sse) problems.push(`--sse must be AES256 or aws:kms, got ${JSON.stringify(sseRaw)}`);
+  const kmsKeyId = str('sse-kms-key-id');
+  if (kmsKeyId !== undefined && kmsKeyId.trim() === '') problems.push('--sse-kms-key-id must be a KMS key id, ARN or alias, got an empty string');
+  else if (kmsKeyId !== undefined && sse !== 'aws:kms' && (sseRaw === undefined || sse)) problems.push('--sse-kms-key-id needs --sse aws:kms');
+  const s3Flags = ['s3-endpoint-url', 's3-force-path-style', 'sse', 'sse-kms-key-id'].filter((f) => values[f as keyof typeof OPTIONS] !== undefined);
+  // A local --out would silently ignore them: an operator asking for KMS must not get plain files.
+  if (!s3Out && s3Flags.length > 0) problems.push(`${s3Flags.map((f) => `--${f}`).join(', ')} apply only to an S3 --out (s3://bucket/prefix), got --out ${out}`);
   const region = str('region');
   if (region !== undefined && !/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) problems.push(`--region must be an AWS region name such as us-east-1, got ${JSON.stringify(region)}`);
   const profile = str('profile');
@@ -351,6 +379,7 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
       quiet: values.quiet === true,
       logLevel: logLevel!,
       debug: values.debug === true,
+      s3: { endpointUrl: s3EndpointUrl, forcePathStyle: values['s3-force-path-style'] === true, sse, kmsKeyId },
       tuning,
     },
   };
@@ -362,6 +391,15 @@ export function snapshotTimeOf(id: string): Date {
   if (!m) return new Date(Number.NaN);
   const time = new Date(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`);
   return time.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z') === id ? time : new Date(Number.NaN);
+}
+
+function httpUrl(text: string): boolean {
+  try {
+    const u = new URL(text);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
 }
 
 /** The known flag nearest to a mistyped one (edit distance at most 2), if any. */
@@ -413,13 +451,22 @@ Output
   --format csv|parquet        output format (default parquet)
   --out DIR                   dataset root (default ./export); snapshots land in
                               DIR/access_keys/snapshot_id=<YYYYMMDDTHHMMSSZ>/
+  --out s3://BUCKET/PREFIX    dataset root in S3: snapshots, checkpoint and lease all in
+                              the bucket, so a rerun on any machine resumes
+S3 output (only with --out s3://...)
+  --s3-endpoint-url URL       S3 endpoint (default: the SDK's, or AWS_ENDPOINT_URL_S3)
+  --s3-force-path-style       path-style addressing (automatic with a custom S3 endpoint)
+  --sse AES256|aws:kms        server-side encryption of every object written
+                              (default: the bucket's default encryption)
+  --sse-kms-key-id K          KMS key id, ARN or alias for --sse aws:kms (default: aws/s3)
 Source
   --path-prefix P             only users whose path starts with P (ListUsers PathPrefix, default /)
   --status S                  keep only keys in status S: Active, Inactive or Expired
                               (repeatable, or comma-separated; default all)
   --endpoint-url URL          IAM endpoint (default: the SDK's, or AWS_ENDPOINT_URL_IAM)
-  --region R                  region for signing (IAM is global; default from the SDK's chain, else us-east-1)
-  --profile P                 AWS profile for credentials (default: the SDK's chain, AWS_PROFILE)
+  --region R                  region for signing, IAM's and S3's (IAM is global; default from the
+                              SDK's chain, else us-east-1; S3 follows a bucket's own region)
+  --profile P                 AWS profile for credentials, IAM's and S3's (default: the SDK's chain, AWS_PROFILE)
   --max-attempts N            attempts per API call, adaptive retry mode, 1..100 (default 10)
 Speed
   --concurrency N             users paged at once, 1..64 (default 8)
@@ -464,5 +511,6 @@ Operator output
 Rerunning the same command resumes the unfinished snapshot in --out.
 Exit codes: 0 published; 1 fatal (credentials, endpoint, denied ListUsers, I/O);
 2 usage or configuration error; 3 finished with per-user errors (not published
-unless --allow-partial); 75 stopped early, resumable (signal, --max-items, --time-budget).
+unless --allow-partial); 75 stopped early, resumable (signal, --max-items, --time-budget,
+another run holding the lease of --out).
 `;

@@ -13,7 +13,9 @@ export type ErrorCode =
   | 'SOURCE_DENIED' // a permission is missing: ListUsers denied, or every user denied (exit 1)
   | 'SOURCE_UNREACHABLE' // endpoint unreachable after retries (exit 1)
   | 'SOURCE_FAILED' // any other fatal answer from AWS (exit 1)
-  | 'OUTPUT_IO' // --out not writable, disk full, ... (exit 1)
+  | 'OUTPUT_IO' // --out not writable, disk full, S3 failing, ... (exit 1)
+  | 'OUTPUT_DENIED' // S3 refused a call on --out: a missing s3:* permission, or a KMS key the caller cannot use (exit 1)
+  | 'OUTPUT_NOT_FOUND' // the bucket of --out does not exist (exit 1)
   | 'SNAPSHOT_PUBLISHED' // a snapshot id already published (exit 1)
   | 'OUTPUT_LOCKED' // another run holds the lease of this --out: temporary, rerun later (exit 75)
   | 'LEASE_LOST' // this run's lease was taken over or could not be renewed (exit 1)
@@ -193,6 +195,63 @@ export function classifyUserError(err: unknown, site: CallSite): UserErrorAction
   if (isThrottle(err)) return { kind: 'throttled' };
   if (CREDENTIAL_ERRORS.has(name) || !isServiceError(err)) return { kind: 'fatal', error: classifyFatal(err, site) };
   return { kind: 'user-failed', code: name };
+}
+
+/** Where a failing S3 call of the store went, for the operator line. */
+export interface StoreCallSite {
+  /** The call and the object, e.g. "PutObject s3://bucket/prefix/_staging/…/lease.json". */
+  readonly what: string;
+  readonly bucket: string;
+  /** The S3 permission the call needs and the resource it applies to, e.g. "s3:PutObject on arn:aws:s3:::bucket/prefix/*". */
+  readonly permission: string;
+  /** With SSE-KMS (or for a read of KMS-encrypted objects): the KMS permission and key, e.g. "kms:GenerateDataKey on key alias/x". */
+  readonly kms?: string;
+  /** The S3 endpoint, for messages. */
+  readonly endpoint: string;
+}
+
+/**
+ * Classifies an error of an S3 call of the store, after the SDK's retries. Decided
+ * on `name` and HTTP status only:
+ *   NoSuchBucket                      OUTPUT_NOT_FOUND, naming the bucket
+ *   KMS.* (a key missing, disabled,   OUTPUT_DENIED, naming the key and kms:GenerateDataKey / kms:Decrypt
+ *   in another region, not allowed)
+ *   AccessDenied and other 403s       OUTPUT_DENIED, naming the S3 permission (and the KMS one with --sse aws:kms:
+ *                                     S3 answers AccessDenied for a KMS key the caller may not use too)
+ *   SlowDown / throttling             STOPPED (exit 75): S3 asked to slow down beyond the retries; rerun later
+ *   credentials, non-AWS errors       as classifyFatal (SOURCE_CREDENTIALS: the same credentials; INTERNAL)
+ *   network (after retries)           OUTPUT_IO with classifyFatal's line (endpoint and host named)
+ *   any other S3 answer               OUTPUT_IO
+ */
+export function classifyStoreError(err: unknown, site: StoreCallSite): ExportError {
+  if (err instanceof ExportError) return err;
+  const name = awsErrorName(err);
+  const status = httpStatus(err);
+  const context = { file: site.what.slice(site.what.indexOf(' ') + 1), awsCode: name };
+  if (name === 'NoSuchBucket') {
+    return new ExportError('OUTPUT_NOT_FOUND', `${site.what}: bucket ${site.bucket} does not exist (NoSuchBucket); create it, or fix --out`, context, { cause: err });
+  }
+  if (name.startsWith('KMS.')) {
+    return new ExportError(
+      'OUTPUT_DENIED',
+      `${site.what}: the KMS key cannot be used (${name}); the identity needs ${site.kms ?? 'kms:GenerateDataKey and kms:Decrypt on the bucket\'s key'}, and the key must exist, be enabled and be in the bucket's region`,
+      context,
+      { cause: err },
+    );
+  }
+  if (CREDENTIAL_ERRORS.has(name)) return classifyFatal(err, { what: site.what, service: 'S3', endpoint: site.endpoint, permission: site.permission });
+  if (isDenied(err)) {
+    return new ExportError('OUTPUT_DENIED', `${site.what}: access denied (${name}); the identity needs ${site.permission}${site.kms ? ` and ${site.kms}` : ''}`, context, { cause: err });
+  }
+  if (isThrottle(err) || (status === 503 && isServiceError(err))) {
+    return new ExportError('STOPPED', `${site.what}: S3 kept asking to slow down (${name}) beyond the retries; this is temporary: rerun later to resume`, context, { cause: err });
+  }
+  if (isServiceError(err)) {
+    return new ExportError('OUTPUT_IO', `${site.what}: S3 answered ${name}${status ? ` (HTTP ${status})` : ''} after retries`, context, { cause: err });
+  }
+  const fatal = classifyFatal(err, { what: site.what, service: 'S3', endpoint: site.endpoint, permission: site.permission });
+  // The output, not the source, is out of reach: same line, the output's code.
+  return fatal.code === 'SOURCE_UNREACHABLE' ? new ExportError('OUTPUT_IO', fatal.message, context, { cause: err }) : fatal;
 }
 
 /** One line for the operator: the message, plus the stack only with --debug. */

@@ -204,7 +204,7 @@ function locked(store: Store, key: string, holder: LeaseHolder, now: number): Ex
   const expires = Math.max(0, Math.ceil((Date.parse(holder.expires_at) - now) / 1000));
   return new ExportError(
     'OUTPUT_LOCKED',
-    `another run (pid ${holder.pid} on ${holder.host}, running for ${age} s) holds ${store.describe(key)}; this is temporary: rerun later (its lease expires ${expires} s after its last renewal if it was killed)`,
+    `another run (pid ${holder.pid} on ${holder.host}, running for ${age} s) holds ${store.describe(key)}; this is temporary: rerun later (its lease expires in ${expires} s, at ${holder.expires_at}, unless it renews it: it does every ${LEASE_RENEW_MS / 1000} s while it runs)`,
     { file: store.describe(key) },
   );
 }

@@ -198,7 +198,7 @@ class Aws {
 /** Runs (or resumes) the export described by `config`. Fatal problems throw ExportError. */
 export async function runExport(config: Config, hooks: RunHooks): Promise<RunOutcome> {
   const startedAt = Date.now();
-  const store = hooks.store ?? (await openStore(config.out));
+  const store = hooks.store ?? (await openOutput(config, hooks));
   const stop = new AbortController();
   const onExternalStop = () => stop.abort('signal');
   if (hooks.stop?.aborted) onExternalStop();
@@ -219,7 +219,20 @@ export async function runExport(config: Config, hooks: RunHooks): Promise<RunOut
     if (timer) clearTimeout(timer);
     hooks.stop?.removeEventListener('abort', onExternalStop);
     aws.destroy();
+    if (!hooks.store) store.close?.();
   }
+}
+
+/** The store of --out (an S3 one with the S3 flags, --region, --profile and the SDK's log of this run). */
+function openOutput(config: Config, hooks: RunHooks): Promise<Store> {
+  return openStore(config.out, {
+    s3: config.s3,
+    region: config.region,
+    profile: config.profile,
+    maxAttempts: config.maxAttempts,
+    logger: sdkLogger(hooks.observer?.onSdkLog ?? (() => undefined)),
+    env: hooks.env ?? process.env,
+  });
 }
 
 /**
@@ -582,7 +595,7 @@ export async function finalizeShards(store: Store, config: Config, hooks: RunHoo
 /** `iam-key-export finalize --out X --snapshot-id ID --shards N`: publish a sharded snapshot whose shards are done. */
 export async function runFinalize(config: Config, hooks: RunHooks): Promise<RunOutcome> {
   const startedAt = Date.now();
-  const store = hooks.store ?? (await openStore(config.out));
+  const store = hooks.store ?? (await openOutput(config, hooks));
   const stop = new AbortController();
   const onExternalStop = () => stop.abort('signal');
   hooks.stop?.addEventListener('abort', onExternalStop, { once: true });
@@ -591,6 +604,7 @@ export async function runFinalize(config: Config, hooks: RunHooks): Promise<RunO
     return await finalizeShards(store, config, hooks, config.snapshotId!, config.shard!.count, startedAt, stop, () => ({ ...empty, wallMs: Date.now() - startedAt }), true);
   } finally {
     hooks.stop?.removeEventListener('abort', onExternalStop);
+    if (!hooks.store) store.close?.();
   }
 }
 

@@ -105,3 +105,27 @@ test('tuning variables are validated like flags', () => {
   assert.equal(tuning.rowsPerFile, 10);
   assert.equal(tuning.commitMs, Number.POSITIVE_INFINITY, 'IKE_COMMIT_MS=0 commits only at the end');
 });
+
+test('an s3:// --out is parsed with its S3 flags; the flags are normalized', () => {
+  const c = config(['--out', 's3://exports/iam/keys/', '--sse', 'AWS:KMS', '--sse-kms-key-id', 'alias/inventory', '--s3-endpoint-url', 'http://127.0.0.1:9000', '--s3-force-path-style']);
+  assert.equal(c.out, 's3://exports/iam/keys/');
+  assert.deepEqual(c.s3, { endpointUrl: 'http://127.0.0.1:9000', forcePathStyle: true, sse: 'aws:kms', kmsKeyId: 'alias/inventory' });
+  assert.deepEqual(config(['--out', 's3://exports', '--sse', 'aes256']).s3, { endpointUrl: undefined, forcePathStyle: false, sse: 'AES256', kmsKeyId: undefined });
+  assert.deepEqual(config([]).s3, { endpointUrl: undefined, forcePathStyle: false, sse: undefined, kmsKeyId: undefined });
+});
+
+test('a malformed s3:// --out and misused S3 flags are all reported at once, each naming its flag', () => {
+  assert.deepEqual(problems(['--out', 's3://', '--sse', 'kms', '--s3-endpoint-url', 'minio:9000']), [
+    '--out s3:// names no bucket (use s3://bucket/prefix)',
+    '--s3-endpoint-url must be an http:// or https:// URL, got "minio:9000"',
+    '--sse must be AES256 or aws:kms, got "kms"',
+  ]);
+  assert.match(problems(['--out', 's3:///x'])[0]!, /names no bucket/);
+  assert.match(problems(['--out', 's3://Exports_2026/x'])[0]!, /bucket name "Exports_2026" is not valid/);
+  assert.match(problems(['--out', 's3://192.168.1.2/x'])[0]!, /shaped like an IP address/);
+  assert.match(problems(['--out', 's3:/exports'])[0]!, /is not an S3 URL of the form s3:\/\/bucket\/prefix/);
+  assert.match(problems(['--out', 's3://exports/a//b'])[0]!, /empty path segment/);
+  assert.match(problems(['--out', 's3://exports/x?versionId=1'])[0]!, /no query or fragment/);
+  assert.deepEqual(problems(['--out', 's3://exports', '--sse', 'AES256', '--sse-kms-key-id', 'k']), ['--sse-kms-key-id needs --sse aws:kms']);
+  assert.deepEqual(problems(['--out', 'export', '--sse', 'AES256', '--s3-force-path-style']), ['--s3-force-path-style, --sse apply only to an S3 --out (s3://bucket/prefix), got --out export']);
+});

@@ -1,5 +1,5 @@
 /**
- * Measure 8 (last use, issue 11): 5,000 keys (2,500 users × 2 keys) under a
+ * Measure 10 (last use, issue 11): 5,000 keys (2,500 users × 2 keys) under a
  * 25 req/s IAM limit, exported with --last-used off, report and api.
  *
  * - report's extra calls over off: GenerateCredentialReport + GetCredentialReport
@@ -40,7 +40,7 @@ async function modeRun(fake: FakeProcess, ctx: ScenarioContext, mode: (typeof MO
   return { mode, run, successful, throttled: stats.throttled, share };
 }
 
-/** Runs measure 8. */
+/** Runs measure 10. */
 export async function lastUsedScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
   return withFake({ users: USERS, seed: 8, 'keys-min': 2, 'keys-max': 2, rate: RATE, burst: BURST }, async (fake) => {
     ctx.log(`last use: fake with ${USERS} users × 2 keys, ${RATE}/s burst ${BURST}, c=${CONCURRENCY}`);
@@ -53,7 +53,7 @@ export async function lastUsedScenario(ctx: ScenarioContext): Promise<ScenarioRe
     const calls = (r: ModeRun) => Object.entries(r.run.calls).map(([op, n]) => `${op} ${n}`).join(', ');
     const rows: Row[] = [
       ...runs.map((r): Row => ({
-        section: '8',
+        section: '10',
         measure: `last use, ${r.run.rows.toLocaleString('en-US')} keys @ ${RATE} req/s, c=${CONCURRENCY}: --last-used ${r.mode}`,
         value: `${seconds(r.run.wallMs)}, ${r.run.callsTotal} calls (${calls(r)}), ${r.throttled} throttled answers`,
         target: '—',
@@ -61,7 +61,7 @@ export async function lastUsedScenario(ctx: ScenarioContext): Promise<ScenarioRe
         runs: '1 run',
       })),
       {
-        section: '8',
+        section: '10',
         measure: 'last use: calls of report minus off (allowed: 5 + one per key the report cannot attribute)',
         value: `${extra} (${report.run.lastUsed.fromReport} keys from the report, ${report.run.lastUsed.fromApi} from the API)`,
         target: `≤ ${allowedExtra}`,
@@ -69,7 +69,7 @@ export async function lastUsedScenario(ctx: ScenarioContext): Promise<ScenarioRe
         runs: '1 run each',
       },
       {
-        section: '8',
+        section: '10',
         measure: 'last use: wall time report / off',
         value: `${wallRatio.toFixed(3)} (${seconds(report.run.wallMs)} vs ${seconds(off.run.wallMs)})`,
         target: '≤ 1.10',
@@ -77,7 +77,7 @@ export async function lastUsedScenario(ctx: ScenarioContext): Promise<ScenarioRe
         runs: '1 run each',
       },
       {
-        section: '8',
+        section: '10',
         measure: 'last use: --last-used api, share of the allowed rate used',
         value: `${api.share.toFixed(2)} (${api.successful} answers ok in ${seconds(api.run.wallMs)})`,
         target: '≥ 0.90',

@@ -5,7 +5,7 @@
  * manifest and the operator; it observes only, it never decides.
  */
 import { IAMClient } from '@aws-sdk/client-iam';
-import type { Logger } from '@smithy/types';
+import type { Logger, MetadataBearer, MiddlewareStack } from '@smithy/types';
 import { isThrottle } from '../errors.ts';
 import { createRetryStrategy } from './retry.ts';
 
@@ -65,8 +65,18 @@ export function endpointsOf(o: Pick<ClientOptions, 'endpointUrl'>, env: NodeJS.P
  * keeps the one line an operator is promised.
  */
 export function sdkLogger(debug: (message: string) => void): Logger {
-  const sink = (...content: unknown[]) => debug(content.map((c) => (typeof c === 'string' ? c : JSON.stringify(c))).join(' '));
+  const sink = (...content: unknown[]) => debug(content.map(logText).join(' '));
   return { trace: () => undefined, debug: () => undefined, info: sink, warn: sink, error: sink };
+}
+
+/** A log argument as text; never throws (an S3 output holds a socket, which JSON cannot show). */
+function logText(c: unknown): string {
+  if (typeof c === 'string') return c;
+  try {
+    return JSON.stringify(c);
+  } catch {
+    return String(c);
+  }
 }
 
 /**
@@ -101,12 +111,12 @@ export async function createIamClient(o: ClientOptions, stats: ApiStats, logger?
 }
 
 /** A client the counting middleware can be added to (every SDK v3 client). */
-interface Instrumentable {
-  readonly middlewareStack: IAMClient['middlewareStack'];
+interface Instrumentable<I extends object, O extends MetadataBearer> {
+  readonly middlewareStack: MiddlewareStack<I, O>;
 }
 
-/** Adds the counting middleware to any SDK client (IAM, STS, ...): calls per operation, attempts, throttles. */
-export function instrument(client: Instrumentable, stats: ApiStats): void {
+/** Adds the counting middleware to any SDK client (IAM, STS, S3, ...): calls per operation, attempts, throttles. */
+export function instrument<I extends object, O extends MetadataBearer>(client: Instrumentable<I, O>, stats: ApiStats): void {
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const op = context.commandName?.replace(/Command$/, '') ?? 'Unknown';

@@ -1,18 +1,24 @@
 /**
- * Opens the store a `--out` value names. A plain path or a file:// URL is a local
- * folder; it is checked before anything is created in it, so a bad value fails at
- * once with one line (a file in the way, a read-only or pseudo file system such as
- * /proc, where a recursive mkdir could spin), and its missing folders are then
- * created one at a time like `mkdir -p`, under the umask.
+ * Opens the store a `--out` value names. `s3://bucket/prefix` is an S3 store
+ * (s3.ts, loaded only then: a local run does not pay for the S3 SDK). A plain path
+ * or a file:// URL is a local folder; it is checked before anything is created in
+ * it, so a bad value fails at once with one line (a file in the way, a read-only
+ * or pseudo file system such as /proc, where a recursive mkdir could spin), and
+ * its missing folders are then created one at a time like `mkdir -p`, under the umask.
  */
 import { constants } from 'node:fs';
 import { access, mkdir, stat, statfs } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Logger } from '@smithy/types';
+import type { S3Settings } from '../config.ts';
 import { ExportError } from '../errors.ts';
 import { fsyncDir } from '../fsutil.ts';
+import type { ApiStats } from '../source/client.ts';
+import { checkProfile } from '../source/identity.ts';
 import { LocalStore } from './local.ts';
 import type { Store } from './store.ts';
+import { isS3Url, parseS3Url } from './url.ts';
 
 export type { Store } from './store.ts';
 
@@ -70,7 +76,47 @@ export async function openLocalStore(out: string): Promise<LocalStore> {
   return new LocalStore(out.startsWith('file://') ? root : out);
 }
 
+/** What an S3 store needs besides its URL (a local store needs nothing). */
+export interface OpenStoreOptions {
+  readonly s3?: S3Settings;
+  /** --region and --profile apply to S3 as to IAM. */
+  readonly region?: string | undefined;
+  readonly profile?: string | undefined;
+  readonly maxAttempts?: number;
+  readonly logger?: Logger | undefined;
+  readonly env?: NodeJS.ProcessEnv;
+  /** Counts the S3 calls (bench). */
+  readonly stats?: ApiStats;
+}
+
 /** The store of a --out value. */
-export function openStore(out: string): Promise<Store> {
-  return openLocalStore(out);
+export function openStore(out: string, options: OpenStoreOptions = {}): Promise<Store> {
+  return isS3Url(out) ? openS3Store(out, options) : openLocalStore(out);
+}
+
+/**
+ * The S3 store of an s3:// --out. Nothing is asked of S3 here: the run's first
+ * listing meets a missing bucket or a missing permission and names it.
+ */
+export async function openS3Store(out: string, options: OpenStoreOptions = {}): Promise<Store> {
+  const location = parseS3Url(out);
+  // Config parsing reports this already; a caller that skipped it gets the same line.
+  if ('problem' in location) throw new ExportError('CONFIG_INVALID', `--out ${out} ${location.problem}`, { flag: '--out' });
+  const env = options.env ?? process.env;
+  await checkProfile(options.profile ?? (env.AWS_PROFILE || undefined), options.profile !== undefined, env);
+  const { createS3Client, s3EndpointOf, S3Store } = await import('./s3.ts');
+  const s3 = options.s3 ?? { endpointUrl: undefined, forcePathStyle: false, sse: undefined, kmsKeyId: undefined };
+  const client = await createS3Client(
+    { region: options.region, profile: options.profile, endpointUrl: s3.endpointUrl, forcePathStyle: s3.forcePathStyle, maxAttempts: options.maxAttempts ?? 3, logger: options.logger },
+    env,
+  );
+  return new S3Store({
+    ...location,
+    client,
+    ownsClient: true,
+    root: out,
+    sse: s3.sse ? { mode: s3.sse, kmsKeyId: s3.kmsKeyId } : undefined,
+    endpoint: s3EndpointOf(s3, env) ?? 'https://s3.amazonaws.com',
+    ...(options.stats ? { stats: options.stats } : {}),
+  });
 }

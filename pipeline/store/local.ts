@@ -341,6 +341,10 @@ export class LocalStore implements Store {
     return out;
   }
 
+  async deleteKeys(keys: readonly string[]): Promise<void> {
+    for (const key of keys) await this.delete(key);
+  }
+
   async deletePrefix(prefix: string): Promise<void> {
     const path = this.describe(prefix.replace(/\/$/, ''));
     await rm(path, { recursive: true, force: true });

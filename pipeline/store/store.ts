@@ -1,5 +1,5 @@
 /**
- * The store: where a dataset root lives (a local folder, later an S3 prefix). The
+ * The store: where a dataset root lives (a local folder: local.ts; an S3 prefix: s3.ts). The
  * checkpoint, the lease, the staged parts and the publication all go through this
  * one small interface, so everything a resume needs is wherever the store is.
  *
@@ -51,6 +51,8 @@ export interface Store {
   list(prefix: string): Promise<string[]>;
   /** Deletes every key under `prefix` (a folder). */
   deletePrefix(prefix: string): Promise<void>;
+  /** Deletes `keys` (absent ones are fine), unconditionally: on S3 one DeleteObjects call per 1,000. */
+  deleteKeys(keys: readonly string[]): Promise<void>;
   /**
    * Makes the staged folder `from` (holding exactly `files`) the published folder
    * `to`, so that a reader of `to` sees either nothing or every file: locally one
@@ -60,6 +62,8 @@ export interface Store {
   promote(from: string, to: string, files: readonly string[]): Promise<void>;
   /** True when `key` exists. */
   exists(key: string): Promise<boolean>;
+  /** Releases what the store holds open (an S3 client's connections); the store is not used after. */
+  close?(): void;
 }
 
 /** A conditional write or delete whose condition did not hold. */

@@ -30,6 +30,8 @@ export interface CliResult {
   readonly signal: NodeJS.Signals | null;
   readonly stdout: string;
   readonly stderr: string;
+  /** Spawn to exit, in milliseconds. */
+  readonly ms: number;
 }
 
 export interface RunningCli {
@@ -41,16 +43,17 @@ export interface RunningCli {
   kill(signal: NodeJS.Signals): void;
 }
 
-/** Starts the CLI; `done` resolves when it exits. */
-export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testEnv()): RunningCli {
-  const child = spawn(process.execPath, ['--import', FAULT_HOOK, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+/** Starts the CLI (in `cwd`, default this process's); `done` resolves when it exits. */
+export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testEnv(), cwd?: string): RunningCli {
+  const child = spawn(process.execPath, ['--import', FAULT_HOOK, BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...(cwd ? { cwd } : {}) });
+  const started = Date.now();
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const done = new Promise<CliResult>((resolve, reject) => {
     child.once('error', reject);
-    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr, ms: Date.now() - started }));
   });
   return {
     child,
@@ -67,6 +70,6 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testE
 }
 
 /** Runs the CLI to completion. */
-export function runCli(args: readonly string[], env?: NodeJS.ProcessEnv): Promise<CliResult> {
-  return startCli(args, env).done;
+export function runCli(args: readonly string[], env?: NodeJS.ProcessEnv, cwd?: string): Promise<CliResult> {
+  return startCli(args, env, cwd).done;
 }

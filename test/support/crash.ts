@@ -49,9 +49,28 @@ function adopted(out: string): boolean {
   });
 }
 
+/** How the loop looks into a store that is not a local folder (an S3 bucket). */
+export interface StoreProbe {
+  /** True once the staged snapshot committed something (see `adopted`). */
+  adopted(): Promise<boolean>;
+  /** Called as a run starts; then `publishing()` is true once that run writes its publish folder. */
+  runStarted(): Promise<void>;
+  publishing(): Promise<boolean>;
+}
+
+/** Where one run happens: its environment additions and working directory (a fresh machine per run). */
+export interface RunPlace {
+  readonly env: Record<string, string>;
+  readonly cwd: string;
+}
+
 export interface KillLoopOptions {
   readonly args: readonly string[];
   readonly out: string;
+  /** For a store that is not the local folder `out`. */
+  readonly probe?: StoreProbe;
+  /** Called before every run (the last one too): a fresh working directory, HOME, TMPDIR... */
+  readonly place?: () => Promise<RunPlace>;
   /** Kills at random moments of the export. */
   readonly kills: number;
   /** Then kills aimed inside finalize (while publish/ exists in staging). */
@@ -64,6 +83,8 @@ export interface KillLoopOptions {
   readonly env?: Record<string, string>;
   /** Called after each kill, before the next run (e.g. to change IAM meanwhile). */
   readonly afterKill?: (kill: number) => Promise<void> | void;
+  /** Called after the last kill, before the final rerun (e.g. runs killed at exact fault points). */
+  readonly beforeLast?: () => Promise<void>;
 }
 
 export interface KillLoopResult {
@@ -88,7 +109,11 @@ export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
   for (let attempt = 0; killed < total; attempt++) {
     if (attempt > total * 4) throw new Error(`only ${killed} of ${total} kills landed in ${attempt} runs`);
     const startedAt = Date.now();
-    const cli = startCli(o.args, testEnv(o.env));
+    const place = await o.place?.();
+    await o.probe?.runStarted();
+    const cli = startCli(o.args, testEnv({ ...o.env, ...place?.env }), place?.cwd);
+    const isAdopted = () => (o.probe ? o.probe.adopted() : Promise.resolve(adopted(o.out)));
+    const isPublishing = () => (o.probe ? o.probe.publishing() : Promise.resolve(publishing(o.out, startedAt)));
     const aimAtFinalize = killed >= o.kills;
     const delay = o.minMs + random() * (o.maxMs - o.minMs);
     let deadline = Number.POSITIVE_INFINITY;
@@ -99,9 +124,9 @@ export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
       if (exited) break;
       // Time from the start line (startup is slower on a loaded machine) of a
       // snapshot that has committed something (else the kill only costs a new start).
-      if (deadline === Number.POSITIVE_INFINITY && cli.stdout().includes('"event":"start"') && adopted(o.out)) deadline = Date.now() + delay;
-      if (aimAtFinalize ? publishing(o.out, startedAt) : Date.now() >= deadline) {
-        inFinalize = publishing(o.out, startedAt);
+      if (deadline === Number.POSITIVE_INFINITY && cli.stdout().includes('"event":"start"') && (await isAdopted())) deadline = Date.now() + delay;
+      if (aimAtFinalize ? await isPublishing() : Date.now() >= deadline) {
+        inFinalize = await isPublishing();
         if (aimAtFinalize) await sleep(Math.floor(random() * 3));
         cli.kill(o.signal);
         break;
@@ -123,7 +148,9 @@ export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
     }
     if (r.code !== 75) throw new Error(`run exited ${r.code} / ${r.signal}: ${r.stderr}`);
   }
-  const last = await startCli(o.args, testEnv(o.env)).done;
+  await o.beforeLast?.();
+  const place = await o.place?.();
+  const last = await startCli(o.args, testEnv({ ...o.env, ...place?.env }), place?.cwd).done;
   results.push(last);
   if (last.code !== 0) throw new Error(`the final rerun exited ${last.code}: ${last.stderr}`);
   return { killed, killedInFinalize, results };

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FakeIam } from '../fake-iam/server.ts';
+import type { TruthKey, TruthUser } from '../fake-iam/truth.ts';
 import { readSnapshotRows } from './duckdb.ts';
 import type { Format } from '../../pipeline/sinks/index.ts';
 import type { Manifest } from '../../pipeline/snapshot.ts';
@@ -29,12 +30,23 @@ export function sortRows<T extends KeyRow>(rows: T[]): T[] {
 
 /** The rows a complete export of the fake must publish (readable keys), sorted. */
 export function expectedRows(fake: FakeIam, filter: { statuses?: string[]; pathPrefix?: string } = {}): KeyRow[] {
-  const truth = fake.truth();
+  return sortRows(
+    accountRows(fake, undefined, (k, user) => (!filter.statuses || filter.statuses.includes(k.status)) && (!filter.pathPrefix || user.path.startsWith(filter.pathPrefix))),
+  );
+}
+
+/** The rows of a complete export of several accounts of the fake (an organization), sorted. */
+export function expectedRowsOf(fake: FakeIam, accountIds: readonly string[]): KeyRow[] {
+  return sortRows(accountIds.flatMap((id) => accountRows(fake, id, () => true)));
+}
+
+/** The readable keys of one account of the fake (default: the management account) that `keep` keeps, as rows. */
+function accountRows(fake: FakeIam, accountId: string | undefined, keep: (key: TruthKey, user: TruthUser) => boolean): KeyRow[] {
+  const truth = fake.truth(accountId);
   const users = new Map(truth.users.map((u) => [u.userName, u]));
-  const rows = fake
-    .readableKeys()
-    .filter((k) => !filter.statuses || filter.statuses.includes(k.status))
-    .filter((k) => !filter.pathPrefix || users.get(k.userName)!.path.startsWith(filter.pathPrefix))
+  return fake
+    .readableKeys(accountId)
+    .filter((k) => keep(k, users.get(k.userName)!))
     .map((k) => ({
       account_id: truth.accountId,
       user_name: k.userName,
@@ -43,7 +55,6 @@ export function expectedRows(fake: FakeIam, filter: { statuses?: string[]; pathP
       status: k.status,
       create_date: k.createDate.toISOString(),
     }));
-  return sortRows(rows);
 }
 
 /** Every published row of `out` (one snapshot expected), projected to KeyRow, in file order. */
