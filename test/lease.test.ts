@@ -8,8 +8,7 @@ import { currentIdentity, Lease, LEASE_TTL_MS, type Identity } from '../pipeline
 import { selfStamp } from '../pipeline/liveness.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
 import { mulberry32 } from './fake-iam/random.ts';
-import { runCli } from './support/cli.ts';
-import { withFake, withTemp } from './support/scope.ts';
+import { withTemp } from './support/scope.ts';
 
 const isLocked = (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_LOCKED';
 const isLost = (err: unknown) => err instanceof ExportError && err.code === 'LEASE_LOST';
@@ -118,28 +117,6 @@ test('a holder whose lease was taken over learns it at its next renewal and can 
     await paused.release();
     assert.doesNotThrow(() => other.assertHeld());
     await other.release();
-  });
-});
-
-test('a run meeting a snapshot whose lease another process holds exits 75, naming the holder and when its lease expires', async () => {
-  await withFake({ users: 20, seed: 3, keysPerUser: { min: 1, max: 2 } }, async (fake) => {
-    await withTemp(async (out) => {
-      const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv'];
-      assert.equal((await runCli([...args, '--max-items', '3'])).code, 75);
-      const [id] = await readdir(join(out, '_staging'));
-      // Held explicitly (no race with a second CLI run that might already be over).
-      const held = await Lease.acquire(new LocalStore(out), `_staging/${id}/lease.json`);
-      try {
-        const r = await runCli(args);
-        assert.equal(r.code, 75, r.stderr);
-        const lines = r.stderr.trim().split('\n');
-        assert.equal(lines.length, 1, r.stderr);
-        assert.match(lines[0]!, new RegExp(`another run \\(pid ${process.pid} on \\S+, running for \\d+ s\\) holds .*lease\\.json; this is temporary: rerun later \\(its lease expires`));
-      } finally {
-        await held.release();
-      }
-      assert.equal((await runCli(args)).code, 0, 'once released, the rerun finishes');
-    });
   });
 });
 
