@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { withFake, withTemp } from './support/scope.ts';
 import { runCli, testEnv } from './support/cli.ts';
 import { expectedRows, onlySnapshotDir, publishedRows, verifyManifest } from './support/expect.ts';
+import { untilNextSecond } from './support/wait.ts';
 
 
 
@@ -71,15 +71,15 @@ for (const [cause, faults, pattern] of [
       await withTemp(async (out) => {
         const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv'];
         fake.configure(faults);
-        const failedAt = Date.now();
         const r = await runCli(args);
+        const failedAt = Date.now();
         assert.equal(r.code, 1);
         const lines = r.stderr.trim().split('\n');
         assert.equal(lines.length, 1, r.stderr);
         assert.match(lines[0]!, pattern);
         assert.doesNotMatch(r.stderr, /checkpoint is kept/, 'nothing was committed: no checkpoint to speak of');
-        // The next day: fixed. A run that read nothing pins nothing.
-        await sleep(Math.max(0, 1100 - (Date.now() - failedAt)));
+        // The next day: fixed. A run that read nothing pins nothing (a new second: a new snapshot id).
+        await untilNextSecond(failedAt);
         fake.configure({ invalidCredentials: false, listUsersDenied: false });
         const rerunAt = new Date();
         const again = await runCli(args);

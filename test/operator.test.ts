@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli, startCli, testEnv, type RunningCli } from './support/cli.ts';
 import { onlySnapshotDir } from './support/expect.ts';
 import { withFake, withTemp } from './support/scope.ts';
+import { untilNextSecond } from './support/wait.ts';
 
 const oneLine = (stderr: string): string => {
   const lines = stderr.trim().split('\n');
@@ -79,6 +80,7 @@ test('access_keys/_LATEST names the newest published snapshot and a failing run 
     await withTemp(async (out) => {
       const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv'];
       assert.equal((await runCli(args)).code, 0);
+      const firstDoneAt = Date.now();
       const latest = join(out, 'access_keys', '_LATEST');
       const first = (await readFile(latest, 'utf8')).trim();
       assert.equal(`snapshot_id=${first}`, (await onlySnapshotDir(out)).split('/').at(-1));
@@ -86,7 +88,7 @@ test('access_keys/_LATEST names the newest published snapshot and a failing run 
       assert.equal((await runCli(args)).code, 1);
       assert.equal((await readFile(latest, 'utf8')).trim(), first, 'unchanged by the failing run');
       fake.configure({ listUsersDenied: false });
-      await sleep(1100); // snapshot ids have second resolution
+      await untilNextSecond(firstDoneAt); // snapshot ids have second resolution
       assert.equal((await runCli(args)).code, 0);
       const second = (await readFile(latest, 'utf8')).trim();
       assert.ok(second > first, `${second} after ${first}`);

@@ -2,12 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { FakeIam } from './fake-iam/server.ts';
 import { withFake, withTemp } from './support/scope.ts';
 import { runCli, startCli, testEnv } from './support/cli.ts';
 import { killLoop } from './support/crash.ts';
 import { expectedRows, onlySnapshotDir, publishedRows, verifyManifest } from './support/expect.ts';
+import { untilOutput } from './support/wait.ts';
 
 
 
@@ -99,9 +99,10 @@ test('SIGTERM stops within 10 s with exit 75 and the rerun finishes the exact sn
   await withFake({ users: 120, seed: 4, keysPerUser: { min: 0, max: 4 }, latencyMs: 30 }, async (fake) => {
     await withTemp(async (out) => {
       const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'parquet', '--concurrency', '2', '--page-size', '1'];
-      const cli = startCli(args);
-      while ((await stagingIds(out)).length === 0) await sleep(20);
-      await sleep(400);
+      // Progress lines every 50 ms: the signal comes once the run has read keys (their STATE
+      // with them), so the stop commits something and the rerun resumes this snapshot.
+      const cli = startCli(args, testEnv({ IKE_PROGRESS_MS: '50' }));
+      await untilOutput(cli, () => /"event":"progress"[^\n]*"keys":[1-9]/.test(cli.stdout()), 'keys read');
       const signalled = Date.now();
       cli.kill('SIGTERM');
       const r = await cli.done;

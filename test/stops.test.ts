@@ -2,17 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli, startCli, testEnv, type RunningCli } from './support/cli.ts';
 import { expectedRows, onlySnapshotDir, publishedRows, verifyManifest } from './support/expect.ts';
 import { withFake, withTemp } from './support/scope.ts';
+import { until, untilOutput } from './support/wait.ts';
 
-/** Waits (on events, not a clock) until the CLI logged its start line. */
-async function started(cli: RunningCli): Promise<void> {
-  while (!cli.stdout().includes('"event":"start"')) {
-    if (cli.child.exitCode !== null) throw new Error('exited before its start line');
-    await sleep(10);
-  }
+/** Waits (on its output, not a clock) until the CLI logged its start line. */
+function started(cli: RunningCli): Promise<void> {
+  return untilOutput(cli, () => cli.stdout().includes('"event":"start"'), 'its start line');
 }
 
 const published = (out: string) => readdir(join(out, 'access_keys')).catch(() => [] as string[]);
@@ -22,7 +19,8 @@ test('--max-items with SIGTERM while IAM answers slowly: exit 75 within 10 s wit
     await withTemp(async (out) => {
       const cli = startCli(['--endpoint-url', fake.url, '--out', out, '--max-items', '5', '--concurrency', '8', '--page-size', '2']);
       await started(cli);
-      await sleep(300); // users are waiting on the key budget and calls are in flight
+      // The whole budget (5 = 2 + 2 + 1) is reserved by calls in flight: later users wait on it.
+      await until(cli, () => fake.stats().calls.ListAccessKeys >= 3 && fake.stats().inFlight > 0, 'three calls reserving the budget');
       const signalled = Date.now();
       cli.kill('SIGTERM');
       const r = await cli.done;
@@ -51,7 +49,7 @@ test('--max-items with a fatal error mid-run (credentials expire): exit 1 within
       // One ListUsers page lists everyone: the calls after the start are the users' ListAccessKeys.
       const cli = startCli(['--endpoint-url', fake.url, '--out', out, '--max-items', '30', '--concurrency', '8', '--page-size', '100']);
       await started(cli);
-      while (fake.stats().calls.ListAccessKeys === 0) await sleep(5);
+      await until(cli, () => fake.stats().calls.ListAccessKeys > 0, 'the first ListAccessKeys');
       fake.configure({ invalidCredentials: true });
       const t0 = Date.now();
       const r = await cli.done;
