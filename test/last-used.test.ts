@@ -121,19 +121,19 @@ async function committedKeys(out: string): Promise<Set<string>> {
 
 for (const mode of ['report', 'api'] as const) {
   test(`--last-used ${mode} under SIGKILLs: exact, and no committed key is ever looked up again`, async () => {
-    await withFake({ users: 200, seed: 16, keysPerUser: { min: 0, max: 3 }, latencyMs: 8, jitterMs: 4 }, async (fake) => {
+    await withFake({ users: 120, seed: 16, keysPerUser: { min: 0, max: 3 }, latencyMs: 8, jitterMs: 4 }, async (fake) => {
       await withTemp(async (out) => {
         // Lookup counts of the keys committed before each kill: they must never grow.
         const frozen = new Map<string, number>();
         await killLoop({
           args: ['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--concurrency', '2', '--page-size', '2', '--last-used', mode],
           out,
-          kills: 6,
+          kills: 4,
           finalizeKills: 0,
           seed: mode === 'report' ? 61 : 62,
           signal: 'SIGKILL',
           minMs: 100,
-          maxMs: 900,
+          maxMs: 600,
           env: { IKE_COMMIT_ROWS: '8', IKE_COMMIT_MS: '80' },
           afterKill: async () => {
             const lookups = fake.stats().lastUsedLookups;
