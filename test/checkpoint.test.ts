@@ -8,6 +8,7 @@ import type { StateEvent, UserRef } from '../pipeline/items.ts';
 import { removeOrphans } from '../pipeline/runs.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
 import { mulberry32 } from './fake-iam/random.ts';
+import { Crash, withFaultHook } from './support/fault-points.ts';
 import { MemoryStore } from './support/memory-store.ts';
 import { withTemp } from './support/scope.ts';
 
@@ -199,6 +200,34 @@ test('create, load and save round-trip through the store; the file is private', 
     const back = await CheckpointFile.load(store, '_staging/x/checkpoint.json');
     assert.deepEqual(back?.checkpoint.toJSON(), cp.toJSON());
     assert.equal(await CheckpointFile.load(store, '_staging/x/missing.json'), undefined);
+  });
+});
+
+test('a crash midway through a checkpoint save leaves the last saved checkpoint loadable, and the next save goes on from it', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const key = '_staging/x/checkpoint.json';
+    const cp = fresh();
+    cp.apply({ kind: 'users-page', account: A, token: null, nextToken: 'p2', users: [u('A'), u('B')] });
+    const file = await CheckpointFile.create(store, key, cp);
+    const saved = JSON.parse(JSON.stringify(cp.toJSON()));
+    cp.apply({ kind: 'user-done', user: u('A') });
+    cp.addPart({ file: 'run-0a1b2c3d-000001.ndjson', rows: 3, sha256: 'ab' });
+    await assert.rejects(
+      withFaultHook(
+        (name, detail) => {
+          if (name === 'store-write-midway' && detail === key) throw new Crash(name);
+        },
+        () => file.save(cp),
+      ),
+      Crash,
+    );
+    // What a rerun finds: the checkpoint before the save, whole (not half of the new one).
+    const back = await CheckpointFile.load(store, key);
+    assert.deepEqual(back?.checkpoint.toJSON(), saved);
+    // The run that crashed would not go on, but the file is at the version it holds.
+    await file.save(cp);
+    assert.deepEqual((await CheckpointFile.load(store, key))?.checkpoint.toJSON(), cp.toJSON());
   });
 });
 
