@@ -2,11 +2,12 @@
 #   make demo    install if needed, start the bundled fake IAM, export, show the snapshot
 #   make test    type-check, then every node:test suite
 #   make bench   speed, rate use, memory and checkpoint cost (prints a table)
+#   make mutate  mutation testing of the core modules (StrykerJS; not part of make test)
 
 NODE_DEPS := node_modules/.package-lock.json
 TESTS := $(sort $(wildcard test/*.test.ts))
 
-.PHONY: demo test typecheck bench clean
+.PHONY: demo test typecheck bench mutate clean
 
 # Installs exactly the locked dependencies when they are missing or the lock changed.
 $(NODE_DEPS): package.json package-lock.json
@@ -25,6 +26,12 @@ test: typecheck
 
 bench: $(NODE_DEPS)
 	node --import tsx bench/run.ts
+
+# Modules and their unit test files: stryker.config.mjs. Report: reports/mutation/.
+# STRYKER_FLAGS="--mutate pipeline/lease.ts" for one module, "--incremental" to redo only what changed.
+mutate: $(NODE_DEPS)
+	npx stryker run stryker.config.mjs $(STRYKER_FLAGS)
+	node --import tsx test/support/mutation-score.ts reports/mutation/mutation.json 85
 
 clean:
 	rm -rf export dist

@@ -78,14 +78,22 @@ test('fourteen kinds of bad input each exit with the documented code and one cle
       },
     ];
     assert.equal(cases.length, 14);
-    for (const c of cases) {
-      await c.before?.();
+    const check = async (c: (typeof cases)[number]) => {
       const r = await runCli(c.args);
       assert.equal(r.code, c.code, `${c.name}: ${r.stderr}`);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, `${c.name}: one line, got ${r.stderr}`);
       assert.match(lines[0]!, c.line, c.name);
       assert.doesNotMatch(r.stderr, /\n\s+at /, `${c.name}: no stack trace`);
+    };
+    // Usage errors are refused before anything is read or written: they run side by side.
+    const usage = cases.filter((c) => c.code === 2 && !c.before && c.name !== 'configuration mismatch');
+    await Promise.all(usage.map(check));
+    assert.equal(await treeDigest(published), digest, 'usage errors: published snapshots untouched');
+    // The others touch --out (a staged snapshot, a checkpoint): one after the other, in order.
+    for (const c of cases.filter((x) => !usage.includes(x))) {
+      await c.before?.();
+      await check(c);
       assert.equal(await treeDigest(published), digest, `${c.name}: published snapshots untouched`);
       await c.after?.();
     }

@@ -2,11 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig } from '../pipeline/checkpoint.ts';
+import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import type { UserRef } from '../pipeline/items.ts';
+import type { StateEvent, UserRef } from '../pipeline/items.ts';
 import { removeOrphans } from '../pipeline/runs.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
+import { mulberry32 } from './fake-iam/random.ts';
+import { Crash, withFaultHook } from './support/fault-points.ts';
+import { MemoryStore } from './support/memory-store.ts';
 import { withTemp } from './support/scope.ts';
 
 const config: DataConfig = { format: 'csv', pathPrefix: '/', statuses: [], endpoint: null, schemaVersion: 1, lastUsed: 'off', accounts: 'self', shard: null };
@@ -200,6 +203,34 @@ test('create, load and save round-trip through the store; the file is private', 
   });
 });
 
+test('a crash midway through a checkpoint save leaves the last saved checkpoint loadable, and the next save goes on from it', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const key = '_staging/x/checkpoint.json';
+    const cp = fresh();
+    cp.apply({ kind: 'users-page', account: A, token: null, nextToken: 'p2', users: [u('A'), u('B')] });
+    const file = await CheckpointFile.create(store, key, cp);
+    const saved = JSON.parse(JSON.stringify(cp.toJSON()));
+    cp.apply({ kind: 'user-done', user: u('A') });
+    cp.addPart({ file: 'run-0a1b2c3d-000001.ndjson', rows: 3, sha256: 'ab' });
+    await assert.rejects(
+      withFaultHook(
+        (name, detail) => {
+          if (name === 'store-write-midway' && detail === key) throw new Crash(name);
+        },
+        () => file.save(cp),
+      ),
+      Crash,
+    );
+    // What a rerun finds: the checkpoint before the save, whole (not half of the new one).
+    const back = await CheckpointFile.load(store, key);
+    assert.deepEqual(back?.checkpoint.toJSON(), saved);
+    // The run that crashed would not go on, but the file is at the version it holds.
+    await file.save(cp);
+    assert.deepEqual((await CheckpointFile.load(store, key))?.checkpoint.toJSON(), cp.toJSON());
+  });
+});
+
 test('a save fails with LEASE_LOST and changes nothing once another run wrote the checkpoint (fencing)', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);
@@ -312,4 +343,405 @@ test('the checkpoint of a thousand done accounts stays small: done accounts keep
   assert.ok(size < 400_000, `${size} bytes for 1,000 accounts of 50 users`);
   assert.equal(cp.exportComplete, true);
   assert.equal(cp.counters.usersExported, 50_000);
+});
+
+type Where = 'pending' | 'inProgress' | 'missing' | 'failed' | 'finished';
+interface Known {
+  where: Where;
+  user: UserRef;
+  token: string | null;
+  code?: string;
+}
+
+/**
+ * The checkpoint as a model: seeded rounds of event sequences such as the source
+ * emits them (users listed page by page or found by a scan, paged, restarted,
+ * missing then found or vanished, failed, finished; listings restarted; a resume of
+ * the export in between), checked after every event against a plain model of the
+ * documented semantics: each known user in exactly one set with its latest name
+ * and token, dirty exactly when committed pages of it may come again, the counters,
+ * completion, the resume plan, and a lossless round trip through JSON.
+ */
+test('any sequence of events the source emits leaves the checkpoint equal to the model, and it round-trips losslessly', () => {
+  const random = mulberry32(4242);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+  for (let round = 0; round < 80; round++) {
+    const cp = fresh();
+    const model = new Map<string, Known>();
+    const dirty = new Set<string>();
+    const counters = { exported: 0, vanished: 0, restarted: 0 };
+    let listing = { token: null as string | null, done: false, verified: false };
+    let resumes = 0;
+    let nextUser = 0;
+    let nextToken = 0;
+    const newUser = () => u(`U${nextUser++}`);
+    const renamed = (k: Known) => (random() < 0.3 ? u(k.user.userId.slice(4), `${k.user.userName}-r${nextToken}`) : k.user);
+    const committedSome = (k: Known | undefined) => k !== undefined && k.where !== 'pending' && k.where !== 'finished' && k.token !== null;
+    const inSet = (where: Where) => [...model.values()].filter((k) => k.where === where);
+    const log: string[] = [];
+    for (let step = 0; step < 30; step++) {
+      const open = [...model.values()].filter((k) => k.where === 'pending' || k.where === 'inProgress');
+      const choice = random();
+      let event: StateEvent;
+      if (choice < 0.15 && !listing.done) {
+        const users = Array.from({ length: Math.floor(random() * 3) }, () => (random() < 0.2 && model.size > 0 ? renamed(pick([...model.values()])) : newUser()));
+        const next = random() < 0.3 ? null : `L${nextToken++}`;
+        event = { kind: 'users-page', account: A, token: listing.token, nextToken: next, users };
+        for (const user of users) {
+          const k = model.get(user.userId);
+          if (!k) model.set(user.userId, { where: 'pending', user, token: null });
+          else if (k.where === 'pending') k.user = user;
+        }
+        listing = { token: next, done: next === null, verified: listing.verified };
+      } else if (choice < 0.2 && listing.done) {
+        const users = Array.from({ length: Math.floor(random() * 2) }, () => (random() < 0.3 && model.size > 0 ? pick([...model.values()]).user : newUser()));
+        const complete = random() < 0.5;
+        event = { kind: 'users-scanned', account: A, users, complete };
+        for (const user of users) if (!model.has(user.userId)) model.set(user.userId, { where: 'pending', user, token: null });
+        if (complete) listing.verified = true;
+      } else if (choice < 0.23) {
+        event = { kind: 'users-restarted', account: A };
+        listing = { token: null, done: false, verified: false };
+        counters.restarted++;
+      } else if (choice < 0.26) {
+        // A rerun of the export: failed users are retried.
+        cp.beginResume();
+        resumes++;
+        log.push('beginResume');
+        for (const k of inSet('failed')) k.where = k.token === null ? 'pending' : 'inProgress';
+        check(`after beginResume`);
+        continue;
+      } else if (open.length > 0 && choice < 0.85) {
+        const k = pick(open);
+        const user = k.user;
+        const what = random();
+        if (what < 0.4) {
+          event = { kind: 'user-page', user, nextToken: `K${nextToken++}` };
+          Object.assign(k, { where: 'inProgress', token: event.nextToken });
+        } else if (what < 0.6) {
+          event = { kind: 'user-done', user };
+          Object.assign(k, { where: 'finished', token: null });
+          counters.exported++;
+        } else if (what < 0.7) {
+          event = { kind: 'user-restarted', user };
+          if (committedSome(k) || dirty.has(user.userId)) dirty.add(user.userId);
+          Object.assign(k, { where: 'pending', token: null });
+          counters.restarted++;
+        } else if (what < 0.85) {
+          event = { kind: 'user-missing', user, token: k.token };
+          if (committedSome(k) || dirty.has(user.userId)) dirty.add(user.userId);
+          k.where = 'missing';
+        } else {
+          event = { kind: 'user-failed', user, code: pick(['AccessDenied', 'ServiceFailure']), token: k.token };
+          Object.assign(k, { where: 'failed', code: event.code });
+        }
+      } else {
+        const missing = inSet('missing');
+        if (missing.length === 0) continue;
+        const k = pick(missing);
+        if (random() < 0.5) {
+          const user = renamed(k);
+          event = { kind: 'user-found', user };
+          Object.assign(k, { where: 'pending', user, token: null });
+        } else {
+          event = { kind: 'user-vanished', user: k.user };
+          Object.assign(k, { where: 'finished', token: null });
+          counters.vanished++;
+        }
+      }
+      cp.apply(event);
+      log.push(JSON.stringify(event));
+      check(`after ${event.kind}`);
+    }
+    // The source closes a complete account; only then is the export complete, and the
+    // account keeps its counts and failed users, not its user sets.
+    if (accountComplete(cp)) {
+      cp.apply({ kind: 'account-done', account: A });
+      assert.equal(cp.exportComplete, true, `round ${round}: complete once the account is done`);
+      const closed = cp.toJSON().accounts.find((e) => e.id === A)!;
+      assert.equal(closed.progress, null, `round ${round}: no user sets kept`);
+      assert.deepEqual([closed.summary?.exported, closed.summary?.vanished, closed.summary?.failed.map((f) => f.user.userId).sort()], [counters.exported, counters.vanished, inSet('failed').map((k) => k.user.userId).sort()], `round ${round}: summary`);
+      assert.deepEqual(roundTrip(cp).toJSON(), cp.toJSON(), `round ${round}: round trip of the done account`);
+    } else {
+      assert.throws(() => cp.apply({ kind: 'account-done', account: A }), (e: unknown) => e instanceof ExportError && e.code === 'INTERNAL', `round ${round}: an incomplete account cannot close`);
+    }
+    function check(when: string) {
+      const label = `round ${round}, event ${log.length} ${when}`; // replay: the same seed and round
+      const json = cp.toJSON();
+      const users = cp.toJSON().accounts.find((e) => e.id === A)!.progress ?? { listing: { token: null, done: false, verified: false }, finished: [], pending: [], inProgress: [], missing: [], failed: [], exported: 0, vanished: 0 };
+      const ids = (where: Where) => inSet(where).map((k) => k.user.userId).sort();
+      assert.deepEqual(users.finished, ids('finished'), `${label}: finished`);
+      assert.deepEqual(users.pending.map((p) => p.userId).sort(), ids('pending'), `${label}: pending`);
+      assert.deepEqual(users.inProgress.map((r) => r.user.userId).sort(), ids('inProgress'), `${label}: in progress`);
+      assert.deepEqual(users.missing.map((r) => r.user.userId).sort(), ids('missing'), `${label}: missing`);
+      assert.deepEqual(users.failed.map((r) => r.user.userId).sort(), ids('failed'), `${label}: failed`);
+      assert.deepEqual(json.dirty, [...dirty].sort(), `${label}: dirty`);
+      for (const r of [...users.inProgress, ...users.missing, ...users.failed]) {
+        const k = model.get(r.user.userId)!;
+        assert.deepEqual([r.user, r.token], [k.user, k.token], `${label}: ${r.user.userId}'s name and token`);
+      }
+      for (const p of users.pending) assert.deepEqual(p, model.get(p.userId)!.user, `${label}: pending ${p.userId} under its latest name`);
+      for (const f of users.failed) assert.equal(f.code, model.get(f.user.userId)!.code, label);
+      assert.deepEqual(users.listing, listing, `${label}: listing`);
+      assert.equal(cp.counters.usersExported, counters.exported, label);
+      assert.equal(cp.counters.usersVanished, counters.vanished, label);
+      assert.equal(cp.counters.restartedListings, counters.restarted, label);
+      assert.equal(cp.resumes, resumes, label);
+      assert.equal(cp.usersKnown, model.size, label);
+      for (const id of model.keys()) assert.ok(cp.account(A)?.progress?.knows(id), `${label}: knows ${id}`);
+      assert.equal(cp.account(A)?.progress?.knows('AIDAnobody') ?? false, false);
+      const open = inSet('pending').length + inSet('inProgress').length + inSet('missing').length;
+      assert.equal(accountComplete(cp), listing.done && listing.verified && open === 0, `${label}: complete`);
+      assert.equal(cp.exportComplete, false, `${label}: the account is not closed yet`);
+      const plan = cp.resumePlan(A);
+      assert.deepEqual([...plan.known].sort(), [...model.keys()].sort(), `${label}: known`);
+      assert.deepEqual(plan.resume.map((r) => r.user.userId).sort(), [...ids('inProgress'), ...ids('pending')].sort(), `${label}: resumed users`);
+      for (const r of plan.resume) assert.deepEqual(r, { user: model.get(r.user.userId)!.user, token: model.get(r.user.userId)!.where === 'pending' ? null : model.get(r.user.userId)!.token }, label);
+      assert.deepEqual(plan.resume.slice(0, ids('inProgress').length).map((r) => r.user.userId).sort(), ids('inProgress'), `${label}: users in progress first`);
+      assert.deepEqual(plan.missing.map((m) => m.user.userId).sort(), ids('missing'), label);
+      assert.deepEqual([plan.listToken, plan.listingDone, plan.listingVerified, plan.usersExported], [listing.token, listing.done, listing.verified, counters.exported], label);
+      assert.deepEqual(roundTrip(cp).toJSON(), json, `${label}: round trip`);
+    }
+  }
+});
+
+test('user events go to the account of the user; an event for a done account is INTERNAL', () => {
+  const cp = fresh();
+  const other = '999999999999';
+  cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [u('A')] });
+  cp.apply({ kind: 'users-page', account: other, token: null, nextToken: 'p', users: [{ ...u('B'), accountId: other }] });
+  assert.deepEqual(cp.accounts.map((e) => [e.ref.id, e.status]), [[A, 'active'], [other, 'active']], 'an account first met in an event is created');
+  assert.deepEqual(cp.resumePlan(other).resume.map((r) => r.user.userId), ['AIDAB']);
+  assert.deepEqual(cp.resumePlan(A).resume.map((r) => r.user.userId), ['AIDAA']);
+  assert.equal(cp.resumePlan('000000000000').listToken, null, 'an unknown account has an empty plan');
+  cp.apply(scanned);
+  cp.apply({ kind: 'user-done', user: u('A') });
+  cp.apply({ kind: 'account-done', account: A });
+  assert.throws(() => cp.apply({ kind: 'user-done', user: u('A') }), (e: unknown) => e instanceof ExportError && e.code === 'INTERNAL' && e.message.includes(A));
+  assert.equal(cp.exportComplete, false, 'the other account is open');
+});
+
+test('a single-account snapshot that could not tell its account keeps its users under the empty id', () => {
+  const cp = new Checkpoint('20261128T111000Z', new Date(), config);
+  cp.selectAccounts([{ id: '', name: null }]);
+  cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [u('A')] });
+  cp.apply({ kind: 'user-done', user: u('A') });
+  assert.deepEqual(cp.accounts.map((e) => e.ref.id), [''], 'no second account');
+  assert.equal(cp.resumePlan('').usersExported, 1);
+});
+
+test('failed users are listed in name order, finished and dirty users in id order', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [u('C', 'carol'), u('A', 'zed'), u('B', 'amy'), u('D', 'amy')] });
+  for (const [id, name] of [['C', 'carol'], ['A', 'zed'], ['B', 'amy'], ['D', 'amy']] as const) cp.apply({ kind: 'user-failed', user: u(id, name), code: 'AccessDenied', token: null });
+  assert.deepEqual(cp.failedUsers.map((f) => f.user.userName), ['amy', 'amy', 'carol', 'zed']);
+  cp.apply(scanned);
+  cp.apply({ kind: 'account-done', account: A });
+  assert.deepEqual(cp.toJSON().accounts[0]!.summary!.failed.map((f) => f.user.userName), ['amy', 'amy', 'carol', 'zed']);
+  assert.deepEqual(cp.failedUsers.map((f) => f.user.userName), ['amy', 'amy', 'carol', 'zed'], 'from the summary of a done account');
+});
+
+test('what toJSON returns is a copy: changing it does not change the checkpoint', () => {
+  const cp = fresh();
+  cp.counters.calls.ListUsers = 1;
+  cp.counters.lastUsed.api = 3;
+  cp.addPart({ file: 'run-0a1b2c3d-000001.ndjson', rows: 2, sha256: 'ab' });
+  const json = cp.toJSON();
+  json.counters.calls.ListUsers = 99;
+  json.counters.lastUsed.api = 99;
+  (json.parts as PartInfo[]).push({ file: 'x', rows: 1, sha256: '' });
+  assert.equal(cp.counters.calls.ListUsers, 1);
+  assert.equal(cp.counters.lastUsed.api, 3);
+  assert.equal(cp.parts.length, 1);
+  assert.equal(cp.counters.rowsWritten, 2, 'a part adds its rows');
+  cp.addKeys(A, 2);
+  cp.addKeys(A, 3);
+  assert.equal(cp.account(A)!.keys, 5, 'keys counted per account');
+});
+
+/** The JSON of a checkpoint with a bit of everything, as a plain object to break: account A in progress, account B done. */
+function sample(): Record<string, any> {
+  const cp = fresh();
+  const B = '210987654321';
+  cp.selectAccounts([{ id: B, name: 'dev' }]);
+  cp.apply({ kind: 'users-page', account: A, token: null, nextToken: 'p2', users: [u('A'), u('B'), u('C'), u('D'), u('E')] });
+  cp.apply({ kind: 'user-done', user: u('A') });
+  cp.apply({ kind: 'user-page', user: u('B'), nextToken: 'kb' });
+  cp.apply({ kind: 'user-missing', user: u('C'), token: 'kc' });
+  cp.apply({ kind: 'user-failed', user: u('D'), code: 'AccessDenied', token: null });
+  const b = { ...u('F'), accountId: B };
+  cp.apply({ kind: 'account-started', account: { id: B, name: 'dev' }, facts: { alias: null, rootAccessKeysPresent: false } });
+  cp.apply({ kind: 'users-page', account: B, token: null, nextToken: null, users: [b] });
+  cp.apply({ kind: 'users-scanned', account: B, users: [], complete: true });
+  cp.apply({ kind: 'user-failed', user: b, code: 'AccessDenied', token: 'kf' });
+  cp.apply({ kind: 'account-done', account: B });
+  cp.addPart({ file: 'run-0a1b2c3d-000001.ndjson', rows: 3, sha256: 'ab' });
+  cp.counters.calls.ListUsers = 2;
+  cp.commits = 4;
+  return JSON.parse(JSON.stringify(cp.toJSON()));
+}
+
+test('a checkpoint that is inconsistent in any field is CHECKPOINT_CORRUPT, saying what is wrong', () => {
+  type Case = [string, (d: Record<string, any>) => unknown, string];
+  const pa = (d: Record<string, any>) => d.accounts[0].progress;
+  const cases: Case[] = [
+    ['not an object', () => 'text', 'not an object'],
+    ['null', () => null, 'not an object'],
+    ['an array', () => [], 'not an object'],
+    ['no version', (d) => void delete d.version, 'no version'],
+    ['a fractional version', (d) => void (d.version = 2.5), 'no version'],
+    ['a snapshot id that is not one', (d) => void (d.snapshotId = '2026-11-28'), 'bad snapshotId'],
+    ['a snapshot id that is not a string', (d) => void (d.snapshotId = 20261128), 'bad snapshotId'],
+    ['a snapshot id with more around it', (d) => void (d.snapshotId = 'x20261128T111000Zx'), 'bad snapshotId'],
+    ['no snapshot time', (d) => void (d.snapshotTime = 'soon'), 'bad snapshotTime'],
+    ['no config', (d) => void delete d.config, 'missing config'],
+    ['a null config', (d) => void (d.config = null), 'missing config'],
+    ['no parts', (d) => void delete d.parts, 'missing lists'],
+    ['no accounts', (d) => void (d.accounts = {}), 'missing lists'],
+    ['no dirty list', (d) => void delete d.dirty, 'missing lists'],
+    ['another configuration under the same fingerprint', (d) => void (d.config.format = 'parquet'), 'fingerprint does not match its configuration'],
+    ['an unknown phase', (d) => void (d.phase = 'over'), 'bad phase'],
+    ['negative commits', (d) => void (d.commits = -1), 'bad commits'],
+    ['fractional commits', (d) => void (d.commits = 1.5), 'bad commits'],
+    ...(['usersExported', 'usersVanished', 'rowsWritten', 'restartedListings', 'attempts', 'throttles', 'wallMs'] as const).map((k): Case => [`counter ${k} not a number`, (d) => void (d.counters[k] = '3'), `bad counter ${k}`]),
+    ['an infinite counter', (d) => void (d.counters.rowsWritten = 1e999), 'bad counter rowsWritten'],
+    ['no counters', (d) => void delete d.counters, 'bad counter usersExported'],
+    ...(['report', 'api', 'vanished', 'denied'] as const).map((k): Case => [`last-use counter ${k} not a number`, (d) => void (d.counters.lastUsed[k] = null), `bad last-use counter ${k}`]),
+    ['a call counter not a number', (d) => void (d.counters.calls.ListUsers = 'x'), 'bad call counter ListUsers'],
+    ['an infinite call counter', (d) => void (d.counters.calls.ListUsers = 1e999), 'bad call counter ListUsers'],
+    ['a part name no writer gives', (d) => void (d.parts[0].file = '../../etc/passwd'), 'bad part entry'],
+    ['a part without a name', (d) => void (d.parts[0] = null), 'bad part entry'],
+    ['a part with fractional rows', (d) => void (d.parts[0].rows = 1.5), 'bad part entry'],
+    ['a part without its hash', (d) => void (d.parts[0].sha256 = 7), 'bad part entry'],
+    ['a publishing entry without its folder', (d) => void (d.publishing = { datasets: [] }), 'bad publishing entry'],
+    ['a publishing entry without datasets', (d) => void (d.publishing = { dir: 'x/' }), 'bad publishing entry'],
+    ['a publishing dataset without a name', (d) => void (d.publishing = { dir: 'x/', datasets: [{ files: [] }] }), 'bad publishing entry'],
+    ['a publishing dataset without files', (d) => void (d.publishing = { dir: 'x/', datasets: [{ name: 'access_keys' }] }), 'bad publishing entry'],
+    ['a publishing entry with a file that is not a name', (d) => void (d.publishing = { dir: 'x/', datasets: [{ name: 'access_keys', files: ['_SUCCESS', 3] }] }), 'bad publishing entry'],
+    ['phase publishing without files', (d) => void (d.phase = 'publishing'), 'publishing without files'],
+    ['an account without an id', (d) => void delete d.accounts[0].id, 'bad account entry'],
+    ['an account of an unknown status', (d) => void (d.accounts[0].status = 'busy'), 'bad account entry'],
+    ['an account that is not an object', (d) => void (d.accounts[0] = null), 'bad account entry'],
+    ['an active account without progress', (d) => void (d.accounts[0].progress = null), `account ${A} active without progress`],
+    ['a done account without summary', (d) => void (d.accounts[1].summary = null), 'account 210987654321 done without summary'],
+    ['a summary without failed users', (d) => void (d.accounts[1].summary.failed = 1), 'account 210987654321: bad summary'],
+    ['a summary with a negative count', (d) => void (d.accounts[1].summary.exported = -1), 'bad count'],
+    ['a summary with a fractional count', (d) => void (d.accounts[1].summary.vanished = 0.5), 'bad count'],
+    ['a summary failed user without its user', (d) => void (d.accounts[1].summary.failed[0].user = null), 'bad user entry'],
+    ['a summary failed user with a bad token', (d) => void (d.accounts[1].summary.failed[0].token = 3), 'bad user token'],
+    ['an account with no key count', (d) => void delete d.accounts[0].keys, 'bad count'],
+    ['progress without a listing', (d) => void delete pa(d).listing, 'bad account progress'],
+    ['progress with a null listing', (d) => void (pa(d).listing = null), 'bad account progress'],
+    ['progress that is not an object', (d) => void (d.accounts[0].progress = 'x'), 'bad account progress'],
+    ...(['finished', 'pending', 'inProgress', 'missing', 'failed'] as const).map((k): Case => [`no ${k} list`, (d) => void (pa(d)[k] = {}), 'missing user lists']),
+    ['progress with no exported count', (d) => void delete pa(d).exported, 'bad count'],
+    ['progress with a negative vanished count', (d) => void (pa(d).vanished = -2), 'bad count'],
+    ['a finished id that is empty', (d) => void pa(d).finished.push(''), 'bad user id'],
+    ['a dirty id that is not a string', (d) => void d.dirty.push(7), 'bad user id'],
+    ...(['userName', 'userId', 'accountId', 'arn', 'path'] as const).map((f): Case => [`a pending user without ${f}`, (d) => void delete pa(d).pending[0][f], 'bad user entry']),
+    ['a pending user with a create date that is not a string', (d) => void (pa(d).pending[0].createDate = 5), 'bad user entry'],
+    ['a pending entry that is not a user', (d) => void (pa(d).pending[0] = null), 'bad user entry'],
+    ['a user in progress without its user', (d) => void delete pa(d).inProgress[0].user, 'bad user entry'],
+    ['a user in progress with a token that is not a string', (d) => void (pa(d).inProgress[0].token = 5), 'bad user token'],
+    ['a missing user with a token that is not a string', (d) => void (pa(d).missing[0].token = {}), 'bad user token'],
+    ['a failed user without its user', (d) => void (pa(d).failed[0].user = 'D'), 'bad user entry'],
+  ];
+  for (const [what, breakIt, why] of cases) {
+    const d = sample();
+    const replaced = breakIt(d);
+    const data = replaced === undefined ? d : replaced;
+    assert.throws(
+      () => Checkpoint.fromJSON(data, '/out/_staging/x/checkpoint.json'),
+      (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT' && err.message.includes(`(${why})`) && err.message.includes('/out/_staging/x/checkpoint.json') && err.context.file === '/out/_staging/x/checkpoint.json',
+      what,
+    );
+  }
+  assert.doesNotThrow(() => Checkpoint.fromJSON(sample(), 'x'), 'the unbroken sample loads');
+  assert.deepEqual(Checkpoint.fromJSON(sample(), 'x').toJSON(), sample(), 'and round-trips');
+});
+
+test('a checkpoint of another format version is CHECKPOINT_MISMATCH naming both versions', () => {
+  const d = sample();
+  d.version = 1;
+  assert.throws(
+    () => Checkpoint.fromJSON(d, 'cp.json'),
+    (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_MISMATCH' && err.message.includes('checkpoint format 1, this one reads 2') && err.context.file === 'cp.json',
+  );
+});
+
+test('optional and loosely typed fields of a checkpoint load as their defaults', () => {
+  const d = sample();
+  Object.assign(d, { accountId: 7, callerArn: ['x'], resumes: 'many', publishing: undefined, accountsSelected: 'yes' });
+  const p = d.accounts[0].progress;
+  p.listing = { token: 5, done: 'yes', verified: 1 };
+  p.inProgress[0].token = undefined;
+  p.missing[0].token = undefined;
+  p.failed[0].code = 403;
+  d.accounts[0].name = 5;
+  d.accounts[0].code = 7;
+  delete d.accounts[0].facts;
+  d.accounts[1].summary.failed[0].token = undefined;
+  d.accounts[1].summary.failed[0].code = 401;
+  delete d.counters.calls;
+  const cp = Checkpoint.fromJSON(d, 'x');
+  assert.equal(cp.accountId, null);
+  assert.equal(cp.callerArn, null);
+  assert.equal(cp.resumes, 0);
+  assert.equal(cp.publishing, null);
+  assert.equal(cp.accountsSelected, false);
+  assert.deepEqual([cp.account(A)!.ref.name, cp.account(A)!.code, cp.account(A)!.facts], [null, null, null]);
+  assert.deepEqual(cp.toJSON().accounts[0]!.progress!.listing, { token: null, done: false, verified: false });
+  assert.deepEqual(cp.resumePlan(A).resume.find((r) => r.user.userId === 'AIDAB'), { user: u('B'), token: null });
+  assert.deepEqual(cp.resumePlan(A).missing, [{ user: u('C'), token: null }]);
+  assert.deepEqual(cp.failedUsers.map((f) => [f.user.userId, f.code, f.token]), [['AIDAD', '403', null], ['AIDAF', '401', null]]);
+  assert.deepEqual(cp.counters.calls, {});
+  const kept = sample();
+  Object.assign(kept, { accountId: '123456789012', callerArn: 'arn:aws:iam::123456789012:user/x', resumes: 2, phase: 'publishing', publishing: { dir: 'p/', datasets: [{ name: 'access_keys', files: ['_SUCCESS'] }] } });
+  kept.accounts[0].progress.listing = { token: 'p2', done: true, verified: true };
+  const back = Checkpoint.fromJSON(kept, 'x');
+  assert.deepEqual([back.accountId, back.callerArn, back.resumes, back.phase, back.publishing, back.accountsSelected], ['123456789012', 'arn:aws:iam::123456789012:user/x', 2, 'publishing', { dir: 'p/', datasets: [{ name: 'access_keys', files: ['_SUCCESS'] }] }, true]);
+  assert.deepEqual(back.toJSON().accounts[0]!.progress!.listing, { token: 'p2', done: true, verified: true });
+  assert.deepEqual(back.account('210987654321')!.facts, { alias: null, rootAccessKeysPresent: false });
+  assert.equal(back.account('210987654321')!.ref.name, 'dev');
+  assert.equal(back.commits, 4);
+  assert.deepEqual(back.parts, [{ file: 'run-0a1b2c3d-000001.ndjson', rows: 3, sha256: 'ab' }]);
+  assert.equal(back.snapshotTime.toISOString(), '2026-11-28T11:10:00.123Z');
+});
+
+test('a checkpoint the store cannot read is CHECKPOINT_CORRUPT naming the cause and --fresh', async () => {
+  const store = new MemoryStore();
+  const denied = Object.assign(new Error('permission denied'), { code: 'EACCES' });
+  store.hook = () => {
+    throw denied;
+  };
+  await assert.rejects(CheckpointFile.load(store, 'cp.json'), (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT' && err.message.includes('cannot be read (EACCES)') && err.message.includes('--fresh') && err.message.includes('mem://root/cp.json') && err.cause === denied);
+  store.hook = () => {
+    throw Object.assign(new Error('s3'), { name: 'AccessDenied' });
+  };
+  await assert.rejects(CheckpointFile.load(store, 'cp.json'), /cannot be read \(AccessDenied\)/);
+  store.hook = undefined;
+  await store.write('cp.json', '{"half');
+  await assert.rejects(CheckpointFile.load(store, 'cp.json'), (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT' && err.message.includes('mem://root/cp.json is corrupt (not JSON)') && err.context.file === 'mem://root/cp.json');
+});
+
+test('a store failure while creating or saving the checkpoint passes through as it is (it is not a lost lease)', async () => {
+  const store = new MemoryStore();
+  const full = Object.assign(new Error('no space'), { code: 'ENOSPC' });
+  const file = await CheckpointFile.create(store, 'cp.json', fresh());
+  store.hook = (op) => {
+    if (op === 'write') throw full;
+  };
+  await assert.rejects(file.save(fresh()), (err) => err === full);
+  await assert.rejects(CheckpointFile.create(store, 'other.json', fresh()), (err) => err === full);
+  store.hook = undefined;
+  await file.save(fresh());
+  await file.save(fresh());
+  assert.ok(store.text('cp.json')!.includes('"snapshotId": "20261128T111000Z"'), 'saved after the failure, at the version it holds');
+});
+
+test('LEASE_LOST names the checkpoint that changed under the run', async () => {
+  const store = new MemoryStore();
+  const file = await CheckpointFile.create(store, 'cp.json', fresh());
+  await store.write('cp.json', 'someone else');
+  await assert.rejects(file.save(fresh()), (err: unknown) => err instanceof ExportError && err.code === 'LEASE_LOST' && err.message.includes('mem://root/cp.json') && err.context.file === 'mem://root/cp.json');
 });

@@ -31,8 +31,8 @@ async function assertWindow(fake: FakeIam, out: string, format: Format): Promise
 for (const format of ['csv', 'parquet'] as const) {
   // Parquet also has IAM expire every Marker at each change: listings restart.
   const rejectStaleMarkers = format === 'parquet';
-  test(`${format}: a --max-items slice, then 8 SIGKILLs with IAM changing after each (users deleted, created, renamed, keys rotated${rejectStaleMarkers ? ', Markers expiring' : ''}): the window rules hold exactly`, async () => {
-    await withFake({ users: 260, seed: 41, keysPerUser: { min: 0, max: 4 }, latencyMs: 10, jitterMs: 6, rejectStaleMarkers }, async (fake) => {
+  test(`${format}: a --max-items slice, then 5 SIGKILLs with IAM changing after each (users deleted, created, renamed, keys rotated${rejectStaleMarkers ? ', Markers expiring' : ''}): the window rules hold exactly`, async () => {
+    await withFake({ users: 200, seed: 41, keysPerUser: { min: 0, max: 4 }, latencyMs: 10, jitterMs: 6, rejectStaleMarkers }, async (fake) => {
       await withTemp(async (out) => {
         const args = ['--endpoint-url', fake.url, '--out', out, '--format', format, '--concurrency', '2', '--page-size', '3'];
         const env = { IKE_COMMIT_ROWS: '9', IKE_COMMIT_MS: '60' };
@@ -43,12 +43,12 @@ for (const format of ['csv', 'parquet'] as const) {
         await killLoop({
           args,
           out,
-          kills: 8,
+          kills: 5,
           finalizeKills: 0,
           seed: format === 'csv' ? 7 : 8,
           signal: 'SIGKILL',
           minMs: 50,
-          maxMs: 700,
+          maxMs: 400,
           env,
           afterKill: () => {
             fake.churn({ seed: 100 + round++, count: 25 });
@@ -56,7 +56,7 @@ for (const format of ['csv', 'parquet'] as const) {
         });
         await assertWindow(fake, out, format);
         const manifest = await verifyManifest(await onlySnapshotDir(out));
-        assert.ok(manifest.resumes >= 9);
+        assert.ok(manifest.resumes >= 6, 'the slice and every kill were resumed');
         if (rejectStaleMarkers) assert.ok(manifest.restarted_listings > 0, 'expired Markers restarted listings');
       });
     });

@@ -13,11 +13,11 @@ const MATRIX = { throttleProbability: 0.1, serverErrorProbability: 0.03, dropPro
 
 for (const format of ['csv', 'parquet'] as const) {
   test(`${format}: under 10% throttling, 3% 500s, 1% drops, 2% vanished and 1% denied users, the run exits 3 unpublished and --allow-partial publishes exactly the readable keys`, async () => {
-    await withFake({ users: 400, seed: 31, keysPerUser: { min: 0, max: 3 }, latencyMs: 2, ...MATRIX }, async (fake) => {
+    await withFake({ users: 200, seed: 31, keysPerUser: { min: 0, max: 3 }, latencyMs: 2, ...MATRIX }, async (fake) => {
       const truth = fake.truth();
       const denied = truth.users.filter((u) => u.denied).map((u) => u.userName).sort();
       const vanished = truth.users.filter((u) => u.vanished);
-      assert.ok(denied.length >= 3 && vanished.length >= 6);
+      assert.ok(denied.length >= 2 && vanished.length >= 4, 'the matrix has denied and vanished users');
       await withTemp(async (out) => {
         const args = ['--endpoint-url', fake.url, '--out', out, '--format', format, '--concurrency', '16', '--page-size', '20'];
         const first = await runCli(args);
@@ -40,7 +40,7 @@ for (const format of ['csv', 'parquet'] as const) {
         assert.deepEqual(manifest.users.failed.map((f) => f.user_name).sort(), denied);
         assert.ok(manifest.users.failed.every((f) => f.code === 'AccessDenied'));
         assert.equal(manifest.users.vanished, vanished.length);
-        assert.equal(manifest.users.seen, 400);
+        assert.equal(manifest.users.seen, 200);
         assert.ok(manifest.api.throttles > 0 && manifest.api.retries > 0, 'throttles and retries are counted across runs');
         assert.equal(manifest.resumes, 1);
       });

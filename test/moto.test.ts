@@ -21,7 +21,9 @@ const unavailable = motoUnavailable();
 // In CI moto_server is part of the machine: its absence is a failure, not a skip.
 const skip = unavailable && process.env.CI !== 'true' ? unavailable : false;
 
-const USERS = 300;
+const USERS = 100;
+/** Keys seeded: user i has i % 3 of them. */
+const KEYS = Array.from({ length: USERS }, (_, i) => i % 3).reduce((a, b) => a + b, 0);
 // Every character IAM allows in a user name, spread over the users.
 const ODD = ['_', '+', '=', ',', '.', '@', '-'];
 
@@ -62,7 +64,7 @@ test(`an account of ${USERS} users served by moto_server is exported with every 
         }
       }
     }
-    assert.equal(expected.length, 300, 'seeded 0, 1 or 2 keys per user');
+    assert.equal(expected.length, KEYS, 'seeded 0, 1 or 2 keys per user');
 
     for (const format of ['parquet', 'csv'] as const) {
       const dest = join(out, format);
@@ -75,7 +77,7 @@ test(`an account of ${USERS} users served by moto_server is exported with every 
       assert.match(types.create_date!, /^TIMESTAMP/);
       const manifest = await verifyManifest(await onlySnapshotDir(dest));
       assert.equal(manifest.users.seen, USERS);
-      assert.equal(manifest.rows, 300);
+      assert.equal(manifest.rows, KEYS);
     }
   } finally {
     client.destroy();

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AccessKeyMetadata } from '@aws-sdk/client-iam';
+import { IAMClient, type AccessKeyMetadata } from '@aws-sdk/client-iam';
 import { decodeToken, encodeToken, paginateAccessKeys, paginateUsers } from '../pipeline/source/paginate.ts';
 import { ExportError } from '../pipeline/errors.ts';
 import { stubIam } from './support/stub-iam.ts';
@@ -175,4 +175,110 @@ test('under random changes between iterations, every key present throughout is y
     }
     for (const id of seen) assert.ok(ever.has(id), `${label}: ${id} never existed`);
   }
+});
+
+/** A client whose every ListUsers / ListAccessKeys answer is `answer(request number)`. */
+function scripted(answer: (n: number, input: Record<string, unknown>) => object): { client: IAMClient; inputs: Record<string, unknown>[] } {
+  const client = new IAMClient({ region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'y' } });
+  const inputs: Record<string, unknown>[] = [];
+  client.middlewareStack.add(
+    () => async (args) => {
+      inputs.push({ ...(args.input as object) });
+      return { output: { $metadata: {}, ...answer(inputs.length - 1, args.input as Record<string, unknown>) } } as never;
+    },
+    { step: 'initialize', name: 'scripted' },
+  );
+  return { client, inputs };
+}
+
+test('an iteration that reaches MaxItems at the end of a server page stops without requesting another page', async () => {
+  const { client, requests } = stubIam({ u: keysOf(6) });
+  const pages = [];
+  for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: 2, MaxItems: 4 } })) pages.push(p);
+  assert.equal(requests.length, 2, 'two pages of two: no third call');
+  assert.deepEqual(pages.map((p) => p.AccessKeyMetadata.length), [2, 2]);
+  assert.equal(pages[1]!.IsTruncated, true);
+  assert.deepEqual(decodeToken(pages[1]!.NextToken!).skip, [], 'resumes at the next server page, skipping nothing');
+});
+
+test('the last page carries no NextToken at all, as boto3 pages do', async () => {
+  const { client } = stubIam({ u: keysOf(3) });
+  const pages = [];
+  for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: 2 } })) pages.push(p);
+  assert.deepEqual(pages.map((p) => Object.keys(p).sort()), [['AccessKeyMetadata', 'IsTruncated', 'NextToken'], ['AccessKeyMetadata', 'IsTruncated']]);
+  assert.equal(pages[1]!.IsTruncated, false);
+});
+
+test('a user with no keys is one empty, final page', async () => {
+  const { client, requests } = stubIam({ u: [] });
+  const pages = [];
+  for await (const p of paginateAccessKeys(client, { UserName: 'u' })) pages.push(p);
+  assert.deepEqual(pages, [{ AccessKeyMetadata: [], IsTruncated: false }]);
+  assert.equal(requests.length, 1);
+});
+
+test('a page without its item list counts as empty (users and keys)', async () => {
+  const users = scripted(() => ({ IsTruncated: false }));
+  const userPages = [];
+  for await (const p of paginateUsers(users.client, {})) userPages.push(p);
+  assert.deepEqual(userPages, [{ Users: [], IsTruncated: false }]);
+  const keys = scripted(() => ({ IsTruncated: false }));
+  const keyPages = [];
+  for await (const p of paginateAccessKeys(keys.client, { UserName: 'u' })) keyPages.push(p);
+  assert.deepEqual(keyPages, [{ AccessKeyMetadata: [], IsTruncated: false }]);
+});
+
+test('a server that answers the same Marker again does not make the paginator loop forever', async () => {
+  const { client, inputs } = scripted((n) => ({ Users: [{ UserName: `user${n}`, UserId: `AIDA${n}`, Arn: 'arn', Path: '/', CreateDate: new Date(0) }], IsTruncated: true, Marker: 'same' }));
+  let pages = 0;
+  for await (const _ of paginateUsers(client, {})) {
+    void _;
+    if (++pages > 10) break;
+  }
+  assert.ok(pages <= 2, `${pages} pages`);
+  assert.ok(inputs.length <= 2);
+});
+
+test('ListUsers is sent the PathPrefix and the PageSize; ListAccessKeys the UserName', async () => {
+  const users = [
+    { UserName: 'a', UserId: 'AIDA1', Arn: 'arn:aws:iam::123456789012:user/eng/a', Path: '/eng/', CreateDate: new Date(0) },
+    { UserName: 'b', UserId: 'AIDA2', Arn: 'arn:aws:iam::123456789012:user/b', Path: '/', CreateDate: new Date(0) },
+    { UserName: 'c', UserId: 'AIDA3', Arn: 'arn:aws:iam::123456789012:user/eng/c', Path: '/eng/', CreateDate: new Date(0) },
+  ];
+  const { client, requests } = stubIam({ a: keysOf(1) }, users);
+  const seen: string[] = [];
+  for await (const p of paginateUsers(client, { PathPrefix: '/eng/', PaginationConfig: { PageSize: 1 } })) seen.push(...p.Users.map((u) => u.UserName!));
+  assert.deepEqual(seen, ['a', 'c']);
+  assert.ok(requests.every((r) => r.PathPrefix === '/eng/' && r.MaxItems === 1), JSON.stringify(requests));
+  requests.length = 0;
+  for await (const _ of paginateUsers(client, {})) void _;
+  assert.deepEqual(requests, [{ action: 'ListUsers' }], 'no PathPrefix and no page size unless given');
+  requests.length = 0;
+  const keys = [];
+  for await (const p of paginateAccessKeys(client, { UserName: 'a' })) keys.push(...p.AccessKeyMetadata);
+  assert.equal(keys.length, 1);
+  assert.deepEqual(requests, [{ action: 'ListAccessKeys', UserName: 'a' }]);
+});
+
+test('PageSize 1 and 1000 are allowed, and MaxItems must be a whole number', async () => {
+  const { client } = stubIam({ u: keysOf(2) });
+  for (const cfg of [{ PageSize: 1 }, { PageSize: 1000 }, { MaxItems: 1 }]) {
+    for await (const _ of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: cfg })) void _;
+  }
+  for (const cfg of [{ MaxItems: 1.5 }, { MaxItems: -1 }, { PageSize: -5 }]) {
+    await assert.rejects(async () => {
+      for await (const _ of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: cfg })) void _;
+    }, RangeError);
+  }
+});
+
+test('an invalid StartingToken is named in the error (its first 40 characters)', async () => {
+  const { client } = stubIam({ u: keysOf(1) });
+  const bad = 'x'.repeat(50);
+  await assert.rejects(
+    async () => {
+      for await (const _ of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { StartingToken: bad } })) void _;
+    },
+    (err: unknown) => err instanceof ExportError && err.message.includes(`"${'x'.repeat(40)}"`) && !err.message.includes('x'.repeat(41)),
+  );
 });

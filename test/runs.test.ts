@@ -2,12 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { PartInfo } from '../pipeline/checkpoint.ts';
+import { createHash } from 'node:crypto';
+import { PART_NAME, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import { FAN_IN, mergeRuns, readRun, writeRun, type Observation } from '../pipeline/runs.ts';
-import type { AccessKeyRecord } from '../pipeline/schema.ts';
+import { compareRows, decodeRow, encodeRow, FAN_IN, mergeRuns, parseRow, readRun, removeOrphans, runFileName, writeRun, type Observation } from '../pipeline/runs.ts';
+import { compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
 import { mulberry32 } from './fake-iam/random.ts';
+import { withFaultHook } from './support/fault-points.ts';
+import { MemoryStore } from './support/memory-store.ts';
 import { withTemp } from './support/scope.ts';
 
 const TIME = new Date('2026-11-28T11:10:00.000Z');
@@ -32,8 +35,8 @@ function rec(user: string, key: string, userId = `AIDA${user.toUpperCase()}`, st
   };
 }
 
-/** A store that counts how many objects are being read at once. */
-class CountingStore extends LocalStore {
+/** A store (in memory: thousands of parts in a second) that counts how many objects are being read at once. */
+class CountingStore extends MemoryStore {
   open = 0;
   peak = 0;
   override async *readStream(key: string): AsyncIterable<Buffer> {
@@ -47,30 +50,29 @@ class CountingStore extends LocalStore {
   }
 }
 
-test(`merging 2,000 parts never holds more than ${FAN_IN} open, and yields every row once in published order`, async () => {
-  await withTemp(async (dir) => {
-    const store = new CountingStore(dir);
-    const random = mulberry32(5);
-    const parts: PartInfo[] = [];
-    let seq = 0;
-    const all: string[] = [];
-    for (let p = 0; p < 2000; p++) {
-      const obs: Observation[] = [];
-      for (let i = 0; i < 3; i++) {
-        const user = `u${String(Math.floor(random() * 500)).padStart(3, '0')}`;
-        const key = `AKIA${String(p * 3 + i).padStart(16, '0')}`;
-        all.push(`${user}/${key}`);
-        obs.push({ record: rec(user, key), seq: seq++ });
-      }
-      parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, obs));
+test(`merging more than twice ${FAN_IN} parts never holds more than ${FAN_IN} open, and yields every row once in published order`, async () => {
+  const store = new CountingStore();
+  const random = mulberry32(5);
+  const parts: PartInfo[] = [];
+  let seq = 0;
+  const all: string[] = [];
+  for (let p = 0; p < 2 * FAN_IN + 3; p++) {
+    const obs: Observation[] = [];
+    for (let i = 0; i < 3; i++) {
+      const user = `u${String(Math.floor(random() * 500)).padStart(3, '0')}`;
+      const key = `AKIA${String(p * 3 + i).padStart(16, '0')}`;
+      all.push(`${user}/${key}`);
+      obs.push({ record: rec(user, key), seq: seq++ });
     }
-    const stats = { duplicates: 0 };
-    const out: string[] = [];
-    for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'merge/' }, stats)) out.push(`${r.user_name}/${r.access_key_id}`);
-    assert.ok(store.peak <= FAN_IN, `${store.peak} open at once`);
-    assert.deepEqual(out, [...all].sort());
-    assert.equal(stats.duplicates, 0);
-  });
+    parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, obs));
+  }
+  const stats = { duplicates: 0 };
+  const out: string[] = [];
+  for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'merge/' }, stats)) out.push(`${r.user_name}/${r.access_key_id}`);
+  assert.ok(store.peak <= FAN_IN, `${store.peak} open at once`);
+  assert.ok(store.peak > FAN_IN / 2, `${store.peak} open at once: the merge uses its fan-in`);
+  assert.deepEqual(out, [...all].sort());
+  assert.equal(stats.duplicates, 0);
 });
 
 test('one row per access key: a dirty user seen under two names keeps only its latest observation, wherever it sorts', async () => {
@@ -119,4 +121,222 @@ test('a staged part changed on disk with the same length fails the merge with CH
       for await (const _ of readRun(store, 'runs/', part)) void _;
     }, (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT' && /sha256/.test(err.message));
   });
+});
+
+test('a record survives staging unchanged: every column, dates and nulls included', async () => {
+  const store = new MemoryStore();
+  const used = { ...rec('alice', 'AKIA1'), last_used_date: new Date('2026-11-01T08:09:10.011Z'), last_used_service: 's3', last_used_region: 'eu-west-1' };
+  const never = rec('bob', 'AKIA2');
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [
+    { record: never, seq: 1 },
+    { record: used, seq: 0 },
+  ]);
+  const back: AccessKeyRecord[] = [];
+  for await (const row of readRun(store, 'runs/', part)) back.push(decodeRow(row));
+  assert.deepEqual(back, [used, never], 'sorted, and equal to what went in');
+  assert.ok(back[0]!.create_date instanceof Date && back[0]!.last_used_date instanceof Date);
+});
+
+test('a staged line carries its sort key and observation in front; anything else is not a staged line', () => {
+  const row = parseRow(encodeRow({ record: rec('alice', 'AKIA1', 'AIDAX'), seq: 42 }))!;
+  assert.deepEqual({ ...row, line: undefined }, { account: '123456789012', userName: 'alice', keyId: 'AKIA1', seq: 42, userId: 'AIDAX', line: undefined });
+  for (const bad of ['', 'a\tb\tc\td', 'a\tb\tc\t1\tu', 'a\tb\tc\tx\tu\t[]', 'a\tb\tc\t1.5\tu\t[]']) assert.equal(parseRow(bad), undefined, JSON.stringify(bad));
+  assert.deepEqual(parseRow('a\tb\tc\t7\tu\t[]'), { account: 'a', userName: 'b', keyId: 'c', seq: 7, userId: 'u', line: 'a\tb\tc\t7\tu\t[]' });
+});
+
+test('rows order by account, user name, key id, then observation', () => {
+  const row = (account: string, user: string, key: string, seq: number) => parseRow(`${account}\t${user}\t${key}\t${seq}\tu\t[]`)!;
+  const sorted = [row('1', 'a', 'K1', 5), row('1', 'a', 'K1', 6), row('1', 'a', 'K2', 0), row('1', 'b', 'K0', 0), row('2', 'a', 'K0', 0)];
+  for (let i = 0; i < sorted.length; i++) {
+    for (let j = 0; j < sorted.length; j++) assert.equal(Math.sign(compareRows(sorted[i]!, sorted[j]!)), Math.sign(i - j), `${i} vs ${j}`);
+  }
+});
+
+test('the part names a writer gives are part names a checkpoint accepts, in write order', () => {
+  assert.equal(runFileName('0a1b2c3d', 7), 'run-0a1b2c3d-000007.ndjson');
+  assert.match(runFileName('0a1b2c3d', 123456), PART_NAME);
+  assert.ok(runFileName('0a1b2c3d', 9) < runFileName('0a1b2c3d', 10));
+});
+
+test('a part larger than one write is staged whole: its rows and sha256 are what the store holds', async () => {
+  const store = new MemoryStore();
+  const obs: Observation[] = Array.from({ length: 1500 }, (_, i) => ({ record: rec(`user${String(i).padStart(5, '0')}`, `AKIA${i}`), seq: i }));
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', obs);
+  const body = store.objects.get('runs/run-0a1b2c3d-000001.ndjson')!.body;
+  assert.ok(body.length > 256 * 1024 + 1000, 'more than one chunk of 256 KiB');
+  assert.equal(part.file, 'run-0a1b2c3d-000001.ndjson');
+  assert.equal(part.rows, 1500);
+  assert.equal(part.sha256, createHash('sha256').update(body).digest('hex'));
+  assert.equal(body.toString('utf8').split('\n').length, 1501, 'one line per row, each ending in a newline');
+  let n = 0;
+  for await (const _ of readRun(store, 'runs/', part)) n++;
+  assert.equal(n, 1500);
+});
+
+test('an empty part is an empty file that reads back as no rows', async () => {
+  const store = new MemoryStore();
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', []);
+  assert.equal(store.text('runs/run-0a1b2c3d-000001.ndjson'), '');
+  assert.equal(part.rows, 0);
+  const rows = [];
+  for await (const r of readRun(store, 'runs/', part)) rows.push(r);
+  assert.deepEqual(rows, []);
+});
+
+/** Reads a whole run; the error it fails with, if any. */
+async function readAll(store: MemoryStore, part: PartInfo): Promise<unknown> {
+  try {
+    for await (const _ of readRun(store, 'runs/', part)) void _;
+    return undefined;
+  } catch (err) {
+    return err;
+  }
+}
+
+test('a staged part that is missing, cut short, garbled, or holds other rows than its checkpoint entry is CHECKPOINT_CORRUPT naming it and --fresh', async () => {
+  const store = new MemoryStore();
+  const key = 'runs/run-0a1b2c3d-000001.ndjson';
+  const part = await writeRun(store, key, [
+    { record: rec('alice', 'AKIA1'), seq: 0 },
+    { record: rec('bob', 'AKIA2'), seq: 1 },
+  ]);
+  const good = store.text(key)!;
+  const cases: [string, string | undefined, PartInfo, RegExp][] = [
+    ['missing', undefined, part, /is missing/],
+    ['cut inside a line', good.slice(0, -5), part, /ends in the middle of a line/],
+    ['garbled line', 'not a staged line\n', part, /is not valid/],
+    ['one row less', good.slice(0, good.indexOf('\n') + 1), part, /does not match its checkpoint entry/],
+    ['same bytes, other row count', good, { ...part, rows: 3 }, /does not match its checkpoint entry/],
+  ];
+  for (const [what, body, entry, why] of cases) {
+    if (body === undefined) store.objects.delete(key);
+    else await store.write(key, body);
+    const err = await readAll(store, entry);
+    assert.ok(err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT', `${what}: ${String(err)}`);
+    assert.match(err.message, why, what);
+    assert.ok(err.message.includes('mem://root/runs/run-0a1b2c3d-000001.ndjson') && err.message.includes('--fresh'), `${what}: ${err.message}`);
+    assert.equal(err.context.file, 'mem://root/runs/run-0a1b2c3d-000001.ndjson');
+  }
+  await store.write(key, good);
+  assert.equal(await readAll(store, part), undefined, 'restored: it reads');
+});
+
+test('a part missing from S3 (NoSuchKey) is CHECKPOINT_CORRUPT too; any other read failure passes as it is', async () => {
+  const store = new MemoryStore();
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: rec('a', 'K'), seq: 0 }]);
+  const s3Missing = Object.assign(new Error('The specified key does not exist.'), { name: 'NoSuchKey' });
+  store.hook = (op) => {
+    if (op === 'readStream') throw s3Missing;
+  };
+  const err = await readAll(store, part);
+  assert.ok(err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT' && /is missing/.test(err.message), String(err));
+  const io = Object.assign(new Error('EIO'), { code: 'EIO' });
+  store.hook = (op) => {
+    if (op === 'readStream') throw io;
+  };
+  assert.equal(await readAll(store, part), io);
+});
+
+test('orphans are the staged files no committed part names; named parts stay', async () => {
+  const store = new MemoryStore();
+  for (const k of ['runs/run-0a1b2c3d-000001.ndjson', 'runs/run-0a1b2c3d-000002.ndjson', 'runs/.tmp', 'other/run-0a1b2c3d-000002.ndjson']) await store.write(k, 'x');
+  const named = [{ file: 'run-0a1b2c3d-000001.ndjson', rows: 1, sha256: '' }];
+  assert.deepEqual((await removeOrphans(store, 'runs', named)).sort(), ['runs/.tmp', 'runs/run-0a1b2c3d-000002.ndjson'], 'a folder given without its slash');
+  assert.deepEqual(store.keys(), ['other/run-0a1b2c3d-000002.ndjson', 'runs/run-0a1b2c3d-000001.ndjson']);
+  assert.deepEqual(await removeOrphans(store, 'runs/', named), []);
+});
+
+/**
+ * The merge as a model: seeded rounds of keys observed by a snapshot, some observed
+ * again later (a listing restarted: the user is dirty; or the same key re-read under
+ * the same name), some users renamed between observations, the observations cut into
+ * parts at random and merged with a random small fan-in (several rounds of
+ * intermediate runs). The result must equal the reference: one row per access key
+ * id for dirty users (the latest observation, wherever its name sorts), one row per
+ * (account, user, key) otherwise (the latest), sorted, with every dropped row counted.
+ */
+test('merging parts in rounds of any fan-in keeps exactly the latest observation of each key, sorted, and counts what it drops', async () => {
+  const random = mulberry32(1729);
+  for (let round = 0; round < 60; round++) {
+    const store = new MemoryStore();
+    const label = `round ${round}`;
+    const observations: Observation[] = [];
+    const dirty = new Set<string>();
+    let seq = 0;
+    const users = 1 + Math.floor(random() * 6);
+    for (let u = 0; u < users; u++) {
+      const userId = `AIDA${u}`;
+      let name = `user${u}`;
+      const keys = Math.floor(random() * 4);
+      const passes = random() < 0.3 ? 2 : 1;
+      if (passes === 2 && random() < 0.8) dirty.add(userId);
+      for (let pass = 0; pass < passes; pass++) {
+        if (pass === 1 && random() < 0.5) name = `renamed${u}`;
+        for (let k = 0; k < keys; k++) {
+          const status = random() < 0.5 ? 'Active' : 'Inactive';
+          observations.push({ record: rec(name, `AKIA${u}x${k}`, userId, status), seq: seq++ });
+        }
+      }
+    }
+    // The writer's observation order is the seq; parts are consecutive slices of it.
+    const parts: PartInfo[] = [];
+    for (let at = 0, n = 1; at < observations.length || parts.length === 0; n++) {
+      const size = 1 + Math.floor(random() * 4);
+      parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(n).padStart(6, '0')}.ndjson`, observations.slice(at, at + size)));
+      at += size;
+    }
+    const fanIn = 2 + Math.floor(random() * 3);
+    const stats = { duplicates: 0 };
+    const got: string[] = [];
+    for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty, scratch: 'scratch/', fanIn }, stats)) got.push(`${r.user_name}/${r.access_key_id}/${r.status}`);
+    // The reference.
+    const latestById = new Map<string, Observation>();
+    const latestByKey = new Map<string, Observation>();
+    for (const o of observations) {
+      if (dirty.has(o.record.user_id)) latestById.set(o.record.access_key_id, o);
+      else latestByKey.set(`${o.record.user_name}\t${o.record.access_key_id}`, o);
+    }
+    const kept = [...latestById.values(), ...latestByKey.values()].map((o) => o.record).sort(compareRecords);
+    assert.deepEqual(got, kept.map((r) => `${r.user_name}/${r.access_key_id}/${r.status}`), `${label} (fan-in ${fanIn}, ${parts.length} parts, dirty ${[...dirty].join(',')})`);
+    assert.equal(stats.duplicates, observations.length - kept.length, `${label}: dropped rows counted`);
+  }
+});
+
+test('a merge in rounds writes its intermediate runs under the scratch folder only, each reached as a fault point', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 7; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }]));
+  const points: string[] = [];
+  const rows: string[] = [];
+  await withFaultHook(
+    (name, detail) => void points.push(`${name} ${detail ?? ''}`),
+    async () => {
+      for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'scratch/', fanIn: 3 }, { duplicates: 0 })) rows.push(r.user_name);
+    },
+  );
+  assert.deepEqual(rows, ['u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6']);
+  // 7 parts at fan-in 3: round 0 makes 3 runs (3+3+1, the single one kept as it is), fine at 3.
+  assert.deepEqual(points, ['merge-round-written scratch/merge-0-00000.ndjson', 'merge-round-written scratch/merge-0-00001.ndjson']);
+  assert.deepEqual(store.keys('scratch/'), ['scratch/merge-0-00000.ndjson', 'scratch/merge-0-00001.ndjson']);
+  assert.deepEqual(store.keys('runs/').length, 7, 'the committed parts are left as they were');
+});
+
+test('a fan-in below two is taken as two', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 5; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }]));
+  for (const fanIn of [0, 1]) {
+    const rows: string[] = [];
+    for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: `scratch${fanIn}/`, fanIn }, { duplicates: 0 })) rows.push(r.user_name);
+    assert.deepEqual(rows, ['u0', 'u1', 'u2', 'u3', 'u4'], `fan-in ${fanIn}`);
+  }
+});
+
+test('a merge stopped early closes every part it opened', async () => {
+  const store = new CountingStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 4; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }, { record: rec(`v${p}`, `L${p}`), seq: 10 + p }]));
+  for await (const _ of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 's/' }, { duplicates: 0 })) break;
+  assert.equal(store.open, 0);
+  assert.equal(store.peak, 4);
 });

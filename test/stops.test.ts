@@ -110,7 +110,7 @@ test('a small account whose every user is denied is systemic too (min(20, all) u
 });
 
 test('an --allow-partial publish killed at every step of finalize still publishes partial, with the same failed users', async () => {
-  await withFake({ users: 60, seed: 9, keysPerUser: { min: 0, max: 2 }, deniedFraction: 0.05 }, async (fake) => {
+  await withFake({ users: 30, seed: 9, keysPerUser: { min: 0, max: 2 }, deniedFraction: 0.1 }, async (fake) => {
     const denied = fake.truth().users.filter((u) => u.denied).map((u) => u.userName).sort();
     assert.ok(denied.length >= 2);
     for (const point of ['data-file-written', 'manifest-written', 'success-written', 'publishing-saved', 'publish-renamed', 'latest-written']) {

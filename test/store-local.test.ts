@@ -1,12 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, open, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExportError } from '../pipeline/errors.ts';
 import { selfStamp } from '../pipeline/liveness.ts';
 import { CLAIM_STALE_MS, LocalStore } from '../pipeline/store/local.ts';
 import { isPreconditionFailed } from '../pipeline/store/store.ts';
 import { mulberry32 } from './fake-iam/random.ts';
+import { Crash, withFaultHook } from './support/fault-points.ts';
 import { withTemp } from './support/scope.ts';
 
 const claims = async (dir: string) => (await readdir(dir)).filter((f) => f.includes('.cas.'));
@@ -26,7 +28,7 @@ test('a write is read back with a version that changes on every write', async ()
 });
 
 test('create-if-absent: of many creators racing, exactly one wins in every round', async () => {
-  for (let round = 0; round < 30; round++) {
+  for (let round = 0; round < 15; round++) {
     await withTemp(async (dir) => {
       const results = await Promise.allSettled(Array.from({ length: 2 + (round % 5) }, (_, i) => new LocalStore(dir).write('k', `writer ${i}`, { ifNoneMatch: true })));
       assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, `round ${round}`);
@@ -38,7 +40,7 @@ test('create-if-absent: of many creators racing, exactly one wins in every round
 
 test('compare-and-swap: of many writers swapping the same version, exactly one wins per version; the others change nothing', async () => {
   const random = mulberry32(11);
-  for (let round = 0; round < 30; round++) {
+  for (let round = 0; round < 12; round++) {
     await withTemp(async (dir) => {
       const store = new LocalStore(dir);
       let version = await store.write('k', 'v0');
@@ -170,5 +172,287 @@ test('promote makes the staged folder the published one in one step, and done ag
     await store.write('_staging/t/publish-cd/_SUCCESS', '');
     await store.write('access_keys/snapshot_id=t/other', 'x');
     await assert.rejects(store.promote('_staging/t/publish-cd/', 'access_keys/snapshot_id=t/', ['_SUCCESS']), (err: unknown) => err instanceof ExportError && err.code === 'SNAPSHOT_PUBLISHED');
+  });
+});
+
+/** Every file and folder under `dir`, relative, sorted (temp and claim files included). */
+async function tree(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).map(String).sort();
+}
+
+const bytes = (text: string) => (async function* () {
+  yield Buffer.from(text);
+})();
+
+test('keys are paths under the root; the empty key is the root', () => {
+  const store = new LocalStore('/data/export');
+  assert.equal(store.describe(''), '/data/export');
+  assert.equal(store.describe('access_keys/snapshot_id=x/_SUCCESS'), join('/data/export', 'access_keys', 'snapshot_id=x', '_SUCCESS'));
+});
+
+test('bodies of every size are written exactly, the version read is the version written, and nothing else is left', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    for (const body of ['', 'x', 'xy', 'héllo wörld', Buffer.from([0, 1, 2, 255]), 'z'.repeat(100_000)]) {
+      const version = await store.write('k', body);
+      const back = await store.read('k');
+      assert.deepEqual(back?.body, Buffer.from(body), `${body.length} bytes`);
+      assert.equal(back?.version, version);
+    }
+    const created = await store.write('new', 'n', { ifNoneMatch: true });
+    assert.equal((await store.read('new'))?.version, created, 'a create returns the version of what it created');
+    assert.deepEqual(await tree(dir), ['k', 'new']);
+  });
+});
+
+test('a write that fails midway leaves the old object whole and no temp file', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const v1 = await store.write('_staging/s/checkpoint.json', 'old contents');
+    for (const condition of [undefined, { ifMatch: v1 }, { ifNoneMatch: true as const }]) {
+      await assert.rejects(
+        withFaultHook(
+          (name, detail) => {
+            if (name === 'store-write-midway' && detail === '_staging/s/checkpoint.json') throw new Crash(name);
+          },
+          () => store.write('_staging/s/checkpoint.json', 'new contents', condition),
+        ),
+        Crash,
+      );
+      assert.equal((await store.read('_staging/s/checkpoint.json'))?.body.toString(), 'old contents', JSON.stringify(condition));
+      assert.deepEqual(await tree(join(dir, '_staging/s')), ['checkpoint.json'], `${JSON.stringify(condition)}: no temp or claim file left`);
+    }
+  });
+});
+
+test('a write through a file in the way fails; a read of a folder fails; neither is "absent"', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await store.write('blocker', 'x');
+    await assert.rejects(store.write('blocker/inner.json', 'y'), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOTDIR');
+    await store.write('folder/k', 'x');
+    await assert.rejects(store.read('folder'), (err: unknown) => (err as NodeJS.ErrnoException).code === 'EISDIR');
+    assert.equal(await store.exists('blocker/inner.json'), false, 'under a file: absent');
+    assert.equal(await store.exists('folder'), true);
+    assert.equal(await store.exists('missing/deeper'), false);
+  });
+});
+
+test('a create meeting a folder at its key fails the precondition; one the file system refuses raises its error; neither leaves a temp file', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await mkdir(join(dir, 'k'));
+    await writeFile(join(dir, 'k', 'inside'), '');
+    // A folder at the key: link() says EEXIST, which is what a create must report as "exists".
+    await assert.rejects(store.write('k', 'x', { ifNoneMatch: true }), isPreconditionFailed);
+    const long = 'n'.repeat(250);
+    await assert.rejects(store.write(long, 'x', { ifNoneMatch: true }), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENAMETOOLONG');
+    assert.deepEqual(await tree(dir), ['k', 'k/inside']);
+  });
+});
+
+test('a replace over a folder fails with its error and leaves no temp file', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await store.write('k/inside', 'x');
+    await assert.rejects(store.write('k', 'y'), (err: unknown) => ['EISDIR', 'ENOTEMPTY', 'EEXIST'].includes((err as NodeJS.ErrnoException).code ?? ''));
+    assert.deepEqual(await tree(dir), ['k', 'k/inside']);
+  });
+});
+
+test('a compare-and-swap on a missing key, or under a file, fails the precondition and leaves no claim', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const v = await store.write('k', 'one');
+    await store.delete('k');
+    await assert.rejects(store.write('k', 'two', { ifMatch: v }), isPreconditionFailed);
+    await assert.rejects(store.delete('k', { ifMatch: v }), isPreconditionFailed);
+    await store.write('f', 'file');
+    await assert.rejects(store.write('f/k', 'x', { ifMatch: v }), (err: unknown) => isPreconditionFailed(err) || (err as NodeJS.ErrnoException).code === 'ENOTDIR');
+    await assert.rejects(store.delete('gone/k', { ifMatch: v }), isPreconditionFailed, 'the folder is gone, and the key with it');
+    assert.deepEqual(await tree(dir), ['f']);
+  });
+});
+
+test('a claim that is not a process stamp blocks while it is young and is broken once old', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    for (const text of ['not json', '{"pid":"7"}', 'null']) {
+      await writeFile(claim, text);
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed, text);
+    }
+    const old = new Date(Date.now() - CLAIM_STALE_MS);
+    await utimes(claim, old, old);
+    await store.write('k', 'two', { ifMatch: version });
+    assert.deepEqual(await claims(dir), [], 'broken, then dropped');
+    assert.deepEqual((await readdir(dir)).filter((f) => f.includes('.stale.')), [], 'the renamed stale claim is removed too');
+  });
+});
+
+test('of writers racing to break the same stale claim, one wins the version and the others fail the precondition', async () => {
+  for (let round = 0; round < 8; round++) {
+    await withTemp(async (dir) => {
+      const version = await new LocalStore(dir).write('k', 'one');
+      await writeFile(join(dir, `.k.cas.${version}`), JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+      const results = await Promise.allSettled([0, 1, 2].map((i) => new LocalStore(dir).write('k', `writer ${i}`, { ifMatch: version })));
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, `round ${round}`);
+      for (const r of results) if (r.status === 'rejected') assert.ok(isPreconditionFailed(r.reason), String(r.reason));
+      assert.deepEqual(await tree(dir), ['k']);
+    });
+  }
+});
+
+test('an upload streams its chunks into the key whole, returning their size and sha256', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const chunks = Array.from({ length: 40 }, (_, i) => Buffer.alloc(16 * 1024 + i, i));
+    const result = await store.upload('a/b/part.bin', (async function* () {
+      yield* chunks;
+    })());
+    const all = Buffer.concat(chunks);
+    assert.deepEqual(await readFile(join(dir, 'a/b/part.bin')), all);
+    assert.deepEqual(result, { bytes: all.length, sha256: createHash('sha256').update(all).digest('hex') });
+    const empty = await store.upload('a/empty', (async function* () {})());
+    assert.deepEqual(empty, { bytes: 0, sha256: createHash('sha256').digest('hex') });
+    assert.deepEqual(await tree(join(dir, 'a')), ['b', 'b/part.bin', 'empty']);
+  });
+});
+
+test('an upload the file system refuses is OUTPUT_IO naming the file, leaving nothing; an encoder error passes unchanged', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const long = `x/${'n'.repeat(250)}`;
+    await assert.rejects(store.upload(long, bytes('data')), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_IO' && err.message === `cannot write ${join(dir, long)}: ENAMETOOLONG` && err.context.file === join(dir, long));
+    // The key is a folder: the final rename fails.
+    await store.write('y/part.csv/inside', 'x');
+    await assert.rejects(store.upload('y/part.csv', bytes('data')), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_IO' && err.message.startsWith(`cannot write ${join(dir, 'y/part.csv')}: E`));
+    assert.deepEqual(await tree(join(dir, 'y')), ['part.csv', 'part.csv/inside'], 'no temp file left');
+    const bad = new ExportError('INTERNAL', 'record 3 (AKIA): status is missing');
+    await assert.rejects(store.upload('z/part.csv', (async function* () {
+      yield Buffer.from('header\n');
+      throw bad;
+    })()), (err) => err === bad);
+    const errno = Object.assign(new Error('source EIO'), { code: 'EIO' });
+    await assert.rejects(store.upload('z/part.csv', (async function* () {
+      throw errno;
+    })()), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_IO' && err.cause === errno, 'an errno error is about the file');
+    assert.deepEqual(await readdir(join(dir, 'z')), []);
+  });
+});
+
+test('a disk that fills up during an upload is OUTPUT_IO naming the file, leaving nothing', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const probe = await open(join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { appendFile: (...args: unknown[]) => Promise<void> };
+    await probe.close();
+    const original = proto.appendFile;
+    const full = Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    proto.appendFile = async () => {
+      throw full;
+    };
+    try {
+      await assert.rejects(store.upload('p/part.csv', bytes('rows')), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_IO' && err.message === `cannot write ${join(dir, 'p/part.csv')}: ENOSPC` && err.cause === full);
+    } finally {
+      proto.appendFile = original;
+    }
+    assert.deepEqual(await readdir(join(dir, 'p')), []);
+  });
+});
+
+test('a missing key reads as a stream error with code ENOENT; an existing one streams its bytes', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await assert.rejects(async () => {
+      for await (const _ of store.readStream('nope')) void _;
+    }, (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT');
+    const big = Buffer.alloc(600 * 1024, 7);
+    await store.write('big', big);
+    const chunks: Buffer[] = [];
+    for await (const c of store.readStream('big')) chunks.push(c);
+    assert.deepEqual(Buffer.concat(chunks), big);
+  });
+});
+
+test('list finds every file under a folder, recursively, as keys; a missing folder or a file lists nothing', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    for (const k of ['s/a', 's/b/c', 's/b/d/e', 'other/x', 'sx']) await store.write(k, '1');
+    assert.deepEqual((await store.list('s/')).sort(), ['s/a', 's/b/c', 's/b/d/e']);
+    assert.deepEqual((await store.list('s')).sort(), ['s/a', 's/b/c', 's/b/d/e'], 'with or without the slash');
+    assert.deepEqual(await store.list('missing/'), []);
+    assert.deepEqual(await store.list('sx/'), []);
+    assert.deepEqual((await store.list('')).sort(), ['other/x', 's/a', 's/b/c', 's/b/d/e', 'sx']);
+  });
+});
+
+test('deleting a folder removes everything under it; deleting what is not there is fine', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    for (const k of ['s/a', 's/b/c', 'keep/x']) await store.write(k, '1');
+    await store.deletePrefix('s/');
+    assert.deepEqual(await tree(dir), ['keep', 'keep/x']);
+    await store.deletePrefix('s/');
+    await store.deletePrefix('gone/deeper/');
+    await store.delete('gone/deeper/k');
+    await store.delete('keep/x');
+    assert.deepEqual(await tree(dir), ['keep']);
+  });
+});
+
+test('folders are created one level at a time, each with the mode of its place, also when two writers create them at once', async () => {
+  await withTemp(async (dir) => {
+    const previous = process.umask(0o022);
+    try {
+      const store = new LocalStore(dir, { privatePrefix: 'secret/', publicSegment: /^pub/ });
+      await Promise.all([store.write('secret/a/b/c.json', 'x'), store.write('secret/a/b/d.json', 'y'), store.write('secret/a/pub-1/e.csv', 'z'), store.write('open/f', 'w')]);
+      const mode = async (p: string) => (await stat(join(dir, p))).mode & 0o777;
+      assert.deepEqual(await Promise.all(['secret', 'secret/a', 'secret/a/b', 'secret/a/b/c.json', 'secret/a/pub-1', 'secret/a/pub-1/e.csv', 'open', 'open/f'].map(mode)), [0o700, 0o700, 0o700, 0o600, 0o755, 0o644, 0o755, 0o644]);
+      await store.write('_staging/s/checkpoint.json', 'x');
+      assert.equal(await mode('_staging/s/checkpoint.json'), 0o644, 'with another private prefix, _staging is not private');
+    } finally {
+      process.umask(previous);
+    }
+  });
+});
+
+test('promote makes a published folder readable even when it was staged private, and fails on a missing source', async () => {
+  await withTemp(async (dir) => {
+    const previous = process.umask(0o022);
+    try {
+      const store = new LocalStore(dir, { publicSegment: /^never$/ });
+      await store.write('_staging/s/publish-ab/_SUCCESS', '');
+      assert.equal((await stat(join(dir, '_staging/s/publish-ab'))).mode & 0o777, 0o700);
+      const renamed: string[] = [];
+      await withFaultHook((name, detail) => void renamed.push(`${name} ${detail}`), () => store.promote('_staging/s/publish-ab/', 'access_keys/snapshot_id=s/', ['_SUCCESS']));
+      assert.deepEqual(renamed, ['publish-renamed access_keys/snapshot_id=s/']);
+      assert.equal((await stat(join(dir, 'access_keys/snapshot_id=s'))).mode & 0o777, 0o755);
+      assert.equal((await stat(join(dir, 'access_keys'))).mode & 0o777, 0o755);
+      await assert.rejects(store.promote('_staging/t/publish-cd/', 'access_keys/snapshot_id=t/', ['_SUCCESS']), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT', 'nothing staged and nothing published');
+      await assert.rejects(store.promote('_staging/s/publish-ab/', 'access_keys/snapshot_id=s/', []), (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL');
+      await store.write('_staging/u/publish-ef/_SUCCESS', '');
+      await store.write('access_keys/snapshot_id=u/_SUCCESS', '');
+      await assert.rejects(store.promote('_staging/u/publish-ef/', 'access_keys/snapshot_id=u/', ['_SUCCESS']), (err: unknown) => err instanceof ExportError && err.code === 'SNAPSHOT_PUBLISHED' && err.message.includes(join(dir, 'access_keys/snapshot_id=u')) && err.context.file === join(dir, 'access_keys/snapshot_id=u'));
+    } finally {
+      process.umask(previous);
+    }
+  });
+});
+
+test('every file-system errno met during an upload is OUTPUT_IO naming the file; other errors pass as they are', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    for (const code of ['EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'EDQUOT', 'ENOTDIR', 'EEXIST', 'EIO', 'EISDIR', 'EMFILE', 'ENFILE', 'ENOENT', 'ELOOP', 'ENAMETOOLONG', 'EFBIG']) {
+      const failure = Object.assign(new Error(code), { code });
+      await assert.rejects(store.upload('u/part.csv', (async function* () {
+        throw failure;
+      })()), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_IO' && err.message === `cannot write ${join(dir, 'u/part.csv')}: ${code}`, code);
+    }
+    const other = Object.assign(new Error('reset'), { code: 'ECONNRESET' });
+    await assert.rejects(store.upload('u/part.csv', (async function* () {
+      throw other;
+    })()), (err) => err === other);
   });
 });

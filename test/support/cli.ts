@@ -39,6 +39,8 @@ export interface RunningCli {
   readonly done: Promise<CliResult>;
   /** What the CLI wrote to stdout so far. */
   stdout(): string;
+  /** What the CLI wrote to stderr so far. */
+  stderr(): string;
   /** Signals the CLI's whole process group. */
   kill(signal: NodeJS.Signals): void;
 }
@@ -59,6 +61,7 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = testE
     child,
     done,
     stdout: () => stdout,
+    stderr: () => stderr,
     kill(signal) {
       try {
         process.kill(-child.pid!, signal);

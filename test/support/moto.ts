@@ -38,7 +38,9 @@ export async function startMoto(options: { env?: Record<string, string> } = {}):
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  for (let i = 0; i < 150; i++) {
+  // Python start-up on a loaded machine can take tens of seconds: a generous bound, polled.
+  const deadline = Date.now() + 120_000;
+  for (;;) {
     if (child.exitCode !== null) throw new Error(`moto_server exited: ${stderr}`);
     try {
       const res = await fetch(`${url}/moto-api/`);
@@ -48,7 +50,7 @@ export async function startMoto(options: { env?: Record<string, string> } = {}):
       // not listening yet
     }
     await sleep(100);
-    if (i === 149) {
+    if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`moto_server did not start: ${stderr}`);
     }

@@ -1,0 +1,45 @@
+// Mutation testing of the core modules: `make mutate` (README, "Mutation testing").
+//
+// One line per module: the module, and the fast unit test files written for it.
+// A mutant runs only the files of this table that executed its code in the dry
+// run (per-file coverage), never the CLI or crash suites (child processes, minutes).
+const MODULES = {
+  'pipeline/checkpoint.ts': ['test/checkpoint.test.ts'],
+  'pipeline/source/paginate.ts': ['test/paginate.test.ts'],
+  'pipeline/source/budget.ts': ['test/budget.test.ts'],
+  'pipeline/source/channel.ts': ['test/channel.test.ts'],
+  'pipeline/source/fanout.ts': ['test/fanout.test.ts'],
+  'pipeline/runs.ts': ['test/runs.test.ts'],
+  'pipeline/snapshot.ts': ['test/snapshot.test.ts'],
+  'pipeline/lease.ts': ['test/lease.test.ts'],
+  'pipeline/errors.ts': ['test/errors.test.ts'],
+  'pipeline/store/local.ts': ['test/store-local.test.ts'],
+};
+
+/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
+export default {
+  mutate: Object.keys(MODULES),
+  // The TAP runner runs one test file per node process, in-process (no --test: that
+  // would fork a child per file and lose the coverage), so Stryker learns which
+  // files cover which mutant. The command runner would rerun everything per mutant.
+  testRunner: 'tap',
+  tap: {
+    testFiles: [...new Set(Object.values(MODULES).flat())],
+    nodeArgs: ['--import', 'tsx', '--test-reporter=tap', '-r', '{{hookFile}}', '{{testFile}}'],
+  },
+  coverageAnalysis: 'perTest',
+  // Mutants that do not compile are discarded before any test runs.
+  checkers: ['typescript'],
+  tsconfigFile: 'tsconfig.json',
+  reporters: ['clear-text', 'progress', 'html', 'json'],
+  clearTextReporter: { allowColor: false, logTests: false, reportTests: false, reportMutants: false },
+  htmlReporter: { fileName: 'reports/mutation/index.html' },
+  jsonReporter: { fileName: 'reports/mutation/mutation.json' },
+  incrementalFile: 'reports/mutation/incremental.json',
+  tempDirName: 'reports/.stryker-tmp',
+  ignorePatterns: ['/export', '/bench/results.*'],
+  thresholds: { high: 90, low: 85, break: null },
+  // Two cores, shared: one runner per core; a timed-out mutant (an endless loop) counts as killed.
+  concurrency: 2,
+  timeoutMS: 10000,
+};

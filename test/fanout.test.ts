@@ -1,0 +1,716 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setImmediate as tick } from 'node:timers/promises';
+import type { AccessKeyMetadata, User } from '@aws-sdk/client-iam';
+import { Checkpoint } from '../pipeline/checkpoint.ts';
+import { ExportError } from '../pipeline/errors.ts';
+import type { SourceKey, StateEvent } from '../pipeline/items.ts';
+import { KeyBudget } from '../pipeline/source/budget.ts';
+import { MAX_LISTING_RESTARTS, MAX_SCANS, readAhead, sourceStream, SYSTEMIC_SAMPLE } from '../pipeline/source/fanout.ts';
+import { mulberry32 } from './fake-iam/random.ts';
+import { DATA_CONFIG, SNAPSHOT_ID, SNAPSHOT_TIME } from './support/records.ts';
+import { drain, outcome } from './support/settle.ts';
+import { stubIam, type StubOptions, type StubRequest } from './support/stub-iam.ts';
+
+const ACCOUNT = '123456789012';
+
+/** An AWS-shaped error, as the SDK throws it after its retries. */
+function awsError(name: string, status: number): Error {
+  return Object.assign(new Error(`${name} (message never read)`), { name, $fault: status >= 500 ? 'server' : 'client', $metadata: { httpStatusCode: status } });
+}
+
+/** An IAM account the stub serves: users in name order, keys by user name; both change under the run. */
+class Account {
+  readonly users: User[] = [];
+  readonly keys: Record<string, AccessKeyMetadata[]> = {};
+  #ids = 0;
+
+  add(name: string, keys: number, path = '/'): User {
+    const id = `AIDA${String(++this.#ids).padStart(6, '0')}`;
+    const user: User = { UserName: name, UserId: id, Arn: `arn:aws:iam::${ACCOUNT}:user${path}${name}`, Path: path, CreateDate: new Date(0) };
+    this.users.push(user);
+    this.users.sort((a, b) => (a.UserName! < b.UserName! ? -1 : 1));
+    this.keys[name] = Array.from({ length: keys }, (_, i) => ({ UserName: name, AccessKeyId: `AKIA${id.slice(4)}K${i}`, Status: 'Active', CreateDate: new Date(i * 1000) }));
+    return user;
+  }
+
+  rename(from: string, to: string): void {
+    const user = this.users.find((u) => u.UserName === from)!;
+    user.UserName = to;
+    user.Arn = `arn:aws:iam::${ACCOUNT}:user/${to}`;
+    this.users.sort((a, b) => (a.UserName! < b.UserName! ? -1 : 1));
+    this.keys[to] = this.keys[from]!.map((k) => ({ ...k, UserName: to }));
+    delete this.keys[from];
+  }
+
+  remove(name: string): void {
+    this.users.splice(this.users.findIndex((u) => u.UserName === name), 1);
+    delete this.keys[name];
+  }
+
+  /** ListAccessKeys of a user that is not there answers NoSuchEntity, as IAM does. */
+  stub(options: StubOptions = {}) {
+    return stubIam(this.keys, this.users, {
+      ...options,
+      fail: (request, index) => {
+        const f = options.fail?.(request, index);
+        if (f !== undefined) return f;
+        if (request.action === 'ListAccessKeys' && !this.users.some((u) => u.UserName === request.UserName)) return awsError('NoSuchEntity', 404);
+        return undefined;
+      },
+    });
+  }
+}
+
+interface RunResult {
+  readonly records: SourceKey[];
+  readonly states: StateEvent[];
+  readonly fatal: ExportError | undefined;
+  readonly throttled: boolean;
+}
+
+interface RunOptions {
+  readonly client: ReturnType<typeof stubIam>['client'];
+  readonly cp: Checkpoint;
+  readonly concurrency?: number;
+  readonly pageSize?: number;
+  readonly maxItems?: number;
+  readonly pathPrefix?: string;
+  readonly stopAfterBatches?: number;
+  /** The run's stop (a test may abort it from inside a call). */
+  readonly stop?: AbortController;
+  /** The account the snapshot reads (default ACCOUNT, that of the stub's users). */
+  readonly accountId?: string;
+  readonly onUsersListed?: (count: number, last: boolean) => void;
+  readonly onUserFinished?: () => void;
+}
+
+/**
+ * One run of the source, as run.ts drives it: every batch is committed at once
+ * (its STATE applied to the checkpoint), a fatal error or throttling stops the run.
+ */
+async function runSource(o: RunOptions): Promise<RunResult> {
+  const stop = o.stop ?? new AbortController();
+  let fatal: ExportError | undefined;
+  let throttled = false;
+  const records: SourceKey[] = [];
+  const states: StateEvent[] = [];
+  const account = o.accountId ?? ACCOUNT;
+  const entry = o.cp.account(account);
+  const stream = sourceStream({
+    // One account, the credentials' own (every error is the run's), unless it is done.
+    accounts: entry?.status === 'done' ? [] : [{ ref: { id: account, name: null }, plan: o.cp.resumePlan(account) }],
+    accountConcurrency: 1,
+    prepare: async () => ({ client: o.client, facts: { alias: null, rootAccessKeysPresent: null } }),
+    accountFailures: false,
+    pathPrefix: o.pathPrefix ?? '/',
+    pageSize: o.pageSize ?? 100,
+    concurrency: o.concurrency ?? 4,
+    stop: stop.signal,
+    onFatal: (err) => {
+      fatal ??= err;
+      stop.abort(err);
+    },
+    onThrottled: () => {
+      throttled = true;
+      stop.abort('throttled');
+    },
+    budget: o.maxItems === undefined ? undefined : new KeyBudget(o.maxItems, stop.signal),
+    endpoint: 'https://iam.amazonaws.com',
+    ...(o.onUsersListed ? { onUsersListed: o.onUsersListed } : {}),
+    ...(o.onUserFinished ? { onUserFinished: o.onUserFinished } : {}),
+  });
+  let batches = 0;
+  for await (const batch of stream as AsyncIterable<readonly ({ type: 'RECORD'; record: SourceKey } | { type: 'STATE'; state: StateEvent })[]>) {
+    assert.equal(batch.at(-1)?.type, 'STATE', 'a batch ends with the STATE that vouches for it');
+    for (const item of batch) {
+      if (item.type === 'RECORD') records.push(item.record);
+      else {
+        o.cp.apply(item.state);
+        states.push(item.state);
+      }
+    }
+    if (++batches === o.stopAfterBatches) stop.abort('signal');
+  }
+  return { records, states, fatal, throttled };
+}
+
+const freshCheckpoint = () => {
+  const cp = new Checkpoint(SNAPSHOT_ID, SNAPSHOT_TIME, DATA_CONFIG);
+  cp.selectAccounts([{ id: ACCOUNT, name: null }]);
+  return cp;
+};
+
+/** Reruns the source from the checkpoint until its export is complete (each rerun first retries failed users). */
+async function runToEnd(cp: Checkpoint, each: (run: number) => RunOptions, maxRuns = 200): Promise<{ records: SourceKey[]; runs: RunResult[] }> {
+  const records: SourceKey[] = [];
+  const runs: RunResult[] = [];
+  for (let run = 0; run === 0 || !cp.exportComplete; run++) {
+    assert.ok(run < maxRuns, 'the export does not finish');
+    if (run > 0) cp.beginResume();
+    const r = await runSource(each(run));
+    assert.equal(r.fatal, undefined, `run ${run}: ${r.fatal?.message}`);
+    records.push(...r.records);
+    runs.push(r);
+  }
+  return { records, runs };
+}
+
+const ids = (records: readonly SourceKey[]) => records.map((r) => r.key.AccessKeyId!);
+const sorted = (xs: readonly string[]) => [...xs].sort();
+const allKeys = (account: Account) => sorted(Object.values(account.keys).flatMap((ks) => ks.map((k) => k.AccessKeyId!)));
+
+test('an uninterrupted run reads every key of every user once, with its user, and completes the checkpoint', async () => {
+  const account = new Account();
+  for (let i = 0; i < 9; i++) account.add(`user${i}`, i % 4);
+  const { client, requests } = account.stub();
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, concurrency: 3, pageSize: 2 });
+  assert.equal(r.fatal, undefined);
+  assert.deepEqual(sorted(ids(r.records)), allKeys(account));
+  for (const rec of r.records) assert.equal(rec.user.userName, rec.key.UserName, 'each key with its own user');
+  assert.equal(cp.exportComplete, true);
+  assert.equal(cp.counters.usersExported, 9);
+  assert.deepEqual(cp.accounts.map((e) => [e.ref.id, e.status]), [[ACCOUNT, 'done']], 'the account is closed');
+  assert.ok(requests.filter((q) => q.action === 'ListAccessKeys').every((q) => q.MaxItems === 2), 'PageSize on every call');
+  assert.ok(requests.some((q) => q.action === 'ListUsers' && q.MaxItems === 1000), 'the verifying scan pages 1,000 users at a time');
+});
+
+test('users are listed under the path prefix only', async () => {
+  const account = new Account();
+  account.add('alice', 1, '/eng/');
+  account.add('bob', 1, '/ops/');
+  const { client, requests } = account.stub();
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, pathPrefix: '/eng/' });
+  assert.deepEqual(r.records.map((x) => x.user.userName), ['alice']);
+  assert.ok(requests.filter((q) => q.action === 'ListUsers').every((q) => q.PathPrefix === '/eng/'));
+});
+
+/**
+ * The fan-out as a model: seeded accounts (users with 0..5 keys), some users
+ * renamed, deleted, denied or created while the snapshot runs, runs stopped after
+ * a random number of batches or by a key budget, each rerun resuming from the
+ * checkpoint the batches before the stop committed. At the end: every key of a
+ * user that existed throughout was read exactly once (with the user's latest
+ * name when it was renamed before its keys were read), no key twice, nothing of a
+ * user deleted before it was paged, every denied user recorded as failed with its
+ * code, and never more calls in flight than --concurrency.
+ */
+test('stopped and resumed at random, under renames, deletions, creations and denials, every key that existed throughout is read exactly once', async () => {
+  const random = mulberry32(99);
+  for (let round = 0; round < 25; round++) {
+    const account = new Account();
+    const users = 2 + Math.floor(random() * 10);
+    for (let i = 0; i < users; i++) account.add(`u${String(i).padStart(2, '0')}`, Math.floor(random() * 6));
+    const names = account.users.map((u) => u.UserName!);
+    const fate = new Map<string, 'rename' | 'delete' | 'deny'>();
+    for (const name of names.slice(1)) {
+      const r = random();
+      if (r < 0.1) fate.set(name, 'rename');
+      else if (r < 0.2) fate.set(name, 'delete');
+      else if (r < 0.25) fate.set(name, 'deny');
+    }
+    const created: string[] = [];
+    const concurrency = 1 + Math.floor(random() * 4);
+    const pageSize = 1 + Math.floor(random() * 3);
+    const label = `round ${round} (${users} users, c=${concurrency}, page ${pageSize}, fates ${JSON.stringify([...fate])})`;
+    let inFlight = 0;
+    let peak = 0;
+    const { client } = account.stub({
+      before: async (request: StubRequest) => {
+        if (request.action === 'ListAccessKeys') {
+          const f = fate.get(request.UserName!);
+          if (f === 'rename') {
+            fate.delete(request.UserName!);
+            account.rename(request.UserName!, `z-${request.UserName}`);
+          } else if (f === 'delete') {
+            fate.delete(request.UserName!);
+            account.remove(request.UserName!);
+          }
+        }
+        if (request.action === 'ListUsers' && created.length < 2 && random() < 0.3) created.push(account.add(`n${created.length}`, 1 + Math.floor(random() * 2)).UserName!);
+        if (request.action !== 'ListAccessKeys') return;
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        for (let y = Math.floor(random() * 3); y > 0; y--) await tick();
+        inFlight--;
+      },
+      fail: (request) => (request.action === 'ListAccessKeys' && fate.get(request.UserName!) === 'deny' ? awsError('AccessDenied', 403) : undefined),
+    });
+    const cp = freshCheckpoint();
+    const budgeted = random() < 0.5;
+    const { records } = await runToEnd(cp, (run) => ({
+      client,
+      cp,
+      concurrency,
+      pageSize,
+      ...(budgeted ? { maxItems: 2 + Math.floor(random() * 8) } : {}),
+      ...(run < 6 && random() < 0.7 ? { stopAfterBatches: 1 + Math.floor(random() * 4) } : {}),
+    }));
+    const denied = names.filter((n) => fate.get(n) === 'deny');
+    const expected = sorted(account.users.filter((u) => !denied.includes(u.UserName!)).flatMap((u) => account.keys[u.UserName!]!.map((k) => k.AccessKeyId!)));
+    assert.deepEqual(sorted(ids(records)), expected, `${label}: keys read`);
+    for (const rec of records) assert.equal(rec.user.userName, rec.key.UserName, `${label}: ${rec.key.AccessKeyId} under its user's current name`);
+    assert.deepEqual(cp.failedUsers.map((f) => [f.user.userName, f.code]), denied.map((n) => [n, 'AccessDenied']), `${label}: failed users`);
+    assert.ok(peak <= concurrency, `${label}: ${peak} calls in flight`);
+    assert.deepEqual([...cp.dirtyUsers], [], `${label}: nothing was read twice`);
+  }
+});
+
+test('a key budget stops each run after N keys were read, and the reruns read the rest, each key once', async () => {
+  const account = new Account();
+  for (let i = 0; i < 6; i++) account.add(`user${i}`, 3);
+  const { client } = account.stub();
+  const cp = freshCheckpoint();
+  const { records, runs } = await runToEnd(cp, () => ({ client, cp, concurrency: 3, pageSize: 2, maxItems: 4 }));
+  assert.deepEqual(sorted(ids(records)), allKeys(account));
+  assert.deepEqual(runs.map((r) => r.records.length), [4, 4, 4, 4, 2], 'exactly N a run, the rest at the end');
+});
+
+test('at most --concurrency users are paged at once, and the listing waits for a free slot', async () => {
+  const account = new Account();
+  for (let i = 0; i < 12; i++) account.add(`user${String(i).padStart(2, '0')}`, 1);
+  let inFlight = 0;
+  let peak = 0;
+  const held: (() => void)[] = [];
+  const { client, requests } = account.stub({
+    before: async (request) => {
+      if (request.action !== 'ListAccessKeys') return;
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      await new Promise<void>((resolve) => held.push(resolve));
+      inFlight--;
+    },
+  });
+  const cp = freshCheckpoint();
+  let done = false;
+  const running = runSource({ client, cp, concurrency: 3, pageSize: 2 }).finally(() => (done = true));
+  await drain(50);
+  assert.equal(inFlight, 3, 'three users paged at once');
+  const listed = requests.filter((q) => q.action === 'ListUsers').length;
+  await drain(50);
+  assert.equal(requests.filter((q) => q.action === 'ListUsers').length, listed, 'while every slot is busy the listing waits');
+  assert.ok(listed < 6, `${listed} of 6 pages listed ahead`);
+  while (!done) {
+    held.shift()?.();
+    await drain(10);
+  }
+  const r = await running;
+  assert.equal(peak, 3);
+  assert.equal(r.records.length, 12);
+});
+
+test('a renamed user missing under its old name is found by the scan and read again from the start under its new name', async () => {
+  const account = new Account();
+  account.add('alice', 3);
+  account.add('bob', 2);
+  let renamed = false;
+  const { client } = account.stub({
+    before: (request) => {
+      // After bob's first page was read, he is renamed: the next call under his old name is NoSuchEntity.
+      if (request.action === 'ListAccessKeys' && request.UserName === 'bob' && request.Marker !== undefined && !renamed) {
+        renamed = true;
+        account.rename('bob', 'robert');
+      }
+    },
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, concurrency: 1, pageSize: 1 });
+  assert.equal(r.fatal, undefined);
+  const kinds = r.states.filter((s) => 'user' in s && s.user.userId === account.users.find((u) => u.UserName === 'robert')!.UserId).map((s) => s.kind);
+  assert.deepEqual(kinds, ['user-page', 'user-missing', 'user-found', 'user-page', 'user-done']);
+  assert.deepEqual(r.records.filter((x) => x.user.userName === 'robert').map((x) => x.key.AccessKeyId), account.keys.robert!.map((k) => k.AccessKeyId), 'read again from the start');
+  assert.equal(cp.dirtyUsers.size, 1, 'its first page may come twice: the merge keeps one');
+  assert.equal(cp.exportComplete, true);
+});
+
+test('a user deleted after it was listed is vanished, also when a lagging listing still shows it under the same name', async () => {
+  for (const lagging of [false, true]) {
+    const account = new Account();
+    account.add('alice', 1);
+    const ghost = account.add('ghost', 2);
+    const { client } = account.stub({
+      fail: (request) => (request.action === 'ListAccessKeys' && request.UserName === 'ghost' ? awsError('NoSuchEntity', 404) : undefined),
+    });
+    if (!lagging) {
+      // Deleted once listed: the first call for its keys arrives after the listing.
+      const { client: deleting } = account.stub({
+        before: (request) => {
+          if (request.action === 'ListAccessKeys' && request.UserName === 'ghost' && account.users.includes(ghost)) account.remove('ghost');
+        },
+      });
+      const cp = freshCheckpoint();
+      const finished: number[] = [];
+      const r = await runSource({ client: deleting, cp, onUserFinished: () => finished.push(1) });
+      assert.deepEqual(ids(r.records), ['AKIA000001K0']);
+      assert.equal(cp.counters.usersVanished, 1);
+      assert.ok(r.states.some((s) => s.kind === 'user-vanished' && s.user.userName === 'ghost'));
+      assert.equal(finished.length, 2, 'alice done, ghost vanished');
+      assert.equal(cp.exportComplete, true);
+    } else {
+      const cp = freshCheckpoint();
+      const r = await runSource({ client, cp });
+      assert.ok(r.states.some((s) => s.kind === 'user-vanished' && s.user.userName === 'ghost'), 'listed under the very name IAM said NoSuchEntity for');
+      assert.equal(cp.exportComplete, true);
+    }
+  }
+});
+
+test('a user created or renamed behind the listing cursor is found by the scan that verifies the listing', async () => {
+  const account = new Account();
+  account.add('m-user', 1);
+  account.add('z-user', 1);
+  let created = false;
+  const { client } = account.stub({
+    before: (request) => {
+      // Once the listing passed "a", a user appears before the cursor.
+      if (request.action === 'ListUsers' && request.Marker !== undefined && !created) {
+        created = true;
+        account.add('a-late', 2);
+      }
+    },
+  });
+  const cp = freshCheckpoint();
+  const listed: [number, boolean][] = [];
+  const r = await runSource({ client, cp, pageSize: 1, onUsersListed: (n, last) => listed.push([n, last]) });
+  assert.deepEqual(sorted(ids(r.records)), allKeys(account));
+  assert.ok(r.states.some((s) => s.kind === 'users-scanned' && s.users.some((u) => u.userName === 'a-late') && !s.complete), 'the first scan found it');
+  assert.ok(r.states.some((s) => s.kind === 'users-scanned' && s.complete), 'a later scan found nothing new');
+  assert.deepEqual(listed, [[1, false], [1, true], [1, true], [0, true]], 'new users per page: m, z; the scans: a-late, then none');
+});
+
+test(`IAM that never stops changing: after ${MAX_SCANS} scans the listing counts as verified`, async () => {
+  const account = new Account();
+  account.add('first', 1);
+  let scans = 0;
+  const { client } = account.stub({
+    before: (request) => {
+      if (request.action === 'ListUsers' && request.MaxItems === 1000) account.add(`new${++scans}`, 1);
+    },
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp });
+  assert.equal(r.fatal, undefined);
+  assert.equal(scans, MAX_SCANS);
+  assert.equal(r.states.filter((s) => s.kind === 'users-scanned').length, MAX_SCANS);
+  assert.equal(r.states.filter((s) => s.kind === 'users-scanned' && s.complete).length, 1, 'only the last counts as complete');
+  assert.equal(cp.exportComplete, true);
+});
+
+test('a missing user found renamed by the last allowed scan is vanished, not paged again', async () => {
+  const account = new Account();
+  account.add('keep', 1);
+  account.add('mover', 1);
+  let scans = 0;
+  let moves = 0;
+  const { client } = account.stub({
+    before: (request) => {
+      if (request.action === 'ListUsers' && request.MaxItems === 1000) {
+        scans++;
+        account.add(`churn${scans}`, 0); // something new every scan
+        return;
+      }
+      // Renamed again before every call for its keys: it is always missing under the name it was found as.
+      if (request.action === 'ListAccessKeys' && account.users.some((u) => u.UserName === request.UserName && u.UserName!.startsWith('mover'))) account.rename(request.UserName!, `mover${++moves}`);
+    },
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp });
+  assert.equal(r.fatal, undefined);
+  assert.equal(scans, MAX_SCANS);
+  const mover = r.states.filter((s) => 'user' in s && s.user.userId === 'AIDA000002');
+  assert.equal(mover.at(-1)!.kind, 'user-vanished');
+  assert.equal(cp.exportComplete, true);
+});
+
+test('a stored ListUsers Marker IAM rejects restarts the listing from the start, skipping every user already known', async () => {
+  const account = new Account();
+  for (let i = 0; i < 4; i++) account.add(`user${i}`, 1);
+  const stop = new AbortController();
+  // Stopped when the second user's keys are asked for: the first is finished, the listing under way.
+  const first = account.stub({ before: (request) => void (request.action === 'ListAccessKeys' && request.UserName === 'user1' && stop.abort('signal')) });
+  const cp = freshCheckpoint();
+  await runSource({ client: first.client, cp, pageSize: 1, concurrency: 1, stop });
+  assert.notEqual(cp.resumePlan(ACCOUNT).listToken, null, 'stopped inside the listing');
+  const finished = new Set(cp.toJSON().accounts[0]!.progress!.finished);
+  assert.ok(finished.size > 0, 'someone finished before the stop');
+  let rejections = 0;
+  const { client, requests } = account.stub({
+    fail: (request) => (request.action === 'ListUsers' && request.Marker !== undefined && request.MaxItems === 1 && rejections++ === 0 ? awsError('ValidationError', 400) : undefined),
+  });
+  const r = await runSource({ client, cp, pageSize: 1, concurrency: 1 });
+  assert.equal(r.fatal, undefined);
+  assert.equal(r.states.filter((s) => s.kind === 'users-restarted').length, 1);
+  assert.equal(cp.counters.restartedListings, 1);
+  assert.ok(requests.some((q) => q.action === 'ListUsers' && q.Marker === undefined && q.MaxItems === 1), 'listed again from the first page');
+  const paged = requests.filter((q) => q.action === 'ListAccessKeys').map((q) => q.UserName!);
+  assert.deepEqual(sorted(paged), account.users.filter((u) => !finished.has(u.UserId!)).map((u) => u.UserName!), 'each user not finished paged once; finished ones not again');
+  assert.equal(cp.exportComplete, true);
+});
+
+test(`a listing whose Marker keeps being rejected restarts at most ${MAX_LISTING_RESTARTS} times, then fails the run naming ListUsers`, async () => {
+  const account = new Account();
+  for (let i = 0; i < 3; i++) account.add(`user${i}`, 1);
+  const cp = freshCheckpoint();
+  const stop = new AbortController();
+  await runSource({ client: account.stub({ before: (request) => void (request.action === 'ListUsers' && request.Marker !== undefined && stop.abort('signal')) }).client, cp, pageSize: 1, concurrency: 1, stop });
+  assert.notEqual(cp.resumePlan(ACCOUNT).listToken, null, 'stopped inside the listing');
+  const { client } = account.stub({ fail: (request) => (request.action === 'ListUsers' && request.Marker !== undefined ? awsError('ValidationError', 400) : undefined) });
+  const r = await runSource({ client, cp, pageSize: 1, concurrency: 1 });
+  assert.equal(r.states.filter((s) => s.kind === 'users-restarted').length, MAX_LISTING_RESTARTS);
+  assert.ok(r.fatal instanceof ExportError && r.fatal.code === 'SOURCE_FAILED' && /^ListUsers: IAM answered ValidationError/.test(r.fatal.message), String(r.fatal?.message));
+});
+
+test("a user's stored Marker IAM rejects reads its keys again from the start; the user is dirty", async () => {
+  const account = new Account();
+  account.add('alice', 5);
+  let rejected = 0;
+  const { client } = account.stub({
+    fail: (request) => (request.action === 'ListAccessKeys' && request.Marker !== undefined && rejected++ < 1 ? awsError('ValidationError', 400) : undefined),
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, pageSize: 2 });
+  assert.deepEqual(r.states.filter((s) => 'user' in s).map((s) => s.kind), ['user-page', 'user-restarted', 'user-page', 'user-page', 'user-done']);
+  assert.deepEqual(ids(r.records), ['AKIA000001K0', 'AKIA000001K1', 'AKIA000001K0', 'AKIA000001K1', 'AKIA000001K2', 'AKIA000001K3', 'AKIA000001K4']);
+  assert.deepEqual([...cp.dirtyUsers], ['AIDA000001']);
+  assert.equal(cp.counters.restartedListings, 1);
+});
+
+test(`a user whose Marker is rejected again and again fails after ${MAX_LISTING_RESTARTS} restarts`, async () => {
+  const account = new Account();
+  account.add('alice', 5);
+  account.add('bob', 1);
+  const { client } = account.stub({
+    fail: (request) => (request.action === 'ListAccessKeys' && request.UserName === 'alice' && request.Marker !== undefined ? awsError('ValidationError', 400) : undefined),
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, pageSize: 2 });
+  assert.equal(r.states.filter((s) => s.kind === 'user-restarted').length, MAX_LISTING_RESTARTS);
+  assert.deepEqual(cp.failedUsers.map((f) => [f.user.userName, f.code]), [['alice', 'ValidationError']]);
+  assert.notEqual(cp.failedUsers[0]!.token, null, 'it resumes where it failed');
+});
+
+test('a user whose first call is rejected as a bad request fails at once (there was no Marker to reject)', async () => {
+  const account = new Account();
+  account.add('alice', 1);
+  account.add('bob', 1);
+  const { client } = account.stub({ fail: (request) => (request.action === 'ListAccessKeys' && request.UserName === 'alice' ? awsError('ValidationError', 400) : undefined) });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp });
+  assert.equal(r.states.filter((s) => s.kind === 'user-restarted').length, 0);
+  assert.deepEqual(cp.failedUsers.map((f) => [f.user.userName, f.code, f.token]), [['alice', 'ValidationError', null]]);
+});
+
+test('throttling that outlived the retries stops the run resumably and fails no user', async () => {
+  for (const where of ['ListAccessKeys', 'ListUsers', 'scan'] as const) {
+    const account = new Account();
+    for (let i = 0; i < 3; i++) account.add(`user${i}`, 2);
+    let throttled = false;
+    const { client } = account.stub({
+      fail: (request) => {
+        const hit = where === 'scan' ? request.action === 'ListUsers' && request.MaxItems === 1000 : request.action === where && (where === 'ListUsers' ? request.Marker !== undefined : request.UserName === 'user1');
+        if (hit && !throttled) {
+          throttled = true;
+          return awsError('Throttling', 400);
+        }
+        return undefined;
+      },
+    });
+    const cp = freshCheckpoint();
+    const r = await runSource({ client, cp, pageSize: 1, concurrency: 1 });
+    assert.equal(r.throttled, true, where);
+    assert.equal(r.fatal, undefined, where);
+    assert.deepEqual(cp.failedUsers, [], where);
+    assert.equal(cp.exportComplete, false, `${where}: not complete`);
+    const rest = await runToEnd(cp, () => ({ client, cp, pageSize: 1, concurrency: 1 }));
+    assert.deepEqual(sorted([...ids(r.records), ...ids(rest.records)]), allKeys(account), `${where}: the rerun finishes exactly`);
+  }
+});
+
+test('rejected credentials or an unreachable endpoint end the run, whichever call meets them', async () => {
+  for (const [where, error, code] of [
+    ['ListUsers', awsError('InvalidClientTokenId', 403), 'SOURCE_CREDENTIALS'],
+    ['ListAccessKeys', awsError('ExpiredToken', 403), 'SOURCE_CREDENTIALS'],
+    ['ListAccessKeys', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'SOURCE_UNREACHABLE'],
+    ['scan', awsError('AccessDenied', 403), 'SOURCE_DENIED'],
+    ['ListUsers', awsError('AccessDenied', 403), 'SOURCE_DENIED'],
+  ] as const) {
+    const account = new Account();
+    account.add('alice', 1);
+    const { client } = account.stub({
+      fail: (request) => ((where === 'scan' ? request.action === 'ListUsers' && request.MaxItems === 1000 : request.action === where) ? error : undefined),
+    });
+    const cp = freshCheckpoint();
+    const r = await runSource({ client, cp });
+    assert.equal(r.fatal?.code, code, `${where}: ${String(r.fatal?.message)}`);
+    if (where !== 'ListAccessKeys') assert.ok(r.fatal!.message.includes('iam:ListUsers') || code !== 'SOURCE_DENIED', r.fatal!.message);
+    assert.deepEqual(cp.failedUsers, [], where);
+  }
+});
+
+test(`when the first ${SYSTEMIC_SAMPLE} users all fail alike and none was exported, the run stops: it is a missing permission, not ${SYSTEMIC_SAMPLE} users`, async () => {
+  for (const [code, expected] of [['AccessDenied', 'SOURCE_DENIED'], ['AccessDeniedException', 'SOURCE_DENIED'], ['ServiceFailure', 'SOURCE_FAILED']] as const) {
+    const account = new Account();
+    for (let i = 0; i < SYSTEMIC_SAMPLE + 5; i++) account.add(`user${String(i).padStart(2, '0')}`, 1);
+    const { client, requests } = account.stub({ fail: (request) => (request.action === 'ListAccessKeys' ? awsError(code, code === 'ServiceFailure' ? 500 : 403) : undefined) });
+    const cp = freshCheckpoint();
+    const r = await runSource({ client, cp, concurrency: 1 });
+    assert.equal(r.fatal?.code, expected, code);
+    assert.equal(r.fatal?.context.awsCode, code);
+    assert.match(r.fatal!.message, new RegExp(`${code}\\)? for every one of the first ${SYSTEMIC_SAMPLE} users`));
+    if (expected === 'SOURCE_DENIED') assert.match(r.fatal!.message, /iam:ListAccessKeys/);
+    assert.equal(requests.filter((q) => q.action === 'ListAccessKeys').length, SYSTEMIC_SAMPLE, 'no user started after the verdict');
+  }
+});
+
+test('fewer users than the sample, all failing alike, are systemic too once the listing is done', async () => {
+  const account = new Account();
+  for (let i = 0; i < 3; i++) account.add(`user${i}`, 1);
+  const { client } = account.stub({ fail: (request) => (request.action === 'ListAccessKeys' ? awsError('AccessDenied', 403) : undefined) });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp });
+  assert.equal(r.fatal?.code, 'SOURCE_DENIED');
+  assert.match(r.fatal!.message, /first 3 users/);
+});
+
+test('failures that differ, or a user that was exported, are per-user failures, not a systemic stop', async () => {
+  const mixed = new Account();
+  for (let i = 0; i < SYSTEMIC_SAMPLE + 2; i++) mixed.add(`user${String(i).padStart(2, '0')}`, 1);
+  const one = mixed.stub({ fail: (request, index) => (request.action === 'ListAccessKeys' ? awsError(index % 2 ? 'AccessDenied' : 'ServiceFailure', 403) : undefined) });
+  const cp1 = freshCheckpoint();
+  const r1 = await runSource({ client: one.client, cp: cp1 });
+  assert.equal(r1.fatal, undefined);
+  assert.equal(cp1.failedUsers.length, SYSTEMIC_SAMPLE + 2);
+  const exported = new Account();
+  exported.add('aaa-good', 1);
+  for (let i = 0; i < SYSTEMIC_SAMPLE + 2; i++) exported.add(`user${String(i).padStart(2, '0')}`, 1);
+  const two = exported.stub({ fail: (request) => (request.action === 'ListAccessKeys' && request.UserName !== 'aaa-good' ? awsError('AccessDenied', 403) : undefined) });
+  const cp2 = freshCheckpoint();
+  const r2 = await runSource({ client: two.client, cp: cp2, concurrency: 1 });
+  assert.equal(r2.fatal, undefined);
+  assert.equal(cp2.failedUsers.length, SYSTEMIC_SAMPLE + 2);
+  // A resume of that snapshot: users were exported in an earlier run, so retried failures are per user too.
+  cp2.beginResume();
+  const r3 = await runSource({ client: two.client, cp: cp2, concurrency: 1 });
+  assert.equal(r3.fatal, undefined);
+});
+
+test('users of another account than the snapshot are a mismatch that names --fresh', async () => {
+  const account = new Account();
+  account.add('alice', 1);
+  const { client } = account.stub();
+  const cp = new Checkpoint(SNAPSHOT_ID, SNAPSHOT_TIME, DATA_CONFIG);
+  cp.selectAccounts([{ id: '999999999999', name: null }]);
+  const r = await runSource({ client, cp, accountId: '999999999999' });
+  assert.equal(r.fatal?.code, 'CHECKPOINT_MISMATCH');
+  assert.match(r.fatal!.message, /users of account 123456789012, but these credentials should read account 999999999999.*--fresh/);
+  assert.deepEqual(r.records, []);
+});
+
+test('a broken ListUsers answer (a user without an ARN) ends the run', async () => {
+  const account = new Account();
+  account.add('alice', 1);
+  delete account.users[0]!.Arn;
+  const cp = freshCheckpoint();
+  const r = await runSource({ client: account.stub().client, cp });
+  assert.equal(r.fatal?.code, 'SOURCE_FAILED');
+});
+
+test('a stop ends the stream with what was committed; nothing starts after it', async () => {
+  const account = new Account();
+  for (let i = 0; i < 8; i++) account.add(`user${i}`, 3);
+  const { client, requests } = account.stub();
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, concurrency: 2, pageSize: 1, stopAfterBatches: 3 });
+  const callsAtEnd = requests.length;
+  assert.ok(r.records.length > 0 && r.records.length < 24);
+  assert.equal(cp.exportComplete, false);
+  await outcome(new Promise((resolve) => setImmediate(resolve)), 50);
+  assert.equal(requests.length, callsAtEnd, 'no call after the stream ended');
+  // Nothing committed is lost or read again by the rerun.
+  const rest = await runToEnd(cp, () => ({ client, cp, concurrency: 2, pageSize: 1 }));
+  assert.deepEqual(sorted([...ids(r.records), ...ids(rest.records)]), allKeys(account));
+});
+
+test('destroying the stream (an error downstream) stops the paging', async () => {
+  const account = new Account();
+  for (let i = 0; i < 30; i++) account.add(`user${String(i).padStart(2, '0')}`, 2);
+  let calls = 0;
+  const { client } = account.stub({ before: () => void calls++ });
+  const stop = new AbortController();
+  const stream = sourceStream({ accounts: [{ ref: { id: ACCOUNT, name: null }, plan: freshCheckpoint().resumePlan(ACCOUNT) }], accountConcurrency: 1, prepare: async () => ({ client, facts: { alias: null, rootAccessKeysPresent: null } }), accountFailures: false, pathPrefix: '/', pageSize: 1, concurrency: 2, stop: stop.signal, onFatal: () => undefined, onThrottled: () => undefined, endpoint: 'x' });
+  for await (const _ of stream) break; // destroys it
+  for (let i = 0; i < 200; i++) await tick();
+  const after = calls;
+  for (let i = 0; i < 200; i++) await tick();
+  assert.equal(calls, after, 'paging stopped');
+  assert.ok(calls < 60, `${calls} calls for 30 users: it did not go on`);
+  assert.equal(stop.signal.aborted, false, "the caller's signal is left alone");
+});
+
+test('a resume pages users in progress from their token and pending users from the start, before listing further', async () => {
+  const account = new Account();
+  for (let i = 0; i < 5; i++) account.add(`user${i}`, 4);
+  const cp = freshCheckpoint();
+  const stop = new AbortController();
+  // Stopped while the second page of a user is in flight: its first page is committed.
+  await runSource({ client: account.stub({ before: (request) => void (request.action === 'ListAccessKeys' && request.Marker !== undefined && stop.abort('signal')) }).client, cp, pageSize: 2, concurrency: 1, stop });
+  const plan = cp.resumePlan(ACCOUNT);
+  assert.ok(plan.resume.some((x) => x.token !== null), 'someone is in progress');
+  const { client, requests } = account.stub();
+  cp.beginResume();
+  const r = await runSource({ client, cp, pageSize: 2, concurrency: 1 });
+  const first = requests.find((q) => q.action === 'ListAccessKeys')!;
+  assert.equal(first.UserName, plan.resume[0]!.user.userName);
+  assert.notEqual(first.Marker, undefined, 'from its token');
+  assert.ok(requests.indexOf(first) < requests.findIndex((q) => q.action === 'ListUsers'), 'before listing further');
+  assert.equal(r.fatal, undefined);
+  assert.equal(cp.exportComplete, true);
+});
+
+test('readAhead asks for the next item while the current one is used, and closes its source when left early', async () => {
+  const asked: number[] = [];
+  let closed = false;
+  const source = (async function* () {
+    try {
+      for (let i = 0; i < 5; i++) {
+        asked.push(i);
+        yield i;
+      }
+    } finally {
+      closed = true;
+    }
+  })();
+  const it = readAhead(source);
+  assert.deepEqual(await it.next(), { value: 0, done: false });
+  await tick();
+  assert.deepEqual(asked, [0, 1], 'the next one is already asked for');
+  assert.deepEqual(await it.next(), { value: 1, done: false });
+  await it.return(undefined);
+  assert.equal(closed, true);
+  const all: number[] = [];
+  for await (const x of readAhead((async function* () {
+    yield* [1, 2, 3];
+  })())) all.push(x);
+  assert.deepEqual(all, [1, 2, 3]);
+});
+
+test('readAhead passes a failure of the item read ahead when it is reached, never as an unhandled rejection', async () => {
+  const boom = new Error('page 2 failed');
+  const source = (async function* () {
+    yield 1;
+    throw boom;
+  })();
+  const it = readAhead(source);
+  assert.deepEqual(await it.next(), { value: 1, done: false });
+  for (let i = 0; i < 5; i++) await tick(); // the failed read ahead sits unobserved meanwhile
+  await assert.rejects(it.next(), (err) => err === boom);
+  const quiet = readAhead((async function* () {
+    yield 1;
+    throw boom;
+  })());
+  await quiet.next();
+  await drain();
+  assert.deepEqual(await quiet.return(undefined), { value: undefined, done: true }, 'left before the failure: nothing raised');
+});

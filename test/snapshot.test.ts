@@ -1,0 +1,338 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Checkpoint, CheckpointFile } from '../pipeline/checkpoint.ts';
+import { ExportError } from '../pipeline/errors.ts';
+import { runFileName, writeRun, type Observation } from '../pipeline/runs.ts';
+import { SCHEMA_NAME, SCHEMA_VERSION } from '../pipeline/schema.ts';
+import {
+  finalizeSnapshot,
+  isPublished,
+  listStaging,
+  promoteSnapshot,
+  readManifest,
+  removeStaging,
+  snapshotIdOf,
+  snapshotKeys,
+  updateLatest,
+  viewOf,
+  type ManifestInput,
+} from '../pipeline/snapshot.ts';
+import { Crash, withFaultHook } from './support/fault-points.ts';
+import { MemoryStore } from './support/memory-store.ts';
+import { ACCOUNT, DATA_CONFIG, recordOf, SNAPSHOT_ID, SNAPSHOT_TIME, userRef } from './support/records.ts';
+
+const KEYS = snapshotKeys(SNAPSHOT_ID);
+const PUBLISHED = `access_keys/snapshot_id=${SNAPSHOT_ID}/`;
+const PUBLISHED_ACCOUNTS = `accounts/snapshot_id=${SNAPSHOT_ID}/`;
+
+/**
+ * A snapshot whose export is complete, in `store`: its users listed and done, its
+ * parts (each a list of [user, key] observed in that order) committed, its
+ * checkpoint created.
+ */
+async function staged(store: MemoryStore, parts: [string, string][][], failed: string[] = []): Promise<{ cp: Checkpoint; file: CheckpointFile }> {
+  const cp = new Checkpoint(SNAPSHOT_ID, SNAPSHOT_TIME, DATA_CONFIG);
+  cp.selectAccounts([{ id: ACCOUNT, name: null }]);
+  const users = [...new Set(parts.flat().map(([user]) => user))].map((name) => userRef(name.toUpperCase(), name));
+  const failing = failed.map((name) => userRef(name.toUpperCase(), name));
+  cp.apply({ kind: 'users-page', account: ACCOUNT, token: null, nextToken: null, users: [...users, ...failing] });
+  cp.apply({ kind: 'users-scanned', account: ACCOUNT, users: [], complete: true });
+  for (const user of users) cp.apply({ kind: 'user-done', user });
+  for (const user of failing) cp.apply({ kind: 'user-failed', user, code: 'AccessDenied', token: null });
+  cp.apply({ kind: 'account-done', account: ACCOUNT });
+  let seq = 0;
+  for (const [n, part] of parts.entries()) {
+    const observations: Observation[] = part.map(([user, key]) => ({ record: recordOf(user, key), seq: seq++ }));
+    cp.addPart(await writeRun(store, `${KEYS.runs}${runFileName('0a1b2c3d', n + 1)}`, observations));
+  }
+  const file = await CheckpointFile.create(store, KEYS.checkpoint, cp);
+  return { cp, file };
+}
+
+/** What finalize is handed by a run: the checkpoint, its file, and its staging folder. */
+const stateOf = (cp: Checkpoint, file: CheckpointFile) => ({ checkpoint: cp, file, staging: KEYS.staging });
+const input = (cp: Checkpoint, more: Partial<ManifestInput> = {}): ManifestInput => ({ view: viewOf(cp, KEYS.runs), rowsPerFile: 2, toolVersion: '9.9.9', wallMs: 1234, runId: 'feedf00d', ...more });
+/** The access_keys folder of this run's publish folder. */
+const PUBLISH = `${KEYS.staging}publish-feedf00d/access_keys/`;
+
+/** The access key ids of a CSV data file, in file order, and its line count. */
+function keysIn(text: string | undefined): string[] {
+  return [...(text ?? '').matchAll(/AKIA\w+/g)].map((m) => m[0]);
+}
+
+test('a snapshot lives where DESIGN §5 says: staging by id, published under access_keys/snapshot_id=<id>/', () => {
+  assert.deepEqual(snapshotKeys('20261128T111000Z'), {
+    id: '20261128T111000Z',
+    root: '_staging/20261128T111000Z/',
+    staging: '_staging/20261128T111000Z/',
+    checkpoint: '_staging/20261128T111000Z/checkpoint.json',
+    lease: '_staging/20261128T111000Z/lease.json',
+    runs: '_staging/20261128T111000Z/runs/',
+    published: 'access_keys/snapshot_id=20261128T111000Z/',
+    success: 'access_keys/snapshot_id=20261128T111000Z/_SUCCESS',
+  });
+});
+
+test('a snapshot id is its start time in UTC, to the second', () => {
+  assert.equal(snapshotIdOf(new Date('2026-11-28T11:10:00.999Z')), '20261128T111000Z');
+  assert.equal(snapshotIdOf(new Date('2027-01-02T03:04:05.000Z')), '20270102T030405Z');
+});
+
+test('finalize merges the parts into files of rowsPerFile rows, then writes the manifest, then _SUCCESS, then records them for promotion', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await staged(store, [
+    [['carol', 'AKIA5'], ['alice', 'AKIA1']],
+    [['bob', 'AKIA3'], ['alice', 'AKIA2'], ['bob', 'AKIA4']],
+  ]);
+  const points: string[] = [];
+  const manifest = await withFaultHook((name, detail) => void points.push(detail ? `${name} ${detail}` : name), () => finalizeSnapshot(store, stateOf(cp, file), input(cp)));
+  const dir = PUBLISH;
+  assert.deepEqual(points, ['data-file-written part-00000.csv', 'data-file-written part-00001.csv', 'data-file-written part-00002.csv', 'manifest-written', 'success-written', 'publishing-saved']);
+  assert.deepEqual([0, 1, 2].map((i) => keysIn(store.text(`${dir}part-0000${i}.csv`))), [['AKIA1', 'AKIA2'], ['AKIA3', 'AKIA4'], ['AKIA5']], 'sorted by user and key, two per file');
+  assert.ok(store.text(`${dir}part-00000.csv`)!.startsWith('snapshot_time,account_id,user_name,user_id,access_key_id'), 'each file has the header');
+  assert.deepEqual(manifest.files.map((f) => [f.file, f.rows]), [['part-00000.csv', 2], ['part-00001.csv', 2], ['part-00002.csv', 1]]);
+  assert.equal(manifest.rows, 5);
+  assert.equal(store.text(`${dir}_manifest.json`), JSON.stringify(manifest, null, 2) + '\n');
+  assert.equal(store.text(`${dir}_SUCCESS`), '');
+  const writes = store.log.filter((l) => l.startsWith('write ') || l.startsWith('upload '));
+  assert.ok(writes.indexOf(`write ${dir}_manifest.json`) < writes.indexOf(`write ${dir}_SUCCESS`), 'the gate file last');
+  assert.ok(writes.indexOf(`write ${dir}_SUCCESS`) < writes.lastIndexOf(`write ${KEYS.checkpoint}`), 'then the checkpoint');
+  const saved = (await CheckpointFile.load(store, KEYS.checkpoint))!.checkpoint;
+  assert.equal(saved.phase, 'publishing');
+  assert.deepEqual(saved.publishing, {
+    dir: `${KEYS.staging}publish-feedf00d/`,
+    datasets: [
+      { name: 'accounts', files: ['part-00000.csv', '_manifest.json', '_SUCCESS'] },
+      { name: 'access_keys', files: ['part-00000.csv', 'part-00001.csv', 'part-00002.csv', '_manifest.json', '_SUCCESS'] },
+    ],
+  });
+  assert.ok(writes.indexOf(`write ${KEYS.staging}publish-feedf00d/accounts/_SUCCESS`) < writes.indexOf(`write ${dir}_manifest.json`), 'the accounts dataset before the access keys');
+  assert.match(store.text(`${KEYS.staging}publish-feedf00d/accounts/part-00000.csv`)!, new RegExp(`\n2026-11-28T11:10:00.000Z,${ACCOUNT},,,,3,0,0,5,exported,\n`), "one account row: 3 users exported, 5 keys");
+  assert.deepEqual(store.keys(`${KEYS.staging}merge-`), [], 'the merge scratch is gone');
+});
+
+test('the sha256 and size of every data file in the manifest are those of its bytes', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await staged(store, [[['alice', 'AKIA1'], ['bob', 'AKIA2'], ['carol', 'AKIA3']]]);
+  const manifest = await finalizeSnapshot(store, stateOf(cp, file), input(cp));
+  const { createHash } = await import('node:crypto');
+  for (const f of manifest.files) {
+    const body = store.objects.get(`${PUBLISH}${f.file}`)!.body;
+    assert.equal(f.bytes, body.length, f.file);
+    assert.equal(f.sha256, createHash('sha256').update(body).digest('hex'), f.file);
+  }
+});
+
+test('rows that fill the last file exactly leave no empty file behind', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await staged(store, [[['alice', 'AKIA1'], ['bob', 'AKIA2'], ['carol', 'AKIA3'], ['dave', 'AKIA4']]]);
+  const manifest = await finalizeSnapshot(store, stateOf(cp, file), input(cp));
+  assert.deepEqual(manifest.files.map((f) => [f.file, f.rows]), [['part-00000.csv', 2], ['part-00001.csv', 2]]);
+  assert.deepEqual(store.keys(PUBLISH), ['part-00000.csv', 'part-00001.csv', '_SUCCESS', '_manifest.json'].map((f) => `${PUBLISH}${f}`).sort());
+});
+
+test('an account without keys still publishes one readable file, with the header only', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await staged(store, []);
+  const manifest = await finalizeSnapshot(store, stateOf(cp, file), input(cp));
+  assert.deepEqual(manifest.files.map((f) => [f.file, f.rows]), [['part-00000.csv', 0]]);
+  assert.equal(manifest.rows, 0);
+  assert.equal(store.text(`${PUBLISH}part-00000.csv`)!.split('\n').filter(Boolean).length, 1);
+});
+
+test('the manifest says what the snapshot is, how it was made, and what it holds', async () => {
+  const store = new MemoryStore();
+  // AKIA1 observed twice (a restarted listing): the merge keeps one row and counts the other.
+  const { cp, file } = await staged(store, [[['alice', 'AKIA1'], ['bob', 'AKIA2']], [['alice', 'AKIA1']]], ['zed']);
+  cp.accountId = '123456789012';
+  cp.callerArn = 'arn:aws:iam::123456789012:user/exporter';
+  cp.resumes = 3;
+  Object.assign(cp.counters, { calls: { ListUsers: 2, ListAccessKeys: 5 }, attempts: 9, throttles: 2, usersVanished: 1, restartedListings: 1 });
+  const before = Date.now();
+  const m = await finalizeSnapshot(store, stateOf(cp, file), input(cp, { wallMs: 4321 }));
+  assert.deepEqual(m.schema, { name: SCHEMA_NAME, version: SCHEMA_VERSION });
+  assert.equal(m.snapshot_id, SNAPSHOT_ID);
+  assert.equal(m.snapshot_time, '2026-11-28T11:10:00.000Z');
+  const published = Date.parse(m.published_at);
+  assert.ok(published >= before - 1000 && published <= Date.now() + 1000, m.published_at);
+  assert.deepEqual(m.tool, { name: 'iam-key-export', version: '9.9.9' });
+  assert.deepEqual(m.configuration, { format: 'csv', path_prefix: '/', statuses: [], endpoint: null, accounts: 'self', last_used: 'off' });
+  assert.equal(m.account_id, '123456789012');
+  assert.equal(m.caller_arn, 'arn:aws:iam::123456789012:user/exporter');
+  assert.equal(m.rows, 2);
+  assert.equal(m.partial, true, 'a user failed');
+  assert.deepEqual(m.users, { seen: 4, exported: 2, vanished: 1, failed: [{ user_name: 'zed', user_id: 'AIDAZED', account_id: ACCOUNT, code: 'AccessDenied' }] });
+  assert.deepEqual(m.accounts.map((a) => [a.account_id, a.keys]), [[ACCOUNT, 2]], 'the rows published per account');
+  assert.deepEqual(m.failed_accounts, []);
+  assert.deepEqual(m.api, { calls: { ListUsers: 2, ListAccessKeys: 5 }, calls_total: 7, attempts: 9, retries: 2, throttles: 2 });
+  assert.equal(m.wall_time_ms, 4321);
+  assert.equal(m.resumes, 3);
+  assert.equal(m.duplicates_dropped, 1);
+  assert.equal(m.restarted_listings, 1);
+});
+
+test('a manifest of a complete snapshot is not partial, and never counts negative retries', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await staged(store, [[['alice', 'AKIA1']]]);
+  Object.assign(cp.counters, { calls: { ListUsers: 3 }, attempts: 2 });
+  const m = await finalizeSnapshot(store, stateOf(cp, file), input(cp));
+  assert.equal(m.partial, false);
+  assert.deepEqual(m.users.failed, []);
+  assert.equal(m.api.retries, 0);
+});
+
+test("finalize removes what earlier attempts left (other runs' publish and merge folders), and nothing else", async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await staged(store, [[['alice', 'AKIA1']]]);
+  for (const k of ['publish-0ld0ld00/part-00000.csv', 'publish-0ld0ld00/_SUCCESS', 'merge-0ld0ld00/merge-0-00000.ndjson', 'lease.json', 'notes-publish-x']) await store.write(`${KEYS.staging}${k}`, 'x');
+  await finalizeSnapshot(store, stateOf(cp, file), input(cp));
+  assert.deepEqual(store.keys(`${KEYS.staging}publish-0ld0ld00/`), []);
+  assert.deepEqual(store.keys(`${KEYS.staging}merge-0ld0ld00/`), []);
+  assert.equal(store.text(`${KEYS.staging}lease.json`), 'x');
+  assert.equal(store.text(`${KEYS.staging}notes-publish-x`), 'x');
+  assert.equal(store.keys(KEYS.runs).length, 1, 'the committed parts stay');
+});
+
+test('a stop during finalize ends it with an AbortError before the checkpoint records anything', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await staged(store, [[['alice', 'AKIA1'], ['bob', 'AKIA2'], ['carol', 'AKIA3'], ['dave', 'AKIA4'], ['erin', 'AKIA5']]]);
+  const stop = new AbortController();
+  // Stopped once the first data file is written: the next row read sees it.
+  await assert.rejects(
+    withFaultHook(
+      (name) => {
+        if (name === 'data-file-written') stop.abort();
+      },
+      () => finalizeSnapshot(store, stateOf(cp, file), input(cp, { stop: stop.signal })),
+    ),
+    (err: unknown) => (err as Error).name === 'AbortError',
+  );
+  const saved = (await CheckpointFile.load(store, KEYS.checkpoint))!.checkpoint;
+  assert.equal(saved.phase, 'export');
+  assert.equal(saved.publishing, null);
+  assert.equal(store.text(`${PUBLISH}_SUCCESS`), undefined);
+  await assert.rejects(finalizeSnapshot(store, stateOf(cp, file), input(cp, { stop: AbortSignal.abort() })), (err: unknown) => (err as Error).name === 'AbortError', 'stopped before the first row');
+});
+
+test('promote publishes the finalized folder whole, points _LATEST at it, and removes the staging', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await staged(store, [[['alice', 'AKIA1'], ['bob', 'AKIA2'], ['carol', 'AKIA3']]]);
+  const manifest = await finalizeSnapshot(store, stateOf(cp, file), input(cp));
+  assert.equal(await isPublished(store, SNAPSHOT_ID), false);
+  assert.equal(await readManifest(store, SNAPSHOT_ID), undefined);
+  const points: string[] = [];
+  const where = await withFaultHook((name) => void points.push(name), () => promoteSnapshot(store, cp));
+  assert.equal(where, `mem://root/${PUBLISHED.slice(0, -1)}`);
+  assert.deepEqual(points, ['before-promote', 'after-promote', 'latest-written', 'staging-removed']);
+  assert.deepEqual(store.keys(PUBLISHED), ['part-00000.csv', 'part-00001.csv', '_SUCCESS', '_manifest.json'].map((f) => PUBLISHED + f).sort());
+  assert.equal(store.text('access_keys/_LATEST'), `${SNAPSHOT_ID}\n`);
+  assert.deepEqual(store.keys(PUBLISHED_ACCOUNTS), ['part-00000.csv', '_SUCCESS', '_manifest.json'].map((f) => PUBLISHED_ACCOUNTS + f).sort(), 'the accounts dataset is published beside it');
+  assert.equal(store.text('accounts/_LATEST'), `${SNAPSHOT_ID}\n`);
+  assert.deepEqual(store.keys('_staging/'), []);
+  assert.equal(await isPublished(store, SNAPSHOT_ID), true);
+  assert.deepEqual(await readManifest(store, SNAPSHOT_ID), manifest);
+});
+
+test('promote of a snapshot that was never finalized is an internal error', async () => {
+  const store = new MemoryStore();
+  const { cp } = await staged(store, []);
+  await assert.rejects(promoteSnapshot(store, cp), (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL' && err.message.includes(SNAPSHOT_ID));
+});
+
+const CRASH_POINTS = ['data-file-written', 'manifest-written', 'success-written', 'publishing-saved', 'before-promote', 'after-promote', 'latest-written', 'staging-removed'];
+
+/** Finalize (unless the checkpoint says it was done) and promote, as a run does. */
+async function finishRun(store: MemoryStore, runId: string): Promise<void> {
+  const loaded = await CheckpointFile.load(store, KEYS.checkpoint);
+  if (!loaded) return; // the staging is gone: the snapshot was published
+  loaded.checkpoint.beginResume();
+  if (loaded.checkpoint.phase !== 'publishing') await finalizeSnapshot(store, stateOf(loaded.checkpoint, loaded.file), input(loaded.checkpoint, { runId }));
+  await promoteSnapshot(store, loaded.checkpoint);
+}
+
+test('a crash at any step of finalize or publication, then a rerun, publishes the same snapshot, complete, exactly once', async () => {
+  const parts: [string, string][][] = [[['carol', 'AKIA5'], ['alice', 'AKIA1']], [['bob', 'AKIA3'], ['alice', 'AKIA2'], ['bob', 'AKIA4']]];
+  const reference = new MemoryStore();
+  await staged(reference, parts);
+  await finishRun(reference, 'feedf00d');
+  const files = (store: MemoryStore) => [...store.keys(PUBLISHED), ...store.keys(PUBLISHED_ACCOUNTS)].filter((k) => !k.endsWith('_manifest.json')).map((k) => [k, store.text(k)]);
+  for (const point of CRASH_POINTS) {
+    const store = new MemoryStore();
+    await staged(store, parts);
+    let crashed = false;
+    await assert.rejects(
+      withFaultHook(
+        (name) => {
+          if (name === point && !crashed) {
+            crashed = true;
+            throw new Crash(name);
+          }
+        },
+        () => finishRun(store, 'feedf00d'),
+      ),
+      Crash,
+      point,
+    );
+    if (CRASH_POINTS.indexOf(point) >= CRASH_POINTS.indexOf('after-promote')) {
+      // From the rename on, readers may already see the folder: it must be whole.
+      assert.ok(store.text(`${PUBLISHED}_SUCCESS`) !== undefined && store.text(`${PUBLISHED}_manifest.json`) !== undefined, `${point}: published without its gate or manifest`);
+    } else {
+      assert.equal(await isPublished(store, SNAPSHOT_ID), false, `${point}: published too early`);
+    }
+    await finishRun(store, 'c0ffee00');
+    assert.deepEqual(files(store), files(reference), `${point}: the rerun published the same files`);
+    const manifest = (await readManifest(store, SNAPSHOT_ID))!;
+    assert.deepEqual(manifest.files, (await readManifest(reference, SNAPSHOT_ID))!.files, point);
+    assert.equal(store.text('access_keys/_LATEST'), `${SNAPSHOT_ID}\n`, point);
+    assert.deepEqual(store.keys('_staging/'), [], `${point}: staging removed`);
+  }
+});
+
+test('_LATEST names the newest published snapshot and never moves back to an older one', async () => {
+  const store = new MemoryStore();
+  await updateLatest(store, '20261128T111000Z');
+  assert.equal(store.text('access_keys/_LATEST'), '20261128T111000Z\n');
+  await updateLatest(store, '20261129T000000Z');
+  assert.equal(store.text('access_keys/_LATEST'), '20261129T000000Z\n');
+  const writes = () => store.log.filter((l) => l === 'write access_keys/_LATEST').length;
+  const before = writes();
+  await updateLatest(store, '20261128T111000Z');
+  await updateLatest(store, '20261129T000000Z');
+  assert.equal(writes(), before, 'an older or the same snapshot leaves it alone');
+  assert.equal(store.text('access_keys/_LATEST'), '20261129T000000Z\n');
+  await store.write('access_keys/_LATEST', 'garbage that sorts after any id\n');
+  await updateLatest(store, '20261101T000000Z');
+  assert.equal(store.text('access_keys/_LATEST'), '20261101T000000Z\n', 'what is not an id is replaced');
+});
+
+test('the staged snapshots are listed newest first, with the state objects each has', async () => {
+  const store = new MemoryStore();
+  for (const k of [
+    '_staging/20261128T111000Z/checkpoint.json',
+    '_staging/20261128T111000Z/lease.json',
+    '_staging/20261129T000000Z/lease.json',
+    '_staging/20261127T000000Z/runs/run-0a1b2c3d-000001.ndjson',
+    '_staging/20261130T000000Z/runs/checkpoint.json',
+    '_staging/not-a-snapshot/checkpoint.json',
+    '_staging/2026112T000000Z/checkpoint.json',
+  ]) await store.write(k, 'x');
+  assert.deepEqual(await listStaging(store), [
+    { id: '20261130T000000Z', hasCheckpoint: false, hasLease: false },
+    { id: '20261129T000000Z', hasCheckpoint: false, hasLease: true },
+    { id: '20261128T111000Z', hasCheckpoint: true, hasLease: true },
+    { id: '20261127T000000Z', hasCheckpoint: false, hasLease: false },
+  ]);
+});
+
+test('removing a staged snapshot deletes its lease last, and nothing of other snapshots', async () => {
+  const store = new MemoryStore();
+  for (const k of ['checkpoint.json', 'lease.json', 'runs/run-0a1b2c3d-000001.ndjson', 'publish-feedf00d/_SUCCESS']) await store.write(`${KEYS.staging}${k}`, 'x');
+  await store.write('_staging/20261129T000000Z/checkpoint.json', 'x');
+  store.hook = (op, key) => {
+    if ((op === 'delete' || op === 'deletePrefix') && key !== KEYS.lease && key !== KEYS.staging) assert.ok(store.objects.has(KEYS.lease), `the lease is gone before ${key}`);
+    if (op === 'delete') assert.notEqual(key, KEYS.lease, 'the lease goes with the folder, last');
+  };
+  await removeStaging(store, KEYS);
+  assert.deepEqual(store.keys('_staging/'), ['_staging/20261129T000000Z/checkpoint.json']);
+  assert.equal(store.log.at(-1), `deletePrefix ${KEYS.staging}`);
+});
