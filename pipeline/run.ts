@@ -326,6 +326,15 @@ async function resumable(store: Store, config: Config, hooks: RunHooks, aws: Aws
     }
     return undefined;
   }
+  // A snapshot of shards is theirs to finish: an unsharded run never takes it over or removes it.
+  const sharded = staged.find((s) => s.sharded && !s.hasCheckpoint);
+  if (sharded) {
+    throw new ExportError(
+      'CHECKPOINT_MISMATCH',
+      `${store.describe('_staging')} holds the unfinished sharded snapshot ${sharded.id}; finish it with its shards (--shards N --snapshot-id ${sharded.id}) or iam-key-export finalize, or rerun with --fresh to discard it and start a new snapshot`,
+      { file: store.describe(snapshotKeys(sharded.id).staging) },
+    );
+  }
   // A folder without a checkpoint: a run died between taking the lease and its first save.
   for (const s of staged.filter((x) => !x.hasCheckpoint)) {
     const lease = await takeLease(store, s.id, hooks);

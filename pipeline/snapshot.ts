@@ -92,20 +92,23 @@ export interface Staged {
   readonly id: string;
   readonly hasCheckpoint: boolean;
   readonly hasLease: boolean;
+  /** Staged by shards (`shard-<i>-of-<n>/`, `finalize/`): its checkpoints are the shards', not at the root. */
+  readonly sharded: boolean;
 }
 
 /** The staged snapshots under `_staging/`, newest first. */
 export async function listStaging(store: Store): Promise<Staged[]> {
-  const byId = new Map<string, { checkpoint: boolean; lease: boolean }>();
+  const byId = new Map<string, { checkpoint: boolean; lease: boolean; sharded: boolean }>();
   for (const key of await store.list(`${STAGING_DIR}/`)) {
-    const [, id, name] = key.split('/');
+    const [, id, name, rest] = key.split('/');
     if (!id || !SNAPSHOT_ID.test(id)) continue;
-    const s = byId.get(id) ?? { checkpoint: false, lease: false };
+    const s = byId.get(id) ?? { checkpoint: false, lease: false, sharded: false };
     if (name === 'checkpoint.json') s.checkpoint = true;
     if (name === 'lease.json') s.lease = true;
+    if (rest !== undefined && name !== undefined && (/^shard-\d+-of-\d+$/.test(name) || name === 'finalize')) s.sharded = true;
     byId.set(id, s);
   }
-  return [...byId.entries()].sort(([a], [b]) => (a < b ? 1 : -1)).map(([id, s]) => ({ id, hasCheckpoint: s.checkpoint, hasLease: s.lease }));
+  return [...byId.entries()].sort(([a], [b]) => (a < b ? 1 : -1)).map(([id, s]) => ({ id, hasCheckpoint: s.checkpoint, hasLease: s.lease, sharded: s.sharded }));
 }
 
 /**

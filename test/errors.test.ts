@@ -36,6 +36,8 @@ test('exit codes: usage errors 2, "another run is at work" and stops 75, everyth
     CONFIG_INVALID: 2,
     CHECKPOINT_MISMATCH: 2,
     OUTPUT_LOCKED: 75,
+    OUTPUT_DENIED: 1,
+    OUTPUT_NOT_FOUND: 1,
     STOPPED: 75,
     CHECKPOINT_CORRUPT: 1,
     PAGINATION_TOKEN_INVALID: 1,

@@ -99,7 +99,7 @@ async function runSource(o: RunOptions): Promise<RunResult> {
   const entry = o.cp.account(account);
   const stream = sourceStream({
     // One account, the credentials' own (every error is the run's), unless it is done.
-    accounts: entry?.status === 'done' ? [] : [{ ref: { id: account, name: null }, plan: o.cp.resumePlan(account) }],
+    accounts: entry?.status === 'done' ? [] : [{ ref: { id: account, name: null }, plan: o.cp.resumePlan(account), viaRole: false }],
     accountConcurrency: 1,
     prepare: async () => ({ client: o.client, facts: { alias: null, rootAccessKeysPresent: null } }),
     accountFailures: false,
@@ -639,7 +639,7 @@ test('destroying the stream (an error downstream) stops the paging', async () =>
   let calls = 0;
   const { client } = account.stub({ before: () => void calls++ });
   const stop = new AbortController();
-  const stream = sourceStream({ accounts: [{ ref: { id: ACCOUNT, name: null }, plan: freshCheckpoint().resumePlan(ACCOUNT) }], accountConcurrency: 1, prepare: async () => ({ client, facts: { alias: null, rootAccessKeysPresent: null } }), accountFailures: false, pathPrefix: '/', pageSize: 1, concurrency: 2, stop: stop.signal, onFatal: () => undefined, onThrottled: () => undefined, endpoint: 'x' });
+  const stream = sourceStream({ accounts: [{ ref: { id: ACCOUNT, name: null }, plan: freshCheckpoint().resumePlan(ACCOUNT), viaRole: false }], accountConcurrency: 1, prepare: async () => ({ client, facts: { alias: null, rootAccessKeysPresent: null } }), accountFailures: false, pathPrefix: '/', pageSize: 1, concurrency: 2, stop: stop.signal, onFatal: () => undefined, onThrottled: () => undefined, endpoint: 'x' });
   for await (const _ of stream) break; // destroys it
   for (let i = 0; i < 200; i++) await tick();
   const after = calls;

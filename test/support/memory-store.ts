@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { ExportError } from '../../pipeline/errors.ts';
 import { PreconditionFailed, type Condition, type Store, type StoredObject, type UploadResult } from '../../pipeline/store/store.ts';
 
-export type StoreOp = 'read' | 'write' | 'upload' | 'readStream' | 'delete' | 'list' | 'deletePrefix' | 'promote' | 'exists';
+export type StoreOp = 'read' | 'write' | 'upload' | 'readStream' | 'delete' | 'deleteKeys' | 'list' | 'deletePrefix' | 'promote' | 'exists';
 
 /** Runs before an operation touches anything: may await (a yield), throw (a failure), or record. */
 export type StoreHook = (op: StoreOp, key: string) => void | Promise<void>;
@@ -88,6 +88,11 @@ export class MemoryStore implements Store {
     await this.#enter('delete', key);
     if (condition && this.objects.get(key)?.version !== condition.ifMatch) throw new PreconditionFailed(key);
     this.objects.delete(key);
+  }
+
+  async deleteKeys(keys: readonly string[]): Promise<void> {
+    await this.#enter('deleteKeys', keys[0] ?? '');
+    for (const k of keys) this.objects.delete(k);
   }
 
   async list(prefix: string): Promise<string[]> {
