@@ -177,6 +177,17 @@ export class Lease {
     if (this.#lost) throw this.#lost;
   }
 
+  /**
+   * Stops renewing (and waits for a renewal in flight), keeping the lease: for
+   * the last step of a holder, removing the folder the lease lives in, which a
+   * renewal writing into it at that moment would race.
+   */
+  async quiesce(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#renewing?.catch(() => undefined);
+  }
+
   /** Stops renewing and deletes the lease if it is still ours. */
   async release(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);

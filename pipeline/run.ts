@@ -256,6 +256,7 @@ function takeLease(store: Store, id: string, hooks: RunHooks, unit: StagedUnit =
 
 /** Removes a staged snapshot this run holds the lease of. */
 async function discard(store: Store, id: string, lease: Lease): Promise<void> {
+  await lease.quiesce();
   await removeStaging(store, snapshotKeys(id));
   await lease.release();
 }
@@ -486,7 +487,7 @@ async function runHeld(store: Store, config: Config, hooks: RunHooks, held: Held
     }
     if (stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
     lease.assertHeld();
-    return await publish(store, config, hooks, cp, manifest, summary);
+    return await publish(store, config, hooks, cp, manifest, summary, lease);
   } catch (err) {
     if (isAbort(err) && stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
     throw err;
@@ -496,8 +497,8 @@ async function runHeld(store: Store, config: Config, hooks: RunHooks, held: Held
 }
 
 /** Promotes the finalized snapshot, applies --keep, and says where it is. */
-async function publish(store: Store, config: Config, hooks: RunHooks, cp: Checkpoint, manifest: Manifest | undefined, summary: () => RunSummary): Promise<RunOutcome> {
-  const dir = await promoteSnapshot(store, cp);
+async function publish(store: Store, config: Config, hooks: RunHooks, cp: Checkpoint, manifest: Manifest | undefined, summary: () => RunSummary, lease: Lease): Promise<RunOutcome> {
+  const dir = await promoteSnapshot(store, cp, () => lease.quiesce());
   if (config.keep !== undefined) {
     const deleted = await applyRetention(store, config.keep);
     if (deleted.length > 0) hooks.observer?.onNotice?.(`--keep ${config.keep}: deleted ${deleted.length} older snapshot(s): ${deleted.join(', ')}`, { deleted });
@@ -595,7 +596,7 @@ export async function finalizeShards(store: Store, config: Config, hooks: RunHoo
     }
     if (stop.signal.aborted) return stoppedOrThrow(stop, cp, summary);
     lease.assertHeld();
-    return await publish(store, config, hooks, cp, manifest, summary);
+    return await publish(store, config, hooks, cp, manifest, summary, lease);
   } finally {
     await lease.release();
   }

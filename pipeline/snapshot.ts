@@ -396,7 +396,7 @@ function accountsManifest(view: SnapshotView, file: DataFileInfo) {
  * snapshot's staging (every shard's too). Idempotent: after a crash at any step,
  * a rerun completes the same publication.
  */
-export async function promoteSnapshot(store: Store, cp: Checkpoint): Promise<string> {
+export async function promoteSnapshot(store: Store, cp: Checkpoint, beforeStagingRemoval?: () => Promise<void>): Promise<string> {
   const keys = snapshotKeys(cp.snapshotId);
   const publishing = cp.publishing;
   if (!publishing) throw new ExportError('INTERNAL', `snapshot ${cp.snapshotId} has no finalized files to publish`);
@@ -411,6 +411,7 @@ export async function promoteSnapshot(store: Store, cp: Checkpoint): Promise<str
   }
   for (const dataset of publishing.datasets) await updateLatest(store, cp.snapshotId, dataset.name);
   faultPoint('latest-written');
+  await beforeStagingRemoval?.();
   await removeStaging(store, { staging: keys.root, lease: keys.lease });
   faultPoint('staging-removed');
   return store.describe(keys.published.replace(/\/$/, ''));
