@@ -72,7 +72,8 @@ export async function runExporter(o: ExportOptions): Promise<ExportRun> {
   const args = ['--endpoint-url', o.url, '--out', out, '--format', o.format, '--concurrency', String(o.concurrency), '--quiet', '--fresh'];
   const r = expectSuccess('iam-key-export', await runCommand(o.command, args, withThisNode(exporterEnv(o.env)), o.timeoutMs ?? 300_000));
   const dataset = join(out, 'access_keys');
-  const [snapshot] = await readdir(dataset);
+  // access_keys/ also holds _LATEST (a file naming the newest snapshot) beside the snapshot folders.
+  const [snapshot] = (await readdir(dataset)).filter((name) => name.startsWith('snapshot_id='));
   if (!snapshot) throw new Error(`iam-key-export published nothing under ${dataset}`);
   const dir = join(dataset, snapshot);
   const m = JSON.parse(await readFile(join(dir, '_manifest.json'), 'utf8')) as Manifest;
