@@ -5,11 +5,18 @@
  * so the output format is written once, memory stays bounded by the part size,
  * and a run can be read back and verified (sha256, rows) cheaply.
  *
- * A line is `account \t user_name \t access_key_id \t seq \t user_id \t cells`: the
- * sort key in front so the merge compares without decoding, `seq` the order in
- * which the snapshot observed the row (a later observation of the same key wins),
- * and the cells as a JSON array in schema column order (timestamps as epoch ms).
+ * A line is `account \t user_name \t access_key_id \t seq \t user_id \t payload`:
+ * the sort key in front so the merge compares without decoding, `seq` the order in
+ * which the snapshot observed the row (a later observation of the same key wins).
  * Account ids, IAM user names, key and user ids never hold a tab or a newline.
+ * The payload is JSON (so it never holds a raw newline either), by format:
+ * - Parquet: the cells as an array in schema column order (timestamps as epoch
+ *   ms), decoded into a record again at finalize;
+ * - CSV: `{"csv": row, "dated": bool}`, the row's final CSV text as csv-stringify
+ *   rendered it at commit (sinks/csv.ts, the data files' options) and whether it
+ *   has a last-use date (the manifest counts those). Finalize copies the text
+ *   after the header: a million rows are rendered once, not decoded and rendered
+ *   again. Parts staged as cells by an earlier version are still read.
  *
  * One row per access key id: a key is observed twice only when a listing was
  * restarted after some of it was committed (a Marker IAM rejected, a user renamed
@@ -21,8 +28,12 @@
 import { createHash } from 'node:crypto';
 import { ExportError } from './errors.ts';
 import { faultPoint } from './faultpoint.ts';
+import type { Format } from './formats.ts';
 import { COLUMNS, compareRecords, type AccessKeyRecord } from './schema.ts';
 import type { PartInfo } from './checkpoint.ts';
+import { checkRecord } from './sinks/check.ts';
+import { csvRows } from './sinks/csv.ts';
+import { LinePacker } from './lines.ts';
 import { keyJoin, type Store } from './store/store.ts';
 
 /** Most runs open at once; more are merged in rounds through intermediate runs. */
@@ -54,7 +65,26 @@ export interface StagedRow {
   readonly seq: number;
   readonly userId: string;
   readonly line: string;
+  /** Where the payload starts in `line`. */
+  readonly payloadAt: number;
 }
+
+/** A staged CSV row: its final text (no line end) and whether it has a last-use date. */
+export interface CsvRow {
+  readonly text: string;
+  readonly dated: boolean;
+}
+
+/**
+ * A CSV row's payload is `{"csv":<text as a JSON string>,"dated":<bool>}`; these
+ * are its fixed pieces (with and without the string's quotes).
+ */
+const CSV_OPEN_JSON = '{"csv":';
+const CSV_UNDATED_JSON = ',"dated":false}';
+const CSV_DATED_JSON = ',"dated":true}';
+const CSV_OPEN = CSV_OPEN_JSON + '"';
+const CSV_UNDATED = '"' + CSV_UNDATED_JSON;
+const CSV_DATED = '"' + CSV_DATED_JSON;
 
 /** The cells of a record as a JSON array. */
 function encodeCells(record: AccessKeyRecord): string {
@@ -66,10 +96,40 @@ function encodeCells(record: AccessKeyRecord): string {
   return JSON.stringify(cells);
 }
 
-/** One observation as a staged line (without the newline). */
-export function encodeRow(o: Observation): string {
+/** The sort key and identity in front of every staged line, up to the payload. */
+function prefixOf(o: Observation): string {
   const r = o.record;
-  return `${r.account_id}\t${r.user_name}\t${r.access_key_id}\t${o.seq}\t${r.user_id}\t${encodeCells(r)}`;
+  return `${r.account_id}\t${r.user_name}\t${r.access_key_id}\t${o.seq}\t${r.user_id}\t`;
+}
+
+/** One observation as a staged line of a Parquet part (without the newline). */
+export function encodeRow(o: Observation): string {
+  return prefixOf(o) + encodeCells(o.record);
+}
+
+/**
+ * Observations, in order, as staged lines of a CSV part, each rendered once, here:
+ * each line handed to `add` as three pieces (prefix and the payload's opening,
+ * the text as a JSON string, the payload's end), which `add` writes in turn.
+ */
+function* encodeCsvRows(observations: readonly Observation[]): Generator<readonly [string, string, string]> {
+  // Rendered in slices, so a large commit never holds all its text at once.
+  const SLICE = 4096;
+  const records: AccessKeyRecord[] = [];
+  for (let i = 0; i < observations.length; i += SLICE) {
+    const end = Math.min(observations.length, i + SLICE);
+    records.length = 0;
+    // The published files' last gate, at the only place these records are seen whole.
+    for (let j = i; j < end; j++) {
+      const r = observations[j]!.record;
+      checkRecord(r, j);
+      records.push(r);
+    }
+    const texts = csvRows(records);
+    for (let j = 0; j < records.length; j++) {
+      yield [prefixOf(observations[i + j]!) + CSV_OPEN_JSON, JSON.stringify(texts[j]!), records[j]!.last_used_date !== null ? CSV_DATED_JSON : CSV_UNDATED_JSON];
+    }
+  }
 }
 
 /** Parses the sort key of a staged line; undefined when it is not one. */
@@ -82,12 +142,18 @@ export function parseRow(line: string): StagedRow | undefined {
   if (t1 < 0 || t2 < 0 || t3 < 0 || t4 < 0 || t5 < 0) return undefined;
   const seq = Number(line.slice(t3 + 1, t4));
   if (!Number.isSafeInteger(seq)) return undefined;
-  return { account: line.slice(0, t1), userName: line.slice(t1 + 1, t2), keyId: line.slice(t2 + 1, t3), seq, userId: line.slice(t4 + 1, t5), line };
+  return { account: line.slice(0, t1), userName: line.slice(t1 + 1, t2), keyId: line.slice(t2 + 1, t3), seq, userId: line.slice(t4 + 1, t5), line, payloadAt: t5 + 1 };
 }
 
-/** The record of a staged row. */
+/** True when the row's payload is cells (a Parquet part, or a CSV part of an earlier version). */
+function hasCells(row: StagedRow): boolean {
+  return row.line.charCodeAt(row.payloadAt) === 0x5b; // '['
+}
+
+/** The record of a staged row of cells. */
 export function decodeRow(row: StagedRow): AccessKeyRecord {
-  const cells = JSON.parse(row.line.slice(nthTab(row.line, 5) + 1)) as Cell[];
+  if (!hasCells(row)) throw new ExportError('INTERNAL', `staged row of key ${row.keyId} holds CSV text where a record was expected`);
+  const cells = JSON.parse(row.line.slice(row.payloadAt)) as Cell[];
   const out: Record<string, unknown> = {};
   for (let i = 0; i < NAMES.length; i++) {
     const v = cells[i] ?? null;
@@ -96,10 +162,25 @@ export function decodeRow(row: StagedRow): AccessKeyRecord {
   return out as unknown as AccessKeyRecord;
 }
 
-function nthTab(line: string, n: number): number {
-  let at = -1;
-  for (let i = 0; i < n; i++) at = line.indexOf('\t', at + 1);
-  return at;
+
+/** The CSV text of a staged row: as rendered at commit, or rendered now from cells staged by an earlier version. */
+export function csvRowOf(row: StagedRow): CsvRow {
+  const line = row.line;
+  const at = row.payloadAt;
+  if (hasCells(row)) {
+    const record = decodeRow(row);
+    checkRecord(record, 0);
+    return { text: csvRows([record])[0]!, dated: record.last_used_date !== null };
+  }
+  // JSON escapes all start with a backslash: without one, the text is the
+  // string's content as it stands (most rows: no quoted field, no line break).
+  if (line.startsWith(CSV_OPEN, at) && line.indexOf('\\', at) < 0) {
+    if (line.endsWith(CSV_UNDATED)) return { text: line.slice(at + CSV_OPEN.length, line.length - CSV_UNDATED.length), dated: false };
+    if (line.endsWith(CSV_DATED)) return { text: line.slice(at + CSV_OPEN.length, line.length - CSV_DATED.length), dated: true };
+  }
+  const p = JSON.parse(line.slice(at)) as { csv?: unknown; dated?: unknown };
+  if (typeof p.csv !== 'string' || typeof p.dated !== 'boolean') throw new ExportError('INTERNAL', `staged row of key ${row.keyId} has no CSV text`);
+  return { text: p.csv, dated: p.dated };
 }
 
 const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -118,60 +199,92 @@ export function runFileName(runId: string, n: number): string {
   return `run-${runId}-${String(n).padStart(6, '0')}.ndjson`;
 }
 
-/** Sorts `observations` and writes them as one durable run at `key`. */
-export async function writeRun(store: Store, key: string, observations: Observation[]): Promise<PartInfo> {
+/**
+ * Sorts `observations` and writes them as one durable run at `key`, staged for
+ * `format` (a CSV part holds each row's final text, a Parquet part its cells).
+ */
+export async function writeRun(store: Store, key: string, observations: Observation[], format: Format): Promise<PartInfo> {
   observations.sort((a, b) => compareRecords(a.record, b.record) || a.seq - b.seq);
-  return writeLines(store, key, observations.length, (function* () {
-    for (const o of observations) yield encodeRow(o);
-  })());
-}
-
-async function writeLines(store: Store, key: string, rows: number, lines: Iterable<string> | AsyncIterable<string>): Promise<PartInfo> {
   async function* chunks(): AsyncGenerator<Buffer> {
-    // Slices, so a large part never becomes one giant string.
-    let chunk = '';
-    for await (const line of lines) {
-      chunk += line + '\n';
-      if (chunk.length >= 256 * 1024) {
-        yield Buffer.from(chunk);
-        chunk = '';
+    const packer = new LinePacker();
+    if (format === 'csv') {
+      for (const [line, text, end] of encodeCsvRows(observations)) {
+        const full = packer.add(line, text, end);
+        if (full) yield full;
+      }
+    } else {
+      for (const o of observations) {
+        const full = packer.add(encodeRow(o));
+        if (full) yield full;
       }
     }
-    if (chunk !== '') yield Buffer.from(chunk);
+    const last = packer.end();
+    if (last) yield last;
   }
-  const { sha256 } = await store.upload(key, chunks());
+  return writeChunks(store, key, observations.length, chunks());
+}
+
+/** Writes merged rows, as staged, as one run at `key`. */
+async function writeRows(store: Store, key: string, rows: number, batches: AsyncIterable<readonly StagedRow[]>): Promise<PartInfo> {
+  async function* chunks(): AsyncGenerator<Buffer> {
+    const packer = new LinePacker();
+    for await (const batch of batches) {
+      for (const row of batch) {
+        const full = packer.add(row.line);
+        if (full) yield full;
+      }
+    }
+    const last = packer.end();
+    if (last) yield last;
+  }
+  return writeChunks(store, key, rows, chunks());
+}
+
+async function writeChunks(store: Store, key: string, rows: number, chunks: AsyncIterable<Buffer>): Promise<PartInfo> {
+  const { sha256 } = await store.upload(key, chunks);
   return { file: key.slice(key.lastIndexOf('/') + 1), rows, sha256 };
 }
 
 /**
- * Reads a run back, row by row, verifying its sha256 and row count at the end: a
- * part that changed in the store since it was committed is CHECKPOINT_CORRUPT.
+ * Reads a run back in batches of rows (one per chunk read), verifying its sha256
+ * and row count at the end: a part that changed in the store since it was
+ * committed is CHECKPOINT_CORRUPT.
  */
-export async function* readRun(store: Store, dir: string, part: PartInfo): AsyncGenerator<StagedRow> {
+export async function* readRunBatches(store: Store, dir: string, part: PartInfo): AsyncGenerator<StagedRow[]> {
   const key = keyJoin(dir, part.file);
   const where = store.describe(key);
   const hash = createHash('sha256');
   const corrupt = (why: string) => new ExportError('CHECKPOINT_CORRUPT', `staged part ${where} ${why}; rerun with --fresh to discard the unfinished snapshot`, { file: where });
-  let rest = '';
+  let rest: Buffer | undefined;
   let rows = 0;
   try {
     for await (const chunk of store.readStream(key)) {
       hash.update(chunk);
-      const lines = (rest + chunk.toString('utf8')).split('\n');
-      rest = lines.pop() ?? '';
-      for (const line of lines) {
-        const row = parseRow(line);
+      const buf = rest ? Buffer.concat([rest, chunk]) : chunk;
+      const batch: StagedRow[] = [];
+      let start = 0;
+      // Line by line from the bytes: no string the size of a chunk.
+      for (let nl = buf.indexOf(0x0a, start); nl >= 0; nl = buf.indexOf(0x0a, start)) {
+        const row = parseRow(buf.toString('utf8', start, nl));
         if (!row) throw corrupt('is not valid');
-        rows++;
-        yield row;
+        batch.push(row);
+        start = nl + 1;
       }
+      rest = start < buf.length ? buf.subarray(start) : undefined;
+      rows += batch.length;
+      if (batch.length > 0) yield batch;
     }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as { name?: string }).name === 'NoSuchKey') throw corrupt('is missing');
     throw err;
   }
-  if (rest !== '') throw corrupt('ends in the middle of a line');
+  if (rest) throw corrupt('ends in the middle of a line');
   if (hash.digest('hex') !== part.sha256 || rows !== part.rows) throw corrupt('does not match its checkpoint entry (sha256 or rows)');
+}
+
+/** Reads a run back, row by row, verified as by `readRunBatches`. */
+export async function* readRun(store: Store, dir: string, part: PartInfo): AsyncGenerator<StagedRow> {
+  for await (const batch of readRunBatches(store, dir, part)) yield* batch;
 }
 
 /** Deletes staged files in `dir` that no committed part names (left by a crash between part and checkpoint). */
@@ -182,16 +295,28 @@ export async function removeOrphans(store: Store, dir: string, parts: readonly P
   return orphans;
 }
 
-/** A k-way merge of sorted row streams in (sort key, seq) order: a binary heap over their heads. */
-async function* mergeStreams(streams: AsyncGenerator<StagedRow>[]): AsyncGenerator<StagedRow> {
-  const heap: { row: StagedRow; i: number }[] = [];
-  const less = (a: { row: StagedRow; i: number }, b: { row: StagedRow; i: number }) => {
-    const c = compareRows(a.row, b.row);
+/** Rows a merge hands on at once: one await per batch, not per row. */
+const MERGE_BATCH = 1024;
+
+/** The head of one input of the merge: its current batch and the next row in it. */
+interface Head {
+  rows: StagedRow[];
+  at: number;
+  readonly i: number;
+}
+
+/**
+ * A k-way merge of sorted streams of row batches in (sort key, seq) order, ties
+ * by stream index: a binary heap over the streams' next rows. It waits only when
+ * a stream's batch is used up.
+ */
+async function* mergeStreams(streams: AsyncGenerator<StagedRow[]>[]): AsyncGenerator<StagedRow[]> {
+  const heap: Head[] = [];
+  const less = (a: Head, b: Head) => {
+    const c = compareRows(a.rows[a.at]!, b.rows[b.at]!);
     return c < 0 || (c === 0 && a.i < b.i);
   };
-  const pushHeap = (n: { row: StagedRow; i: number }) => {
-    heap.push(n);
-    let k = heap.length - 1;
+  const siftUp = (k: number) => {
     while (k > 0) {
       const parent = (k - 1) >> 1;
       if (!less(heap[k]!, heap[parent]!)) break;
@@ -199,36 +324,56 @@ async function* mergeStreams(streams: AsyncGenerator<StagedRow>[]): AsyncGenerat
       k = parent;
     }
   };
-  const popHeap = () => {
-    const top = heap[0]!;
-    const last = heap.pop()!;
-    if (heap.length > 0) {
-      heap[0] = last;
-      let k = 0;
-      for (;;) {
-        const l = 2 * k + 1;
-        const r = l + 1;
-        let m = k;
-        if (l < heap.length && less(heap[l]!, heap[m]!)) m = l;
-        if (r < heap.length && less(heap[r]!, heap[m]!)) m = r;
-        if (m === k) break;
-        [heap[k], heap[m]] = [heap[m]!, heap[k]!];
-        k = m;
-      }
+  const siftDown = (k: number) => {
+    for (;;) {
+      const l = 2 * k + 1;
+      const r = l + 1;
+      let m = k;
+      if (l < heap.length && less(heap[l]!, heap[m]!)) m = l;
+      if (r < heap.length && less(heap[r]!, heap[m]!)) m = r;
+      if (m === k) return;
+      [heap[k], heap[m]] = [heap[m]!, heap[k]!];
+      k = m;
     }
-    return top;
+  };
+  /** The stream's next non-empty batch, or undefined at its end. */
+  const refill = async (i: number): Promise<StagedRow[] | undefined> => {
+    for (;;) {
+      const n = await streams[i]!.next();
+      if (n.done) return undefined;
+      if (n.value.length > 0) return n.value;
+    }
   };
   try {
     for (let i = 0; i < streams.length; i++) {
-      const n = await streams[i]!.next();
-      if (!n.done) pushHeap({ row: n.value, i });
+      const rows = await refill(i);
+      if (rows) {
+        heap.push({ rows, at: 0, i });
+        siftUp(heap.length - 1);
+      }
     }
+    let out: StagedRow[] = [];
     while (heap.length > 0) {
-      const top = popHeap();
-      yield top.row;
-      const n = await streams[top.i]!.next();
-      if (!n.done) pushHeap({ row: n.value, i: top.i });
+      const top = heap[0]!;
+      out.push(top.rows[top.at++]!);
+      if (top.at === top.rows.length) {
+        const rows = await refill(top.i);
+        if (rows) {
+          top.rows = rows;
+          top.at = 0;
+        } else {
+          const last = heap.pop()!;
+          if (heap.length === 0) break;
+          heap[0] = last;
+        }
+      }
+      siftDown(0);
+      if (out.length >= MERGE_BATCH) {
+        yield out;
+        out = [];
+      }
     }
+    if (out.length > 0) yield out;
   } finally {
     await Promise.all(streams.map((s) => s.return(undefined)));
   }
@@ -244,12 +389,13 @@ export interface MergeOptions {
 }
 
 /**
- * Merges the committed runs into one stream of records in published order, one
- * row per access key (the latest observation), counting dropped rows in
- * `stats.duplicates`. Never more than `fanIn` runs are open: more are first merged
- * in rounds into intermediate runs under `scratch`.
+ * Merges the committed runs into one stream of staged rows in published order,
+ * in batches, one row per access key (the latest observation), counting dropped
+ * rows in `stats.duplicates`; only the sort key is read. Never more than `fanIn`
+ * runs are open: more are first merged in rounds into intermediate runs under
+ * `scratch`.
  */
-export async function* mergeRuns(store: Store, staged: readonly StagedRun[], options: MergeOptions, stats: { duplicates: number }): AsyncGenerator<AccessKeyRecord> {
+export async function* mergeRows(store: Store, staged: readonly StagedRun[], options: MergeOptions, stats: { duplicates: number }): AsyncGenerator<StagedRow[]> {
   const fanIn = Math.max(2, options.fanIn ?? FAN_IN);
   let runs: StagedRun[] = [...staged];
   for (let round = 0; runs.length > fanIn; round++) {
@@ -262,10 +408,7 @@ export async function* mergeRuns(store: Store, staged: readonly StagedRun[], opt
       }
       const key = keyJoin(options.scratch, `merge-${round}-${String(next.length).padStart(5, '0')}.ndjson`);
       const rows = group.reduce((n, r) => n + r.part.rows, 0);
-      const merged = mergeStreams(group.map((r) => readRun(store, r.dir, r.part)));
-      const part = await writeLines(store, key, rows, (async function* () {
-        for await (const row of merged) yield row.line;
-      })());
+      const part = await writeRows(store, key, rows, mergeStreams(group.map((r) => readRunBatches(store, r.dir, r.part))));
       faultPoint('merge-round-written', key);
       next.push({ dir: options.scratch, part });
     }
@@ -276,22 +419,31 @@ export async function* mergeRuns(store: Store, staged: readonly StagedRun[], opt
   const latest = new Map<string, number>();
   if (options.dirty.size > 0) {
     for (const r of runs) {
-      for await (const row of readRun(store, r.dir, r.part)) {
-        if (options.dirty.has(row.userId) && (latest.get(row.keyId) ?? -1) < row.seq) latest.set(row.keyId, row.seq);
+      for await (const batch of readRunBatches(store, r.dir, r.part)) {
+        for (const row of batch) if (options.dirty.has(row.userId) && (latest.get(row.keyId) ?? -1) < row.seq) latest.set(row.keyId, row.seq);
       }
     }
   }
 
   let held: StagedRow | undefined;
-  for await (const row of mergeStreams(runs.map((r) => readRun(store, r.dir, r.part)))) {
-    if (options.dirty.has(row.userId) && latest.get(row.keyId) !== row.seq) {
-      stats.duplicates++;
-      continue;
+  for await (const batch of mergeStreams(runs.map((r) => readRunBatches(store, r.dir, r.part)))) {
+    const out: StagedRow[] = [];
+    for (const row of batch) {
+      if (options.dirty.size > 0 && options.dirty.has(row.userId) && latest.get(row.keyId) !== row.seq) {
+        stats.duplicates++;
+        continue;
+      }
+      // Equal sort keys arrive in seq order: the last one wins.
+      if (held && sameKey(held, row)) stats.duplicates++;
+      else if (held) out.push(held);
+      held = row;
     }
-    // Equal sort keys arrive in seq order: the last one wins.
-    if (held && sameKey(held, row)) stats.duplicates++;
-    else if (held) yield decodeRow(held);
-    held = row;
+    if (out.length > 0) yield out;
   }
-  if (held) yield decodeRow(held);
+  if (held) yield [held];
+}
+
+/** `mergeRows`, row by row, each decoded into its record (parts of cells only). */
+export async function* mergeRuns(store: Store, staged: readonly StagedRun[], options: MergeOptions, stats: { duplicates: number }): AsyncGenerator<AccessKeyRecord> {
+  for await (const batch of mergeRows(store, staged, options, stats)) for (const row of batch) yield decodeRow(row);
 }

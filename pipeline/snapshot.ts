@@ -23,9 +23,9 @@
 import type { AccountEntry, Checkpoint, CheckpointFile, Counters, DataConfig, FailedUser } from './checkpoint.ts';
 import { ExportError } from './errors.ts';
 import { faultPoint } from './faultpoint.ts';
-import { mergeRuns, type StagedRun } from './runs.ts';
-import { SCHEMA_NAME, SCHEMA_VERSION, type AccessKeyRecord } from './schema.ts';
-import { encodeDataFile, encodeRows, FORMAT_EXTENSION, type DataFileInfo } from './sinks/index.ts';
+import { mergeRows, type StagedRow, type StagedRun } from './runs.ts';
+import { SCHEMA_NAME, SCHEMA_VERSION } from './schema.ts';
+import { encodeRows, encodeStagedFile, FORMAT_EXTENSION, type DataFileInfo } from './sinks/index.ts';
 import { ACCOUNTS_SPEC } from './schema-spec.ts';
 import { keyJoin, type Store } from './store/store.ts';
 
@@ -262,16 +262,37 @@ export interface Manifest {
   };
 }
 
-/** Takes up to `n` items from a shared iterator without closing it; throws AbortError once `stop` is aborted. */
-async function* take<T>(it: AsyncIterator<T>, n: number, state: { done: boolean }, stop: AbortSignal | undefined): AsyncGenerator<T> {
-  for (let i = 0; i < n; i++) {
+/** Batches of rows shared by the files of a snapshot: the iterator, and what the last file left of a batch it cut. */
+interface SharedBatches<T> {
+  readonly it: AsyncIterator<T[]>;
+  rest: T[];
+  done: boolean;
+}
+
+/**
+ * Takes up to `n` rows from shared batches without closing their iterator (a
+ * batch cut at `n` leaves its rest for the next call); throws AbortError once
+ * `stop` is aborted.
+ */
+async function* take<T>(source: SharedBatches<T>, n: number, stop: AbortSignal | undefined): AsyncGenerator<T[]> {
+  for (let left = n; left > 0; ) {
     if (stop?.aborted) throw Object.assign(new Error('finalize stopped'), { name: 'AbortError' });
-    const r = await it.next();
-    if (r.done) {
-      state.done = true;
-      return;
+    let batch = source.rest;
+    source.rest = [];
+    if (batch.length === 0) {
+      const r = await source.it.next();
+      if (r.done) {
+        source.done = true;
+        return;
+      }
+      batch = r.value;
     }
-    yield r.value;
+    if (batch.length > left) {
+      source.rest = batch.slice(left);
+      batch = batch.slice(0, left);
+    }
+    left -= batch.length;
+    yield batch;
   }
 }
 
@@ -326,17 +347,17 @@ export async function finalizeSnapshot(store: Store, state: { readonly checkpoin
 
   const keysDir = `${publishDir}${DATASET_DIR}/`;
   const stats = { duplicates: 0, dated: 0, perAccount: new Map<string, number>() };
-  const merged = countRows(mergeRuns(store, view.runs, { dirty: view.dirty, scratch }, stats), stats)[Symbol.asyncIterator]();
+  const merged: SharedBatches<StagedRow> = { it: countPerAccount(mergeRows(store, view.runs, { dirty: view.dirty, scratch }, stats), stats.perAccount), rest: [], done: false };
   const files: DataFileInfo[] = [];
-  const taken = { done: false };
   try {
     // One file per rowsPerFile rows; always at least one, so an empty account
     // still publishes a readable (header-only / zero-row) file.
-    while (!taken.done) {
+    while (!merged.done) {
       const name = `part-${String(files.length).padStart(5, '0')}${ext}`;
-      const encoded = encodeDataFile(format, take<AccessKeyRecord>(merged, input.rowsPerFile, taken, input.stop), { metadata: metadata({ name: SCHEMA_NAME, version: SCHEMA_VERSION }) });
+      const encoded = encodeStagedFile(format, take(merged, input.rowsPerFile, input.stop), { metadata: metadata({ name: SCHEMA_NAME, version: SCHEMA_VERSION }) });
       const { bytes, sha256 } = await store.upload(keyJoin(keysDir, name), encoded.chunks);
       const info = { file: name, rows: encoded.rows(), bytes, sha256 };
+      stats.dated += encoded.dated();
       if (info.rows === 0 && files.length > 0) {
         await store.delete(keyJoin(keysDir, name));
         break;
@@ -346,7 +367,7 @@ export async function finalizeSnapshot(store: Store, state: { readonly checkpoin
       if (info.rows < input.rowsPerFile) break;
     }
   } finally {
-    await merged.return?.(undefined);
+    await merged.it.return?.(undefined);
   }
   await store.deletePrefix(scratch);
 
@@ -465,12 +486,11 @@ export async function readManifest(store: Store, id: string): Promise<Manifest |
   return found ? (JSON.parse(found.body.toString('utf8')) as Manifest) : undefined;
 }
 
-/** Counts the published rows: those with a last-use date, and each account's. */
-async function* countRows(records: AsyncIterable<AccessKeyRecord>, stats: { dated: number; perAccount: Map<string, number> }): AsyncGenerator<AccessKeyRecord> {
-  for await (const r of records) {
-    if (r.last_used_date !== null) stats.dated++;
-    stats.perAccount.set(r.account_id, (stats.perAccount.get(r.account_id) ?? 0) + 1);
-    yield r;
+/** Counts the published rows of each account, batch by batch (the sort key holds the account). */
+async function* countPerAccount(batches: AsyncIterable<StagedRow[]>, perAccount: Map<string, number>): AsyncGenerator<StagedRow[]> {
+  for await (const batch of batches) {
+    for (const row of batch) perAccount.set(row.account, (perAccount.get(row.account) ?? 0) + 1);
+    yield batch;
   }
 }
 

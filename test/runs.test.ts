@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PART_NAME, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import { compareRows, decodeRow, encodeRow, FAN_IN, mergeRuns, parseRow, readRun, removeOrphans, runFileName, writeRun, type Observation } from '../pipeline/runs.ts';
+import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeRows, mergeRuns, parseRow, readRun, removeOrphans, runFileName, writeRun, type Observation } from '../pipeline/runs.ts';
+import { encodeCsv } from '../pipeline/sinks/csv.ts';
+import { encodeStagedFile } from '../pipeline/sinks/index.ts';
 import { compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
 import { mulberry32 } from './fake-iam/random.ts';
@@ -64,7 +66,7 @@ test(`merging more than twice ${FAN_IN} parts never holds more than ${FAN_IN} op
       all.push(`${user}/${key}`);
       obs.push({ record: rec(user, key), seq: seq++ });
     }
-    parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, obs));
+    parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, obs, 'parquet'));
   }
   const stats = { duplicates: 0 };
   const out: string[] = [];
@@ -83,12 +85,12 @@ test('one row per access key: a dirty user seen under two names keeps only its l
       { record: rec('alice', 'AKIA1', 'AIDAX'), seq: 0 },
       { record: rec('alice', 'AKIA2', 'AIDAX'), seq: 1 },
       { record: rec('bob', 'AKIA3'), seq: 2 },
-    ]);
+    ], 'parquet');
     const second = await writeRun(store, 'runs/run-0a1b2c3d-000002.ndjson', [
       { record: rec('zed', 'AKIA1', 'AIDAX', 'Inactive'), seq: 3 },
       { record: rec('zed', 'AKIA2', 'AIDAX'), seq: 4 },
       { record: rec('carol', 'AKIA4'), seq: 5 },
-    ]);
+    ], 'parquet');
     const stats = { duplicates: 0 };
     const rows: AccessKeyRecord[] = [];
     for await (const r of mergeRuns(store, [first, second].map((part) => ({ dir: 'runs/', part })), { dirty: new Set(['AIDAX']), scratch: 'm/' }, stats)) rows.push(r);
@@ -100,8 +102,8 @@ test('one row per access key: a dirty user seen under two names keeps only its l
 test('rows equal in sort key keep the later observation, also for users not known to be dirty', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);
-    const a = await writeRun(store, 'r/run-0a1b2c3d-000001.ndjson', [{ record: rec('bob', 'AKIA3', undefined, 'Active'), seq: 7 }]);
-    const b = await writeRun(store, 'r/run-0a1b2c3d-000002.ndjson', [{ record: rec('bob', 'AKIA3', undefined, 'Inactive'), seq: 9 }]);
+    const a = await writeRun(store, 'r/run-0a1b2c3d-000001.ndjson', [{ record: rec('bob', 'AKIA3', undefined, 'Active'), seq: 7 }], 'parquet');
+    const b = await writeRun(store, 'r/run-0a1b2c3d-000002.ndjson', [{ record: rec('bob', 'AKIA3', undefined, 'Inactive'), seq: 9 }], 'parquet');
     const stats = { duplicates: 0 };
     const rows: AccessKeyRecord[] = [];
     for await (const r of mergeRuns(store, [b, a].map((part) => ({ dir: 'r/', part })), { dirty: new Set(), scratch: 'm/' }, stats)) rows.push(r);
@@ -113,7 +115,7 @@ test('rows equal in sort key keep the later observation, also for users not know
 test('a staged part changed on disk with the same length fails the merge with CHECKPOINT_CORRUPT', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);
-    const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: rec('bob', 'AKIA3'), seq: 0 }]);
+    const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: rec('bob', 'AKIA3'), seq: 0 }], 'parquet');
     const path = join(dir, 'runs', part.file);
     const text = await readFile(path, 'utf8');
     await writeFile(path, text.replace('Active', 'Activf'));
@@ -130,7 +132,7 @@ test('a record survives staging unchanged: every column, dates and nulls include
   const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [
     { record: never, seq: 1 },
     { record: used, seq: 0 },
-  ]);
+  ], 'parquet');
   const back: AccessKeyRecord[] = [];
   for await (const row of readRun(store, 'runs/', part)) back.push(decodeRow(row));
   assert.deepEqual(back, [used, never], 'sorted, and equal to what went in');
@@ -161,7 +163,7 @@ test('the part names a writer gives are part names a checkpoint accepts, in writ
 test('a part larger than one write is staged whole: its rows and sha256 are what the store holds', async () => {
   const store = new MemoryStore();
   const obs: Observation[] = Array.from({ length: 1500 }, (_, i) => ({ record: rec(`user${String(i).padStart(5, '0')}`, `AKIA${i}`), seq: i }));
-  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', obs);
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', obs, 'parquet');
   const body = store.objects.get('runs/run-0a1b2c3d-000001.ndjson')!.body;
   assert.ok(body.length > 256 * 1024 + 1000, 'more than one chunk of 256 KiB');
   assert.equal(part.file, 'run-0a1b2c3d-000001.ndjson');
@@ -175,7 +177,7 @@ test('a part larger than one write is staged whole: its rows and sha256 are what
 
 test('an empty part is an empty file that reads back as no rows', async () => {
   const store = new MemoryStore();
-  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', []);
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [], 'parquet');
   assert.equal(store.text('runs/run-0a1b2c3d-000001.ndjson'), '');
   assert.equal(part.rows, 0);
   const rows = [];
@@ -199,7 +201,7 @@ test('a staged part that is missing, cut short, garbled, or holds other rows tha
   const part = await writeRun(store, key, [
     { record: rec('alice', 'AKIA1'), seq: 0 },
     { record: rec('bob', 'AKIA2'), seq: 1 },
-  ]);
+  ], 'parquet');
   const good = store.text(key)!;
   const cases: [string, string | undefined, PartInfo, RegExp][] = [
     ['missing', undefined, part, /is missing/],
@@ -223,7 +225,7 @@ test('a staged part that is missing, cut short, garbled, or holds other rows tha
 
 test('a part missing from S3 (NoSuchKey) is CHECKPOINT_CORRUPT too; any other read failure passes as it is', async () => {
   const store = new MemoryStore();
-  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: rec('a', 'K'), seq: 0 }]);
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: rec('a', 'K'), seq: 0 }], 'parquet');
   const s3Missing = Object.assign(new Error('The specified key does not exist.'), { name: 'NoSuchKey' });
   store.hook = (op) => {
     if (op === 'readStream') throw s3Missing;
@@ -282,7 +284,7 @@ test('merging parts in rounds of any fan-in keeps exactly the latest observation
     const parts: PartInfo[] = [];
     for (let at = 0, n = 1; at < observations.length || parts.length === 0; n++) {
       const size = 1 + Math.floor(random() * 4);
-      parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(n).padStart(6, '0')}.ndjson`, observations.slice(at, at + size)));
+      parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(n).padStart(6, '0')}.ndjson`, observations.slice(at, at + size), 'parquet'));
       at += size;
     }
     const fanIn = 2 + Math.floor(random() * 3);
@@ -305,7 +307,7 @@ test('merging parts in rounds of any fan-in keeps exactly the latest observation
 test('a merge in rounds writes its intermediate runs under the scratch folder only, each reached as a fault point', async () => {
   const store = new MemoryStore();
   const parts: PartInfo[] = [];
-  for (let p = 0; p < 7; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }]));
+  for (let p = 0; p < 7; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }], 'parquet'));
   const points: string[] = [];
   const rows: string[] = [];
   await withFaultHook(
@@ -324,7 +326,7 @@ test('a merge in rounds writes its intermediate runs under the scratch folder on
 test('a fan-in below two is taken as two', async () => {
   const store = new MemoryStore();
   const parts: PartInfo[] = [];
-  for (let p = 0; p < 5; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }]));
+  for (let p = 0; p < 5; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }], 'parquet'));
   for (const fanIn of [0, 1]) {
     const rows: string[] = [];
     for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: `scratch${fanIn}/`, fanIn }, { duplicates: 0 })) rows.push(r.user_name);
@@ -335,8 +337,87 @@ test('a fan-in below two is taken as two', async () => {
 test('a merge stopped early closes every part it opened', async () => {
   const store = new CountingStore();
   const parts: PartInfo[] = [];
-  for (let p = 0; p < 4; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }, { record: rec(`v${p}`, `L${p}`), seq: 10 + p }]));
+  for (let p = 0; p < 4; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }, { record: rec(`v${p}`, `L${p}`), seq: 10 + p }], 'parquet'));
   for await (const _ of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 's/' }, { duplicates: 0 })) break;
   assert.equal(store.open, 0);
   assert.equal(store.peak, 4);
 });
+test('CSV parts hold final rows: merged and copied after the header, they are byte for byte what csv-stringify writes for the records', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const records = awkward();
+    const first = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: records[2]!, seq: 0 }, { record: records[0]!, seq: 1 }], 'csv');
+    const second = await writeRun(store, 'runs/run-0a1b2c3d-000002.ndjson', [{ record: records[3]!, seq: 2 }, { record: records[1]!, seq: 3 }], 'csv');
+    // A staged line stays one line, whatever the row holds.
+    const staged = (await readFile(join(dir, 'runs', first.file), 'utf8')).split('\n').filter((l) => l !== '');
+    assert.equal(staged.length, 2);
+    const stats = { duplicates: 0 };
+    const encoded = encodeStagedFile('csv', mergeRows(store, [second, first].map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'm/' }, stats));
+    const published = await bytesOf(encoded.chunks);
+    const expected = await bytesOf(encodeCsv(from([...records].sort(compareRecords))));
+    assert.equal(published, expected);
+    assert.equal(encoded.rows(), 4);
+    assert.equal(encoded.dated(), 1);
+  });
+});
+
+test('CSV parts keep one row per access key: a dirty user seen under two names keeps only its latest observation', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const first = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [
+      { record: rec('alice', 'AKIA1', 'AIDAX'), seq: 0 },
+      { record: rec('bob', 'AKIA3'), seq: 1 },
+    ], 'csv');
+    const second = await writeRun(store, 'runs/run-0a1b2c3d-000002.ndjson', [
+      { record: rec('zed', 'AKIA1', 'AIDAX', 'Inactive'), seq: 2 },
+      { record: rec('bob', 'AKIA3', undefined, 'Expired'), seq: 3 },
+    ], 'csv');
+    const stats = { duplicates: 0 };
+    const rows: string[] = [];
+    for await (const batch of mergeRows(store, [first, second].map((part) => ({ dir: 'runs/', part })), { dirty: new Set(['AIDAX']), scratch: 'm/' }, stats)) for (const row of batch) rows.push(csvRowOf(row).text);
+    assert.deepEqual(rows.map((r) => r.split(',').slice(2, 6).join(',')), ['bob,AIDABOB,AKIA3,Expired', 'zed,AIDAX,AKIA1,Inactive']);
+    assert.equal(stats.duplicates, 2);
+  });
+});
+
+test('a CSV part staged as cells by an earlier version is published with the same text', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const records = awkward().sort(compareRecords);
+    const old = records.map((record, seq) => encodeRow({ record, seq }) + '\n').join('');
+    await writeFile(join(dir, 'old.ndjson'), old);
+    const part = { file: 'old.ndjson', rows: records.length, sha256: createHash('sha256').update(old).digest('hex') };
+    const encoded = encodeStagedFile('csv', mergeRows(store, [{ dir: '', part }], { dirty: new Set(), scratch: 'm/' }, { duplicates: 0 }));
+    assert.equal(await bytesOf(encoded.chunks), await bytesOf(encodeCsv(from(records))));
+    assert.equal(encoded.dated(), 1);
+  });
+});
+
+test('a record that does not fit its column fails the CSV commit with INTERNAL, before anything is staged', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const bad = { ...rec('bob', 'AKIA3'), key_age_days: 3.5 };
+    await assert.rejects(writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: bad, seq: 0 }], 'csv'), (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL');
+    assert.deepEqual(await store.list('runs/'), []);
+  });
+});
+/** The bytes of an encoded file. */
+async function bytesOf(chunks: AsyncIterable<Buffer>): Promise<string> {
+  const out: Buffer[] = [];
+  for await (const c of chunks) out.push(c);
+  return Buffer.concat(out).toString('utf8');
+}
+
+async function* from<T>(items: Iterable<T>): AsyncGenerator<T> {
+  yield* items;
+}
+
+/** Records whose CSV needs quoting: a comma in a name, a quote, an empty string, a line break, a last use. */
+function awkward(): AccessKeyRecord[] {
+  return [
+    rec('a,b', 'AKIA1'),
+    { ...rec('quote"d', 'AKIA2'), last_used_date: new Date('2026-11-01T10:00:00.000Z'), last_used_service: 's3', last_used_region: '', days_since_last_used: 27 },
+    { ...rec('bob', 'AKIA3'), last_used_service: 'line\nbreak', last_used_region: 'cr\ronly' },
+    rec('carol', 'AKIA4'),
+  ];
+}

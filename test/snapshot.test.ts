@@ -43,7 +43,7 @@ async function staged(store: MemoryStore, parts: [string, string][][], failed: s
   let seq = 0;
   for (const [n, part] of parts.entries()) {
     const observations: Observation[] = part.map(([user, key]) => ({ record: recordOf(user, key), seq: seq++ }));
-    cp.addPart(await writeRun(store, `${KEYS.runs}${runFileName('0a1b2c3d', n + 1)}`, observations));
+    cp.addPart(await writeRun(store, `${KEYS.runs}${runFileName('0a1b2c3d', n + 1)}`, observations, 'parquet'));
   }
   const file = await CheckpointFile.create(store, KEYS.checkpoint, cp);
   return { cp, file };

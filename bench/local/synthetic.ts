@@ -5,8 +5,9 @@
  *
  * Shape: users of KEYS_PER_USER keys each, so every user is one ListAccessKeys
  * page of 100 keys followed by its `user-done` STATE, and every 100 users are
- * announced by a `users-page` STATE first, as the source emits them. Key ids are
- * pseudo-random, so each commit's sort does real work.
+ * announced by a `users-page` STATE first, as the source emits them, and the
+ * listing ends with the `users-scanned` STATE of a verifying scan that found
+ * nobody new. Key ids are pseudo-random, so each commit's sort does real work.
  */
 import { mulberry32 } from '../../test/fake-iam/random.ts';
 import type { AccessKeyMetadata } from '@aws-sdk/client-iam';
@@ -56,7 +57,9 @@ export function* sourceKeys(total: number, seed = 1): Generator<SourceKey & { re
 /**
  * Batches as `sourceStream` emits them: a `users-page` STATE alone before each page
  * of users, then per user one batch of its RECORDs closed by its `user-done` STATE.
- * The last `users-page` has no next token, so the checkpoint sees the listing complete.
+ * The last `users-page` has no next token, and a complete `users-scanned` and the
+ * account's `account-done` follow the last user, so the checkpoint sees the export
+ * complete.
  */
 export function* sourceBatches(total: number, seed = 1): Generator<Batch<SourceKey>> {
   const users = Math.ceil(total / KEYS_PER_USER);

@@ -5,11 +5,12 @@
  * S3 object) is the store's business.
  */
 import { basename, dirname } from 'node:path';
+import { csvRowOf, decodeRow, type StagedRow } from '../runs.ts';
 import { COLUMNS, type AccessKeyRecord, type ColumnType } from '../schema.ts';
 import type { ParquetValue } from 'parquetjs-lite';
 import { LocalStore } from '../store/local.ts';
 import { checkRecord, checkRow } from './check.ts';
-import { encodeCsv } from './csv.ts';
+import { encodeCsv, encodeCsvRows } from './csv.ts';
 import { parquetEncoder, type ParquetFileOptions } from './parquet.ts';
 import type { Format } from '../formats.ts';
 
@@ -79,6 +80,47 @@ export function encodeRows(format: Format, columns: readonly OtherColumns[], row
   }
   const chunks = format === 'csv' ? encodeCsv(checked(), columns.map((c) => c.name)) : parquetEncoder<Readonly<Record<string, ParquetValue>>>(columns, options)(checked());
   return { chunks, rows: () => count };
+}
+
+/** An encoded file of staged rows, which also counts the rows with a last-use date. */
+export interface EncodedStagedFile extends EncodedFile {
+  dated(): number;
+}
+
+/**
+ * Encodes merged staged rows (runs.ts) in `format`: for CSV, the text each row
+ * was rendered to at commit is copied after the header, nothing decoded (the
+ * records were checked then); for Parquet, each row is decoded into its record
+ * and encoded as by `encodeDataFile`.
+ */
+export function encodeStagedFile(format: Format, batches: AsyncIterable<readonly StagedRow[]>, options: DataFileOptions = {}): EncodedStagedFile {
+  let dated = 0;
+  if (format === 'csv') {
+    let count = 0;
+    async function* texts(): AsyncGenerator<string[]> {
+      for await (const batch of batches) {
+        const out = new Array<string>(batch.length);
+        for (let i = 0; i < batch.length; i++) {
+          const csv = csvRowOf(batch[i]!);
+          if (csv.dated) dated++;
+          out[i] = csv.text;
+        }
+        count += batch.length;
+        yield out;
+      }
+    }
+    return { chunks: encodeCsvRows(texts()), rows: () => count, dated: () => dated };
+  }
+  async function* records(): AsyncGenerator<AccessKeyRecord> {
+    for await (const batch of batches) {
+      for (const row of batch) {
+        const record = decodeRow(row);
+        if (record.last_used_date !== null) dated++;
+        yield record;
+      }
+    }
+  }
+  return { ...encodeDataFile(format, records(), options), dated: () => dated };
 }
 
 /**

@@ -69,7 +69,7 @@ export function partWriter(o: PartWriterOptions): Writable {
       // The snapshot's observation order: later observations of a key win at the merge.
       const base = o.checkpoint.counters.rowsWritten;
       const observations: Observation[] = batch.map((record, i) => ({ record, seq: base + i }));
-      o.checkpoint.addPart(await writeRun(o.store, keyJoin(o.runsDir, runFileName(o.runId, nextRun++)), observations));
+      o.checkpoint.addPart(await writeRun(o.store, keyJoin(o.runsDir, runFileName(o.runId, nextRun++)), observations, o.checkpoint.config.format));
       faultPoint('part-durable');
     }
     for (const s of pending) o.checkpoint.apply(s);
