@@ -38,7 +38,9 @@ export async function startMoto(options: { env?: Record<string, string> } = {}):
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  for (let i = 0; i < 150; i++) {
+  // Up to 60 s: moto_server (Python) starts in ~2 s on an idle machine, many times that on a loaded one.
+  const attempts = 600;
+  for (let i = 0; i < attempts; i++) {
     if (child.exitCode !== null) throw new Error(`moto_server exited: ${stderr}`);
     try {
       const res = await fetch(`${url}/moto-api/`);
@@ -48,7 +50,7 @@ export async function startMoto(options: { env?: Record<string, string> } = {}):
       // not listening yet
     }
     await sleep(100);
-    if (i === 149) {
+    if (i === attempts - 1) {
       child.kill('SIGKILL');
       throw new Error(`moto_server did not start: ${stderr}`);
     }
