@@ -190,7 +190,7 @@ test('the refusal says who holds the lease, for how long, and when it expires', 
     assert.ok(isLocked(err));
     assert.equal(
       (err as Error).message,
-      'another run (pid 100 on pod-a, running for 12 s) holds mem://root/_staging/20261128T111000Z/lease.json; this is temporary: rerun later (its lease expires 18 s after its last renewal if it was killed)',
+      'another run (pid 100 on pod-a, running for 12 s) holds mem://root/_staging/20261128T111000Z/lease.json; this is temporary: rerun later (its lease expires in 18 s, at 2026-11-28T11:10:30.000Z, unless it renews it: it does every 5 s while it runs)',
     );
     assert.equal((err as ExportError).context.file, `mem://root/${KEY}`);
     return true;
