@@ -13,7 +13,14 @@ import { fileURLToPath } from 'node:url';
 // an operator gets that once from the README, not on every cron run.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const { main } = existsSync(new URL('../pipeline/cli.ts', import.meta.url)) ? await loadSources() : await import('../dist/cli.js');
+// IAM_KEY_EXPORT_BUILD=test-dist runs a checkout's compiled build in that folder when it is
+// there (make test builds it once, so the hundreds of runs the tests start do not each
+// compile the sources); an installed package has none and ignores it.
+const testBuild = process.env.IAM_KEY_EXPORT_BUILD === 'test-dist' && existsSync(new URL('../test-dist/cli.js', import.meta.url));
+const { main } =
+  testBuild ? await import('../test-dist/cli.js')
+  : existsSync(new URL('../pipeline/cli.ts', import.meta.url)) ? await loadSources()
+  : await import('../dist/cli.js');
 const code = await main(process.argv.slice(2));
 // Exit explicitly once stdout and stderr are flushed: a timer the SDK left pending
 // (a retry backoff, an idle socket) must not keep a finished or stopped run alive.

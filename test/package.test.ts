@@ -212,7 +212,7 @@ test('in a checkout without node_modules the bin says in one line to run npm ci 
   const checkout = await mkdtemp(join(tmpdir(), 'ike-clone-'));
   try {
     for (const part of ['bin', 'pipeline', 'schemas', 'package.json']) await cp(join(REPO_ROOT, part), join(checkout, part), { recursive: true });
-    const r = await run(process.execPath, [join(checkout, 'bin', 'iam-key-export.js'), '--version'], { cwd: checkout });
+    const r = await run(process.execPath, [join(checkout, 'bin', 'iam-key-export.js'), '--version'], { cwd: checkout, env: testEnv({ IAM_KEY_EXPORT_BUILD: '' }) });
     assert.equal(r.code, 1);
     assert.equal(r.stdout, '');
     assert.equal(r.stderr, `iam-key-export: dependencies are not installed; run \`npm ci\` in ${await realpath(checkout)}\n`);

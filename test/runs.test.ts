@@ -141,9 +141,10 @@ test('a record survives staging unchanged: every column, dates and nulls include
 
 test('a staged line carries its sort key and observation in front; anything else is not a staged line', () => {
   const row = parseRow(encodeRow({ record: rec('alice', 'AKIA1', 'AIDAX'), seq: 42 }))!;
-  assert.deepEqual({ ...row, line: undefined }, { account: '123456789012', userName: 'alice', keyId: 'AKIA1', seq: 42, userId: 'AIDAX', line: undefined });
+  assert.deepEqual({ ...row, line: undefined, payloadAt: undefined }, { account: '123456789012', userName: 'alice', keyId: 'AKIA1', seq: 42, userId: 'AIDAX', line: undefined, payloadAt: undefined });
+  assert.equal(row.line.slice(row.payloadAt, row.payloadAt + 1), '[', 'the payload (cells) starts after the sort key');
   for (const bad of ['', 'a\tb\tc\td', 'a\tb\tc\t1\tu', 'a\tb\tc\tx\tu\t[]', 'a\tb\tc\t1.5\tu\t[]']) assert.equal(parseRow(bad), undefined, JSON.stringify(bad));
-  assert.deepEqual(parseRow('a\tb\tc\t7\tu\t[]'), { account: 'a', userName: 'b', keyId: 'c', seq: 7, userId: 'u', line: 'a\tb\tc\t7\tu\t[]' });
+  assert.deepEqual(parseRow('a\tb\tc\t7\tu\t[]'), { account: 'a', userName: 'b', keyId: 'c', seq: 7, userId: 'u', line: 'a\tb\tc\t7\tu\t[]', payloadAt: 10 });
 });
 
 test('rows order by account, user name, key id, then observation', () => {

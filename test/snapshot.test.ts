@@ -313,14 +313,20 @@ test('the staged snapshots are listed newest first, with the state objects each 
     '_staging/20261129T000000Z/lease.json',
     '_staging/20261127T000000Z/runs/run-0a1b2c3d-000001.ndjson',
     '_staging/20261130T000000Z/runs/checkpoint.json',
+    '_staging/20261201T000000Z/shard-1-of-4/checkpoint.json',
+    '_staging/20261202T000000Z/finalize/lease.json',
+    '_staging/20261203T000000Z/shard-1-of-x/checkpoint.json',
     '_staging/not-a-snapshot/checkpoint.json',
     '_staging/2026112T000000Z/checkpoint.json',
   ]) await store.write(k, 'x');
   assert.deepEqual(await listStaging(store), [
-    { id: '20261130T000000Z', hasCheckpoint: false, hasLease: false },
-    { id: '20261129T000000Z', hasCheckpoint: false, hasLease: true },
-    { id: '20261128T111000Z', hasCheckpoint: true, hasLease: true },
-    { id: '20261127T000000Z', hasCheckpoint: false, hasLease: false },
+    { id: '20261203T000000Z', hasCheckpoint: false, hasLease: false, sharded: false },
+    { id: '20261202T000000Z', hasCheckpoint: false, hasLease: false, sharded: true },
+    { id: '20261201T000000Z', hasCheckpoint: false, hasLease: false, sharded: true },
+    { id: '20261130T000000Z', hasCheckpoint: false, hasLease: false, sharded: false },
+    { id: '20261129T000000Z', hasCheckpoint: false, hasLease: true, sharded: false },
+    { id: '20261128T111000Z', hasCheckpoint: true, hasLease: true, sharded: false },
+    { id: '20261127T000000Z', hasCheckpoint: false, hasLease: false, sharded: false },
   ]);
 });
 
