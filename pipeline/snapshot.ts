@@ -231,7 +231,7 @@ export interface Manifest {
   readonly files: readonly DataFileInfo[];
   /** Some users or accounts failed (published with --allow-partial). */
   readonly partial: boolean;
-  /** Each account: whether it was read, and its rows. */
+  /** Each account: exported, partial (some users failed) or failed, and its rows. */
   readonly accounts: readonly { readonly account_id: string; readonly outcome: string; readonly keys: number; readonly code?: string | null }[];
   readonly failed_accounts: readonly { readonly account_id: string; readonly code: string }[];
   readonly users: {
@@ -296,6 +296,12 @@ async function* take<T>(source: SharedBatches<T>, n: number, stop: AbortSignal |
   }
 }
 
+/** exported (every user read), partial (some users failed) or failed (not read): the same word in the manifest and the accounts dataset. */
+function accountOutcome(e: SnapshotView['accounts'][number]): 'exported' | 'partial' | 'failed' {
+  if (e.status === 'failed') return 'failed';
+  return (e.summary?.failed ?? e.progress?.failedUsers ?? []).length > 0 ? 'partial' : 'exported';
+}
+
 /** The rows of the accounts dataset: one per account of the snapshot. */
 function accountRows(view: SnapshotView, keysByAccount: ReadonlyMap<string, number>): Record<string, string | number | boolean | Date | null>[] {
   return view.accounts.map((e) => {
@@ -312,7 +318,7 @@ function accountRows(view: SnapshotView, keysByAccount: ReadonlyMap<string, numb
       users_vanished: vanished,
       users_failed: failed,
       keys_exported: keysByAccount.get(e.ref.id) ?? 0,
-      outcome: e.status === 'failed' ? 'failed' : failed > 0 ? 'partial' : 'exported',
+      outcome: accountOutcome(e),
       error_code: e.status === 'failed' ? e.code : null,
     };
   });
@@ -511,7 +517,7 @@ function buildManifest(view: SnapshotView, input: ManifestInput, files: DataFile
     rows,
     files,
     partial: failed.length > 0 || failedAccounts.length > 0,
-    accounts: view.accounts.map((e) => ({ account_id: e.ref.id, outcome: e.status === 'failed' ? 'failed' : 'exported', keys: stats.perAccount.get(e.ref.id) ?? 0, ...(e.status === 'failed' ? { code: e.code } : {}) })),
+    accounts: view.accounts.map((e) => ({ account_id: e.ref.id, outcome: accountOutcome(e), keys: stats.perAccount.get(e.ref.id) ?? 0, ...(e.status === 'failed' ? { code: e.code } : {}) })),
     failed_accounts: failedAccounts,
     users: { seen: c.usersExported + c.usersVanished + failed.length, exported: c.usersExported, vanished: c.usersVanished, failed },
     api: { calls: c.calls, calls_total: callsTotal, attempts: c.attempts, retries: Math.max(0, c.attempts - callsTotal), throttles: c.throttles },

@@ -162,7 +162,7 @@ test('the manifest says what the snapshot is, how it was made, and what it holds
   assert.equal(m.rows, 2);
   assert.equal(m.partial, true, 'a user failed');
   assert.deepEqual(m.users, { seen: 4, exported: 2, vanished: 1, failed: [{ user_name: 'zed', user_id: 'AIDAZED', account_id: ACCOUNT, code: 'AccessDenied' }] });
-  assert.deepEqual(m.accounts.map((a) => [a.account_id, a.keys]), [[ACCOUNT, 2]], 'the rows published per account');
+  assert.deepEqual(m.accounts.map((a) => [a.account_id, a.keys, a.outcome]), [[ACCOUNT, 2, 'partial']], 'the rows published per account; a user failed, so the account is partial (as in the accounts dataset)');
   assert.deepEqual(m.failed_accounts, []);
   assert.deepEqual(m.api, { calls: { ListUsers: 2, ListAccessKeys: 5 }, calls_total: 7, attempts: 9, retries: 2, throttles: 2 });
   assert.equal(m.wall_time_ms, 4321);
