@@ -214,6 +214,16 @@ function configurationOf(c: Config) {
     time_budget_ms: c.timeBudgetMs ?? null,
     allow_partial: c.allowPartial,
     max_attempts: c.maxAttempts,
+    last_used: c.lastUsed,
+    keep: c.keep ?? null,
+    // Which accounts, and how they are reached (the ExternalId is a shared secret of the trust policy: only whether one is set).
+    accounts: c.accounts.mode === 'self' ? 'self' : c.accounts.mode === 'organization' ? { organization: true, exclude: c.accounts.exclude } : { ids: c.accounts.ids, exclude: c.accounts.exclude },
+    role_name: c.role?.name ?? null,
+    role_session_name: c.role?.sessionName ?? null,
+    external_id_set: c.role?.externalId !== undefined,
+    account_concurrency: c.accountConcurrency,
+    shard: c.shard ? { index: c.shard.index, count: c.shard.count } : null,
+    snapshot_id: c.snapshotId ?? null,
   };
 }
 

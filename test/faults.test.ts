@@ -109,7 +109,12 @@ test('JSON log lines on stdout carry the documented fields, and no progress bar 
       }
       const [start] = byEvent('start');
       assert.ok(start && typeof start.snapshot_id === 'string' && start.resumed === false);
-      assert.deepEqual(Object.keys(start.configuration as object).sort(), ['allow_partial', 'concurrency', 'endpoint_url', 'format', 'max_attempts', 'max_items', 'out', 'page_size', 'path_prefix', 'profile', 'region', 'statuses', 'time_budget_ms']);
+      assert.deepEqual(Object.keys(start.configuration as object).sort(), [
+        'account_concurrency', 'accounts', 'allow_partial', 'concurrency', 'endpoint_url', 'external_id_set', 'format', 'keep', 'last_used', 'max_attempts', 'max_items', 'out',
+        'page_size', 'path_prefix', 'profile', 'region', 'role_name', 'role_session_name', 'shard', 'snapshot_id', 'statuses', 'time_budget_ms',
+      ]);
+      const configuration = start.configuration as Record<string, unknown>;
+      assert.deepEqual([configuration.accounts, configuration.role_name, configuration.shard], ['self', null, null]);
       const progress = byEvent('progress');
       assert.ok(progress.length >= 1);
       for (const key of ['users_listed', 'listing_done', 'users_done', 'keys', 'calls', 'calls_per_s', 'throttles', 'retries', 'elapsed_ms']) assert.ok(key in progress[0]!, key);
