@@ -4,7 +4,7 @@
  * ready once /moto-api/ answers.
  */
 import { once } from 'node:events';
-import { createServer } from 'node:net';
+import { freePort } from '../test/support/moto.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { signalGroup, startTracked } from './proc.ts';
@@ -12,17 +12,6 @@ import { signalGroup, startTracked } from './proc.ts';
 export interface MotoProcess {
   readonly url: string;
   stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Starts moto_server with `bucket` created; throws when moto_server is missing. */

@@ -84,7 +84,7 @@ function logText(c: unknown): string {
  * When neither the flag nor the SDK's chain (AWS_REGION, profile) gives one, use
  * us-east-1, as the AWS CLI does for IAM, instead of failing.
  */
-export async function resolveRegion(o: ClientOptions): Promise<string> {
+export async function resolveRegion(o: Pick<ClientOptions, 'region' | 'profile'>): Promise<string> {
   if (o.region) return o.region;
   const probe = new IAMClient(o.profile ? { profile: o.profile } : {});
   try {

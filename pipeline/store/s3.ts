@@ -62,7 +62,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { Logger } from '@smithy/types';
 import { awsErrorName, classifyStoreError, ExportError } from '../errors.ts';
 import { faultPoint } from '../faultpoint.ts';
-import { instrument, type ApiStats } from '../source/client.ts';
+import { instrument, resolveRegion, type ApiStats } from '../source/client.ts';
 import { PreconditionFailed, keyJoin, type Condition, type Store, type StoredObject, type UploadResult } from './store.ts';
 import type { S3Location } from './url.ts';
 
@@ -477,7 +477,8 @@ export function s3EndpointOf(o: Pick<S3ClientOptions, 'endpointUrl'>, env: NodeJ
 export async function createS3Client(o: S3ClientOptions, env: NodeJS.ProcessEnv = process.env): Promise<S3Client> {
   const custom = s3EndpointOf(o, env);
   return new S3Client({
-    region: await s3Region(o),
+    // The flag, else the SDK's chain (AWS_REGION, the profile), else us-east-1 (the bucket's region is followed anyway).
+    region: await resolveRegion(o),
     ...(o.profile ? { profile: o.profile } : {}),
     ...(o.endpointUrl ? { endpoint: o.endpointUrl } : {}),
     forcePathStyle: o.forcePathStyle || custom !== undefined,
@@ -499,15 +500,3 @@ export async function createS3Client(o: S3ClientOptions, env: NodeJS.ProcessEnv 
 /** Sockets per client: the merge's FAN_IN (64) open bodies, plus uploads and the lease's renewals. */
 const SOCKETS = 96;
 
-/** The region for S3: the flag, else the SDK's chain (AWS_REGION, the profile), else us-east-1 (the bucket's region is followed anyway). */
-async function s3Region(o: Pick<S3ClientOptions, 'region' | 'profile'>): Promise<string> {
-  if (o.region) return o.region;
-  const probe = new S3Client(o.profile ? { profile: o.profile } : {});
-  try {
-    return await probe.config.region();
-  } catch {
-    return 'us-east-1';
-  } finally {
-    probe.destroy();
-  }
-}
