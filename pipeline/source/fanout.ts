@@ -123,6 +123,16 @@ export function sourceStream(options: SourceOptions): Readable {
   return readable;
 }
 
+/** An account being reached (prepare), ahead of its turn or at it. */
+interface Reaching {
+  /** Stops this account only (its failure, or a run that ends before its turn). */
+  readonly stopAccount: AbortController;
+  readonly stop: AbortSignal;
+  readonly prepared: Promise<PreparedAccount>;
+  /** Its turn came: it is read (or failed) by #account, not stopped as unused. */
+  taken: boolean;
+}
+
 /** Accounts that all failed alike, with none read, before the run counts it as systemic. */
 export const SYSTEMIC_ACCOUNTS = 10;
 
@@ -133,7 +143,12 @@ const RUN_LEVEL = new Set(['SOURCE_UNREACHABLE', 'INTERNAL', 'CHECKPOINT_MISMATC
  * The outer level of the fan-out: at most `accountConcurrency` accounts at once,
  * each reached (prepare), announced (account-started), read by its own Source
  * (its own client: IAM throttles each account on its own) into the shared channel,
- * and closed (account-done) or failed (account-failed). When the first
+ * and closed (account-done) or failed (account-failed). Reaching an account
+ * (AssumeRole, its facts, its credential report's generation: seconds in IAM) runs
+ * ahead: when an account starts being read, the one `accountConcurrency` places
+ * later in line is reached, against that account's own rate limit, so a slot that
+ * frees finds its next account ready instead of waiting for it. An account is
+ * still announced and read only when its turn comes, in order. When the first
  * min(SYSTEMIC_ACCOUNTS, all) accounts all failed alike and none was read, it is
  * not about accounts (the role is missing everywhere): the run stops (exit 1).
  * Only accounts reached through the role count: the caller's own account, read
@@ -153,20 +168,53 @@ class AccountsSource {
   }
 
   async run(): Promise<void> {
-    const limit = pLimit(this.#o.accountConcurrency);
-    await Promise.all(this.#o.accounts.map((job) => limit(() => this.#account(job))));
+    const o = this.#o;
+    const limit = pLimit(o.accountConcurrency);
+    const ahead = o.accountConcurrency;
+    try {
+      await Promise.all(
+        o.accounts.map((job, i) =>
+          limit(() => {
+            const reaching = this.#reach(i);
+            if (i + ahead < o.accounts.length && !this.#halted()) this.#reach(i + ahead);
+            return this.#account(job, reaching);
+          }),
+        ),
+      );
+    } finally {
+      // Reached ahead but never read (the run stopped first): stop them, and let
+      // them settle, so nothing writes into the staging after the source ended.
+      for (const r of this.#reaching.values()) if (!r.taken) r.stopAccount.abort();
+      await Promise.allSettled([...this.#reaching.values()].map((r) => r.prepared));
+    }
+  }
+
+  /** Accounts being reached or reached, by their place in line. */
+  readonly #reaching = new Map<number, Reaching>();
+
+  /** Starts reaching the account at place `i` (once). */
+  #reach(i: number): Reaching {
+    let r = this.#reaching.get(i);
+    if (r) return r;
+    const stopAccount = new AbortController();
+    const stop = AbortSignal.any([this.#o.stop, stopAccount.signal]);
+    setMaxListeners(0, stop);
+    const prepared = this.#o.prepare(this.#o.accounts[i]!, stop);
+    prepared.catch(() => undefined); // observed when its turn comes
+    r = { stopAccount, stop, prepared, taken: false };
+    this.#reaching.set(i, r);
+    return r;
   }
 
   #halted(): boolean {
     return this.#o.stop.aborted || this.#o.budget?.exhausted === true;
   }
 
-  async #account(job: AccountJob): Promise<void> {
+  async #account(job: AccountJob, reaching: Reaching): Promise<void> {
     const o = this.#o;
     if (this.#halted()) return;
-    const stopAccount = new AbortController();
-    const stop = AbortSignal.any([o.stop, stopAccount.signal]);
-    setMaxListeners(0, stop);
+    reaching.taken = true;
+    const { stopAccount, stop } = reaching;
     let failure: ExportError | undefined;
     const fail = (err: ExportError) => {
       if (!o.accountFailures || RUN_LEVEL.has(err.code)) return o.onFatal(err);
@@ -175,7 +223,7 @@ class AccountsSource {
     };
     let prepared: PreparedAccount;
     try {
-      prepared = await o.prepare(job, stop);
+      prepared = await reaching.prepared;
     } catch (err) {
       if (stop.aborted) return;
       // Throttled past the retries while reaching it: a resumable stop, like a throttled page.
