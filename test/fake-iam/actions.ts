@@ -38,7 +38,7 @@ export interface ActionContext {
   readonly caller: Caller;
   readonly faults: Pick<
     FaultOptions,
-    'listUsersDenied' | 'vanishedFraction' | 'deniedFraction' | 'rejectStaleMarkers' | 'lastUsedDenied' | 'reportDenied' | 'reportLimitExceeded' | 'credentialReport'
+    'listUsersDenied' | 'listUsersDeniedAccounts' | 'vanishedFraction' | 'deniedFraction' | 'rejectStaleMarkers' | 'lastUsedDenied' | 'reportDenied' | 'reportLimitExceeded' | 'credentialReport'
   >;
 }
 
@@ -117,7 +117,7 @@ function indexAfter(users: readonly FakeUser[], name: string): number {
 }
 
 function listUsers(params: URLSearchParams, { dataset, faults, caller }: ActionContext): Page<FakeUser> {
-  if (faults.listUsersDenied) {
+  if (faults.listUsersDenied || faults.listUsersDeniedAccounts.includes(dataset.accountId)) {
     throw accessDenied(caller.arn, 'ListUsers', `arn:aws:iam::${dataset.accountId}:user/`);
   }
   const prefix = requireMatch(params.get('PathPrefix') ?? '/', 'pathPrefix', PATH_PREFIX, 1, 512);

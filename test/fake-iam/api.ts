@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { runAction, type IamAction } from './actions.ts';
 import type { AccountDirectory } from './accounts.ts';
 import { API_VERSION, ORGANIZATIONS_TARGET, SERVICE_OF, XML_NAMESPACE, isAction, type Action, type QueryService } from './catalog.ts';
-import { IamError, expiredToken, invalidClientTokenId } from './errors.ts';
+import { IamError, accessDenied, expiredToken, invalidClientTokenId } from './errors.ts';
 import type { FaultInjector } from './faults.ts';
 import { readBody, sendAwsJson, sendXml } from './http.ts';
 import { renderJsonError, runOrganizationsAction, type OrganizationsAction } from './organizations.ts';
@@ -104,6 +104,11 @@ export function apiHandler(deps: ApiDependencies): (req: IncomingMessage, res: S
     const dataset = accounts.store(accountId);
     const account = accounts.account(accountId);
     if (!dataset || !account) throw new Error(`fake-iam: a session names unknown account ${accountId}`);
+    // Suspended or closed while a session of it was out: every IAM action is denied
+    // (as AssumeRole into it is), so a run meets it mid-way, not only when reaching it.
+    if (signer.kind === 'session' && account.status !== 'ACTIVE') {
+      throw accessDenied(caller.arn, request.action, `arn:aws:iam::${accountId}:*`);
+    }
     const result = runAction(request.action as IamAction, request.params, { dataset, account, caller, faults: faults.options });
     if (result.action === 'GetAccessKeyLastUsed') stats.lookedUp(result.key.accessKeyId);
     return renderResult(result, requestId);

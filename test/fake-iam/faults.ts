@@ -62,6 +62,8 @@ export interface FaultOptions {
   readonly externalId: string | null;
   /** Accounts whose role refuses AssumeRole (AccessDenied), as a broken trust policy would. */
   readonly assumeRoleDenied: readonly string[];
+  /** Accounts whose ListUsers answers AccessDenied (the role there lacks iam:ListUsers, or an SCP denies it). */
+  readonly listUsersDeniedAccounts: readonly string[];
   /** Whether the role exists in the management account too (by default, as in AWS, it does not). */
   readonly roleInManagementAccount: boolean;
   /** A token bucket per account, for every request signed by that account's credentials; `null`: none. */
@@ -95,6 +97,7 @@ export const DEFAULT_FAULTS: FaultOptions = Object.freeze({
   roleName: 'OrganizationAccountAccessRole',
   externalId: null,
   assumeRoleDenied: [],
+  listUsersDeniedAccounts: [],
   roleInManagementAccount: false,
   accountRateLimit: null,
   accountRateLimits: {},

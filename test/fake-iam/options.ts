@@ -192,6 +192,7 @@ function patchFaults(problems: Problems, base: FaultOptions, patch: Readonly<Rec
     roleName: nonEmptyString(problems, 'roleName', merged.roleName, ROLE_NAME),
     externalId: merged.externalId === null ? null : nonEmptyString(problems, 'externalId', merged.externalId, EXTERNAL_ID),
     assumeRoleDenied: accountIds(problems, 'assumeRoleDenied', merged.assumeRoleDenied),
+    listUsersDeniedAccounts: accountIds(problems, 'listUsersDeniedAccounts', merged.listUsersDeniedAccounts),
     roleInManagementAccount: bool(problems, 'roleInManagementAccount', merged.roleInManagementAccount),
     accountRateLimit: rateLimit(problems, merged.accountRateLimit, 'accountRateLimit'),
     accountRateLimits: perAccount(problems, 'accountRateLimits', merged.accountRateLimits, (name, v) => rateLimit(problems, v, name)),
