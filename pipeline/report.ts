@@ -230,7 +230,7 @@ function configurationOf(c: Config) {
 /** The final one-line summary (stderr, every run). */
 export function summaryLine(outcome: RunOutcome): string {
   const s = outcome.summary;
-  const counts = `account=${s.accountId ?? 'unknown'} rows=${s.rows} users=${s.usersExported + s.usersVanished + s.usersFailed} vanished=${s.usersVanished} failed=${s.usersFailed} calls=${s.calls} throttles=${s.throttles} retries=${s.retries} wall=${(s.wallMs / 1000).toFixed(1)}s resumes=${s.resumes}`;
+  const counts = `${s.accounts === null ? `account=${s.accountId ?? 'unknown'}` : `accounts=${s.accounts}`} rows=${s.rows} users=${s.usersExported + s.usersVanished + s.usersFailed} vanished=${s.usersVanished} failed=${s.usersFailed} calls=${s.calls} throttles=${s.throttles} retries=${s.retries} wall=${(s.wallMs / 1000).toFixed(1)}s resumes=${s.resumes}`;
   switch (outcome.status) {
     case 'published':
       return `iam-key-export: published snapshot ${outcome.snapshotId} to ${outcome.result.dir}: ${counts}`;

@@ -60,6 +60,8 @@ export interface RunSummary {
   readonly wallMs: number;
   readonly resumes: number;
   readonly accountId: string | null;
+  /** Accounts of a multi-account snapshot (--organization, --accounts); null for the credentials' own. */
+  readonly accounts: number | null;
 }
 
 /** Live numbers for progress output (totals of the snapshot, earlier runs included). */
@@ -533,6 +535,7 @@ async function publishedOutcome(store: Store, id: string, startedAt: number): Pr
       wallMs: Date.now() - startedAt,
       resumes: manifest.resumes,
       accountId: manifest.account_id,
+      accounts: manifest.configuration.accounts === 'self' ? null : manifest.accounts.length,
     },
   };
 }
@@ -609,7 +612,7 @@ export async function runFinalize(config: Config, hooks: RunHooks): Promise<RunO
   const stop = new AbortController();
   const onExternalStop = () => stop.abort('signal');
   hooks.stop?.addEventListener('abort', onExternalStop, { once: true });
-  const empty: RunSummary = { rows: 0, usersExported: 0, usersVanished: 0, usersFailed: 0, calls: 0, throttles: 0, retries: 0, wallMs: 0, resumes: 0, accountId: null };
+  const empty: RunSummary = { rows: 0, usersExported: 0, usersVanished: 0, usersFailed: 0, calls: 0, throttles: 0, retries: 0, wallMs: 0, resumes: 0, accountId: null, accounts: null };
   try {
     return await finalizeShards(store, config, hooks, config.snapshotId!, config.shard!.count, startedAt, stop, () => ({ ...empty, wallMs: Date.now() - startedAt }), true);
   } finally {
@@ -819,6 +822,7 @@ function summarize(cp: Checkpoint, wallMs: number): RunSummary {
     wallMs,
     resumes: cp.resumes,
     accountId: cp.accountId,
+    accounts: cp.config.accounts === 'self' ? null : cp.accounts.length,
   };
 }
 
