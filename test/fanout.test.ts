@@ -25,9 +25,11 @@ class Account {
   readonly keys: Record<string, AccessKeyMetadata[]> = {};
   #ids = 0;
 
+  constructor(readonly accountId = ACCOUNT) {}
+
   add(name: string, keys: number, path = '/'): User {
     const id = `AIDA${String(++this.#ids).padStart(6, '0')}`;
-    const user: User = { UserName: name, UserId: id, Arn: `arn:aws:iam::${ACCOUNT}:user${path}${name}`, Path: path, CreateDate: new Date(0) };
+    const user: User = { UserName: name, UserId: id, Arn: `arn:aws:iam::${this.accountId}:user${path}${name}`, Path: path, CreateDate: new Date(0) };
     this.users.push(user);
     this.users.sort((a, b) => (a.UserName! < b.UserName! ? -1 : 1));
     this.keys[name] = Array.from({ length: keys }, (_, i) => ({ UserName: name, AccessKeyId: `AKIA${id.slice(4)}K${i}`, Status: 'Active', CreateDate: new Date(i * 1000) }));
@@ -37,7 +39,7 @@ class Account {
   rename(from: string, to: string): void {
     const user = this.users.find((u) => u.UserName === from)!;
     user.UserName = to;
-    user.Arn = `arn:aws:iam::${ACCOUNT}:user/${to}`;
+    user.Arn = `arn:aws:iam::${this.accountId}:user/${to}`;
     this.users.sort((a, b) => (a.UserName! < b.UserName! ? -1 : 1));
     this.keys[to] = this.keys[from]!.map((k) => ({ ...k, UserName: to }));
     delete this.keys[from];
@@ -713,4 +715,106 @@ test('readAhead passes a failure of the item read ahead when it is reached, neve
   await quiet.next();
   await drain();
   assert.deepEqual(await quiet.return(undefined), { value: undefined, done: true }, 'left before the failure: nothing raised');
+});
+
+/**
+ * Accounts of a multi-account run (viaRole, per-account failures), each served by
+ * its own stub; `prepare` records when each account is reached and may hold it.
+ */
+function accountsRun(o: { accounts: number; accountConcurrency: number; hold?: (id: string, signal: AbortSignal) => Promise<void>; before?: (id: string, r: StubRequest) => Promise<void> | void; stop?: AbortController }) {
+  const ids = Array.from({ length: o.accounts }, (_, i) => String(100000000000 + i));
+  const log: string[] = [];
+  const settled = new Set<string>();
+  const stubs = new Map(
+    ids.map((id) => {
+      const a = new Account(id);
+      for (let u = 0; u < 3; u++) a.add(`u${u}`, 1);
+      return [id, a.stub({ before: (r) => o.before?.(id, r) })] as const;
+    }),
+  );
+  const cp = new Checkpoint(SNAPSHOT_ID, SNAPSHOT_TIME, DATA_CONFIG);
+  cp.selectAccounts(ids.map((id) => ({ id, name: null })));
+  const stop = o.stop ?? new AbortController();
+  const stream = sourceStream({
+    accounts: ids.map((id) => ({ ref: { id, name: null }, plan: cp.resumePlan(id), viaRole: true })),
+    accountConcurrency: o.accountConcurrency,
+    prepare: async (job, signal) => {
+      log.push(`reach ${job.ref.id}`);
+      try {
+        await o.hold?.(job.ref.id, signal);
+        return { client: stubs.get(job.ref.id)!.client, facts: { alias: null, rootAccessKeysPresent: null } };
+      } finally {
+        settled.add(job.ref.id);
+      }
+    },
+    accountFailures: true,
+    pathPrefix: '/',
+    pageSize: 100,
+    concurrency: 1,
+    stop: stop.signal,
+    onFatal: (err) => {
+      log.push(`fatal ${err.message}`);
+      stop.abort(err);
+    },
+    onThrottled: () => stop.abort('throttled'),
+    endpoint: 'https://iam.amazonaws.com',
+  });
+  const done = (async () => {
+    for await (const batch of stream as AsyncIterable<readonly ({ type: 'RECORD' } | { type: 'STATE'; state: StateEvent })[]>) {
+      for (const item of batch) if (item.type === 'STATE' && (item.state.kind === 'account-started' || item.state.kind === 'account-done')) log.push(`${item.state.kind} ${item.state.kind === 'account-started' ? item.state.account.id : item.state.account}`);
+    }
+  })();
+  return { ids, log, settled, stop, done };
+}
+
+test('accounts are reached ahead of their turn (one --account-concurrency later in line), yet announced and read in order', { timeout: 10_000 }, async () => {
+  // Reading account 0 and 1 waits until accounts 2 and 3 were reached: only reaching ahead lets it go on.
+  let release!: () => void;
+  const reachedAhead = new Promise<void>((r) => (release = r));
+  const run = accountsRun({
+    accounts: 5,
+    accountConcurrency: 2,
+    before: async (id) => {
+      if (id === '100000000000' || id === '100000000001') await reachedAhead;
+    },
+  });
+  const watch = setInterval(() => {
+    if (run.log.includes('reach 100000000002') && run.log.includes('reach 100000000003')) release();
+  }, 1);
+  try {
+    await run.done;
+  } finally {
+    clearInterval(watch);
+  }
+  assert.deepEqual(run.log.filter((l) => l.startsWith('fatal')), []);
+  const started = run.log.filter((l) => l.startsWith('account-started')).map((l) => l.split(' ')[1]);
+  assert.deepEqual(started, run.ids, 'each account announced once, in line order');
+  assert.equal(run.log.filter((l) => l.startsWith('account-done')).length, 5);
+  assert.deepEqual(run.log.filter((l) => l.startsWith('reach')).map((l) => l.split(' ')[1]).sort(), run.ids, 'each reached once');
+  const firstDone = run.log.findIndex((l) => l.startsWith('account-done'));
+  assert.ok(run.log.indexOf('reach 100000000002') < firstDone, 'account 2 was reached before account 0 or 1 was done with');
+});
+
+test('a stop leaves no account reached ahead behind: each is told to stop and settles before the source ends', async () => {
+  const stop = new AbortController();
+  const run = accountsRun({
+    accounts: 6,
+    accountConcurrency: 2,
+    stop,
+    // Accounts 2 and 3 are being reached (held until told to stop), then the run stops while 0 and 1 are read.
+    hold: async (id, signal) => {
+      if (id === '100000000000' || id === '100000000001') return;
+      signal.throwIfAborted();
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => setTimeout(resolve, 20), { once: true }));
+      throw new Error('stopped while reaching');
+    },
+    before: async () => {
+      if (run.log.includes('reach 100000000002') && run.log.includes('reach 100000000003')) stop.abort('signal');
+      await tick();
+    },
+  });
+  await run.done;
+  assert.ok(run.settled.has('100000000002') && run.settled.has('100000000003'), 'the accounts reached ahead settled before the source ended');
+  assert.ok(!run.log.includes('reach 100000000004'), 'nothing new is reached after the stop');
+  assert.ok(!run.log.some((l) => l.includes('account-started 100000000002') || l.includes('account-started 100000000003')), 'accounts reached ahead are not read after the stop');
 });

@@ -174,7 +174,8 @@ class AccountsSource {
     try {
       await Promise.all(
         o.accounts.map((job, i) =>
-          limit(() => {
+          limit(async () => {
+            if (this.#halted()) return;
             const reaching = this.#reach(i);
             if (i + ahead < o.accounts.length && !this.#halted()) this.#reach(i + ahead);
             return this.#account(job, reaching);
