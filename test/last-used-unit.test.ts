@@ -1,11 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IAMClient } from '@aws-sdk/client-iam';
+import { GenerateCredentialReportCommand, GetCredentialReportCommand, IAMClient, type GetCredentialReportCommandInput, type GetCredentialReportCommandOutput } from '@aws-sdk/client-iam';
+import type { DeserializeMiddleware } from '@smithy/types';
 import { ExportError } from '../pipeline/errors.ts';
 import type { AccessKeyRecord } from '../pipeline/schema.ts';
 import { LastUsedResolver, LookupHalt } from '../pipeline/source/lastUsed.ts';
-import { ReportIndex } from '../pipeline/source/report.ts';
+import { fetchCredentialReport, ReportIndex, withContentAside } from '../pipeline/source/report.ts';
 import { withLastUse } from '../pipeline/stages/enrichLastUsed.ts';
+import { withFake } from './support/scope.ts';
 
 const HEADER =
   'user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated';
@@ -125,4 +127,38 @@ test('throttling that outlived the retries halts the lookups and stops the run r
   const r = resolver(stubClient(() => awsError('Throttling', 400)), events);
   await assert.rejects(r.resolve(rec('u', '2020-01-01T00:00:00Z')), LookupHalt);
   assert.deepEqual(events, ['throttled']);
+});
+
+test('GetCredentialReport with its Content kept from the SDK parser: the same report, ReportFormat and GeneratedTime; an error answer still the SDK\'s', async () => {
+  await withFake({ users: 400, seed: 77, keysPerUser: { min: 1, max: 2 } }, async (fake) => {
+    const client = new IAMClient({ endpoint: fake.url, region: 'us-east-1', credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' }, maxAttempts: 1 });
+    try {
+      await client.send(new GenerateCredentialReportCommand({}));
+      const plain = await client.send(new GetCredentialReportCommand({}));
+      // What the SDK's deserializer is given: a probe between it and the middleware.
+      const command = withContentAside(new GetCredentialReportCommand({}));
+      let parsed = '';
+      const probe: DeserializeMiddleware<GetCredentialReportCommandInput, GetCredentialReportCommandOutput> = (next) => async (args) => {
+        const result = await next(args);
+        parsed = Buffer.from((result.response as { body: Uint8Array }).body).toString('utf8');
+        return result;
+      };
+      command.middlewareStack.addRelativeTo(probe, { relation: 'before', toMiddleware: 'iamKeyExportContentAside', name: 'probe' });
+      const aside = await client.send(command);
+      assert.match(parsed, /<ReportFormat>text\/csv<\/ReportFormat>/, 'the SDK parses the rest of the answer');
+      assert.ok(!parsed.includes('<Content>'), 'the SDK parser never sees the report\'s Content');
+      assert.ok(plain.Content && plain.Content.length > 20_000, 'a report of some size');
+      assert.equal(Buffer.from(aside.Content!).toString('utf8'), Buffer.from(plain.Content!).toString('utf8'), 'the same CSV');
+      assert.equal(aside.ReportFormat, plain.ReportFormat);
+      assert.equal(aside.GeneratedTime?.toISOString(), plain.GeneratedTime?.toISOString());
+      // The whole fetch, as a run does it, gives that CSV.
+      const fetched = await fetchCredentialReport(client, new AbortController().signal, { service: 'IAM', endpoint: fake.url });
+      assert.ok('report' in fetched, 'fetched');
+      assert.equal(fetched.report.csv, Buffer.from(plain.Content!).toString('utf8'));
+      fake.configure({ reportDenied: true });
+      await assert.rejects(client.send(withContentAside(new GetCredentialReportCommand({}))), (err: Error & { $fault?: string }) => err.name === 'AccessDenied' && err.$fault === 'client');
+    } finally {
+      client.destroy();
+    }
+  });
 });
