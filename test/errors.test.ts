@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import {
   awsErrorName,
   classifyFatal,
+  classifyStoreError,
   classifyUserError,
   describeError,
   exitCodeOf,
@@ -12,6 +13,7 @@ import {
   isServiceError,
   isThrottle,
   type ErrorCode,
+  type StoreCallSite,
 } from '../pipeline/errors.ts';
 
 const site = { what: 'ListUsers', service: 'IAM', endpoint: 'https://iam.example.test:8443/', permission: 'iam:ListUsers' };
@@ -220,4 +222,90 @@ test('a rejected Marker: a plain request error (HTTP 400, or a client fault with
   for (const name of ['NoSuchEntity', 'NoSuchEntityException']) assert.equal(isRejectedMarker(aws(name, 400)), false, name);
   assert.equal(isRejectedMarker(net('ECONNRESET')), false, 'not an answer at all');
   assert.equal(isRejectedMarker(new Error('x')), false);
+});
+
+/** A PutObject of the store with --sse aws:kms; `plain` is the same call without it. */
+const store: StoreCallSite = {
+  what: 'PutObject s3://b/p/_staging/x/lease.json',
+  bucket: 'b',
+  permission: 's3:PutObject on arn:aws:s3:::b/p/_staging/x/lease.json',
+  kms: 'kms:GenerateDataKey and kms:Decrypt on key alias/k',
+  endpoint: 'https://s3.example.test:9000/',
+};
+const plain: StoreCallSite = { what: store.what, bucket: store.bucket, permission: store.permission, endpoint: store.endpoint };
+const object = 's3://b/p/_staging/x/lease.json';
+
+test('S3 store errors: a missing bucket is OUTPUT_NOT_FOUND naming the bucket; the error names the object as its file and keeps the cause', () => {
+  const err = aws('NoSuchBucket', 404);
+  const e = classifyStoreError(err, store);
+  assert.equal(e.code, 'OUTPUT_NOT_FOUND');
+  assert.equal(exitCodeOf(e), 1);
+  assert.equal(e.message, `PutObject ${object}: bucket b does not exist (NoSuchBucket); create it, or fix --out`);
+  assert.deepEqual(e.context, { file: object, awsCode: 'NoSuchBucket' });
+  assert.equal(e.cause, err);
+});
+
+test('S3 store errors: KMS.* is OUTPUT_DENIED naming the key (or what the bucket key needs); a denial names the S3 permission, and the KMS one with SSE-KMS', () => {
+  for (const name of ['KMS.NotFoundException', 'KMS.DisabledException', 'KMS.KMSInvalidStateException']) {
+    const err = aws(name, 400);
+    const e = classifyStoreError(err, store);
+    assert.equal(e.code, 'OUTPUT_DENIED', name);
+    assert.equal(e.message, `PutObject ${object}: the KMS key cannot be used (${name}); the identity needs kms:GenerateDataKey and kms:Decrypt on key alias/k, and the key must exist, be enabled and be in the bucket's region`);
+    assert.deepEqual(e.context, { file: object, awsCode: name });
+    assert.equal(e.cause, err);
+  }
+  assert.equal(
+    classifyStoreError(aws('KMS.AccessDeniedException', 400), plain).message,
+    `PutObject ${object}: the KMS key cannot be used (KMS.AccessDeniedException); the identity needs kms:GenerateDataKey and kms:Decrypt on the bucket's key, and the key must exist, be enabled and be in the bucket's region`,
+    "a read of an object encrypted with the bucket's key",
+  );
+  const err = aws('AccessDenied', 403);
+  const denied = classifyStoreError(err, store);
+  assert.equal(denied.code, 'OUTPUT_DENIED');
+  assert.equal(denied.message, `PutObject ${object}: access denied (AccessDenied); the identity needs s3:PutObject on arn:aws:s3:::b/p/_staging/x/lease.json and kms:GenerateDataKey and kms:Decrypt on key alias/k`);
+  assert.deepEqual(denied.context, { file: object, awsCode: 'AccessDenied' });
+  assert.equal(denied.cause, err);
+  assert.equal(classifyStoreError(aws('AccessDenied', 403), plain).message, `PutObject ${object}: access denied (AccessDenied); the identity needs s3:PutObject on arn:aws:s3:::b/p/_staging/x/lease.json`);
+  assert.equal(classifyStoreError(aws('AllAccessDisabled', 403), plain).code, 'OUTPUT_DENIED', 'any other 403');
+});
+
+test('S3 store errors: SlowDown, throttling and a 503 stop resumably (exit 75); any other answer is OUTPUT_IO naming it and its HTTP status', () => {
+  for (const err of [aws('SlowDown', 503), aws('ThrottlingException', 400), aws('Whatever', 429), aws('ServiceUnavailable', 503)]) {
+    const e = classifyStoreError(err, store);
+    assert.equal(e.code, 'STOPPED', awsErrorName(err));
+    assert.equal(exitCodeOf(e), 75, awsErrorName(err));
+  }
+  const err = aws('SlowDown', 503);
+  const slow = classifyStoreError(err, store);
+  assert.equal(slow.message, `PutObject ${object}: S3 kept asking to slow down (SlowDown) beyond the retries; this is temporary: rerun later to resume`);
+  assert.deepEqual(slow.context, { file: object, awsCode: 'SlowDown' });
+  assert.equal(slow.cause, err);
+  const answer = aws('InvalidRequest', 400);
+  const io = classifyStoreError(answer, store);
+  assert.equal(io.code, 'OUTPUT_IO');
+  assert.equal(io.message, `PutObject ${object}: S3 answered InvalidRequest (HTTP 400) after retries`);
+  assert.deepEqual(io.context, { file: object, awsCode: 'InvalidRequest' });
+  assert.equal(io.cause, answer);
+  assert.equal(classifyStoreError(aws('InternalError', 500), store).message, `PutObject ${object}: S3 answered InternalError (HTTP 500) after retries`, 'a 5xx that outlived the retries');
+  assert.equal(classifyStoreError(aws('Odd', undefined, 'server'), store).message, `PutObject ${object}: S3 answered Odd after retries`, 'a fault without a status');
+});
+
+test('S3 store errors: rejected credentials are SOURCE_CREDENTIALS as for IAM; an unreachable endpoint is OUTPUT_IO naming it; a non-AWS error is INTERNAL', () => {
+  for (const name of CREDENTIALS) {
+    const e = classifyStoreError(aws(name, 403), store);
+    assert.equal(e.code, 'SOURCE_CREDENTIALS', name);
+    assert.ok(e.message.startsWith(`PutObject ${object}: credentials rejected or missing (${name})`), e.message);
+  }
+  const err = net('ECONNREFUSED');
+  const refused = classifyStoreError(err, store);
+  assert.equal(refused.code, 'OUTPUT_IO', 'the output, not the source, is out of reach');
+  assert.equal(refused.message, `PutObject ${object}: S3 endpoint https://s3.example.test:9000/ unreachable after retries (ECONNREFUSED); check the endpoint settings and the network`);
+  assert.deepEqual(refused.context, { file: object, awsCode: 'ECONNREFUSED' });
+  assert.equal(refused.cause, err);
+  assert.match(classifyStoreError(net('ENOTFOUND', { hostname: 'b.s3.typo.test' }), store).message, /\(ENOTFOUND: host b\.s3\.typo\.test not found\)/);
+  const bug = classifyStoreError(new TypeError('bug'), store);
+  assert.equal(bug.code, 'INTERNAL');
+  assert.equal(bug.message, `internal error during PutObject ${object}: bug (rerun with --debug for the stack)`);
+  const ours = new ExportError('LEASE_LOST', 'lost');
+  assert.equal(classifyStoreError(ours, store), ours, 'an ExportError is already classified');
 });

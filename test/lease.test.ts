@@ -140,6 +140,31 @@ function identity(host: string, runId = `${host}0000`.slice(0, 8)): Identity {
 const T0 = Date.parse('2026-11-28T11:10:00.000Z');
 const TTL = 30_000;
 
+/** A lease of pod-a renewing itself every 5 s (on the test's mocked timers), with its fake clock and how many renewals it wrote. */
+async function renewingLease() {
+  const store = new MemoryStore();
+  const clock = { now: T0 };
+  const lease = await Lease.acquire(store, KEY, { identity: identity('pod-a'), now: () => clock.now, renewMs: 5_000 });
+  const renewals = () => store.log.filter((l) => l === `write ${KEY}`).length - 1;
+  return { store, clock, lease, renewals };
+}
+
+/** A slow store: every write waits until `open()` (which also ends the holding); `held()` counts the writes held. */
+function holdWrites(store: MemoryStore): { open: () => void; held: () => number } {
+  const waiting: (() => void)[] = [];
+  store.hook = (op) => {
+    if (op !== 'write') return;
+    return new Promise<void>((resolve) => waiting.push(resolve));
+  };
+  return {
+    open: () => {
+      store.hook = undefined;
+      for (const resume of waiting) resume();
+    },
+    held: () => waiting.length,
+  };
+}
+
 test('the lease names its holder and expires one TTL after its last renewal; a renewal keeps when it was acquired', async () => {
   const store = new MemoryStore();
   let now = T0;
@@ -230,6 +255,51 @@ test('a lost lease aborts its signal with LEASE_LOST, once, and renews no more',
   assert.throws(() => lease.assertHeld(), (err) => err === reason, 'the first reason stays');
   await lease.release();
   assert.equal(JSON.parse(store.text(KEY)!).host, 'pod-b', 'release leaves the new holder alone');
+  assert.throws(() => lease.assertHeld(), (err) => err === reason, 'a release after the loss keeps its reason');
+});
+
+test('a lease lost twice over (its TTL ran out while a renewal was in flight, then that renewal found it taken) keeps its first reason', async () => {
+  const store = new MemoryStore();
+  let now = T0;
+  const lease = await Lease.acquire(store, KEY, { identity: identity('pod-a'), now: () => now, renewMs: 3_600_000 });
+  const slow = holdWrites(store);
+  const renewing = lease.renew();
+  await drain();
+  now += TTL;
+  assert.throws(() => lease.assertHeld(), (err: unknown) => isLost(err) && /not renewed within its TTL/.test((err as Error).message), 'frozen past its TTL');
+  store.hook = undefined;
+  await store.write(KEY, holder({ host: 'pod-b' }));
+  slow.open();
+  await renewing;
+  const reason = lease.signal.reason as ExportError;
+  assert.ok(/not renewed within its TTL/.test(reason.message), reason.message);
+  assert.throws(() => lease.assertHeld(), (err) => err === reason, 'the run reports the reason its signal was aborted with');
+  await lease.release();
+});
+
+test('quiesce and release each wait for the renewal in flight, then renew no more; quiesce keeps the lease (for the last step), release deletes it', async (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  for (const stop of ['quiesce', 'release'] as const) {
+    const { store, clock, lease, renewals } = await renewingLease();
+    const slow = holdWrites(store);
+    clock.now += 5_000;
+    t.mock.timers.tick(5_000);
+    assert.equal(slow.held(), 1, `${stop}: a renewal in flight`);
+    const stopping = lease[stop]();
+    assert.equal(await outcome(stopping), PENDING, `${stop} waits for it`);
+    assert.notEqual(store.text(KEY), undefined, `${stop}: the lease is still there`);
+    slow.open();
+    await stopping;
+    t.mock.timers.tick(50_000);
+    await drain();
+    assert.equal(renewals(), 1, `${stop}: the renewal in flight completed, and no other started`);
+    if (stop === 'quiesce') {
+      assert.equal(JSON.parse(store.text(KEY)!).renewed_at, new Date(T0 + 5_000).toISOString(), 'quiesce keeps the renewed lease');
+      assert.doesNotThrow(() => lease.assertHeld(), 'and still holds it');
+      await lease.release();
+    }
+    assert.equal(store.text(KEY), undefined, `${stop}: release deletes it`);
+  }
 });
 
 test('a renewal that fails for a passing store error is retried; the lease is lost only once its TTL ran out', async () => {
@@ -258,48 +328,23 @@ test('a renewal that fails for a passing store error is retried; the lease is lo
 
 test('the lease renews itself every renewMs in the background, one renewal at a time', async (t) => {
   t.mock.timers.enable({ apis: ['setInterval'] });
-  const store = new MemoryStore();
-  let now = T0;
-  const lease = await Lease.acquire(store, KEY, { identity: identity('pod-a'), now: () => now, renewMs: 5_000 });
-  const renewals = () => store.log.filter((l) => l === `write ${KEY}`).length - 1;
-  let release: () => void = () => undefined;
-  let held = 0;
-  store.hook = (op) => {
-    if (op !== 'write') return;
-    held++;
-    return new Promise<void>((resolve) => (release = resolve));
-  };
-  now += 5_000;
+  const { store, clock, lease, renewals } = await renewingLease();
+  const slow = holdWrites(store);
+  clock.now += 5_000;
   t.mock.timers.tick(4_999);
   assert.equal(renewals(), 0);
   t.mock.timers.tick(1);
   assert.equal(renewals(), 1, 'a renewal at renewMs');
   t.mock.timers.tick(15_000);
-  assert.equal(held, 1, 'ticks while a renewal is in flight start no other');
-  store.hook = undefined;
-  release();
+  assert.equal(slow.held(), 1, 'ticks while a renewal is in flight start no other');
+  slow.open();
   await drain();
-  now += 5_000;
+  clock.now += 5_000;
   t.mock.timers.tick(5_000);
   await drain();
   assert.equal(renewals(), 2);
-  assert.equal(JSON.parse(store.text(KEY)!).renewed_at, new Date(now).toISOString());
-  // A release while a renewal is in flight waits for it, then deletes the renewed lease.
-  store.hook = (op) => {
-    if (op !== 'write') return;
-    return new Promise<void>((resolve) => (release = resolve));
-  };
-  t.mock.timers.tick(5_000);
-  const releasing = lease.release();
-  assert.equal(await outcome(releasing), PENDING);
-  assert.notEqual(store.text(KEY), undefined);
-  store.hook = undefined;
-  release();
-  await releasing;
-  t.mock.timers.tick(50_000);
-  await drain();
-  assert.equal(renewals(), 3, 'released: no more renewals');
-  assert.equal(store.text(KEY), undefined);
+  assert.equal(JSON.parse(store.text(KEY)!).renewed_at, new Date(clock.now).toISOString());
+  await lease.release();
 });
 
 test('release deletes the lease; a lease taken over meanwhile is left alone; a store error is raised', async () => {
@@ -341,6 +386,7 @@ test('a contender that loses every race three times is refused, naming the holde
       assert.ok(isLocked(err), String(err));
       if (finally_ === 'live') assert.match((err as Error).message, /pid \d+ on pod-b/);
       else assert.equal((err as Error).message, `another run is taking mem://root/${KEY} at this moment; rerun later`);
+      assert.equal((err as ExportError).context.file, `mem://root/${KEY}`, 'the refusal names the lease');
       return true;
     });
     assert.equal(writes, 3, 'three attempts');

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { classifyStoreError, ExportError, type StoreCallSite } from '../pipeline/errors.ts';
+import { ExportError } from '../pipeline/errors.ts';
 import { S3Store, PART_SIZE, type S3StoreOptions } from '../pipeline/store/s3.ts';
 import { isPreconditionFailed, type Store } from '../pipeline/store/store.ts';
 import { mulberry32 } from './fake-iam/random.ts';
@@ -279,31 +279,6 @@ test('a missing bucket is OUTPUT_NOT_FOUND naming it; an answer S3 gives after r
   await assert.rejects(store.write('k', 'x'), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_NOT_FOUND');
   s3.front.faults.push({ op: 'PutObject', kind: 'answer', status: 400, code: 'InvalidRequest' });
   await assert.rejects(fresh().write('k', 'x'), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_IO' && /PutObject s3:\/\/.*\/k: S3 answered InvalidRequest \(HTTP 400\)/.test(err.message));
-});
-
-test('S3 errors are classified by name and status: denied names the permission (and the KMS key), KMS.* names the key, SlowDown stops resumably', () => {
-  const site: StoreCallSite = {
-    what: 'PutObject s3://b/p/_staging/x/lease.json',
-    bucket: 'b',
-    permission: 's3:PutObject on arn:aws:s3:::b/p/_staging/x/lease.json',
-    kms: 'kms:GenerateDataKey and kms:Decrypt on key alias/k',
-    endpoint: 'https://s3.amazonaws.com',
-  };
-  const aws = (name: string, status: number, fault: 'client' | 'server' = 'client') => Object.assign(new Error('text that is never read'), { name, $fault: fault, $metadata: { httpStatusCode: status } });
-  const denied = classifyStoreError(aws('AccessDenied', 403), site);
-  assert.equal(denied.code, 'OUTPUT_DENIED');
-  assert.equal(denied.message, 'PutObject s3://b/p/_staging/x/lease.json: access denied (AccessDenied); the identity needs s3:PutObject on arn:aws:s3:::b/p/_staging/x/lease.json and kms:GenerateDataKey and kms:Decrypt on key alias/k');
-  for (const name of ['KMS.NotFoundException', 'KMS.DisabledException', 'KMS.KMSInvalidStateException']) {
-    const e = classifyStoreError(aws(name, 400), site);
-    assert.equal(e.code, 'OUTPUT_DENIED', name);
-    assert.match(e.message, /the KMS key cannot be used .*kms:GenerateDataKey and kms:Decrypt on key alias\/k/);
-  }
-  assert.equal(classifyStoreError(aws('NoSuchBucket', 404), site).code, 'OUTPUT_NOT_FOUND');
-  assert.equal(classifyStoreError(aws('SlowDown', 503, 'server'), site).code, 'STOPPED');
-  assert.equal(classifyStoreError(aws('InvalidAccessKeyId', 403), site).code, 'SOURCE_CREDENTIALS');
-  assert.equal(classifyStoreError(Object.assign(new Error('connect'), { code: 'ECONNREFUSED' }), site).code, 'OUTPUT_IO');
-  assert.equal(classifyStoreError(new TypeError('bug'), site).code, 'INTERNAL');
-  for (const e of [denied, classifyStoreError(aws('SlowDown', 503, 'server'), site)]) assert.equal(e.message.includes('\n'), false, 'one line');
 });
 
 test('store keys map under the prefix as on disk; a bucket-root store has no prefix', { skip }, async () => {
