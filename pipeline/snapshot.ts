@@ -23,6 +23,7 @@
 import type { AccountEntry, Checkpoint, CheckpointFile, Counters, DataConfig, FailedUser } from './checkpoint.ts';
 import { ExportError } from './errors.ts';
 import { faultPoint } from './faultpoint.ts';
+import { LEASE_FILE } from './lease.ts';
 import { mergeRows, type StagedRow, type StagedRun } from './runs.ts';
 import { SCHEMA_NAME, SCHEMA_VERSION } from './schema.ts';
 import { encodeRows, encodeStagedFile, FORMAT_EXTENSION, type DataFileInfo } from './sinks/index.ts';
@@ -65,7 +66,7 @@ export function snapshotKeys(id: string, unit: StagedUnit = 'snapshot'): Snapsho
     root,
     staging,
     checkpoint: `${staging}checkpoint.json`,
-    lease: `${staging}lease.json`,
+    lease: `${staging}${LEASE_FILE}`,
     runs: `${staging}runs/`,
     published,
     success: `${published}${SUCCESS_FILE}`,
@@ -104,7 +105,7 @@ export async function listStaging(store: Store): Promise<Staged[]> {
     if (!id || !SNAPSHOT_ID.test(id)) continue;
     const s = byId.get(id) ?? { checkpoint: false, lease: false, sharded: false };
     if (name === 'checkpoint.json') s.checkpoint = true;
-    if (name === 'lease.json') s.lease = true;
+    if (name === LEASE_FILE) s.lease = true;
     if (rest !== undefined && name !== undefined && (/^shard-\d+-of-\d+$/.test(name) || name === 'finalize')) s.sharded = true;
     byId.set(id, s);
   }
