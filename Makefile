@@ -30,11 +30,11 @@ test: typecheck
 bench: $(NODE_DEPS)
 	node --import tsx bench/run.ts
 
-# Modules and their unit test files: stryker.config.mjs. Report: reports/mutation/.
-# STRYKER_FLAGS="--mutate pipeline/lease.ts" for one module, "--incremental" to redo only what changed.
+# Modules and their unit test files: stryker.config.mjs; one module after another, then
+# the score table. Reports: reports/mutation/<module>.{json,html}.
+# MODULES="pipeline/lease.ts pipeline/errors.ts" for some; STRYKER_FLAGS=--incremental to redo only what changed.
 mutate: $(NODE_DEPS)
-	npx stryker run stryker.config.mjs $(STRYKER_FLAGS)
-	node --import tsx test/support/mutation-score.ts reports/mutation/mutation.json 85
+	node --import tsx test/support/mutate.ts $(MODULES) -- $(STRYKER_FLAGS)
 
 clean:
 	rm -rf export dist test-dist

@@ -3,7 +3,7 @@
 // One line per module: the module, and the fast unit test files written for it.
 // A mutant runs only the files of this table that executed its code in the dry
 // run (per-file coverage), never the CLI or crash suites (child processes, minutes).
-const MODULES = {
+export const MODULES = {
   'pipeline/checkpoint.ts': ['test/checkpoint.test.ts'],
   'pipeline/source/paginate.ts': ['test/paginate.test.ts'],
   'pipeline/source/budget.ts': ['test/budget.test.ts'],
@@ -16,15 +16,23 @@ const MODULES = {
   'pipeline/store/local.ts': ['test/store-local.test.ts'],
 };
 
+// MUTATE_MODULE=<module of the table>: that module alone, against its own test files,
+// with its own report (reports/mutation/<name>.json): what `make mutate` runs, one
+// module after another (test/support/mutate.ts). Without it: every module at once,
+// each mutant against every file of the table that covers it (hours on 2 cores).
+const only = process.env.MUTATE_MODULE;
+if (only !== undefined && !(only in MODULES)) throw new Error(`MUTATE_MODULE must be one of ${Object.keys(MODULES).join(', ')}, got ${only}`);
+const name = only === undefined ? 'mutation' : only.replace(/^.*\//, '').replace(/\.ts$/, '');
+
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
-  mutate: Object.keys(MODULES),
+  mutate: only === undefined ? Object.keys(MODULES) : [only],
   // The TAP runner runs one test file per node process, in-process (no --test: that
   // would fork a child per file and lose the coverage), so Stryker learns which
   // files cover which mutant. The command runner would rerun everything per mutant.
   testRunner: 'tap',
   tap: {
-    testFiles: [...new Set(Object.values(MODULES).flat())],
+    testFiles: only === undefined ? [...new Set(Object.values(MODULES).flat())] : MODULES[only],
     nodeArgs: ['--import', 'tsx', '--test-reporter=tap', '-r', '{{hookFile}}', '{{testFile}}'],
   },
   coverageAnalysis: 'perTest',
@@ -33,10 +41,10 @@ export default {
   tsconfigFile: 'tsconfig.json',
   reporters: ['clear-text', 'progress', 'html', 'json'],
   clearTextReporter: { allowColor: false, logTests: false, reportTests: false, reportMutants: false },
-  htmlReporter: { fileName: 'reports/mutation/index.html' },
-  jsonReporter: { fileName: 'reports/mutation/mutation.json' },
-  incrementalFile: 'reports/mutation/incremental.json',
-  tempDirName: 'reports/.stryker-tmp',
+  htmlReporter: { fileName: `reports/mutation/${name}.html` },
+  jsonReporter: { fileName: `reports/mutation/${name}.json` },
+  incrementalFile: `reports/mutation/incremental-${name}.json`,
+  tempDirName: `reports/.stryker-tmp-${name}`,
   ignorePatterns: ['/export', '/bench/results.*'],
   thresholds: { high: 90, low: 85, break: null },
   // Two cores, shared: one runner per core; a timed-out mutant (an endless loop) counts as killed.
