@@ -56,7 +56,8 @@ export class Channel<T> implements AsyncIterable<T> {
           this.#items = this.#items.slice(this.#head);
           this.#head = 0;
         }
-        if (this.size < this.#capacity) this.#wakeProducers();
+        // Room now for at least one (push let it reach the capacity, never past it).
+        this.#wakeProducers();
         yield item;
       }
       if (this.#closed) {
