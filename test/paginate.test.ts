@@ -61,7 +61,12 @@ test('a malformed StartingToken is a PAGINATION_TOKEN_INVALID error before any c
   const { client, requests } = stubIam({ u: keysOf(2) });
   const b64 = (json: string) => Buffer.from(json).toString('base64url');
   const oldPositional = `ike1.${b64('{"m":null,"s":1}')}`;
-  for (const bad of ['garbage', 'ike2.!!!', `ike2.${b64('{"m":1,"e":[]}')}`, `ike2.${b64('{"m":null,"e":[1]}')}`, `ike2.${b64('{"m":null}')}`, oldPositional]) {
+  // A well-formed body is not enough: without this format's tag (another version's, or none) it is not ours.
+  const wellFormed = b64('{"m":null,"e":[]}');
+  const otherFormats = [`ike1.${wellFormed}`, `ike3.${wellFormed}`, wellFormed];
+  // JSON that is not an object (null above all) is rejected with the code, not a TypeError.
+  const notObjects = ['null', '[]', '"x"', '5'].map((json) => `ike2.${b64(json)}`);
+  for (const bad of ['garbage', 'ike2.!!!', `ike2.${b64('{"m":1,"e":[]}')}`, `ike2.${b64('{"m":null,"e":[1]}')}`, `ike2.${b64('{"m":null}')}`, oldPositional, ...otherFormats, ...notObjects]) {
     await assert.rejects(
       async () => {
         for await (const _ of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { StartingToken: bad } })) void _;
@@ -99,6 +104,14 @@ test('users are paged with the same token semantics', async () => {
 
 test('tokens round-trip through encode and decode', () => {
   for (const pos of [{ marker: undefined, skip: [] }, { marker: 'abc/=+', skip: ['AKIA1', 'AKIA2'] }]) assert.deepEqual(decodeToken(encodeToken(pos)), pos);
+});
+
+test('a NextToken stored in a checkpoint by an earlier build still resumes: the token format is pinned', async () => {
+  // ike2. + base64url('{"m":null,"e":["AKIA4x0","AKIA4x1"]}'), as a run of this format wrote it.
+  const stored = 'ike2.eyJtIjpudWxsLCJlIjpbIkFLSUE0eDAiLCJBS0lBNHgxIl19';
+  assert.equal(encodeToken({ marker: undefined, skip: ['AKIA4x0', 'AKIA4x1'] }), stored);
+  const { client } = stubIam({ u: keysOf(4) });
+  assert.deepEqual(await rest(client, stored, 2), ['AKIA4x2', 'AKIA4x3']);
 });
 
 const key = (id: string, second: number): AccessKeyMetadata => ({ UserName: 'u', AccessKeyId: id, Status: 'Active', CreateDate: new Date(second * 1000) });
