@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { IAMClient, type AccessKeyMetadata } from '@aws-sdk/client-iam';
-import { decodeToken, encodeToken, paginateAccessKeys, paginateUsers } from '../pipeline/source/paginate.ts';
+import { decodeToken, encodeToken, paginateAccessKeys, paginateUsers, type PaginationConfig } from '../pipeline/source/paginate.ts';
 import { ExportError } from '../pipeline/errors.ts';
 import { stubIam } from './support/stub-iam.ts';
 import { mulberry32 } from './fake-iam/random.ts';
@@ -77,12 +77,18 @@ test('a malformed StartingToken is a PAGINATION_TOKEN_INVALID error before any c
   assert.equal(requests.length, 0);
 });
 
-test('PageSize outside 1..1000 and a non-positive MaxItems are rejected', async () => {
+test('PageSize outside 1..1000 and a non-positive MaxItems are rejected, the message naming the setting and the value', async () => {
   const { client } = stubIam({ u: keysOf(1) });
-  for (const cfg of [{ PageSize: 0 }, { PageSize: 1001 }, { MaxItems: 0 }, { PageSize: 1.5 }]) {
+  const cases: [PaginationConfig, RegExp][] = [
+    [{ PageSize: 0 }, /PageSize must be an integer in 1\.\.1000, got 0$/],
+    [{ PageSize: 1001 }, /PageSize must be an integer in 1\.\.1000, got 1001$/],
+    [{ PageSize: 1.5 }, /PageSize must be an integer in 1\.\.1000, got 1\.5$/],
+    [{ MaxItems: 0 }, /MaxItems must be a positive integer, got 0$/],
+  ];
+  for (const [cfg, message] of cases) {
     await assert.rejects(async () => {
       for await (const _ of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: cfg })) void _;
-    }, RangeError);
+    }, (err: unknown) => err instanceof RangeError && message.test(err.message));
   }
 });
 
