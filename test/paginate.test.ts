@@ -156,6 +156,32 @@ test('a cut resumed with a smaller page size still skips every id already yielde
   assert.deepEqual(await rest(client, token!, 2), ['K6', 'K7', 'K8', 'K9']);
 });
 
+test('a run stopped after any page of a resumed cut resumes from that page\'s NextToken without repeating or losing a key', async () => {
+  const keys = Array.from({ length: 10 }, (_, i) => key(`K${i}`, i));
+  const { client } = stubIam({ u: keys });
+  for (let cut = 1; cut < keys.length; cut++) {
+    let token: string | undefined;
+    for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: 10, MaxItems: cut } })) token = p.NextToken;
+    // Resumed with a smaller page size, the cut's ids spread over several pages: each page's token must carry those not met yet.
+    for (let pageSize = 1; pageSize <= 3; pageSize++) {
+      const label = `cut ${cut} PageSize ${pageSize}`;
+      const seen: string[] = [];
+      let at = token;
+      for (let stops = 0; at !== undefined; stops++) {
+        assert.ok(stops <= keys.length, `${label}: does not terminate`);
+        const pages = paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: pageSize, StartingToken: at } });
+        const next = await pages.next();
+        await pages.return(undefined); // the run stops here; its checkpoint holds this page's token
+        assert.ok(!next.done, `${label}: a resumed iteration yields at least one page`);
+        const first = next.value;
+        seen.push(...first.AccessKeyMetadata.map((k) => k.AccessKeyId!));
+        at = first.NextToken;
+      }
+      assert.deepEqual(seen, keys.slice(cut).map((k) => k.AccessKeyId), label);
+    }
+  }
+});
+
 test('under random changes between iterations, every key present throughout is yielded exactly once and no key twice', async () => {
   for (let seed = 1; seed <= 60; seed++) {
     const random = mulberry32(seed);
