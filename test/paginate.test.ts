@@ -290,6 +290,25 @@ test('a server that answers the same Marker again does not make either paginator
   }
 });
 
+test('after a repeated Marker the last page carries no NextToken, so a caller that follows NextToken stops too', async () => {
+  const { client, inputs } = scripted((n) => ({ AccessKeyMetadata: [key(`K${n}`, n)], IsTruncated: true, Marker: 'same' }));
+  const seen: string[] = [];
+  let token: string | undefined;
+  let iterations = 0;
+  do {
+    assert.ok(++iterations <= 3, `still paging after ${iterations - 1} iterations: ${seen.join(',')}`);
+    let last: { IsTruncated: boolean; NextToken?: string } | undefined;
+    for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: token ? { StartingToken: token } : {} })) {
+      seen.push(...p.AccessKeyMetadata.map((k) => k.AccessKeyId!));
+      last = p;
+    }
+    assert.equal(last?.IsTruncated, last?.NextToken !== undefined, 'IsTruncated agrees with NextToken');
+    token = last?.NextToken;
+  } while (token);
+  assert.deepEqual(seen, ['K0', 'K1'], 'the page answered for the repeated Marker is the last one');
+  assert.equal(inputs.length, 2);
+});
+
 test('ListUsers is sent the PathPrefix and the PageSize; ListAccessKeys the UserName', async () => {
   const users = [
     { UserName: 'a', UserId: 'AIDA1', Arn: 'arn:aws:iam::123456789012:user/eng/a', Path: '/eng/', CreateDate: new Date(0) },

@@ -127,7 +127,11 @@ async function* truncate<T>(
       return;
     }
     remaining -= items.length;
-    const more = page.marker !== undefined;
+    // A server that answers the Marker it was asked with makes no progress: the SDK's
+    // stopOnSameToken ends this iteration there, so this page is the last one. A
+    // NextToken at that Marker would have a caller that follows it fetch the same
+    // place again with every iteration, forever.
+    const more = page.marker !== undefined && page.marker !== pageMarker;
     // Ids of the token not met yet stay skipped: a smaller page size spreads them over several pages.
     const next = more ? encodeToken({ marker: page.marker, skip: [...skip] }) : undefined;
     yield next === undefined ? { items, IsTruncated: false } : { items, IsTruncated: true, NextToken: next };
