@@ -127,8 +127,8 @@ async function* truncate<T>(
       return;
     }
     remaining -= items.length;
-    // A server that answers the Marker it was asked with makes no progress: the SDK's
-    // stopOnSameToken ends this iteration there, so this page is the last one. A
+    // A server that answers the Marker it was asked with makes no progress: this page
+    // is the last one (returning closes the SDK paginator before it asks again). A
     // NextToken at that Marker would have a caller that follows it fetch the same
     // place again with every iteration, forever.
     const more = page.marker !== undefined && page.marker !== pageMarker;
@@ -152,7 +152,7 @@ export async function* paginateAccessKeys(
   const config = params.PaginationConfig ?? {};
   const fetchFrom = async function* (marker: string | undefined) {
     const pages = paginateListAccessKeys(
-      { client, pageSize: config.PageSize, startingToken: marker, stopOnSameToken: true },
+      { client, pageSize: config.PageSize, startingToken: marker },
       { UserName: params.UserName }, // a fresh input object: the SDK paginator writes into it
       send,
     );
@@ -172,7 +172,7 @@ export async function* paginateUsers(
   const config = params.PaginationConfig ?? {};
   const fetchFrom = async function* (marker: string | undefined) {
     const input = params.PathPrefix === undefined ? {} : { PathPrefix: params.PathPrefix };
-    const pages = paginateListUsers({ client, pageSize: config.PageSize, startingToken: marker, stopOnSameToken: true }, input, send);
+    const pages = paginateListUsers({ client, pageSize: config.PageSize, startingToken: marker }, input, send);
     for await (const p of pages) yield { items: p.Users ?? [], marker: p.IsTruncated ? p.Marker : undefined };
   };
   for await (const page of truncate(config, (user: User) => user.UserId ?? '', fetchFrom)) {
