@@ -97,7 +97,9 @@ test('users are paged with the same token semantics', async () => {
   const { client } = stubIam({}, users);
   const seen: string[] = [];
   let token: string | undefined;
+  let iterations = 0;
   do {
+    assert.ok(++iterations <= 3, `does not terminate: ${seen.join(',')}`); // 7 users, 3 an iteration
     let last;
     for await (const p of paginateUsers(client, { PaginationConfig: { PageSize: 2, MaxItems: 3, ...(token ? { StartingToken: token } : {}) } })) {
       seen.push(...p.Users.map((u) => u.UserName as string));
