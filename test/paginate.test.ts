@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { IAMClient, type AccessKeyMetadata } from '@aws-sdk/client-iam';
-import { decodeToken, encodeToken, paginateAccessKeys, paginateUsers } from '../pipeline/source/paginate.ts';
+import { decodeToken, encodeToken, paginateAccessKeys, paginateUsers, type PaginationConfig } from '../pipeline/source/paginate.ts';
 import { ExportError } from '../pipeline/errors.ts';
 import { stubIam } from './support/stub-iam.ts';
 import { mulberry32 } from './fake-iam/random.ts';
@@ -61,7 +61,12 @@ test('a malformed StartingToken is a PAGINATION_TOKEN_INVALID error before any c
   const { client, requests } = stubIam({ u: keysOf(2) });
   const b64 = (json: string) => Buffer.from(json).toString('base64url');
   const oldPositional = `ike1.${b64('{"m":null,"s":1}')}`;
-  for (const bad of ['garbage', 'ike2.!!!', `ike2.${b64('{"m":1,"e":[]}')}`, `ike2.${b64('{"m":null,"e":[1]}')}`, `ike2.${b64('{"m":null}')}`, oldPositional]) {
+  // A well-formed body is not enough: without this format's tag (another version's, or none) it is not ours.
+  const wellFormed = b64('{"m":null,"e":[]}');
+  const otherFormats = [`ike1.${wellFormed}`, `ike3.${wellFormed}`, wellFormed];
+  // JSON that is not an object (null above all) is rejected with the code, not a TypeError.
+  const notObjects = ['null', '[]', '"x"', '5'].map((json) => `ike2.${b64(json)}`);
+  for (const bad of ['garbage', 'ike2.!!!', `ike2.${b64('{"m":1,"e":[]}')}`, `ike2.${b64('{"m":null,"e":[1]}')}`, `ike2.${b64('{"m":null}')}`, oldPositional, ...otherFormats, ...notObjects]) {
     await assert.rejects(
       async () => {
         for await (const _ of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { StartingToken: bad } })) void _;
@@ -72,12 +77,18 @@ test('a malformed StartingToken is a PAGINATION_TOKEN_INVALID error before any c
   assert.equal(requests.length, 0);
 });
 
-test('PageSize outside 1..1000 and a non-positive MaxItems are rejected', async () => {
+test('PageSize outside 1..1000 and a non-positive MaxItems are rejected, the message naming the setting and the value', async () => {
   const { client } = stubIam({ u: keysOf(1) });
-  for (const cfg of [{ PageSize: 0 }, { PageSize: 1001 }, { MaxItems: 0 }, { PageSize: 1.5 }]) {
+  const cases: [PaginationConfig, RegExp][] = [
+    [{ PageSize: 0 }, /PageSize must be an integer in 1\.\.1000, got 0$/],
+    [{ PageSize: 1001 }, /PageSize must be an integer in 1\.\.1000, got 1001$/],
+    [{ PageSize: 1.5 }, /PageSize must be an integer in 1\.\.1000, got 1\.5$/],
+    [{ MaxItems: 0 }, /MaxItems must be a positive integer, got 0$/],
+  ];
+  for (const [cfg, message] of cases) {
     await assert.rejects(async () => {
       for await (const _ of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: cfg })) void _;
-    }, RangeError);
+    }, (err: unknown) => err instanceof RangeError && message.test(err.message));
   }
 });
 
@@ -86,7 +97,9 @@ test('users are paged with the same token semantics', async () => {
   const { client } = stubIam({}, users);
   const seen: string[] = [];
   let token: string | undefined;
+  let iterations = 0;
   do {
+    assert.ok(++iterations <= 3, `does not terminate: ${seen.join(',')}`); // 7 users, 3 an iteration
     let last;
     for await (const p of paginateUsers(client, { PaginationConfig: { PageSize: 2, MaxItems: 3, ...(token ? { StartingToken: token } : {}) } })) {
       seen.push(...p.Users.map((u) => u.UserName as string));
@@ -99,6 +112,14 @@ test('users are paged with the same token semantics', async () => {
 
 test('tokens round-trip through encode and decode', () => {
   for (const pos of [{ marker: undefined, skip: [] }, { marker: 'abc/=+', skip: ['AKIA1', 'AKIA2'] }]) assert.deepEqual(decodeToken(encodeToken(pos)), pos);
+});
+
+test('a NextToken stored in a checkpoint by an earlier build still resumes: the token format is pinned', async () => {
+  // ike2. + base64url('{"m":null,"e":["AKIA4x0","AKIA4x1"]}'), as a run of this format wrote it.
+  const stored = 'ike2.eyJtIjpudWxsLCJlIjpbIkFLSUE0eDAiLCJBS0lBNHgxIl19';
+  assert.equal(encodeToken({ marker: undefined, skip: ['AKIA4x0', 'AKIA4x1'] }), stored);
+  const { client } = stubIam({ u: keysOf(4) });
+  assert.deepEqual(await rest(client, stored, 2), ['AKIA4x2', 'AKIA4x3']);
 });
 
 const key = (id: string, second: number): AccessKeyMetadata => ({ UserName: 'u', AccessKeyId: id, Status: 'Active', CreateDate: new Date(second * 1000) });
@@ -135,6 +156,32 @@ test('a cut resumed with a smaller page size still skips every id already yielde
   let token: string | undefined;
   for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: 10, MaxItems: 6 } })) token = p.NextToken;
   assert.deepEqual(await rest(client, token!, 2), ['K6', 'K7', 'K8', 'K9']);
+});
+
+test('a run stopped after any page of a resumed cut resumes from that page\'s NextToken without repeating or losing a key', async () => {
+  const keys = Array.from({ length: 10 }, (_, i) => key(`K${i}`, i));
+  const { client } = stubIam({ u: keys });
+  for (let cut = 1; cut < keys.length; cut++) {
+    let token: string | undefined;
+    for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: 10, MaxItems: cut } })) token = p.NextToken;
+    // Resumed with a smaller page size, the cut's ids spread over several pages: each page's token must carry those not met yet.
+    for (let pageSize = 1; pageSize <= 3; pageSize++) {
+      const label = `cut ${cut} PageSize ${pageSize}`;
+      const seen: string[] = [];
+      let at = token;
+      for (let stops = 0; at !== undefined; stops++) {
+        assert.ok(stops <= keys.length, `${label}: does not terminate`);
+        const pages = paginateAccessKeys(client, { UserName: 'u', PaginationConfig: { PageSize: pageSize, StartingToken: at } });
+        const next = await pages.next();
+        await pages.return(undefined); // the run stops here; its checkpoint holds this page's token
+        assert.ok(!next.done, `${label}: a resumed iteration yields at least one page`);
+        const first = next.value;
+        seen.push(...first.AccessKeyMetadata.map((k) => k.AccessKeyId!));
+        at = first.NextToken;
+      }
+      assert.deepEqual(seen, keys.slice(cut).map((k) => k.AccessKeyId), label);
+    }
+  }
 });
 
 test('under random changes between iterations, every key present throughout is yielded exactly once and no key twice', async () => {
@@ -228,15 +275,42 @@ test('a page without its item list counts as empty (users and keys)', async () =
   assert.deepEqual(keyPages, [{ AccessKeyMetadata: [], IsTruncated: false }]);
 });
 
-test('a server that answers the same Marker again does not make the paginator loop forever', async () => {
-  const { client, inputs } = scripted((n) => ({ Users: [{ UserName: `user${n}`, UserId: `AIDA${n}`, Arn: 'arn', Path: '/', CreateDate: new Date(0) }], IsTruncated: true, Marker: 'same' }));
-  let pages = 0;
-  for await (const _ of paginateUsers(client, {})) {
-    void _;
-    if (++pages > 10) break;
+test('a server that answers the same Marker again does not make either paginator loop forever', async () => {
+  const users = scripted((n) => ({ Users: [{ UserName: `user${n}`, UserId: `AIDA${n}`, Arn: 'arn', Path: '/', CreateDate: new Date(0) }], IsTruncated: true, Marker: 'same' }));
+  const keys = scripted((n) => ({ AccessKeyMetadata: [key(`K${n}`, n)], IsTruncated: true, Marker: 'same' }));
+  for (const [name, { pages, inputs }] of [
+    ['ListUsers', { pages: paginateUsers(users.client, {}), inputs: users.inputs }],
+    ['ListAccessKeys', { pages: paginateAccessKeys(keys.client, { UserName: 'u' }), inputs: keys.inputs }],
+  ] as const) {
+    let count = 0;
+    for await (const _ of pages) {
+      void _;
+      if (++count > 10) break;
+    }
+    assert.ok(count <= 2, `${name}: ${count} pages`);
+    assert.ok(inputs.length <= 2, `${name}: ${inputs.length} requests`);
   }
-  assert.ok(pages <= 2, `${pages} pages`);
-  assert.ok(inputs.length <= 2);
+});
+
+test('after a repeated Marker the last page carries no NextToken, so a caller that follows NextToken stops too', async () => {
+  const { client, inputs } = scripted((n) => ({ AccessKeyMetadata: [key(`K${n}`, n)], IsTruncated: true, Marker: 'same' }));
+  const seen: string[] = [];
+  let token: string | undefined;
+  let iterations = 0;
+  do {
+    assert.ok(++iterations <= 3, `still paging after ${iterations - 1} iterations: ${seen.join(',')}`);
+    let last: { IsTruncated: boolean; NextToken?: string } | undefined;
+    for await (const p of paginateAccessKeys(client, { UserName: 'u', PaginationConfig: token ? { StartingToken: token } : {} })) {
+      seen.push(...p.AccessKeyMetadata.map((k) => k.AccessKeyId!));
+      last = p;
+      if (seen.length > 10) break; // a paginator that never stops fails below instead of hanging
+    }
+    assert.ok(seen.length <= 10, `one iteration kept paging: ${seen.join(',')}`);
+    assert.equal(last?.IsTruncated, last?.NextToken !== undefined, 'IsTruncated agrees with NextToken');
+    token = last?.NextToken;
+  } while (token);
+  assert.deepEqual(seen, ['K0', 'K1'], 'the page answered for the repeated Marker is the last one');
+  assert.equal(inputs.length, 2);
 });
 
 test('ListUsers is sent the PathPrefix and the PageSize; ListAccessKeys the UserName', async () => {

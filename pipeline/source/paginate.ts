@@ -127,7 +127,11 @@ async function* truncate<T>(
       return;
     }
     remaining -= items.length;
-    const more = page.marker !== undefined;
+    // A server that answers the Marker it was asked with makes no progress: this page
+    // is the last one (returning closes the SDK paginator before it asks again). A
+    // NextToken at that Marker would have a caller that follows it fetch the same
+    // place again with every iteration, forever.
+    const more = page.marker !== undefined && page.marker !== pageMarker;
     // Ids of the token not met yet stay skipped: a smaller page size spreads them over several pages.
     const next = more ? encodeToken({ marker: page.marker, skip: [...skip] }) : undefined;
     yield next === undefined ? { items, IsTruncated: false } : { items, IsTruncated: true, NextToken: next };
@@ -148,7 +152,7 @@ export async function* paginateAccessKeys(
   const config = params.PaginationConfig ?? {};
   const fetchFrom = async function* (marker: string | undefined) {
     const pages = paginateListAccessKeys(
-      { client, pageSize: config.PageSize, startingToken: marker, stopOnSameToken: true },
+      { client, pageSize: config.PageSize, startingToken: marker },
       { UserName: params.UserName }, // a fresh input object: the SDK paginator writes into it
       send,
     );
@@ -168,7 +172,7 @@ export async function* paginateUsers(
   const config = params.PaginationConfig ?? {};
   const fetchFrom = async function* (marker: string | undefined) {
     const input = params.PathPrefix === undefined ? {} : { PathPrefix: params.PathPrefix };
-    const pages = paginateListUsers({ client, pageSize: config.PageSize, startingToken: marker, stopOnSameToken: true }, input, send);
+    const pages = paginateListUsers({ client, pageSize: config.PageSize, startingToken: marker }, input, send);
     for await (const p of pages) yield { items: p.Users ?? [], marker: p.IsTruncated ? p.Marker : undefined };
   };
   for await (const page of truncate(config, (user: User) => user.UserId ?? '', fetchFrom)) {
