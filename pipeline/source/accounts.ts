@@ -92,7 +92,8 @@ export function memberIamClient(o: {
       ...(o.role.externalId ? { ExternalId: o.role.externalId } : {}),
     },
     masterCredentials: o.base.config.credentials,
-    clientConfig: { region: o.region, ...(o.endpoints.sts ? { endpoint: o.endpoints.sts } : {}) },
+    // STS throttles too (many shards or accounts reached at once): the same retries as IAM.
+    clientConfig: { region: o.region, ...(o.endpoints.sts ? { endpoint: o.endpoints.sts } : {}), retryStrategy: createRetryStrategy(o.maxAttempts) },
   });
   const client = new IAMClient({
     region: o.region,
