@@ -145,3 +145,23 @@ test('thousands of items through a small channel come out in order (the queue co
   assert.ok(got.every((x, i) => x === i), 'in order, none lost or repeated');
   assert.ok(peak <= 3);
 });
+
+test('memory stays bounded by the capacity, not by how many items passed through: the channel compacts what was taken', async () => {
+  const channel = new Channel<number>(4);
+  const total = 10_000;
+  let seen = 0;
+  let largest = 0;
+  const consumer = (async () => {
+    for await (const item of channel) {
+      assert.equal(item, seen, 'in order');
+      seen++;
+      largest = Math.max(largest, channel.footprint);
+    }
+  })();
+  for (let i = 0; i < total; i++) await channel.push(i);
+  channel.close();
+  await consumer;
+  assert.equal(seen, total);
+  // Compaction once more than 1,024 slots were taken and they are over half the array.
+  assert.ok(largest <= 2 * 1025 + 4, `at most ~2,050 slots held at once, whatever passed through (held ${largest} for ${total} items)`);
+});

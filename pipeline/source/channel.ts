@@ -22,6 +22,11 @@ export class Channel<T> implements AsyncIterable<T> {
     return this.#items.length - this.#head;
   }
 
+  /** Slots the channel holds memory for (taken ones included until it compacts): bounded, whatever passed through. */
+  get footprint(): number {
+    return this.#items.length;
+  }
+
   /** Adds an item, waiting first until there is room. */
   async push(item: T): Promise<void> {
     while (this.size >= this.#capacity && !this.#closed) {
