@@ -5,17 +5,21 @@ import { ExportError } from '../pipeline/errors.ts';
 import { runFileName, writeRun, type Observation } from '../pipeline/runs.ts';
 import { SCHEMA_NAME, SCHEMA_VERSION } from '../pipeline/schema.ts';
 import {
+  applyRetention,
+  combinedView,
   finalizeSnapshot,
   isPublished,
   listStaging,
   promoteSnapshot,
   readManifest,
   removeStaging,
+  SNAPSHOT_ID as SNAPSHOT_ID_PATTERN,
   snapshotIdOf,
   snapshotKeys,
   updateLatest,
   viewOf,
   type ManifestInput,
+  type SnapshotView,
 } from '../pipeline/snapshot.ts';
 import { Crash, withFaultHook } from './support/fault-points.ts';
 import { MemoryStore } from './support/memory-store.ts';
@@ -341,4 +345,142 @@ test('removing a staged snapshot deletes its lease last, and nothing of other sn
   await removeStaging(store, KEYS);
   assert.deepEqual(store.keys('_staging/'), ['_staging/20261129T000000Z/checkpoint.json']);
   assert.equal(store.log.at(-1), `deletePrefix ${KEYS.staging}`);
+});
+
+test('a shard and the finalize of a sharded snapshot each have their own folder under the snapshot\'s staging', () => {
+  const shard = snapshotKeys(SNAPSHOT_ID, { index: 2, count: 4 });
+  assert.equal(shard.root, KEYS.root);
+  assert.equal(shard.staging, `${KEYS.root}shard-2-of-4/`);
+  assert.equal(shard.checkpoint, `${KEYS.root}shard-2-of-4/checkpoint.json`);
+  assert.equal(shard.lease, `${KEYS.root}shard-2-of-4/lease.json`);
+  assert.equal(shard.runs, `${KEYS.root}shard-2-of-4/runs/`);
+  assert.equal(shard.published, PUBLISHED, 'a shard publishes into the snapshot, not a folder of its own');
+  const fin = snapshotKeys(SNAPSHOT_ID, 'finalize');
+  assert.equal(fin.staging, `${KEYS.root}finalize/`);
+  assert.equal(fin.checkpoint, `${KEYS.root}finalize/checkpoint.json`);
+});
+
+test('a snapshot id is the whole name: junk before or after it is not an id', async () => {
+  assert.equal(SNAPSHOT_ID_PATTERN.test(SNAPSHOT_ID), true);
+  assert.equal(SNAPSHOT_ID_PATTERN.test(`x${SNAPSHOT_ID}`), false);
+  assert.equal(SNAPSHOT_ID_PATTERN.test(`${SNAPSHOT_ID}x`), false);
+  const store = new MemoryStore();
+  for (const k of [`_staging/x${SNAPSHOT_ID}/checkpoint.json`, `_staging/${SNAPSHOT_ID}.old/checkpoint.json`]) await store.write(k, 'x');
+  assert.deepEqual(await listStaging(store), [], 'staging folders that are not snapshot ids are not snapshots');
+  await store.write('access_keys/_LATEST', `${SNAPSHOT_ID}9\n`);
+  await updateLatest(store, SNAPSHOT_ID);
+  assert.equal(store.text('access_keys/_LATEST'), `${SNAPSHOT_ID}\n`, 'a _LATEST with junk after an id names no snapshot');
+});
+
+test('only a folder of a shard or the finalize makes a staged snapshot sharded, and only what is under _staging/ is staged', async () => {
+  const store = new MemoryStore();
+  for (const k of [
+    '_staging/20261201T000000Z/shard-12-of-16/runs/run-0a1b2c3d-000001.ndjson',
+    '_staging/20261202T000000Z/shard-1-of-16/lease.json',
+    '_staging/20261203T000000Z/shard-1-of-4',
+    '_staging/20261204T000000Z/xshard-1-of-4/checkpoint.json',
+    '_staging/20261205T000000Z/shard-1-of-4x/checkpoint.json',
+    '_staging/20261206T000000Z/finalize',
+    'elsewhere/20261207T000000Z/checkpoint.json',
+  ]) await store.write(k, 'x');
+  assert.deepEqual(
+    (await listStaging(store)).map((s) => [s.id, s.sharded]),
+    [
+      ['20261206T000000Z', false],
+      ['20261205T000000Z', false],
+      ['20261204T000000Z', false],
+      ['20261203T000000Z', false],
+      ['20261202T000000Z', true],
+      ['20261201T000000Z', true],
+    ],
+  );
+});
+
+/** Publishes a snapshot folder of `dataset` by hand: a data file, its manifest, and (unless `gated` is false) its _SUCCESS. */
+async function publishedFolder(store: MemoryStore, dataset: string, id: string, gated = true): Promise<void> {
+  for (const f of ['part-00000.csv', '_manifest.json', ...(gated ? ['_SUCCESS'] : [])]) await store.write(`${dataset}/snapshot_id=${id}/${f}`, 'x');
+}
+
+test('--keep N deletes all but the newest N published snapshots of both datasets, each losing its _SUCCESS first', async () => {
+  const store = new MemoryStore();
+  const ids = ['20261125T000000Z', '20261126T000000Z', '20261127T000000Z', '20261128T000000Z'];
+  for (const id of ids) {
+    await publishedFolder(store, 'access_keys', id);
+    await publishedFolder(store, 'accounts', id);
+  }
+  await publishedFolder(store, 'access_keys', '20261101T000000Z', false); // being published: no _SUCCESS yet
+  await publishedFolder(store, 'access_keys', 'not-an-id');
+  await store.write('access_keys/_LATEST', '20261128T000000Z\n');
+  await store.write('_staging/20261101T000000Z/checkpoint.json', 'x');
+  const before = store.log.length;
+  const points: string[] = [];
+  const deleted = await withFaultHook((name, detail) => void points.push(`${name} ${detail}`), () => applyRetention(store, 2));
+  assert.deepEqual(deleted, ['20261125T000000Z', '20261126T000000Z'], 'the ids deleted, oldest first');
+  assert.deepEqual(points, ['snapshot-deleted 20261126T000000Z', 'snapshot-deleted 20261125T000000Z', 'snapshot-deleted 20261126T000000Z', 'snapshot-deleted 20261125T000000Z']);
+  for (const dataset of ['access_keys', 'accounts']) {
+    for (const id of ids.slice(0, 2)) assert.deepEqual(store.keys(`${dataset}/snapshot_id=${id}/`), [], `${dataset} ${id} deleted`);
+    for (const id of ids.slice(2)) assert.equal(store.keys(`${dataset}/snapshot_id=${id}/`).length, 3, `${dataset} ${id} kept`);
+  }
+  assert.equal(store.keys('access_keys/snapshot_id=20261101T000000Z/').length, 2, 'a folder being published is not touched');
+  assert.equal(store.keys('access_keys/snapshot_id=not-an-id/').length, 3, 'a folder that is not a snapshot is not touched');
+  assert.equal(store.text('access_keys/_LATEST'), '20261128T000000Z\n');
+  assert.equal(store.keys('_staging/').length, 1, 'staging is not touched');
+  const folder = 'access_keys/snapshot_id=20261126T000000Z/';
+  assert.deepEqual(
+    store.log.slice(before).filter((l) => l.includes(folder)),
+    [`delete ${folder}_SUCCESS`, `delete ${folder}_manifest.json`, `delete ${folder}part-00000.csv`, `deletePrefix ${folder}`],
+    'the gate first, then each file once, then the folder',
+  );
+  assert.deepEqual(await applyRetention(store, 2), [], 'nothing more to delete');
+});
+
+/** A view of one shard: `n` scales its counts; its accounts, runs, dirty users and failed users as given. */
+function shardView(n: number, accounts: string[], more: Partial<SnapshotView> = {}): SnapshotView {
+  const cp = new Checkpoint(SNAPSHOT_ID, SNAPSHOT_TIME, { ...DATA_CONFIG, shard: `${n}/3` });
+  cp.selectAccounts(accounts.map((id) => ({ id, name: `acct-${id}` })));
+  Object.assign(cp.counters, {
+    usersExported: n,
+    usersVanished: 10 * n,
+    rowsWritten: 100 * n,
+    restartedListings: n,
+    attempts: 2 * n,
+    throttles: 3 * n,
+    wallMs: 1000 * n,
+    calls: { ListUsers: n, [`Op${n}`]: 1 },
+    lastUsed: { report: n, api: 2 * n, vanished: 3 * n, denied: 4 * n },
+  });
+  cp.resumes = n === 2 ? 5 : n;
+  return { ...viewOf(cp, `${KEYS.root}shard-${n}-of-3/runs/`), ...more };
+}
+
+test('the shards of a snapshot taken together: counts summed, accounts side by side in id order, the most resumes', () => {
+  const user = (name: string) => ({ user: userRef(name.toUpperCase(), name), code: 'AccessDenied', token: null });
+  const one = shardView(1, ['333333333333', '111111111111'], { dirty: new Set(['AIDAA']), failedUsers: [user('zed')] });
+  const two = shardView(2, ['222222222222'], { dirty: new Set(['AIDAB', 'AIDAA']), failedUsers: [user('amy')] });
+  const three = shardView(3, [], { dirty: new Set() });
+  const v = combinedView([one, two, three]);
+  assert.equal(v.snapshotId, SNAPSHOT_ID);
+  assert.deepEqual(v.config, DATA_CONFIG, 'the snapshot is not a shard');
+  assert.deepEqual(v.runs, [...one.runs, ...two.runs, ...three.runs]);
+  assert.deepEqual([...v.dirty].sort(), ['AIDAA', 'AIDAB']);
+  assert.deepEqual(v.failedUsers.map((f) => f.user.userName), ['zed', 'amy']);
+  assert.deepEqual(v.accounts.map((a) => a.ref.id), ['111111111111', '222222222222', '333333333333']);
+  assert.deepEqual(
+    { ...v.counters },
+    {
+      ...one.counters,
+      usersExported: 6,
+      usersVanished: 60,
+      rowsWritten: 600,
+      restartedListings: 6,
+      attempts: 12,
+      throttles: 18,
+      wallMs: 6000,
+      calls: { ListUsers: 6, Op1: 1, Op2: 1, Op3: 1 },
+      lastUsed: { report: 6, api: 12, vanished: 18, denied: 24 },
+    },
+  );
+  assert.equal(v.resumes, 5);
+  assert.equal(one.counters.usersExported, 1, "a shard's counts are not changed");
+  assert.throws(() => combinedView([]), (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL' && /no shard/.test(err.message));
 });
