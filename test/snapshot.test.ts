@@ -1,9 +1,15 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import parquet from 'parquetjs-lite';
 import assert from 'node:assert/strict';
 import { Checkpoint, CheckpointFile } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
+import type { UserRef } from '../pipeline/items.ts';
 import { runFileName, writeRun, type Observation } from '../pipeline/runs.ts';
 import { SCHEMA_NAME, SCHEMA_VERSION } from '../pipeline/schema.ts';
+import { ACCOUNTS_SPEC } from '../pipeline/schema-spec.ts';
 import {
   applyRetention,
   combinedView,
@@ -483,4 +489,138 @@ test('the shards of a snapshot taken together: counts summed, accounts side by s
   assert.equal(v.resumes, 5);
   assert.equal(one.counters.usersExported, 1, "a shard's counts are not changed");
   assert.throws(() => combinedView([]), (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL' && /no shard/.test(err.message));
+});
+
+const ALPHA = '111111111111';
+const BETA = '222222222222';
+const GAMMA = '333333333333';
+const DELTA = '444444444444';
+
+/**
+ * An organization snapshot with every outcome an account can have: alpha
+ * exported (2 keys, one with a last use), beta partial (2 of its users failed,
+ * 1 key, dated), gamma failed part way (1 user read, 1 key) and delta failed
+ * before it started, with no code recorded.
+ */
+async function organization(store: MemoryStore, format: 'csv' | 'parquet' = 'csv'): Promise<{ cp: Checkpoint; file: CheckpointFile }> {
+  const cp = new Checkpoint(SNAPSHOT_ID, SNAPSHOT_TIME, { ...DATA_CONFIG, format, accounts: 'org', lastUsed: 'report' });
+  cp.selectAccounts([{ id: ALPHA, name: 'alpha' }, { id: BETA, name: 'beta' }, { id: GAMMA, name: 'gamma' }, { id: DELTA, name: null }]);
+  const user = (account: string, name: string): UserRef => ({ ...userRef(name.toUpperCase(), name), accountId: account });
+  const read = (account: string, users: UserRef[]) => {
+    cp.apply({ kind: 'users-page', account, token: null, nextToken: null, users });
+    cp.apply({ kind: 'users-scanned', account, users: [], complete: true });
+  };
+  cp.apply({ kind: 'account-started', account: { id: ALPHA, name: 'alpha' }, facts: { alias: 'prod', rootAccessKeysPresent: true } });
+  read(ALPHA, [user(ALPHA, 'al'), user(ALPHA, 'amy')]);
+  for (const u of ['al', 'amy']) cp.apply({ kind: 'user-done', user: user(ALPHA, u) });
+  cp.apply({ kind: 'account-done', account: ALPHA });
+  cp.apply({ kind: 'account-started', account: { id: BETA, name: 'beta' }, facts: { alias: null, rootAccessKeysPresent: false } });
+  read(BETA, [user(BETA, 'bo'), user(BETA, 'zoe'), user(BETA, 'bea')]);
+  cp.apply({ kind: 'user-done', user: user(BETA, 'bo') });
+  for (const u of ['zoe', 'bea']) cp.apply({ kind: 'user-failed', user: user(BETA, u), code: 'AccessDenied', token: null });
+  cp.apply({ kind: 'account-done', account: BETA });
+  cp.apply({ kind: 'account-started', account: { id: GAMMA, name: 'gamma' }, facts: { alias: 'gam', rootAccessKeysPresent: null } });
+  read(GAMMA, [user(GAMMA, 'cy'), user(GAMMA, 'cal')]);
+  cp.apply({ kind: 'user-done', user: user(GAMMA, 'cy') });
+  cp.apply({ kind: 'account-failed', account: GAMMA, code: 'Throttling' });
+  cp.apply({ kind: 'account-failed', account: DELTA, code: 'AccessDenied' });
+  cp.account(DELTA)!.code = null;
+  const used = { last_used_date: new Date('2026-11-01T00:00:00.000Z') };
+  const observations: Observation[] = [
+    recordOf('al', 'AKIAA1', { account_id: ALPHA, ...used }),
+    recordOf('amy', 'AKIAA2', { account_id: ALPHA }),
+    recordOf('bo', 'AKIAB1', { account_id: BETA, ...used }),
+    recordOf('cy', 'AKIAC1', { account_id: GAMMA }),
+  ].map((record, seq) => ({ record, seq }));
+  cp.addPart(await writeRun(store, `${KEYS.runs}${runFileName('0a1b2c3d', 1)}`, observations, format));
+  Object.assign(cp.counters, { lastUsed: { report: 3, api: 1, vanished: 2, denied: 4 } });
+  return { cp, file: await CheckpointFile.create(store, KEYS.checkpoint, cp) };
+}
+
+const ORG_LAST_USE = { mode: 'report', source: 'api', reportGeneratedTime: '2026-11-28T10:00:00Z' } as const;
+const ACCOUNTS_STAGED = `${KEYS.staging}publish-feedf00d/accounts/`;
+
+test('the accounts dataset has one row per account: its facts, its users and keys, and its outcome (exported, partial or failed, with the code)', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await organization(store);
+  await finalizeSnapshot(store, stateOf(cp, file), input(cp, { lastUse: ORG_LAST_USE }));
+  const lines = store.text(`${ACCOUNTS_STAGED}part-00000.csv`)!.trim().split('\n');
+  assert.deepEqual(lines, [
+    'snapshot_time,account_id,account_name,account_alias,root_access_keys_present,users_exported,users_vanished,users_failed,keys_exported,outcome,error_code',
+    `2026-11-28T11:10:00.000Z,${ALPHA},alpha,prod,true,2,0,0,2,exported,`,
+    `2026-11-28T11:10:00.000Z,${BETA},beta,,false,1,0,2,1,partial,`,
+    `2026-11-28T11:10:00.000Z,${GAMMA},gamma,gam,,1,0,0,1,failed,Throttling`,
+    `2026-11-28T11:10:00.000Z,${DELTA},,,,0,0,0,0,failed,`,
+  ]);
+  const uploaded = store.objects.get(`${ACCOUNTS_STAGED}part-00000.csv`)!.body;
+  const { createHash } = await import('node:crypto');
+  assert.equal(
+    store.text(`${ACCOUNTS_STAGED}_manifest.json`),
+    JSON.stringify(
+      {
+        schema: { name: ACCOUNTS_SPEC.name, version: ACCOUNTS_SPEC.version },
+        snapshot_id: SNAPSHOT_ID,
+        snapshot_time: '2026-11-28T11:10:00.000Z',
+        rows: 4,
+        files: [{ file: 'part-00000.csv', rows: 4, bytes: uploaded.length, sha256: createHash('sha256').update(uploaded).digest('hex') }],
+      },
+      null,
+      2,
+    ) + '\n',
+  );
+  assert.equal(store.text(`${ACCOUNTS_STAGED}_SUCCESS`), '');
+});
+
+test('the manifest of an organization snapshot: each account with its outcome, the failed ones with their code, the failed users by name, where last use came from', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await organization(store);
+  // Failed users out of name order: the manifest sorts them.
+  const view = { ...viewOf(cp, KEYS.runs), failedUsers: [...cp.failedUsers].reverse() };
+  const m = await finalizeSnapshot(store, stateOf(cp, file), input(cp, { view, lastUse: ORG_LAST_USE }));
+  assert.equal(m.rows, 4);
+  assert.equal(m.partial, true);
+  assert.deepEqual(m.accounts, [
+    { account_id: ALPHA, outcome: 'exported', keys: 2 },
+    { account_id: BETA, outcome: 'partial', keys: 1 },
+    { account_id: GAMMA, outcome: 'failed', keys: 1, code: 'Throttling' },
+    { account_id: DELTA, outcome: 'failed', keys: 0, code: null },
+  ]);
+  assert.deepEqual(m.failed_accounts, [
+    { account_id: GAMMA, code: 'Throttling' },
+    { account_id: DELTA, code: 'unknown' },
+  ]);
+  assert.deepEqual(m.users.failed.map((f) => [f.user_name, f.account_id]), [['bea', BETA], ['zoe', BETA]]);
+  assert.deepEqual(m.last_used, { mode: 'report', source: 'api', report_generated_time: '2026-11-28T10:00:00Z', from_report: 3, from_api: 1, dated: 2, null: 2, keys_vanished: 2, lookups_denied: 4 });
+});
+
+test('a snapshot with a failed account and no failed user is partial; last use defaults to the configured mode', async () => {
+  const store = new MemoryStore();
+  const { cp, file } = await organization(store);
+  const view = { ...viewOf(cp, KEYS.runs), failedUsers: [] };
+  const m = await finalizeSnapshot(store, stateOf(cp, file), input(cp, { view }));
+  assert.equal(m.partial, true, 'gamma and delta failed');
+  assert.deepEqual(m.last_used, { mode: 'report', source: 'report', report_generated_time: null, from_report: 3, from_api: 1, dated: 2, null: 2, keys_vanished: 2, lookups_denied: 4 });
+});
+
+test('each Parquet data file carries the snapshot id, time and its schema in its key-value metadata', async (t) => {
+  const store = new MemoryStore();
+  const { cp, file } = await organization(store, 'parquet');
+  await finalizeSnapshot(store, stateOf(cp, file), input(cp, { rowsPerFile: 10 }));
+  const dir = await mkdtemp(join(tmpdir(), 'snapshot-parquet-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const metadataOf = async (key: string) => {
+    // parquetjs-lite reads files only (its typings here), and needs rawStatistics for timestamps.
+    const path = join(dir, key.replaceAll('/', '_'));
+    await writeFile(path, store.objects.get(key)!.body);
+    const reader = await parquet.ParquetReader.openFile(path, { rawStatistics: true });
+    try {
+      const md = reader.getMetadata() as Record<string, string>;
+      return { snapshot_id: md['snapshot_id'], snapshot_time: md['snapshot_time'], schema_name: md['schema_name'], schema_version: md['schema_version'] };
+    } finally {
+      await reader.close();
+    }
+  };
+  const common = { snapshot_id: SNAPSHOT_ID, snapshot_time: '2026-11-28T11:10:00.000Z' };
+  assert.deepEqual(await metadataOf(`${PUBLISH}part-00000.parquet`), { ...common, schema_name: SCHEMA_NAME, schema_version: String(SCHEMA_VERSION) });
+  assert.deepEqual(await metadataOf(`${ACCOUNTS_STAGED}part-00000.parquet`), { ...common, schema_name: ACCOUNTS_SPEC.name, schema_version: String(ACCOUNTS_SPEC.version) });
 });
