@@ -215,7 +215,7 @@ test('a stop during finalize ends it with an AbortError before the checkpoint re
       },
       () => finalizeSnapshot(store, stateOf(cp, file), input(cp, { stop: stop.signal })),
     ),
-    (err: unknown) => (err as Error).name === 'AbortError',
+    (err: unknown) => (err as Error).name === 'AbortError' && /finalize stopped/.test((err as Error).message),
   );
   const saved = (await CheckpointFile.load(store, KEYS.checkpoint))!.checkpoint;
   assert.equal(saved.phase, 'export');
@@ -623,4 +623,64 @@ test('each Parquet data file carries the snapshot id, time and its schema in its
   const common = { snapshot_id: SNAPSHOT_ID, snapshot_time: '2026-11-28T11:10:00.000Z' };
   assert.deepEqual(await metadataOf(`${PUBLISH}part-00000.parquet`), { ...common, schema_name: SCHEMA_NAME, schema_version: String(SCHEMA_VERSION) });
   assert.deepEqual(await metadataOf(`${ACCOUNTS_STAGED}part-00000.parquet`), { ...common, schema_name: ACCOUNTS_SPEC.name, schema_version: String(ACCOUNTS_SPEC.version) });
+});
+
+/** A store that lists keys newest-name first: the Store contract sets no order, so nothing may rely on one. */
+class ReverseListingStore extends MemoryStore {
+  override async list(prefix: string): Promise<string[]> {
+    return (await super.list(prefix)).reverse();
+  }
+}
+
+test('staged snapshots are newest first and --keep keeps the newest, whatever order the store lists keys in', async () => {
+  const store = new ReverseListingStore();
+  const ids = ['20261125T000000Z', '20261126T000000Z', '20261127T000000Z'];
+  for (const id of ids) {
+    await store.write(`_staging/${id}/checkpoint.json`, 'x');
+    await publishedFolder(store, 'access_keys', id);
+  }
+  assert.deepEqual((await listStaging(store)).map((s) => s.id), [...ids].reverse());
+  assert.deepEqual(await applyRetention(store, 2), ['20261125T000000Z']);
+  assert.deepEqual(store.keys('access_keys/snapshot_id=20261125T000000Z/'), []);
+  assert.equal(store.keys('access_keys/snapshot_id=20261127T000000Z/').length, 3, 'the newest is kept');
+});
+
+test('removing a staged snapshot deletes everything but the lease in one call, the lease only with the folder', async () => {
+  const store = new MemoryStore();
+  for (const k of ['checkpoint.json', 'lease.json', 'runs/run-0a1b2c3d-000001.ndjson']) await store.write(`${KEYS.staging}${k}`, 'x');
+  const left: string[][] = [];
+  store.hook = (op) => void (op === 'deletePrefix' && left.push(store.keys(KEYS.staging)));
+  await removeStaging(store, KEYS);
+  assert.deepEqual(left, [[KEYS.lease]], 'only the lease is left for the last call');
+  assert.deepEqual(store.keys('_staging/'), []);
+});
+
+/** Finalizes the snapshot, then crashes promote at the first store operation `crashAt` matches; returns the operations of the rerun. */
+async function rerunAfterCrash(crashAt: (op: string, key: string) => boolean): Promise<string[]> {
+  const store = new MemoryStore();
+  await staged(store, [[['alice', 'AKIA1']]]);
+  let crashed = false;
+  store.hook = (op, key) => {
+    if (!crashed && crashAt(op, key)) {
+      crashed = true;
+      throw new Crash(`${op} ${key}`);
+    }
+  };
+  await assert.rejects(finishRun(store, 'feedf00d'), Crash);
+  const before = store.log.length;
+  await finishRun(store, 'c0ffee00');
+  assert.equal(await isPublished(store, SNAPSHOT_ID), true);
+  assert.deepEqual(store.keys(PUBLISHED_ACCOUNTS).length, 3, 'the accounts dataset is published');
+  return store.log.slice(before);
+}
+
+test('a rerun after a crash between the two promotes promotes only the dataset not yet published', async () => {
+  const ops = await rerunAfterCrash((op, key) => op === 'promote' && key.endsWith('/access_keys/'));
+  assert.deepEqual(ops.filter((l) => l.startsWith('promote ')), [`promote ${KEYS.staging}publish-feedf00d/access_keys/`]);
+});
+
+test('a rerun after a crash once the snapshot is published promotes nothing again', async () => {
+  const ops = await rerunAfterCrash((op, key) => op === 'write' && key === 'access_keys/_LATEST');
+  assert.deepEqual(ops.filter((l) => l.startsWith('promote ')), []);
+  assert.equal(ops.filter((l) => l.startsWith('exists accounts/')).length, 0, 'not even a look at the datasets');
 });
