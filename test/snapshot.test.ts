@@ -498,7 +498,7 @@ const DELTA = '444444444444';
 
 /**
  * An organization snapshot with every outcome an account can have: alpha
- * exported (2 keys, one with a last use), beta partial (2 of its users failed,
+ * exported (2 keys, one with a last use), beta partial (3 of its users failed,
  * 1 key, dated), gamma failed part way (1 user read, 1 key) and delta failed
  * before it started, with no code recorded.
  */
@@ -515,9 +515,9 @@ async function organization(store: MemoryStore, format: 'csv' | 'parquet' = 'csv
   for (const u of ['al', 'amy']) cp.apply({ kind: 'user-done', user: user(ALPHA, u) });
   cp.apply({ kind: 'account-done', account: ALPHA });
   cp.apply({ kind: 'account-started', account: { id: BETA, name: 'beta' }, facts: { alias: null, rootAccessKeysPresent: false } });
-  read(BETA, [user(BETA, 'bo'), user(BETA, 'zoe'), user(BETA, 'bea')]);
+  read(BETA, [user(BETA, 'bo'), user(BETA, 'zoe'), user(BETA, 'bea'), user(BETA, 'cat')]);
   cp.apply({ kind: 'user-done', user: user(BETA, 'bo') });
-  for (const u of ['zoe', 'bea']) cp.apply({ kind: 'user-failed', user: user(BETA, u), code: 'AccessDenied', token: null });
+  for (const u of ['zoe', 'bea', 'cat']) cp.apply({ kind: 'user-failed', user: user(BETA, u), code: 'AccessDenied', token: null });
   cp.apply({ kind: 'account-done', account: BETA });
   cp.apply({ kind: 'account-started', account: { id: GAMMA, name: 'gamma' }, facts: { alias: 'gam', rootAccessKeysPresent: null } });
   read(GAMMA, [user(GAMMA, 'cy'), user(GAMMA, 'cal')]);
@@ -548,7 +548,7 @@ test('the accounts dataset has one row per account: its facts, its users and key
   assert.deepEqual(lines, [
     'snapshot_time,account_id,account_name,account_alias,root_access_keys_present,users_exported,users_vanished,users_failed,keys_exported,outcome,error_code',
     `2026-11-28T11:10:00.000Z,${ALPHA},alpha,prod,true,2,0,0,2,exported,`,
-    `2026-11-28T11:10:00.000Z,${BETA},beta,,false,1,0,2,1,partial,`,
+    `2026-11-28T11:10:00.000Z,${BETA},beta,,false,1,0,3,1,partial,`,
     `2026-11-28T11:10:00.000Z,${GAMMA},gamma,gam,,1,0,0,1,failed,Throttling`,
     `2026-11-28T11:10:00.000Z,${DELTA},,,,0,0,0,0,failed,`,
   ]);
@@ -574,8 +574,9 @@ test('the accounts dataset has one row per account: its facts, its users and key
 test('the manifest of an organization snapshot: each account with its outcome, the failed ones with their code, the failed users by name, where last use came from', async () => {
   const store = new MemoryStore();
   const { cp, file } = await organization(store);
-  // Failed users out of name order: the manifest sorts them.
-  const view = { ...viewOf(cp, KEYS.runs), failedUsers: [...cp.failedUsers].reverse() };
+  // Failed users out of name order (neither sorted nor reversed): the manifest sorts them.
+  const [bea, cat, zoe] = cp.failedUsers;
+  const view = { ...viewOf(cp, KEYS.runs), failedUsers: [zoe!, bea!, cat!] };
   const m = await finalizeSnapshot(store, stateOf(cp, file), input(cp, { view, lastUse: ORG_LAST_USE }));
   assert.equal(m.rows, 4);
   assert.equal(m.partial, true);
@@ -589,7 +590,7 @@ test('the manifest of an organization snapshot: each account with its outcome, t
     { account_id: GAMMA, code: 'Throttling' },
     { account_id: DELTA, code: 'unknown' },
   ]);
-  assert.deepEqual(m.users.failed.map((f) => [f.user_name, f.account_id]), [['bea', BETA], ['zoe', BETA]]);
+  assert.deepEqual(m.users.failed.map((f) => [f.user_name, f.account_id]), [['bea', BETA], ['cat', BETA], ['zoe', BETA]]);
   assert.deepEqual(m.last_used, { mode: 'report', source: 'api', report_generated_time: '2026-11-28T10:00:00Z', from_report: 3, from_api: 1, dated: 2, null: 2, keys_vanished: 2, lookups_denied: 4 });
 });
 
@@ -683,4 +684,28 @@ test('a rerun after a crash once the snapshot is published promotes nothing agai
   const ops = await rerunAfterCrash((op, key) => op === 'write' && key === 'access_keys/_LATEST');
   assert.deepEqual(ops.filter((l) => l.startsWith('promote ')), []);
   assert.equal(ops.filter((l) => l.startsWith('exists accounts/')).length, 0, 'not even a look at the datasets');
+});
+
+/** A store that counts the data streams open: read streams started and not yet finished or closed. */
+class StreamCountingStore extends MemoryStore {
+  open = 0;
+  override async *readStream(key: string): AsyncIterable<Buffer> {
+    this.open++;
+    try {
+      yield* super.readStream(key);
+    } finally {
+      this.open--;
+    }
+  }
+}
+
+test('a stop during finalize leaves no part open for reading', async () => {
+  const store = new StreamCountingStore();
+  // Parts of more rows than a merged batch holds (1,024), so a stop meets them half read.
+  const part = (from: number): [string, string][] => Array.from({ length: 600 }, (_, i) => [`user${from + i}`, `AKIA${from + i}`]);
+  const { cp, file } = await staged(store, [part(1000), part(2000)]);
+  const stop = new AbortController();
+  const stopAfterFirstFile = (name: string) => void (name === 'data-file-written' && stop.abort());
+  await assert.rejects(withFaultHook(stopAfterFirstFile, () => finalizeSnapshot(store, stateOf(cp, file), input(cp, { stop: stop.signal }))), (err: unknown) => (err as Error).name === 'AbortError');
+  assert.equal(store.open, 0, 'every part read is closed');
 });
