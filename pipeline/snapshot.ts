@@ -503,7 +503,9 @@ async function* countPerAccount(batches: AsyncIterable<StagedRow[]>, perAccount:
 
 function buildManifest(view: SnapshotView, input: ManifestInput, files: DataFileInfo[], rows: number, stats: { duplicates: number; dated: number; perAccount: ReadonlyMap<string, number> }): Manifest {
   const c = view.counters;
-  const failed = [...view.failedUsers].sort((a, b) => (a.user.userName < b.user.userName ? -1 : 1)).map((f) => ({ user_name: f.user.userName, user_id: f.user.userId, account_id: f.user.accountId, code: f.code }));
+  // By account, name, then id (as rows are sorted): the same users always in the same order.
+  const key = (f: FailedUser) => [f.user.accountId, f.user.userName, f.user.userId] as const;
+  const failed = [...view.failedUsers].sort((a, b) => compareTuples(key(a), key(b))).map((f) => ({ user_name: f.user.userName, user_id: f.user.userId, account_id: f.user.accountId, code: f.code }));
   const failedAccounts = view.accounts.filter((e) => e.status === 'failed').map((e) => ({ account_id: e.ref.id, code: e.code ?? 'unknown' }));
   const callsTotal = Object.values(c.calls).reduce((a, b) => a + b, 0);
   return {
@@ -538,4 +540,10 @@ function buildManifest(view: SnapshotView, input: ManifestInput, files: DataFile
       lookups_denied: c.lastUsed.denied,
     },
   };
+}
+
+/** Orders tuples of strings element by element (by UTF-16 code units, as rows are). */
+function compareTuples(a: readonly string[], b: readonly string[]): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i]! < b[i]! ? -1 : 1;
+  return a.length - b.length;
 }

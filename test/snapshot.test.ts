@@ -709,3 +709,20 @@ test('a stop during finalize leaves no part open for reading', async () => {
   await assert.rejects(withFaultHook(stopAfterFirstFile, () => finalizeSnapshot(store, stateOf(cp, file), input(cp, { stop: stop.signal }))), (err: unknown) => (err as Error).name === 'AbortError');
   assert.equal(store.open, 0, 'every part read is closed');
 });
+
+test('failed users are listed by account, name and id: the same users always in the same order, whatever order they failed in', async () => {
+  for (const reversed of [false, true]) {
+    const store = new MemoryStore();
+    const { cp, file } = await organization(store);
+    const [bea, cat, zoe] = cp.failedUsers;
+    // Same names in another account, and a same-named user with another id.
+    const other = (f: typeof bea, accountId: string, userId = f!.user.userId) => ({ ...f!, user: { ...f!.user, accountId, userId } });
+    const failedUsers = [zoe!, other(bea, ALPHA), bea!, other(cat, ALPHA), other(bea, ALPHA, 'AIDA0'), cat!];
+    const view = { ...viewOf(cp, KEYS.runs), failedUsers: reversed ? failedUsers.reverse() : failedUsers };
+    const m = await finalizeSnapshot(store, stateOf(cp, file), input(cp, { view, lastUse: ORG_LAST_USE }));
+    assert.deepEqual(
+      m.users.failed.map((f) => [f.account_id, f.user_name, f.user_id]),
+      [[ALPHA, 'bea', 'AIDA0'], [ALPHA, 'bea', bea!.user.userId], [ALPHA, 'cat', cat!.user.userId], [BETA, 'bea', bea!.user.userId], [BETA, 'cat', cat!.user.userId], [BETA, 'zoe', zoe!.user.userId]],
+    );
+  }
+});
