@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PART_NAME, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeRows, mergeRuns, parseRow, readRun, removeOrphans, runFileName, writeRun, type Observation } from '../pipeline/runs.ts';
+import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeRows, mergeRuns, parseRow, readRun, removeOrphans, runFileName, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
 import { encodeCsv } from '../pipeline/sinks/csv.ts';
 import { encodeStagedFile } from '../pipeline/sinks/index.ts';
-import { compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
+import { COLUMNS, compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
 import { mulberry32 } from './fake-iam/random.ts';
 import { withFaultHook } from './support/fault-points.ts';
@@ -143,7 +143,7 @@ test('a staged line carries its sort key and observation in front; anything else
   const row = parseRow(encodeRow({ record: rec('alice', 'AKIA1', 'AIDAX'), seq: 42 }))!;
   assert.deepEqual({ ...row, line: undefined, payloadAt: undefined }, { account: '123456789012', userName: 'alice', keyId: 'AKIA1', seq: 42, userId: 'AIDAX', line: undefined, payloadAt: undefined });
   assert.equal(row.line.slice(row.payloadAt, row.payloadAt + 1), '[', 'the payload (cells) starts after the sort key');
-  for (const bad of ['', 'a\tb\tc\td', 'a\tb\tc\t1\tu', 'a\tb\tc\tx\tu\t[]', 'a\tb\tc\t1.5\tu\t[]']) assert.equal(parseRow(bad), undefined, JSON.stringify(bad));
+  for (const bad of ['', '1\tb\tc', 'a\tb\tc\td', 'a\tb\tc\t1\tu', 'a\tb\tc\tx\tu\t[]', 'a\tb\tc\t1.5\tu\t[]']) assert.equal(parseRow(bad), undefined, JSON.stringify(bad));
   assert.deepEqual(parseRow('a\tb\tc\t7\tu\t[]'), { account: 'a', userName: 'b', keyId: 'c', seq: 7, userId: 'u', line: 'a\tb\tc\t7\tu\t[]', payloadAt: 10 });
 });
 
@@ -208,6 +208,7 @@ test('a staged part that is missing, cut short, garbled, or holds other rows tha
     ['missing', undefined, part, /is missing/],
     ['cut inside a line', good.slice(0, -5), part, /ends in the middle of a line/],
     ['garbled line', 'not a staged line\n', part, /is not valid/],
+    ['empty first line', '\n' + good, part, /is not valid/],
     ['one row less', good.slice(0, good.indexOf('\n') + 1), part, /does not match its checkpoint entry/],
     ['same bytes, other row count', good, { ...part, rows: 3 }, /does not match its checkpoint entry/],
   ];
@@ -242,11 +243,13 @@ test('a part missing from S3 (NoSuchKey) is CHECKPOINT_CORRUPT too; any other re
 
 test('orphans are the staged files no committed part names; named parts stay', async () => {
   const store = new MemoryStore();
-  for (const k of ['runs/run-0a1b2c3d-000001.ndjson', 'runs/run-0a1b2c3d-000002.ndjson', 'runs/.tmp', 'other/run-0a1b2c3d-000002.ndjson']) await store.write(k, 'x');
+  for (const k of ['runs/run-0a1b2c3d-000001.ndjson', 'runs/run-0a1b2c3d-000002.ndjson', 'runs/.tmp', 'other/run-0a1b2c3d-000002.ndjson', 'runs2/run-0a1b2c3d-000003.ndjson']) await store.write(k, 'x');
   const named = [{ file: 'run-0a1b2c3d-000001.ndjson', rows: 1, sha256: '' }];
-  assert.deepEqual((await removeOrphans(store, 'runs', named)).sort(), ['runs/.tmp', 'runs/run-0a1b2c3d-000002.ndjson'], 'a folder given without its slash');
-  assert.deepEqual(store.keys(), ['other/run-0a1b2c3d-000002.ndjson', 'runs/run-0a1b2c3d-000001.ndjson']);
+  assert.deepEqual((await removeOrphans(store, 'runs', named)).sort(), ['runs/.tmp', 'runs/run-0a1b2c3d-000002.ndjson'], 'a folder given without its slash, not a folder whose name it begins');
+  assert.deepEqual(store.keys(), ['other/run-0a1b2c3d-000002.ndjson', 'runs/run-0a1b2c3d-000001.ndjson', 'runs2/run-0a1b2c3d-000003.ndjson']);
   assert.deepEqual(await removeOrphans(store, 'runs/', named), []);
+  await store.write('runs/run-0a1b2c3d-000004.ndjson', 'x');
+  assert.deepEqual(await removeOrphans(store, 'runs/', named), ['runs/run-0a1b2c3d-000004.ndjson'], 'a folder given with its slash');
 });
 
 /**
@@ -422,3 +425,70 @@ function awkward(): AccessKeyRecord[] {
     rec('carol', 'AKIA4'),
   ];
 }
+
+/** The staged row of a line written by hand (a CSV payload or cells). */
+function staged(payload: string): StagedRow {
+  return parseRow(`123456789012\tbob\tAKIA3\t0\tAIDABOB\t${payload}`)!;
+}
+
+test('a CSV row without quoting or escapes is read back as staged, with and without a last-use date', async () => {
+  const store = new MemoryStore();
+  const used = { ...rec('alice', 'AKIA1'), last_used_date: new Date('2026-11-01T08:09:10.011Z'), last_used_service: 's3', last_used_region: 'eu-west-1' };
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: used, seq: 0 }, { record: rec('bob', 'AKIA2'), seq: 1 }], 'csv');
+  const rows: { text: string; dated: boolean }[] = [];
+  for await (const row of readRun(store, 'runs/', part)) rows.push(csvRowOf(row));
+  const expected = (await bytesOf(encodeCsv(from([used, rec('bob', 'AKIA2')])))).split('\n').slice(1, 3);
+  assert.deepEqual(rows, [{ text: expected[0], dated: true }, { text: expected[1], dated: false }]);
+});
+
+test('a staged row without the payload its reader expects is INTERNAL naming its key', () => {
+  const internal = (what: string) => (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL' && err.message.includes('AKIA3') && err.message.includes(what);
+  assert.throws(() => decodeRow(staged('{"csv":"a","dated":false}')), internal('holds CSV text where a record was expected'));
+  for (const payload of ['{"csv":1,"dated":true}', '{"csv":"a"}', '{"dated":false}']) assert.throws(() => csvRowOf(staged(payload)), internal('has no CSV text'), payload);
+});
+
+test('a Parquet part stages the cells in column order, timestamps as epoch milliseconds', () => {
+  const row = parseRow(encodeRow({ record: rec('alice', 'AKIA1'), seq: 0 }))!;
+  const cells = JSON.parse(row.line.slice(row.payloadAt)) as unknown[];
+  assert.equal(cells.length, COLUMNS.length);
+  assert.equal(cells[COLUMNS.findIndex((c) => c.name === 'create_date')], Date.parse('2020-01-01T00:00:00.000Z'));
+  assert.equal(cells[COLUMNS.findIndex((c) => c.name === 'user_name')], 'alice');
+});
+
+test('one key id under two user names or two accounts is two rows when its user is not dirty', async () => {
+  const store = new MemoryStore();
+  const other = { ...rec('alice', 'AKIA1'), account_id: '210987654321' };
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [
+    { record: rec('alice', 'AKIA1'), seq: 0 },
+    { record: rec('bob', 'AKIA1'), seq: 1 },
+    { record: other, seq: 2 },
+  ], 'parquet');
+  const stats = { duplicates: 0 };
+  const rows: string[] = [];
+  for await (const r of mergeRuns(store, [{ dir: 'runs/', part }], { dirty: new Set(), scratch: 'm/' }, stats)) rows.push(`${r.account_id}/${r.user_name}/${r.access_key_id}`);
+  assert.deepEqual(rows, ['123456789012/alice/AKIA1', '123456789012/bob/AKIA1', '210987654321/alice/AKIA1']);
+  assert.equal(stats.duplicates, 0);
+});
+
+test('rows equal in sort key and observation come out in part order: the last part wins', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (const [p, status] of ['Active', 'Inactive', 'Expired'].entries()) parts.push(await writeRun(store, `runs/run-0a1b2c3d-00000${p + 1}.ndjson`, [{ record: rec('bob', 'AKIA3', undefined, status), seq: 4 }], 'parquet'));
+  for (const order of [[0, 1, 2], [2, 0, 1], [1, 2, 0]]) {
+    const stats = { duplicates: 0 };
+    const rows: string[] = [];
+    for await (const r of mergeRuns(store, order.map((i) => ({ dir: 'runs/', part: parts[i]! })), { dirty: new Set(), scratch: 'm/' }, stats)) rows.push(r.status);
+    assert.deepEqual(rows, [['Active', 'Inactive', 'Expired'][order[2]!]], `parts in order ${order.join(',')}`);
+    assert.equal(stats.duplicates, 2);
+  }
+});
+
+test('a part holding one key observed twice stages them in observation order, whatever order they came in', async () => {
+  const store = new MemoryStore();
+  for (const obs of [[5, 3], [3, 5]]) {
+    const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', obs.map((seq) => ({ record: rec('bob', 'AKIA3', undefined, `s${seq}`), seq })), 'parquet');
+    const seqs: number[] = [];
+    for await (const row of readRun(store, 'runs/', part)) seqs.push(row.seq);
+    assert.deepEqual(seqs, [3, 5], `given ${obs.join(',')}`);
+  }
+});
