@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PART_NAME, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeRows, mergeRuns, parseRow, readRun, removeOrphans, runFileName, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
+import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeRows, mergeRuns, parseRow, readRun, readRunBatches, removeOrphans, runFileName, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
 import { encodeCsv } from '../pipeline/sinks/csv.ts';
 import { encodeStagedFile } from '../pipeline/sinks/index.ts';
 import { COLUMNS, compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
@@ -308,18 +308,24 @@ test('merging parts in rounds of any fan-in keeps exactly the latest observation
   }
 });
 
-test('a merge in rounds writes its intermediate runs under the scratch folder only, each reached as a fault point', async () => {
-  const store = new MemoryStore();
-  const parts: PartInfo[] = [];
-  for (let p = 0; p < 7; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }], 'parquet'));
+/** Merges `parts` under `scratch/` at `fanIn`: the user names merged and the fault points reached. */
+async function mergeWithPoints(store: MemoryStore, parts: readonly PartInfo[], fanIn: number): Promise<{ rows: string[]; points: string[] }> {
   const points: string[] = [];
   const rows: string[] = [];
   await withFaultHook(
     (name, detail) => void points.push(`${name} ${detail ?? ''}`),
     async () => {
-      for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'scratch/', fanIn: 3 }, { duplicates: 0 })) rows.push(r.user_name);
+      for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'scratch/', fanIn }, { duplicates: 0 })) rows.push(r.user_name);
     },
   );
+  return { rows, points };
+}
+
+test('a merge in rounds writes its intermediate runs under the scratch folder only, each reached as a fault point', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 7; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }], 'parquet'));
+  const { rows, points } = await mergeWithPoints(store, parts, 3);
   assert.deepEqual(rows, ['u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6']);
   // 7 parts at fan-in 3: round 0 makes 3 runs (3+3+1, the single one kept as it is), fine at 3.
   assert.deepEqual(points, ['merge-round-written scratch/merge-0-00000.ndjson', 'merge-round-written scratch/merge-0-00001.ndjson']);
@@ -491,4 +497,73 @@ test('a part holding one key observed twice stages them in observation order, wh
     for await (const row of readRun(store, 'runs/', part)) seqs.push(row.seq);
     assert.deepEqual(seqs, [3, 5], `given ${obs.join(',')}`);
   }
+});
+
+/** `n` observations of distinct keys, users `${prefix}00000`… in order. */
+function many(prefix: string, n: number, seq0 = 0): Observation[] {
+  return Array.from({ length: n }, (_, i) => ({ record: rec(`${prefix}${String(i).padStart(5, '0')}`, `AKIA${prefix}${i}`), seq: seq0 + i }));
+}
+
+test('a CSV part larger than one write is staged whole and reads back row for row', async () => {
+  const store = new MemoryStore();
+  const obs = many('user', 1500);
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', obs, 'csv');
+  assert.ok(store.objects.get('runs/run-0a1b2c3d-000001.ndjson')!.body.length > 256 * 1024 + 1000, 'more than one chunk of 256 KiB');
+  const texts: string[] = [];
+  for await (const row of readRun(store, 'runs/', part)) texts.push(csvRowOf(row).text);
+  assert.deepEqual(texts, (await bytesOf(encodeCsv(from(obs.map((o) => o.record))))).split('\n').slice(1, -1));
+});
+
+test('merging in several rounds names each intermediate run by its round and place, and writes no empty group', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 8; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }], 'parquet'));
+  const { rows, points } = await mergeWithPoints(store, parts, 2);
+  assert.deepEqual(rows, ['u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7']);
+  // 8 parts at fan-in 2: 4 runs after round 0, 2 after round 1, merged last.
+  assert.deepEqual(store.keys('scratch/'), ['scratch/merge-0-00000.ndjson', 'scratch/merge-0-00001.ndjson', 'scratch/merge-0-00002.ndjson', 'scratch/merge-0-00003.ndjson', 'scratch/merge-1-00000.ndjson', 'scratch/merge-1-00001.ndjson']);
+  assert.equal(points.length, 6);
+});
+
+test('empty parts merged in rounds give no rows and no error', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 3; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [], 'parquet'));
+  const batches: StagedRow[][] = [];
+  for await (const b of mergeRows(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 's/', fanIn: 2 }, { duplicates: 0 })) batches.push(b);
+  assert.deepEqual(batches, []);
+  assert.equal(store.text('s/merge-0-00000.ndjson'), '');
+});
+
+test('a large merge hands rows on in bounded batches, never empty ones, through intermediate runs larger than one write', async () => {
+  const store = new CountingStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 3; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, many(`p${p}u`, 1000, p * 1000), 'parquet'));
+  const staged = parts.map((part) => ({ dir: 'runs/', part }));
+  const sizes: number[] = [];
+  const keys: string[] = [];
+  for await (const b of mergeRows(store, staged, { dirty: new Set(), scratch: 's/', fanIn: 2 }, { duplicates: 0 })) {
+    sizes.push(b.length);
+    for (const row of b) keys.push(row.keyId);
+  }
+  assert.ok(store.objects.get('s/merge-0-00000.ndjson')!.body.length > 256 * 1024 + 1000, 'the intermediate run is more than one chunk');
+  assert.deepEqual(keys, [...parts.keys()].flatMap((p) => many(`p${p}u`, 1000).map((o) => o.record.access_key_id)));
+  // The merge hands on at most 1,024 rows at once, and not row by row.
+  assert.ok(sizes.every((n) => n > 0 && n <= 1024), `batch sizes ${sizes.join(',')}`);
+  assert.ok(sizes.length <= 5, `batch sizes ${sizes.join(',')}`);
+  for await (const _ of mergeRows(store, staged, { dirty: new Set(), scratch: 's2/' }, { duplicates: 0 })) break;
+  assert.equal(store.open, 0, 'a merge stopped after its first batch closes every part');
+});
+
+test('a part read back in batches never yields an empty batch, not even for a line longer than a read', async () => {
+  const store = new MemoryStore();
+  const long = { ...rec('bob', 'AKIA3'), user_path: `/${'p'.repeat(2500)}/` };
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: long, seq: 0 }, { record: rec('carol', 'AKIA4'), seq: 1 }], 'parquet');
+  const sizes: number[] = [];
+  for await (const b of readRunBatches(store, 'runs/', part)) sizes.push(b.length);
+  assert.ok(sizes.every((n) => n > 0), `batch sizes ${sizes.join(',')}`);
+  assert.equal(sizes.reduce((a, b) => a + b, 0), 2);
+  const merged: number[] = [];
+  for await (const b of mergeRows(store, [{ dir: 'runs/', part }], { dirty: new Set(), scratch: 's/' }, { duplicates: 0 })) merged.push(b.length);
+  assert.ok(merged.length > 0 && merged.every((n) => n > 0), `merged batch sizes ${merged.join(',')}`);
 });
