@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PART_NAME, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeRows, mergeRuns, parseRow, readRun, removeOrphans, runFileName, writeRun, type Observation } from '../pipeline/runs.ts';
+import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeRows, mergeRuns, parseRow, readRun, readRunBatches, removeOrphans, runFileName, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
 import { encodeCsv } from '../pipeline/sinks/csv.ts';
 import { encodeStagedFile } from '../pipeline/sinks/index.ts';
-import { compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
+import { COLUMNS, compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
 import { mulberry32 } from './fake-iam/random.ts';
 import { withFaultHook } from './support/fault-points.ts';
@@ -143,7 +143,7 @@ test('a staged line carries its sort key and observation in front; anything else
   const row = parseRow(encodeRow({ record: rec('alice', 'AKIA1', 'AIDAX'), seq: 42 }))!;
   assert.deepEqual({ ...row, line: undefined, payloadAt: undefined }, { account: '123456789012', userName: 'alice', keyId: 'AKIA1', seq: 42, userId: 'AIDAX', line: undefined, payloadAt: undefined });
   assert.equal(row.line.slice(row.payloadAt, row.payloadAt + 1), '[', 'the payload (cells) starts after the sort key');
-  for (const bad of ['', 'a\tb\tc\td', 'a\tb\tc\t1\tu', 'a\tb\tc\tx\tu\t[]', 'a\tb\tc\t1.5\tu\t[]']) assert.equal(parseRow(bad), undefined, JSON.stringify(bad));
+  for (const bad of ['', '1\tb\tc', 'a\tb\tc\td', 'a\tb\tc\t1\tu', 'a\tb\tc\tx\tu\t[]', 'a\tb\tc\t1.5\tu\t[]']) assert.equal(parseRow(bad), undefined, JSON.stringify(bad));
   assert.deepEqual(parseRow('a\tb\tc\t7\tu\t[]'), { account: 'a', userName: 'b', keyId: 'c', seq: 7, userId: 'u', line: 'a\tb\tc\t7\tu\t[]', payloadAt: 10 });
 });
 
@@ -208,6 +208,7 @@ test('a staged part that is missing, cut short, garbled, or holds other rows tha
     ['missing', undefined, part, /is missing/],
     ['cut inside a line', good.slice(0, -5), part, /ends in the middle of a line/],
     ['garbled line', 'not a staged line\n', part, /is not valid/],
+    ['empty first line', '\n' + good, part, /is not valid/],
     ['one row less', good.slice(0, good.indexOf('\n') + 1), part, /does not match its checkpoint entry/],
     ['same bytes, other row count', good, { ...part, rows: 3 }, /does not match its checkpoint entry/],
   ];
@@ -242,11 +243,13 @@ test('a part missing from S3 (NoSuchKey) is CHECKPOINT_CORRUPT too; any other re
 
 test('orphans are the staged files no committed part names; named parts stay', async () => {
   const store = new MemoryStore();
-  for (const k of ['runs/run-0a1b2c3d-000001.ndjson', 'runs/run-0a1b2c3d-000002.ndjson', 'runs/.tmp', 'other/run-0a1b2c3d-000002.ndjson']) await store.write(k, 'x');
+  for (const k of ['runs/run-0a1b2c3d-000001.ndjson', 'runs/run-0a1b2c3d-000002.ndjson', 'runs/.tmp', 'other/run-0a1b2c3d-000002.ndjson', 'runs2/run-0a1b2c3d-000003.ndjson']) await store.write(k, 'x');
   const named = [{ file: 'run-0a1b2c3d-000001.ndjson', rows: 1, sha256: '' }];
-  assert.deepEqual((await removeOrphans(store, 'runs', named)).sort(), ['runs/.tmp', 'runs/run-0a1b2c3d-000002.ndjson'], 'a folder given without its slash');
-  assert.deepEqual(store.keys(), ['other/run-0a1b2c3d-000002.ndjson', 'runs/run-0a1b2c3d-000001.ndjson']);
+  assert.deepEqual((await removeOrphans(store, 'runs', named)).sort(), ['runs/.tmp', 'runs/run-0a1b2c3d-000002.ndjson'], 'a folder given without its slash, not a folder whose name it begins');
+  assert.deepEqual(store.keys(), ['other/run-0a1b2c3d-000002.ndjson', 'runs/run-0a1b2c3d-000001.ndjson', 'runs2/run-0a1b2c3d-000003.ndjson']);
   assert.deepEqual(await removeOrphans(store, 'runs/', named), []);
+  await store.write('runs/run-0a1b2c3d-000004.ndjson', 'x');
+  assert.deepEqual(await removeOrphans(store, 'runs/', named), ['runs/run-0a1b2c3d-000004.ndjson'], 'a folder given with its slash');
 });
 
 /**
@@ -305,18 +308,24 @@ test('merging parts in rounds of any fan-in keeps exactly the latest observation
   }
 });
 
-test('a merge in rounds writes its intermediate runs under the scratch folder only, each reached as a fault point', async () => {
-  const store = new MemoryStore();
-  const parts: PartInfo[] = [];
-  for (let p = 0; p < 7; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }], 'parquet'));
+/** Merges `parts` under `scratch/` at `fanIn`: the user names merged and the fault points reached. */
+async function mergeWithPoints(store: MemoryStore, parts: readonly PartInfo[], fanIn: number): Promise<{ rows: string[]; points: string[] }> {
   const points: string[] = [];
   const rows: string[] = [];
   await withFaultHook(
     (name, detail) => void points.push(`${name} ${detail ?? ''}`),
     async () => {
-      for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'scratch/', fanIn: 3 }, { duplicates: 0 })) rows.push(r.user_name);
+      for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'scratch/', fanIn }, { duplicates: 0 })) rows.push(r.user_name);
     },
   );
+  return { rows, points };
+}
+
+test('a merge in rounds writes its intermediate runs under the scratch folder only, each reached as a fault point', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 7; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }], 'parquet'));
+  const { rows, points } = await mergeWithPoints(store, parts, 3);
   assert.deepEqual(rows, ['u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6']);
   // 7 parts at fan-in 3: round 0 makes 3 runs (3+3+1, the single one kept as it is), fine at 3.
   assert.deepEqual(points, ['merge-round-written scratch/merge-0-00000.ndjson', 'merge-round-written scratch/merge-0-00001.ndjson']);
@@ -422,3 +431,141 @@ function awkward(): AccessKeyRecord[] {
     rec('carol', 'AKIA4'),
   ];
 }
+
+/** The staged row of a line written by hand (a CSV payload or cells). */
+function staged(payload: string): StagedRow {
+  return parseRow(`123456789012\tbob\tAKIA3\t0\tAIDABOB\t${payload}`)!;
+}
+
+test('a CSV row without quoting or escapes is read back as staged, with and without a last-use date', async () => {
+  const store = new MemoryStore();
+  const used = { ...rec('alice', 'AKIA1'), last_used_date: new Date('2026-11-01T08:09:10.011Z'), last_used_service: 's3', last_used_region: 'eu-west-1' };
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: used, seq: 0 }, { record: rec('bob', 'AKIA2'), seq: 1 }], 'csv');
+  const rows: { text: string; dated: boolean }[] = [];
+  for await (const row of readRun(store, 'runs/', part)) rows.push(csvRowOf(row));
+  const expected = (await bytesOf(encodeCsv(from([used, rec('bob', 'AKIA2')])))).split('\n').slice(1, 3);
+  assert.deepEqual(rows, [{ text: expected[0], dated: true }, { text: expected[1], dated: false }]);
+});
+
+test('a staged row without the payload its reader expects is INTERNAL naming its key', () => {
+  const internal = (what: string) => (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL' && err.message.includes('AKIA3') && err.message.includes(what);
+  assert.throws(() => decodeRow(staged('{"csv":"a","dated":false}')), internal('holds CSV text where a record was expected'));
+  for (const payload of ['{"csv":1,"dated":true}', '{"csv":"a"}', '{"dated":false}']) assert.throws(() => csvRowOf(staged(payload)), internal('has no CSV text'), payload);
+});
+
+test('a Parquet part stages the cells in column order, timestamps as epoch milliseconds', () => {
+  const row = parseRow(encodeRow({ record: rec('alice', 'AKIA1'), seq: 0 }))!;
+  const cells = JSON.parse(row.line.slice(row.payloadAt)) as unknown[];
+  assert.equal(cells.length, COLUMNS.length);
+  assert.equal(cells[COLUMNS.findIndex((c) => c.name === 'create_date')], Date.parse('2020-01-01T00:00:00.000Z'));
+  assert.equal(cells[COLUMNS.findIndex((c) => c.name === 'user_name')], 'alice');
+});
+
+test('one key id under two user names or two accounts is two rows when its user is not dirty', async () => {
+  const store = new MemoryStore();
+  const other = { ...rec('alice', 'AKIA1'), account_id: '210987654321' };
+  // Each pair sorts next to each other: only the name, or only the account, tells them apart.
+  for (const pair of [[rec('alice', 'AKIA1'), rec('bob', 'AKIA1')], [rec('alice', 'AKIA1'), other]]) {
+    const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', pair.map((record, seq) => ({ record, seq })), 'parquet');
+    const stats = { duplicates: 0 };
+    const rows: string[] = [];
+    for await (const r of mergeRuns(store, [{ dir: 'runs/', part }], { dirty: new Set(), scratch: 'm/' }, stats)) rows.push(`${r.account_id}/${r.user_name}/${r.access_key_id}`);
+    assert.deepEqual(rows, pair.map((r) => `${r.account_id}/${r.user_name}/${r.access_key_id}`));
+    assert.equal(stats.duplicates, 0);
+  }
+});
+
+test('rows equal in sort key and observation come out in part order: the last part wins', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (const [p, status] of ['Active', 'Inactive', 'Expired'].entries()) parts.push(await writeRun(store, `runs/run-0a1b2c3d-00000${p + 1}.ndjson`, [{ record: rec('bob', 'AKIA3', undefined, status), seq: 4 }], 'parquet'));
+  for (const order of [[0, 1, 2], [2, 0, 1], [1, 2, 0]]) {
+    const stats = { duplicates: 0 };
+    const rows: string[] = [];
+    for await (const r of mergeRuns(store, order.map((i) => ({ dir: 'runs/', part: parts[i]! })), { dirty: new Set(), scratch: 'm/' }, stats)) rows.push(r.status);
+    assert.deepEqual(rows, [['Active', 'Inactive', 'Expired'][order[2]!]], `parts in order ${order.join(',')}`);
+    assert.equal(stats.duplicates, 2);
+  }
+});
+
+test('a part holding one key observed twice stages them in observation order, whatever order they came in', async () => {
+  const store = new MemoryStore();
+  for (const obs of [[5, 3], [3, 5]]) {
+    const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', obs.map((seq) => ({ record: rec('bob', 'AKIA3', undefined, `s${seq}`), seq })), 'parquet');
+    const seqs: number[] = [];
+    for await (const row of readRun(store, 'runs/', part)) seqs.push(row.seq);
+    assert.deepEqual(seqs, [3, 5], `given ${obs.join(',')}`);
+  }
+});
+
+/** `n` observations of distinct keys, users `${prefix}00000`… in order. */
+function many(prefix: string, n: number, seq0 = 0): Observation[] {
+  return Array.from({ length: n }, (_, i) => ({ record: rec(`${prefix}${String(i).padStart(5, '0')}`, `AKIA${prefix}${i}`), seq: seq0 + i }));
+}
+
+test('a CSV part larger than one write is staged whole and reads back row for row', async () => {
+  const store = new MemoryStore();
+  const obs = many('user', 1500);
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', obs, 'csv');
+  assert.ok(store.objects.get('runs/run-0a1b2c3d-000001.ndjson')!.body.length > 256 * 1024 + 1000, 'more than one chunk of 256 KiB');
+  const texts: string[] = [];
+  for await (const row of readRun(store, 'runs/', part)) texts.push(csvRowOf(row).text);
+  assert.deepEqual(texts, (await bytesOf(encodeCsv(from(obs.map((o) => o.record))))).split('\n').slice(1, -1));
+});
+
+test('merging in several rounds names each intermediate run by its round and place, and writes no empty group', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 8; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [{ record: rec(`u${p}`, `K${p}`), seq: p }], 'parquet'));
+  const { rows, points } = await mergeWithPoints(store, parts, 2);
+  assert.deepEqual(rows, ['u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7']);
+  // 8 parts at fan-in 2: 4 runs after round 0, 2 after round 1, merged last.
+  assert.deepEqual(store.keys('scratch/'), ['scratch/merge-0-00000.ndjson', 'scratch/merge-0-00001.ndjson', 'scratch/merge-0-00002.ndjson', 'scratch/merge-0-00003.ndjson', 'scratch/merge-1-00000.ndjson', 'scratch/merge-1-00001.ndjson']);
+  assert.equal(points.length, 6);
+});
+
+test('empty parts merged in rounds give no rows and no error', async () => {
+  const store = new MemoryStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 3; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, [], 'parquet'));
+  const batches: StagedRow[][] = [];
+  for await (const b of mergeRows(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 's/', fanIn: 2 }, { duplicates: 0 })) batches.push(b);
+  assert.deepEqual(batches, []);
+  assert.equal(store.text('s/merge-0-00000.ndjson'), '');
+});
+
+test('a large merge hands rows on in bounded batches, never empty ones, through intermediate runs larger than one write', async () => {
+  const store = new CountingStore();
+  const parts: PartInfo[] = [];
+  for (let p = 0; p < 3; p++) parts.push(await writeRun(store, `runs/run-0a1b2c3d-${String(p + 1).padStart(6, '0')}.ndjson`, many(`p${p}u`, 1000, p * 1000), 'parquet'));
+  const staged = parts.map((part) => ({ dir: 'runs/', part }));
+  const sizes: number[] = [];
+  const keys: string[] = [];
+  for await (const b of mergeRows(store, staged, { dirty: new Set(), scratch: 's/', fanIn: 2 }, { duplicates: 0 })) {
+    sizes.push(b.length);
+    for (const row of b) keys.push(row.keyId);
+  }
+  assert.ok(store.objects.get('s/merge-0-00000.ndjson')!.body.length > 256 * 1024 + 1000, 'the intermediate run is more than one chunk');
+  assert.deepEqual(keys, [...parts.keys()].flatMap((p) => many(`p${p}u`, 1000).map((o) => o.record.access_key_id)));
+  // The merge hands on at most 1,024 rows at once, and not row by row.
+  assert.ok(sizes.every((n) => n > 0 && n <= 1024), `batch sizes ${sizes.join(',')}`);
+  assert.ok(sizes.length <= 5, `batch sizes ${sizes.join(',')}`);
+  for await (const _ of mergeRows(store, staged, { dirty: new Set(), scratch: 's2/' }, { duplicates: 0 })) break;
+  assert.equal(store.open, 0, 'a merge stopped after its first batch closes every part');
+});
+
+test('a part read back in batches never yields an empty batch, not even for a line longer than a read', async () => {
+  const store = new MemoryStore();
+  const long = { ...rec('bob', 'AKIA3'), user_path: `/${'p'.repeat(2500)}/` };
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', [{ record: long, seq: 0 }, { record: rec('carol', 'AKIA4'), seq: 1 }], 'parquet');
+  const sizes: number[] = [];
+  for await (const b of readRunBatches(store, 'runs/', part)) sizes.push(b.length);
+  assert.ok(sizes.every((n) => n > 0), `batch sizes ${sizes.join(',')}`);
+  assert.equal(sizes.reduce((a, b) => a + b, 0), 2);
+  const one = await writeRun(store, 'runs/run-0a1b2c3d-000002.ndjson', [{ record: rec('dave', 'AKIA5'), seq: 2 }], 'parquet');
+  for (const parts of [[part], [one]]) {
+    const merged: number[] = [];
+    for await (const b of mergeRows(store, parts.map((p) => ({ dir: 'runs/', part: p })), { dirty: new Set(), scratch: 's/' }, { duplicates: 0 })) merged.push(b.length);
+    assert.ok(merged.length > 0 && merged.every((n) => n > 0), `merged batch sizes ${merged.join(',')}`);
+  }
+});
