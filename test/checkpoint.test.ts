@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { tempPathFor } from '../pipeline/fsutil.ts';
 import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
 import type { StateEvent, UserRef } from '../pipeline/items.ts';
@@ -269,10 +270,14 @@ test('part files the checkpoint does not name are orphans and are deleted', asyn
     const store = new LocalStore(dir);
     await store.write('runs/run-0a1b2c3d-000001.ndjson', 'x');
     await store.write('runs/run-0a1b2c3d-000002.ndjson', 'y');
-    await writeFile(join(dir, 'runs/.run-0a1b2c3d-000003.ndjson.123.tmp'), 'z');
+    // A part upload a crash abandoned: the store's temp file, not a key (it goes with the staging folder).
+    const abandoned = basename(tempPathFor(join(dir, 'runs/run-0a1b2c3d-000003.ndjson')));
+    await writeFile(join(dir, 'runs', abandoned), 'z');
     const removed = await removeOrphans(store, 'runs/', [{ file: 'run-0a1b2c3d-000001.ndjson', rows: 1, sha256: '' }]);
-    assert.deepEqual(removed.sort(), ['runs/.run-0a1b2c3d-000003.ndjson.123.tmp', 'runs/run-0a1b2c3d-000002.ndjson']);
+    assert.deepEqual(removed.sort(), ['runs/run-0a1b2c3d-000002.ndjson']);
     assert.equal(await readFile(join(dir, 'runs/run-0a1b2c3d-000001.ndjson'), 'utf8'), 'x');
+    await store.deletePrefix('runs/');
+    assert.deepEqual(await readdir(dir), [], 'the abandoned temp goes with its folder');
   });
 });
 

@@ -50,6 +50,27 @@ test('killed with SIGKILL at 10 random moments across accounts, reruns publish e
   });
 });
 
+test('killed midway through saving an account\'s credential report: the half-written file is not a report; the rerun publishes exactly once', async () => {
+  const options = { users: 4, seed: 1304, keysPerUser: { min: 0, max: 3 }, accounts: { count: 6, usersPerAccount: { min: 2, max: 6 } } };
+  await withFake(options, async (fake) => {
+    await withTemp(async (out) => {
+      const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--organization', '--role-name', ROLE, '--account-concurrency', '1', '--concurrency', '2'];
+      const env = { IKE_COMMIT_ROWS: '2', IKE_COMMIT_MS: '0' };
+      // The third report saved: by then the checkpoint names this snapshot, so the rerun resumes it.
+      const crashed = await runCli(args, testEnv({ ...env, IKE_FAULT_POINT: 'store-write-midway@3~/reports/' }));
+      assert.equal(crashed.signal, 'SIGKILL', `the run died saving a report (exit ${crashed.code}: ${crashed.stderr})`);
+      const staged = await readdir(join(out, '_staging'));
+      assert.equal(staged.length, 1);
+      const left = await readdir(join(out, '_staging', staged[0]!, 'reports'));
+      assert.ok(left.some((name) => name.endsWith('.tmp')), `the half-written report is on disk: ${left.join(', ')}`);
+      const again = await runCli(args, testEnv(env));
+      assert.equal(again.code, 0, again.stderr);
+      const manifest = await assertOnePublished(fake, out, staged[0]);
+      assert.equal(manifest.resumes, 1, 'the rerun resumed the snapshot the crash left');
+    });
+  });
+});
+
 interface Shards {
   readonly fake: FakeIam;
   readonly out: string;

@@ -28,8 +28,17 @@ import type { BigIntStats } from 'node:fs';
 import { ExportError } from '../errors.ts';
 import { faultPoint } from '../faultpoint.ts';
 import { goneBecause, selfStamp, type ProcessStamp } from '../liveness.ts';
-import { fsyncDir, tempPathFor } from '../fsutil.ts';
+import { fsyncDir, isTempName, tempPathFor } from '../fsutil.ts';
 import { PreconditionFailed, type Condition, type Store, type StoredObject, type UploadResult } from './store.ts';
+
+/**
+ * The store's own files: temp files (a write in flight, or one a crash abandoned)
+ * and compare-and-swap claims. They are not keys: `list` never returns them, as S3
+ * never lists an unfinished upload; they go with their folder (`deletePrefix`).
+ */
+function isInternal(name: string): boolean {
+  return isTempName(name) || /^\..+\.cas\.[^/]+$/.test(name);
+}
 
 /**
  * A claim older than this was left by a crashed writer (on another machine; on
@@ -334,7 +343,7 @@ export class LocalStore implements Store {
       for (const e of entries) {
         const full = join(dir, e.name);
         if (e.isDirectory()) await walk(full);
-        else out.push(relative(this.root, full).split(sep).join('/'));
+        else if (!isInternal(e.name)) out.push(relative(this.root, full).split(sep).join('/'));
       }
     };
     await walk(this.describe(prefix.replace(/\/$/, '')));

@@ -47,7 +47,10 @@ export interface Store {
   readStream(key: string): AsyncIterable<Buffer>;
   /** Deletes `key` (absent is fine); with `ifMatch`, only that version (else PreconditionFailed). */
   delete(key: string, condition?: { readonly ifMatch: string }): Promise<void>;
-  /** Every key under `prefix` (a folder: ends with '/'), recursively, in no set order. */
+  /**
+   * Every key under `prefix` (a folder: ends with '/'), recursively, in no set order.
+   * Keys only: a write in flight or abandoned by a crash is not one.
+   */
   list(prefix: string): Promise<string[]>;
   /** Deletes every key under `prefix` (a folder). */
   deletePrefix(prefix: string): Promise<void>;
