@@ -8,6 +8,12 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { heapFlag } from './heap-flag.js';
+
+// Before anything allocates much: see heap-flag.js.
+const flag = heapFlag(process.execArgv, process.env.NODE_OPTIONS);
+if (flag) setFlagsFromString(flag);
 
 // The SDK warns on every process start that Node 20 leaves its support window;
 // an operator gets that once from the README, not on every cron run.

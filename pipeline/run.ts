@@ -27,8 +27,7 @@ import { KeyBudget } from './source/budget.ts';
 import { createIamClient, endpointsOf, newApiStats, resolveRegion, sdkLogger, totalCalls, type ApiStats, type Endpoints } from './source/client.ts';
 import { sourceStream, type AccountJob } from './source/fanout.ts';
 import { callerIdentity, checkProfile, type CallerIdentity } from './source/identity.ts';
-import { ReportIndex, type ReportOutcome } from './source/report.ts';
-import { AccountReach, organizationLister, savedReports, selectAccounts } from './source/reach.ts';
+import { AccountReach, organizationLister, savedReportTimes, selectAccounts } from './source/reach.ts';
 import { partWriter } from './sinks/parts.ts';
 import { applyRetention, combinedView, finalizeSnapshot, isPublished, viewOf, type SnapshotKeys, type SnapshotView, type StagedUnit, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
 import { deriveAgeStage } from './stages/deriveAge.ts';
@@ -785,9 +784,8 @@ function systemicLastUse(cp: Checkpoint): void {
 /** What the manifest says of last use: the mode asked, the source used, the reports' time. */
 async function lastUseInfo(store: Store, cp: Checkpoint, stagings: readonly string[]): Promise<LastUseInfo> {
   if (cp.config.lastUsed !== 'report') return { mode: cp.config.lastUsed, source: cp.config.lastUsed, reportGeneratedTime: null };
-  const reports: ReportOutcome[] = [];
-  for (const staging of stagings) reports.push(...(await savedReports(store, staging)).values());
-  const times = reports.flatMap((o) => ('report' in o ? [new ReportIndex(o.report).generatedTime.toISOString()] : []));
+  const times: string[] = [];
+  for (const staging of stagings) times.push(...(await savedReportTimes(store, staging)).values());
   return {
     mode: 'report',
     source: times.length > 0 ? 'report' : 'api',

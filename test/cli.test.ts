@@ -30,3 +30,13 @@ for (const [argv, flag] of [
     assert.doesNotMatch(r.stderr, /\n\s+at /);
   });
 }
+
+test('the command starts with V8\'s heap growth capped at 40 % unless the operator set it on node\'s command line or in NODE_OPTIONS', async () => {
+  const module = '../bin/heap-flag.js';
+  const { heapFlag } = (await import(module)) as { heapFlag: (execArgv: string[], nodeOptions: string | undefined) => string | null };
+  assert.equal(heapFlag([], undefined), '--heap-growing-percent=40');
+  assert.equal(heapFlag(['--enable-source-maps'], '--max-old-space-size=200'), '--heap-growing-percent=40', 'a heap limit is another setting');
+  assert.equal(heapFlag(['--heap-growing-percent=0'], undefined), null, 'V8\'s heuristics, asked for');
+  assert.equal(heapFlag([], '--enable-source-maps  --heap_growing_percent=10'), null, 'the underscore spelling, in NODE_OPTIONS');
+  assert.equal(heapFlag([], '--heap-growing-percentage=10'), '--heap-growing-percent=40', 'not a flag of that name');
+});

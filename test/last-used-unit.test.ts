@@ -8,6 +8,7 @@ import { LastUsedResolver, LookupHalt } from '../pipeline/source/lastUsed.ts';
 import { fetchCredentialReport, ReportIndex, withContentAside } from '../pipeline/source/report.ts';
 import { withLastUse } from '../pipeline/stages/enrichLastUsed.ts';
 import { withFake } from './support/scope.ts';
+import { Readable } from 'node:stream';
 
 const HEADER =
   'user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated';
@@ -43,15 +44,15 @@ function rec(user: string, created: string, arn = `arn:aws:iam::123456789012:use
   };
 }
 
-test('the report attributes a key by its user and its CreateDate to the second, and reads N/A, no_information and not_supported as null', () => {
-  const index = new ReportIndex(REPORT);
+test('the report attributes a key by its user and its CreateDate to the second, and reads N/A, no_information and not_supported as null', async () => {
+  const index = await ReportIndex.build(REPORT.generatedTime, REPORT.csv);
   assert.deepEqual(index.lookup(rec('alice', '2020-01-01T00:00:00.999Z')), { hit: { date: new Date('2026-11-01T12:00:00.000Z'), service: 's3', region: 'eu-west-1' } });
   assert.deepEqual(index.lookup(rec('alice', '2021-06-01T00:00:07.250Z')), { hit: { date: null, service: null, region: null } }, 'never used');
   assert.deepEqual(index.lookup(rec('carol,ops', '2023-03-03T03:03:03.000Z', 'arn:aws:iam::123456789012:user/carol,ops')), { hit: { date: null, service: null, region: null } }, 'a quoted name with a comma');
 });
 
-test('a key the report cannot attribute unambiguously is a miss, with the reason', () => {
-  const index = new ReportIndex(REPORT);
+test('a key the report cannot attribute unambiguously is a miss, with the reason', async () => {
+  const index = await ReportIndex.build(REPORT.generatedTime, REPORT.csv);
   assert.deepEqual(index.lookup(rec('bob', '2022-02-02T02:02:02.000Z')), { miss: 'ambiguous-slot' }, 'two keys created in the same second');
   assert.deepEqual(index.lookup(rec('alice', '2026-11-28T10:30:00.000Z')), { miss: 'created-after-report' });
   assert.deepEqual(index.lookup(rec('dave', '2020-01-01T00:00:00.000Z')), { miss: 'user-not-in-report' });
@@ -136,7 +137,8 @@ test('GetCredentialReport with its Content kept from the SDK parser: the same re
       await client.send(new GenerateCredentialReportCommand({}));
       const plain = await client.send(new GetCredentialReportCommand({}));
       // What the SDK's deserializer is given: a probe between it and the middleware.
-      const command = withContentAside(new GetCredentialReportCommand({}));
+      const chunks: Buffer[] = [];
+      const command = withContentAside(new GetCredentialReportCommand({}), (chunk) => chunks.push(chunk));
       let parsed = '';
       const probe: DeserializeMiddleware<GetCredentialReportCommandInput, GetCredentialReportCommandOutput> = (next) => async (args) => {
         const result = await next(args);
@@ -148,17 +150,48 @@ test('GetCredentialReport with its Content kept from the SDK parser: the same re
       assert.match(parsed, /<ReportFormat>text\/csv<\/ReportFormat>/, 'the SDK parses the rest of the answer');
       assert.ok(!parsed.includes('<Content>'), 'the SDK parser never sees the report\'s Content');
       assert.ok(plain.Content && plain.Content.length > 20_000, 'a report of some size');
-      assert.equal(Buffer.from(aside.Content!).toString('utf8'), Buffer.from(plain.Content!).toString('utf8'), 'the same CSV');
+      assert.equal(aside.Content?.length, 0, 'the Content went aside');
+      assert.ok(chunks.length > 1, `decoded as the answer streamed in: ${chunks.length} piece(s)`);
+      assert.equal(Buffer.concat(chunks).toString('utf8'), Buffer.from(plain.Content!).toString('utf8'), 'the same CSV');
       assert.equal(aside.ReportFormat, plain.ReportFormat);
       assert.equal(aside.GeneratedTime?.toISOString(), plain.GeneratedTime?.toISOString());
       // The whole fetch, as a run does it, gives that CSV.
       const fetched = await fetchCredentialReport(client, new AbortController().signal, { service: 'IAM', endpoint: fake.url });
       assert.ok('report' in fetched, 'fetched');
-      assert.equal(fetched.report.csv, Buffer.from(plain.Content!).toString('utf8'));
+      assert.equal(Buffer.concat(fetched.report.csv).toString('utf8'), Buffer.from(plain.Content!).toString('utf8'));
       fake.configure({ reportDenied: true });
-      await assert.rejects(client.send(withContentAside(new GetCredentialReportCommand({}))), (err: Error & { $fault?: string }) => err.name === 'AccessDenied' && err.$fault === 'client');
+      await assert.rejects(client.send(withContentAside(new GetCredentialReportCommand({}), () => assert.fail('no Content in an error'))), (err: Error & { $fault?: string }) => err.name === 'AccessDenied' && err.$fault === 'client');
     } finally {
       client.destroy();
     }
   });
+});
+
+test('the report\'s Content is decoded as the answer streams in, whatever the chunk boundaries and line breaks of its base64; an answer cut inside it is no report', async () => {
+  const csv = Buffer.from(REPORT.csv.repeat(40));
+  const b64 = csv.toString('base64').replace(/.{76}/g, '$&\n  ');
+  const answer = Buffer.from(
+    `<GetCredentialReportResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><GetCredentialReportResult><Content>${b64}</Content><ReportFormat>text/csv</ReportFormat><GeneratedTime>2026-11-28T10:00:00Z</GeneratedTime></GetCredentialReportResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></GetCredentialReportResponse>`,
+  );
+  const send = async (bytes: Buffer, size: number) => {
+    const pieces: Buffer[] = [];
+    for (let at = 0; at < bytes.length; at += size) pieces.push(bytes.subarray(at, at + size));
+    const client = new IAMClient({
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' },
+      maxAttempts: 1,
+      requestHandler: { handle: async () => ({ response: { statusCode: 200, headers: { 'content-type': 'text/xml' }, body: Readable.from(pieces) } }) },
+    });
+    const chunks: Buffer[] = [];
+    const out = await client.send(withContentAside(new GetCredentialReportCommand({}), (chunk) => chunks.push(chunk)));
+    return { out, csv: Buffer.concat(chunks) };
+  };
+  for (const size of [1, 2, 3, 5, 9, 10, 11, 64, 4096, answer.length]) {
+    const { out, csv: got } = await send(answer, size);
+    assert.ok(got.equals(csv), `pieces of ${size} bytes: the same CSV`);
+    assert.equal(out.GeneratedTime?.toISOString(), '2026-11-28T10:00:00.000Z', `pieces of ${size}`);
+    assert.equal(out.ReportFormat, 'text/csv');
+  }
+  const cut = answer.subarray(0, answer.indexOf('</Content>') - 5);
+  await assert.rejects(send(cut, 100), (err: Error) => err.name === 'ReportNotPresent');
 });

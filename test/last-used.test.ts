@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GenerateCredentialReportCommand, IAMClient } from '@aws-sdk/client-iam';
 import type { FakeIam } from './fake-iam/server.ts';
@@ -159,3 +159,41 @@ for (const mode of ['report', 'api'] as const) {
     });
   });
 }
+
+test('the saved report is a CSV beside a record of its size and sha256: a resume matches against it; a report altered on disk fails the resume as CHECKPOINT_CORRUPT', async () => {
+  await withFake({ users: 60, seed: 17, keysPerUser: { min: 1, max: 2 } }, async (fake) => {
+    await withTemp(async (out) => {
+      const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--concurrency', '2', '--page-size', '2'];
+      const env = { IKE_COMMIT_ROWS: '8', IKE_COMMIT_MS: '0' };
+      const first = await runCli(args, testEnv({ ...env, IKE_FAULT_POINT: 'part-durable@2' }));
+      assert.equal(first.signal, 'SIGKILL', first.stderr);
+      const [id] = await readdir(join(out, '_staging'));
+      const reports = join(out, '_staging', id!, 'reports');
+      const files = (await readdir(reports)).sort();
+      const account = files[0]!.replace(/\.csv$/, '');
+      assert.match(account, /^\d{12}$/);
+      assert.deepEqual(files, [`${account}.csv`, `${account}.json`], 'the CSV and its record, named by the account id');
+      const info = JSON.parse(await readFile(join(reports, `${account}.json`), 'utf8')) as { csv: string; bytes: number; sha256: string; generatedTime: string };
+      const csvFile = join(reports, info.csv);
+      const csv = await readFile(csvFile);
+      assert.equal(info.csv, `${account}.csv`);
+      assert.equal(info.bytes, csv.length);
+      assert.match(csv.toString('utf8'), /^user,arn,user_creation_time,/);
+      // Same length, one byte changed: only the checksum can tell.
+      const altered = Buffer.from(csv);
+      altered[altered.length - 2] = altered[altered.length - 2] === 0x41 ? 0x42 : 0x41;
+      await writeFile(csvFile, altered);
+      const refused = await runCli(args, testEnv(env));
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`saved credential report .*${account}\\.csv.*--fresh`));
+      assert.equal(refused.stderr.trim().split('\n').length, 1, 'one line');
+      await writeFile(csvFile, csv);
+      const again = await runCli(args, testEnv(env));
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual((await publishedRows(out, 'csv')).rows, expectedRows(fake));
+      await assertLastUse(fake, out, 'csv');
+      const manifest = await verifyManifest(await onlySnapshotDir(out));
+      assert.equal((manifest as unknown as { last_used: { report_generated_time: string } }).last_used.report_generated_time, info.generatedTime, 'the manifest tells when the saved report was made');
+    });
+  });
+});

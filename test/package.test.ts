@@ -122,6 +122,7 @@ test('the tarball holds the compiled program, its bin, the schema, README and LI
     'LICENSE',
     'README.md',
     'package.json',
+    'bin/heap-flag.js',
     'bin/iam-key-export.js',
     'schemas/README.md',
     ...schemas.map((f) => `schemas/${f}`),

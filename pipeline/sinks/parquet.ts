@@ -46,7 +46,7 @@ const COMPRESSION = 'SNAPPY';
  * (parquetjs-lite defaults to V2, which came out 2% bigger here).
  */
 const WRITER_OPTIONS: ParquetWriterOptions = {
-  rowGroupSize: 16_384,
+  rowGroupSize: 4096,
   useDataPageV2: false,
 };
 

@@ -10,6 +10,8 @@
  * that account stays with GetAccessKeyLastUsed, with one warning.
  */
 import type { IAMClient } from '@aws-sdk/client-iam';
+import { createHash } from 'node:crypto';
+import { ExportError } from '../errors.ts';
 import type { Logger } from '@smithy/types';
 import type { AccountSelection, Config } from '../config.ts';
 import type { AccountRef } from '../items.ts';
@@ -18,7 +20,7 @@ import { accountFacts, memberIamClient, organizationAccounts, partitionOf, shard
 import type { ApiStats, Endpoints } from './client.ts';
 import type { AccountJob, PreparedAccount } from './fanout.ts';
 import { LastUsedResolver, type LastUsedMode } from './lastUsed.ts';
-import { fetchCredentialReport, ReportIndex, type ReportOutcome } from './report.ts';
+import { fetchCredentialReport, ReportIndex } from './report.ts';
 
 /** The accounts a snapshot covers: its selection, less the excluded, of this shard. */
 export async function selectAccounts(o: {
@@ -115,26 +117,41 @@ export class AccountReach {
     let mode = o.mode;
     let report: ReportIndex | undefined;
     if (mode === 'report') {
-      const outcome = await this.#report(accountId, client, signal, site);
-      if ('report' in outcome) report = new ReportIndex(outcome.report);
-      else mode = 'api';
+      report = await this.#report(accountId, client, signal, site);
+      if (!report) mode = 'api';
     }
     return new LastUsedResolver({ mode, report, client, concurrency: o.config.concurrency, signal, site, onFatal: o.onFatal, onThrottled: o.onThrottled });
   }
 
-  async #report(accountId: string, client: IAMClient, signal: AbortSignal, site: { service: string; endpoint: string }): Promise<ReportOutcome> {
+  /** The account's report as the snapshot saved it, else fetched and saved now; undefined when denied. */
+  async #report(accountId: string, client: IAMClient, signal: AbortSignal, site: { service: string; endpoint: string }): Promise<ReportIndex | undefined> {
     const o = this.#o;
     const key = reportKey(o.staging, accountId);
     const saved = await o.store.read(key);
-    if (saved) return JSON.parse(saved.body.toString('utf8')) as ReportOutcome;
+    if (saved) {
+      const info = JSON.parse(saved.body.toString('utf8')) as SavedOutcome;
+      if ('denied' in info) return undefined;
+      if ('report' in info) return ReportIndex.build(info.report.generatedTime, info.report.csv);
+      return ReportIndex.build(info.iamGeneratedTime, verified(o.store, `${key.slice(0, key.lastIndexOf('/') + 1)}${info.csv}`, info));
+    }
     const outcome = await fetchCredentialReport(client, signal, site);
-    await o.store.write(key, JSON.stringify(outcome));
     if ('denied' in outcome) {
+      await o.store.write(key, JSON.stringify(outcome));
       this.#warnOnce(
         `the credential report was denied (${outcome.denied}): last use comes from GetAccessKeyLastUsed for every key instead (the report needs iam:GenerateCredentialReport and iam:GetCredentialReport)`,
       );
+      return undefined;
     }
-    return outcome;
+    const { generatedTime, csv } = outcome.report;
+    const index = await ReportIndex.build(generatedTime, csv);
+    // The CSV first, then the record naming it: a crash between leaves no report, and the rerun fetches one.
+    const csvName = `${key.slice(key.lastIndexOf('/') + 1).replace(/\.json$/, '')}.csv`;
+    const uploaded = await o.store.upload(`${key.slice(0, key.lastIndexOf('/') + 1)}${csvName}`, (async function* () {
+      yield* csv;
+    })());
+    const info: SavedOutcome = { generatedTime: index.generatedTime.toISOString(), iamGeneratedTime: generatedTime, csv: csvName, bytes: uploaded.bytes, sha256: uploaded.sha256 };
+    await o.store.write(key, JSON.stringify(info));
+    return index;
   }
 
   /** Closes the member accounts' clients. */
@@ -148,14 +165,45 @@ export function reportKey(staging: string, accountId: string): string {
   return `${staging}reports/${accountId || 'self'}.json`;
 }
 
-/** The reports a snapshot saved, by account (for the manifest). */
-export async function savedReports(store: Store, staging: string): Promise<Map<string, ReportOutcome>> {
-  const out = new Map<string, ReportOutcome>();
+/**
+ * How a snapshot keeps an account's report: reports/<account>.json, naming the CSV
+ * beside it (reports/<account>.csv, written first) with its size and sha256, and
+ * when the report was made; or that it was denied. (Earlier builds kept the CSV
+ * inside the JSON, as `report`: a staging of theirs still resumes.)
+ */
+type SavedOutcome =
+  | { readonly denied: string }
+  | { readonly generatedTime: string; readonly iamGeneratedTime: string; readonly csv: string; readonly bytes: number; readonly sha256: string }
+  | { readonly report: { readonly generatedTime: string; readonly csv: string } };
+
+/** A saved report's CSV from the store, checked against its size and sha256 as it streams. */
+async function* verified(store: Store, key: string, expect: { readonly bytes: number; readonly sha256: string }): AsyncGenerator<Buffer> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of store.readStream(key)) {
+    hash.update(chunk);
+    bytes += chunk.length;
+    yield chunk;
+  }
+  const sha256 = hash.digest('hex');
+  if (bytes !== expect.bytes || sha256 !== expect.sha256) {
+    const where = store.describe(key);
+    throw new ExportError('CHECKPOINT_CORRUPT', `saved credential report ${where} is not the one the snapshot started with (${bytes} bytes, sha256 ${sha256}; expected ${expect.bytes}, ${expect.sha256}); rerun with --fresh to discard the unfinished snapshot`, { file: where });
+  }
+}
+
+/** When each report a snapshot saved was made, by account (for the manifest); denied ones are absent. */
+export async function savedReportTimes(store: Store, staging: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
   for (const key of await store.list(`${staging}reports/`)) {
+    if (!key.endsWith('.json')) continue;
     const found = await store.read(key);
     if (!found) continue;
     const account = key.slice(key.lastIndexOf('/') + 1).replace(/\.json$/, '');
-    out.set(account === 'self' ? '' : account, JSON.parse(found.body.toString('utf8')) as ReportOutcome);
+    const info = JSON.parse(found.body.toString('utf8')) as SavedOutcome;
+    if ('denied' in info) continue;
+    const time = 'report' in info ? (await ReportIndex.build(info.report.generatedTime, info.report.csv)).generatedTime.toISOString() : info.generatedTime;
+    out.set(account === 'self' ? '' : account, time);
   }
   return out;
 }

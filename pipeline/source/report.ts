@@ -14,7 +14,8 @@
  */
 import { GenerateCredentialReportCommand, GetCredentialReportCommand, type GetCredentialReportCommandInput, type GetCredentialReportCommandOutput, type IAMClient } from '@aws-sdk/client-iam';
 import type { DeserializeMiddleware } from '@smithy/types';
-import { parse } from 'csv-parse/sync';
+import { parse } from 'csv-parse';
+import { pipeline, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { awsErrorName, classifyFatal, isDenied, isThrottle, type CallSite } from '../errors.ts';
 import type { AccessKeyRecord } from '../schema.ts';
@@ -26,13 +27,16 @@ export interface LastUse {
   readonly region: string | null;
 }
 
-/** A credential report as a snapshot keeps it. */
-export interface SavedReport {
-  /** When IAM generated it (ISO 8601). */
+/** A credential report as fetched. */
+export interface FetchedReport {
+  /** When IAM says it generated it (ISO 8601). */
   readonly generatedTime: string;
-  /** The CSV as IAM returned it (decoded from base64). */
-  readonly csv: string;
+  /** The CSV as IAM returned it (decoded from base64), in the chunks it arrived in. */
+  readonly csv: readonly Buffer[];
 }
+
+/** The bytes of a CSV: one string, or chunks (from the network or a store, in order). */
+export type CsvSource = string | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
 /** Values of the report that mean "no value". */
 const NO_VALUE = new Set(['N/A', 'no_information', 'not_supported', '']);
@@ -76,28 +80,39 @@ export type Miss = 'user-not-in-report' | 'user-replaced' | 'created-after-repor
 
 /** The report, indexed for matching keys. */
 export class ReportIndex {
-  readonly generatedTime: Date;
   readonly #rows = new Map<string, Row>();
+  #generatedTime: Date;
 
-  constructor(saved: SavedReport) {
+  private constructor(generatedTime: string) {
+    this.#generatedTime = new Date(generatedTime);
+  }
+
+  /** When the report was made: IAM's GeneratedTime, or a later moment the report mentions. */
+  get generatedTime(): Date {
+    return this.#generatedTime;
+  }
+
+  /**
+   * Indexes the report IAM says it generated at `generatedTime`, row by row as its
+   * bytes come: never the whole report as one string or as objects (parsed at once, a
+   * 5,000-user report was ~50 MiB live for a moment, and V8 sized the heap after that
+   * moment for the rest of the run: issue 9, memory must not grow with the account).
+   */
+  static async build(generatedTime: string, csv: CsvSource): Promise<ReportIndex> {
+    const index = new ReportIndex(generatedTime);
     // A report cannot mention a moment after its generation: when it does, its
     // GeneratedTime is wrong (moto answers a fixed 2015 date) and the latest moment
     // it mentions is the best lower bound of when it was made.
-    let latest = new Date(saved.generatedTime).getTime();
-    // One row at a time, never the whole report as objects: parsed all at once, a
-    // 5,000-user report was ~50 MiB live for a moment, and V8 sized the heap after
-    // that moment for the rest of the run (issue 9: memory must not grow with the account).
-    parse(saved.csv, {
-      columns: true,
-      skip_empty_lines: true,
-      relax_column_count: true,
-      on_record: (r: Record<string, string>) => {
-        for (const v of Object.values(r)) latest = Math.max(latest, date(v)?.getTime() ?? Number.NEGATIVE_INFINITY);
-        if (r.user && r.user !== '<root_account>') this.#rows.set(r.user, { arn: r.arn ?? '', slots: [slot(r, 1), slot(r, 2)] });
-        return null; // kept in #rows only
-      },
-    });
-    this.generatedTime = new Date(latest);
+    let latest = index.#generatedTime.getTime();
+    const parser = parse({ columns: true, skip_empty_lines: true, relax_column_count: true });
+    // pipeline() destroys the parser with the source's error: the loop below throws it.
+    const records = pipeline(Readable.from(typeof csv === 'string' ? [Buffer.from(csv)] : csv, { objectMode: false }), parser, () => undefined);
+    for await (const r of records as AsyncIterable<Record<string, string>>) {
+      for (const v of Object.values(r)) latest = Math.max(latest, date(v)?.getTime() ?? Number.NEGATIVE_INFINITY);
+      if (r.user && r.user !== '<root_account>') index.#rows.set(r.user, { arn: r.arn ?? '', slots: [slot(r, 1), slot(r, 2)] });
+    }
+    index.#generatedTime = new Date(latest);
+    return index;
   }
 
   /** The last use of `record`'s key by the report, or why the report cannot tell. */
@@ -106,7 +121,7 @@ export class ReportIndex {
     if (!row) return { miss: 'user-not-in-report' };
     // A user deleted and re-created (or renamed) under that name since: another ARN... or the same.
     if (row.arn !== record.user_arn) return { miss: 'user-replaced' };
-    if (record.create_date.getTime() > this.generatedTime.getTime()) return { miss: 'created-after-report' };
+    if (record.create_date.getTime() > this.#generatedTime.getTime()) return { miss: 'created-after-report' };
     const second = Math.floor(record.create_date.getTime() / 1000);
     const matching = row.slots.filter((s) => s.rotated === second);
     if (matching.length === 0) return { miss: 'no-matching-slot' };
@@ -116,7 +131,7 @@ export class ReportIndex {
 }
 
 /** How fetching the report went: the report, or why the API must do it all. */
-export type ReportOutcome = { readonly report: SavedReport } | { readonly denied: string };
+export type ReportOutcome = { readonly report: FetchedReport } | { readonly denied: string };
 
 /**
  * Generates (if needed) and downloads the credential report, polling while IAM
@@ -144,9 +159,10 @@ export async function fetchCredentialReport(client: IAMClient, signal: AbortSign
         await wait();
         continue;
       }
-      const got = await client.send(withContentAside(new GetCredentialReportCommand({})), { abortSignal: signal });
+      const csv: Buffer[] = [];
+      const got = await client.send(withContentAside(new GetCredentialReportCommand({}), (chunk) => csv.push(chunk)), { abortSignal: signal });
       if (!got.Content || !got.GeneratedTime) throw Object.assign(new Error('GetCredentialReport returned no content'), { name: 'ReportNotPresent', $fault: 'client' });
-      return { report: { generatedTime: got.GeneratedTime.toISOString(), csv: Buffer.from(got.Content).toString('utf8') } };
+      return { report: { generatedTime: got.GeneratedTime.toISOString(), csv } };
     } catch (err) {
       if (signal.aborted) throw err;
       const name = awsErrorName(err);
@@ -163,6 +179,8 @@ export async function fetchCredentialReport(client: IAMClient, signal: AbortSign
 
 const CONTENT_OPEN = Buffer.from('<Content>');
 const CONTENT_CLOSE = Buffer.from('</Content>');
+/** Bytes base64 ignores (a pretty-printed answer); removed so 4-character groups stay aligned. */
+const SPACE = /[\s]/g;
 
 /**
  * GetCredentialReport with its Content kept out of the SDK's XML parser, which
@@ -171,17 +189,19 @@ const CONTENT_CLOSE = Buffer.from('</Content>');
  * one heap node per character, ~50 MiB of heap for a 5,000-user account and ~1 GiB
  * for 100,000 (measured), and V8 then sizes the heap after that moment for the rest
  * of the run. Content holds base64 only (no markup, no entities), so the element is
- * cut out of the raw body before the SDK parses the rest (ReportFormat,
- * GeneratedTime, errors: still the SDK's), and its decoded bytes become the
- * output's Content. Only a 200 answer with a Content element is touched.
+ * cut out of the raw answer as it streams in, and decoded piece by piece into
+ * `onContent` (the answer is never whole in memory, in base64 or as text); the SDK
+ * parses the rest (ReportFormat, GeneratedTime, errors: still the SDK's). The
+ * output's Content is then empty: its bytes went to `onContent`. Only a 200 answer
+ * with a Content element is touched.
  */
-export function withContentAside(command: GetCredentialReportCommand): GetCredentialReportCommand {
-  let aside: Uint8Array | undefined;
-  // Around everything: gives the output its Content back.
+export function withContentAside(command: GetCredentialReportCommand, onContent: (chunk: Buffer) => void): GetCredentialReportCommand {
+  let aside = false;
+  // Around everything: tells the output its Content went aside.
   command.middlewareStack.add(
     (next) => async (args) => {
       const result = await next(args);
-      if (aside !== undefined) (result.output as { Content?: Uint8Array }).Content = aside;
+      if (aside) (result.output as { Content?: Uint8Array }).Content = new Uint8Array(0);
       return result;
     },
     { step: 'initialize', name: 'iamKeyExportContentAsideOutput' },
@@ -191,25 +211,87 @@ export function withContentAside(command: GetCredentialReportCommand): GetCreden
     const result = await next(args);
     const response = result.response as { statusCode?: number; body?: unknown };
     if (response.statusCode !== 200 || response.body === undefined || response.body === null) return result;
-    const body = await bytesOf(response.body);
-    const open = body.indexOf(CONTENT_OPEN);
-    const close = open < 0 ? -1 : body.indexOf(CONTENT_CLOSE, open);
-    if (close < 0) {
-      response.body = body;
-      return result;
-    }
-    aside = Buffer.from(body.subarray(open + CONTENT_OPEN.length, close).toString('latin1'), 'base64');
-    response.body = Buffer.concat([body.subarray(0, open), body.subarray(close + CONTENT_CLOSE.length)]);
+    const split = new ContentSplitter(onContent);
+    for await (const chunk of chunksOf(response.body)) split.push(chunk);
+    response.body = split.end();
+    aside = split.found;
     return result;
   };
   command.middlewareStack.addRelativeTo(inner, { relation: 'after', toMiddleware: 'deserializerMiddleware', name: 'iamKeyExportContentAside' });
   return command;
 }
 
-/** The whole body of a raw answer (a Node stream from the SDK's HTTP handler, or bytes). */
-async function bytesOf(body: unknown): Promise<Buffer> {
-  if (body instanceof Uint8Array) return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-  const chunks: Buffer[] = [];
-  for await (const chunk of body as AsyncIterable<Uint8Array | string>) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-  return Buffer.concat(chunks);
+/** Splits an answer streaming in: the Content element's base64, decoded, to `onContent`; the rest kept. */
+class ContentSplitter {
+  #state: 'before' | 'inside' | 'after' = 'before';
+  /** Before: the answer so far; after: what follows </Content>. */
+  #kept: Buffer[] = [];
+  #head = Buffer.alloc(0);
+  /** Inside: bytes not yet decoded (a partial 4-character group, or what may begin </Content>). */
+  #pending = '';
+
+  constructor(readonly onContent: (chunk: Buffer) => void) {}
+
+  get found(): boolean {
+    return this.#state === 'after';
+  }
+
+  push(chunk: Buffer): void {
+    if (this.#state === 'after') {
+      this.#kept.push(chunk);
+      return;
+    }
+    if (this.#state === 'before') {
+      // The part before <Content> is small (the element comes first): searched whole.
+      this.#head = Buffer.concat([this.#head, chunk]);
+      const open = this.#head.indexOf(CONTENT_OPEN);
+      if (open < 0) return;
+      this.#state = 'inside';
+      const rest = this.#head.subarray(open + CONTENT_OPEN.length);
+      this.#head = this.#head.subarray(0, open);
+      chunk = rest;
+    }
+    const text = this.#pending + chunk.toString('latin1');
+    const close = text.indexOf('</Content>');
+    if (close >= 0) {
+      this.#decode(text.slice(0, close).replace(SPACE, ''), true);
+      this.#state = 'after';
+      this.#kept.push(Buffer.from(text.slice(close + CONTENT_CLOSE.length), 'latin1'));
+      return;
+    }
+    // Keep what could be the start of </Content>, and a partial group of 4.
+    const safe = text.length - (CONTENT_CLOSE.length - 1);
+    if (safe <= 0) {
+      this.#pending = text;
+      return;
+    }
+    const b64 = text.slice(0, safe).replace(SPACE, '');
+    const whole = b64.length - (b64.length % 4);
+    this.#decode(b64.slice(0, whole), false);
+    this.#pending = b64.slice(whole) + text.slice(safe);
+  }
+
+  #decode(b64: string, last: boolean): void {
+    if (b64.length > 0 || last) {
+      const bytes = Buffer.from(b64, 'base64');
+      if (bytes.length > 0) this.onContent(bytes);
+    }
+  }
+
+  /** The answer without its Content element, for the SDK to parse. */
+  end(): Buffer {
+    if (this.#state === 'before') return this.#head;
+    // An answer that ends inside Content is not a report: the caller asks again.
+    if (this.#state === 'inside') throw Object.assign(new Error('GetCredentialReport answer ended inside its Content'), { name: 'ReportNotPresent', $fault: 'client' });
+    return Buffer.concat([this.#head, ...this.#kept]);
+  }
+}
+
+/** The chunks of a raw answer (a Node stream from the SDK's HTTP handler, or bytes). */
+async function* chunksOf(body: unknown): AsyncGenerator<Buffer> {
+  if (body instanceof Uint8Array) {
+    yield Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    return;
+  }
+  for await (const chunk of body as AsyncIterable<Uint8Array | string>) yield typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
 }
