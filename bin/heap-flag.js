@@ -1,4 +1,4 @@
-// The V8 heap setting the command starts with.
+// The V8 heap setting the command starts with (IKE_HEAP_GROWING_PERCENT).
 //
 // Memory that follows what is live, not the size of the account: V8 lets the old
 // generation grow to several times what survived its last full collection before it
@@ -15,11 +15,17 @@ export const HEAP_GROWING_FLAG = '--heap-growing-percent';
 export const HEAP_GROWING_PERCENT = 40;
 
 /**
- * The flag to set, or null when the operator chose one: `--heap-growing-percent=N`
- * (or V8's underscore spelling) on node's command line or in NODE_OPTIONS; N = 0
- * restores V8's own heuristics.
+ * The flag to set, or null. The operator chooses with IKE_HEAP_GROWING_PERCENT=N
+ * (0: V8's own heuristics; V8 flags are not allowed in NODE_OPTIONS), or with the
+ * flag on node's own command line (`node --heap-growing-percent=N <bin>`). A value
+ * that is not a whole number sets nothing here: the configuration rejects it with
+ * one line (pipeline/config.ts).
  */
-export function heapFlag(execArgv, nodeOptions) {
-  const given = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].some((a) => /^--heap[-_]growing[-_]percent(=|$)/.test(a));
-  return given ? null : `${HEAP_GROWING_FLAG}=${HEAP_GROWING_PERCENT}`;
+export function heapFlag(execArgv, env) {
+  if (execArgv.some((a) => /^--heap[-_]growing[-_]percent(=|$)/.test(a))) return null;
+  const raw = env.IKE_HEAP_GROWING_PERCENT;
+  if (raw === undefined || raw === '') return `${HEAP_GROWING_FLAG}=${HEAP_GROWING_PERCENT}`;
+  if (!/^\d+$/.test(raw)) return null;
+  const n = Number(raw);
+  return n === 0 ? null : `${HEAP_GROWING_FLAG}=${n}`;
 }

@@ -12,7 +12,7 @@ import { setFlagsFromString } from 'node:v8';
 import { heapFlag } from './heap-flag.js';
 
 // Before anything allocates much: see heap-flag.js.
-const flag = heapFlag(process.execArgv, process.env.NODE_OPTIONS);
+const flag = heapFlag(process.execArgv, process.env);
 if (flag) setFlagsFromString(flag);
 
 // The SDK warns on every process start that Node 20 leaves its support window;

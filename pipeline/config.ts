@@ -344,6 +344,8 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
     }
     return n;
   };
+  // Applied by the bin before anything runs (bin/heap-flag.js); checked here like every setting.
+  envInt('IKE_HEAP_GROWING_PERCENT', 0, 0);
   const tuning: Tuning = {
     commitRows: envInt('IKE_COMMIT_ROWS', 1, DEFAULTS.commitRows),
     commitMs: envInt('IKE_COMMIT_MS', 0, DEFAULTS.commitMs) || Number.POSITIVE_INFINITY,

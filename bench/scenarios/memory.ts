@@ -3,7 +3,7 @@
  * 100,000 users, fake without latency, c=16, the default format (Parquet). Peak
  * RSS comes from GNU time around the child, Node startup and modules included.
  * Measured twice: as shipped (the command caps V8's heap growth at 40 %,
- * bin/heap-flag.js), and with V8's own heuristics (NODE_OPTIONS=--heap-growing-percent=0),
+ * bin/heap-flag.js), and with V8's own heuristics (IKE_HEAP_GROWING_PERCENT=0),
  * which let the heap grow lazily under the SDK's allocation rate.
  */
 import { runExporter, type ExportRun } from '../exporter.ts';
@@ -18,7 +18,7 @@ const REPEATS: Readonly<Record<number, number>> = { [SMALL]: 2, [MIDDLE]: 1, [LA
 /** Issue 9: the largest export at most 1.3× the smallest, and at most 200 MiB (a 256 MB Lambda or pod). */
 const TARGET_RATIO = 1.3;
 const TARGET_PEAK_MIB = 200;
-const V8_HEURISTICS = '--heap-growing-percent=0';
+const V8_HEURISTICS = 'IKE_HEAP_GROWING_PERCENT=0';
 
 /** Runs the RSS part of measure 5, as shipped and with V8's own heap growth. */
 export async function memoryScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
@@ -30,15 +30,15 @@ export async function memoryScenario(ctx: ScenarioContext): Promise<ScenarioResu
   };
 }
 
-async function measure(ctx: ScenarioContext, nodeOptions: string | undefined): Promise<ScenarioResult> {
-  const label = nodeOptions ? `, NODE_OPTIONS=${nodeOptions}` : '';
+async function measure(ctx: ScenarioContext, setting: string | undefined): Promise<ScenarioResult> {
+  const label = setting ? `, ${setting}` : '';
   const runs = new Map<number, ExportRun[]>();
   for (const users of SIZES) {
     await withFake({ users, seed: 1 }, async (fake) => {
       ctx.log(`memory: fake with ${users} users, no latency${label}`);
       const list: ExportRun[] = [];
       for (let i = 0; i < REPEATS[users]!; i++) {
-        const run = await runExporter({ command: ctx.command, url: fake.url, concurrency: 16, format: 'parquet', workDir: ctx.workDir, timeoutMs: 1_200_000, ...(nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {}) });
+        const run = await runExporter({ command: ctx.command, url: fake.url, concurrency: 16, format: 'parquet', workDir: ctx.workDir, timeoutMs: 1_200_000, ...(setting ? { env: Object.fromEntries([setting.split('=') as [string, string]]) } : {}) });
         ctx.log(`  ${users} users: peak RSS ${mib(run.maxRssKb)}, ${seconds(run.wallMs)}`);
         list.push(run);
       }
