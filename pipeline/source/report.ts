@@ -60,19 +60,29 @@ interface Slot {
 /** The last use of a slot the report has nothing for (most slots): one object for all. */
 const NO_USE: LastUse = Object.freeze({ date: null, service: null, region: null });
 
-/** Key slot `n` (1 or 2) of a report row. */
-function slot(r: Record<string, string>, n: 1 | 2): Slot {
-  const rotated = date(r[`access_key_${n}_last_rotated`]);
-  const lastUse = { date: date(r[`access_key_${n}_last_used_date`]), service: value(r[`access_key_${n}_last_used_service`]), region: value(r[`access_key_${n}_last_used_region`]) };
+/** The columns of a report row the index keeps, in this order (a key slot is 4 of them). */
+const KEPT = ['arn', ...[1, 2].flatMap((n) => ['last_rotated', 'last_used_date', 'last_used_service', 'last_used_region'].map((c) => `access_key_${n}_${c}`))];
+
+/**
+ * A report row as the index keeps it: the kept columns in one string, tab-separated
+ * (no ARN, date, service or region holds a tab), "no value" texts emptied. One string
+ * a user instead of a row of objects and dates: a third of the memory, and a
+ * report's users are many (memory must not grow with the account) while lookups are
+ * one per key.
+ */
+function packRow(r: Record<string, string>): string {
+  return KEPT.map((c) => value(r[c]) ?? '').join('\t');
+}
+
+/** Key slot `n` (1 or 2) of a packed row's fields. */
+function slot(fields: readonly string[], n: 1 | 2): Slot {
+  const at = 1 + (n - 1) * 4;
+  const rotated = date(fields[at]);
+  const lastUse = { date: date(fields[at + 1]), service: value(fields[at + 2]), region: value(fields[at + 3]) };
   return {
     rotated: rotated === null ? null : Math.floor(rotated.getTime() / 1000),
     lastUse: lastUse.date === null && lastUse.service === null && lastUse.region === null ? NO_USE : lastUse,
   };
-}
-
-interface Row {
-  readonly arn: string;
-  readonly slots: readonly Slot[];
 }
 
 /** Why a key could not be taken from the report (it is looked up by the API then). */
@@ -80,7 +90,8 @@ export type Miss = 'user-not-in-report' | 'user-replaced' | 'created-after-repor
 
 /** The report, indexed for matching keys. */
 export class ReportIndex {
-  readonly #rows = new Map<string, Row>();
+  /** Packed rows (packRow) by user name. */
+  readonly #rows = new Map<string, string>();
   #generatedTime: Date;
 
   private constructor(generatedTime: string) {
@@ -109,7 +120,7 @@ export class ReportIndex {
     const records = pipeline(Readable.from(typeof csv === 'string' ? [Buffer.from(csv)] : csv, { objectMode: false }), parser, () => undefined);
     for await (const r of records as AsyncIterable<Record<string, string>>) {
       for (const v of Object.values(r)) latest = Math.max(latest, date(v)?.getTime() ?? Number.NEGATIVE_INFINITY);
-      if (r.user && r.user !== '<root_account>') index.#rows.set(r.user, { arn: r.arn ?? '', slots: [slot(r, 1), slot(r, 2)] });
+      if (r.user && r.user !== '<root_account>') index.#rows.set(r.user, packRow(r));
     }
     index.#generatedTime = new Date(latest);
     return index;
@@ -118,12 +129,13 @@ export class ReportIndex {
   /** The last use of `record`'s key by the report, or why the report cannot tell. */
   lookup(record: Pick<AccessKeyRecord, 'user_name' | 'user_arn' | 'create_date'>): { readonly hit: LastUse } | { readonly miss: Miss } {
     const row = this.#rows.get(record.user_name);
-    if (!row) return { miss: 'user-not-in-report' };
+    if (row === undefined) return { miss: 'user-not-in-report' };
+    const fields = row.split('\t');
     // A user deleted and re-created (or renamed) under that name since: another ARN... or the same.
-    if (row.arn !== record.user_arn) return { miss: 'user-replaced' };
+    if (fields[0] !== record.user_arn) return { miss: 'user-replaced' };
     if (record.create_date.getTime() > this.#generatedTime.getTime()) return { miss: 'created-after-report' };
     const second = Math.floor(record.create_date.getTime() / 1000);
-    const matching = row.slots.filter((s) => s.rotated === second);
+    const matching = [slot(fields, 1), slot(fields, 2)].filter((s) => s.rotated === second);
     if (matching.length === 0) return { miss: 'no-matching-slot' };
     if (matching.length > 1) return { miss: 'ambiguous-slot' };
     return { hit: matching[0]!.lastUse };
