@@ -716,7 +716,7 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
       toRecordStage({ snapshotTime: cp.snapshotTime }),
       deriveAgeStage(),
       filterStatusStage(cp.config.statuses),
-      enrichLastUsedStage((accountId) => reach.resolverOf(accountId), config.concurrency),
+      enrichLastUsedStage((accountId) => reach.resolverOf(accountId), config.concurrency, (accountId) => reach.release(accountId)),
       partWriter({
         checkpoint: cp,
         file,

@@ -6,7 +6,7 @@ import { ExportError } from '../pipeline/errors.ts';
 import type { AccessKeyRecord } from '../pipeline/schema.ts';
 import { LastUsedResolver, LookupHalt } from '../pipeline/source/lastUsed.ts';
 import { fetchCredentialReport, ReportIndex, withContentAside } from '../pipeline/source/report.ts';
-import { withLastUse } from '../pipeline/stages/enrichLastUsed.ts';
+import { enrichLastUsedStage, withLastUse } from '../pipeline/stages/enrichLastUsed.ts';
 import { withFake } from './support/scope.ts';
 import { Readable } from 'node:stream';
 
@@ -194,4 +194,35 @@ test('the report\'s Content is decoded as the answer streams in, whatever the ch
   }
   const cut = answer.subarray(0, answer.indexOf('</Content>') - 5);
   await assert.rejects(send(cut, 100), (err: Error) => err.name === 'ReportNotPresent');
+});
+
+test('an account is released (its resolver, report and client) once every record of it is enriched, never before', async () => {
+  const answers = new Map<string, () => void>();
+  const ended: string[] = [];
+  let resolved = 0;
+  const resolver = {
+    resolve: (record: AccessKeyRecord) =>
+      new Promise((done) =>
+        answers.set(record.user_name, () => {
+          resolved++;
+          done({ lastUse: null, source: 'api' });
+        }),
+      ),
+  } as unknown as LastUsedResolver;
+  const stage = enrichLastUsedStage(() => resolver, 4, (account) => ended.push(`${account} after ${resolved} lookups`));
+  const out: unknown[] = [];
+  stage.on('data', (batch: unknown) => out.push(batch));
+  const tick = () => new Promise((r) => setImmediate(r));
+  stage.write([{ type: 'RECORD', record: rec('a', '2020-01-01T00:00:00Z') }]);
+  stage.write([{ type: 'RECORD', record: rec('b', '2020-01-01T00:00:00Z') }, { type: 'STATE', state: { kind: 'account-done', account: '123456789012' } }]);
+  stage.write([{ type: 'STATE', state: { kind: 'account-failed', account: '210987654321', code: 'AccessDenied' } }]);
+  await tick();
+  answers.get('b')!();
+  await tick();
+  assert.deepEqual(ended, [], 'the batch with the end is done, but a record before it is still being looked up');
+  answers.get('a')!();
+  await tick();
+  await tick();
+  assert.deepEqual(ended, ['123456789012 after 2 lookups', '210987654321 after 2 lookups']);
+  assert.equal(out.length, 3);
 });

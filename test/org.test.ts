@@ -217,7 +217,7 @@ test('1,000 accounts with few users: complete, exact, in bounded memory', async 
   await withFake({ users: 2, seed: 1206, accounts: { count: 999, usersPerAccount: { min: 0, max: 1 }, keysPerUser: { min: 0, max: 2 } } }, async (fake) => {
     await withTemp(async (out) => {
       const started = Date.now();
-      const cli = startCli(orgArgs(fake, out, '--account-concurrency', '16', '--last-used', 'off'), testEnv());
+      const cli = startCli(orgArgs(fake, out, '--account-concurrency', '16'), testEnv());
       let peak = 0;
       let exited = false;
       void cli.done.finally(() => (exited = true));

@@ -178,7 +178,13 @@ class AccountsSource {
             if (this.#halted()) return;
             const reaching = this.#reach(i);
             if (i + ahead < o.accounts.length && !this.#halted()) this.#reach(i + ahead);
-            return this.#account(job, reaching);
+            try {
+              return await this.#account(job, reaching);
+            } finally {
+              // Read: nobody reaches it again (its place is behind every start), and its
+              // client must not live as long as the run (memory by the number of accounts).
+              this.#reaching.delete(i);
+            }
           }),
         ),
       );

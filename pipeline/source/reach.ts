@@ -66,7 +66,8 @@ export interface ReachOptions {
 export class AccountReach {
   readonly #o: ReachOptions;
   readonly #resolvers = new Map<string, LastUsedResolver>();
-  readonly #clients: IAMClient[] = [];
+  /** Member accounts' clients, by account id, until their account is released. */
+  readonly #clients = new Map<string, IAMClient>();
   readonly #warned = new Set<string>();
 
   constructor(o: ReachOptions) {
@@ -96,7 +97,7 @@ export class AccountReach {
         stats: o.stats,
         ...(o.logger ? { logger: o.logger } : {}),
       });
-      this.#clients.push(client);
+      this.#clients.set(job.ref.id, client);
       // AssumeRole now: a role that is missing or refuses fails this account here.
       await client.config.credentials();
     }
@@ -154,9 +155,27 @@ export class AccountReach {
     return index;
   }
 
+  /**
+   * Forgets an account every record of which has been enriched: its resolver (with
+   * its credential report's index) and its member client (closed). Without this a
+   * run over an organization kept every account's report and client to the end:
+   * memory that grew with the number of accounts.
+   */
+  release(accountId: string): void {
+    this.#resolvers.delete(accountId);
+    this.#clients.get(accountId)?.destroy();
+    this.#clients.delete(accountId);
+  }
+
+  /** Accounts whose resolver is still held (for tests: released ones are not). */
+  get held(): number {
+    return this.#resolvers.size;
+  }
+
   /** Closes the member accounts' clients. */
   close(): void {
-    for (const c of this.#clients) c.destroy();
+    for (const c of this.#clients.values()) c.destroy();
+    this.#clients.clear();
   }
 }
 

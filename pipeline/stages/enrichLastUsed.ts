@@ -37,7 +37,13 @@ export function lastUseSourceOf(record: AccessKeyRecord): LastUseSource | undefi
  * stop, this and every later page are dropped (never committed): the STATE of a
  * later page of the same user must not pass a page that was dropped.
  */
-export function enrichLastUsedStage(resolverOf: (accountId: string) => LastUsedResolver, pages: number) {
+/**
+ * `onAccountEnd(id)` is called once the batch holding an account's end (its
+ * account-done or account-failed STATE, which comes after every record of it) is
+ * decided: no lookup of that account is in flight or still to come, so its resolver
+ * can go.
+ */
+export function enrichLastUsedStage(resolverOf: (accountId: string) => LastUsedResolver, pages: number, onAccountEnd: (accountId: string) => void = () => undefined) {
   // Decided in input order: a page is kept only if every page before it was.
   let previous: Promise<boolean> = Promise.resolve(true);
   const enrich = (batch: Batch<AccessKeyRecord>) =>
@@ -63,6 +69,11 @@ export function enrichLastUsedStage(resolverOf: (accountId: string) => LastUsedR
       }
     });
     previous = decided.then((out) => out !== undefined, () => false);
-    return decided;
+    return decided.then((out) => {
+      if (out !== undefined) {
+        for (const item of out) if (item.type === 'STATE' && (item.state.kind === 'account-done' || item.state.kind === 'account-failed')) onAccountEnd(item.state.account);
+      }
+      return out;
+    });
   }, pages);
 }
