@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { rmSync, statSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { ExportError } from '../pipeline/errors.ts';
 import { tempPathFor } from '../pipeline/fsutil.ts';
@@ -17,6 +18,30 @@ const claims = async (dir: string) => (await readdir(dir)).filter((f) => f.inclu
 
 /** A rejection check: the error has this errno code. */
 const code = (expected: string) => (err: unknown) => (err as NodeJS.ErrnoException).code === expected;
+
+/** An error as the file system raises it. */
+const errno = (code: string) => Object.assign(new Error(code), { code });
+
+type FsFunction = (...args: unknown[]) => Promise<unknown>;
+const fsPromises = createRequire(import.meta.url)('node:fs/promises') as Record<string, unknown>;
+
+/**
+ * Runs `fn` with functions of node:fs/promises replaced (each replacement gets the
+ * real one), for failures a test cannot make a real file system produce (an EIO, a
+ * racer acting between two calls). Named imports see the replacements too
+ * (syncBuiltinESMExports); the real functions are back afterwards.
+ */
+async function withFs<T>(replace: Record<string, (real: FsFunction) => FsFunction>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(replace).map((name) => [name, fsPromises[name]]));
+  for (const [name, make] of Object.entries(replace)) fsPromises[name] = make(saved[name] as FsFunction);
+  syncBuiltinESMExports();
+  try {
+    return await fn();
+  } finally {
+    Object.assign(fsPromises, saved);
+    syncBuiltinESMExports();
+  }
+}
 
 test('a write is read back with a version that changes on every write', async () => {
   await withTemp(async (dir) => {
@@ -511,6 +536,21 @@ test('only a path segment starting with the public segment is public: "republish
   });
 });
 
+test('a folder the file system fails to check or to create fails the write with that error; a folder that exists is not created again', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await store.write('a/b/k', 'x');
+    await withFs({ mkdir: () => async () => Promise.reject(errno('EIO')) }, async () => {
+      await store.write('a/b/k2', 'y');
+      await assert.rejects(store.write('c/k', 'z'), code('EIO'));
+    });
+    await withFs({ stat: (real) => async (path, ...rest) => (path === join(dir, 'a') ? Promise.reject(errno('EIO')) : real(path, ...rest)) }, async () => {
+      await assert.rejects(store.write('a/k3', 'w'), code('EIO'));
+    });
+    assert.deepEqual(await tree(dir), ['a', 'a/b', 'a/b/k', 'a/b/k2']);
+  });
+});
+
 test('a name the file system refuses is an error for read and exists, not "absent"', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);
@@ -573,6 +613,51 @@ test('a claim is private to its writer (0600) while it is held', async () => {
     } finally {
       process.umask(previous);
     }
+  });
+});
+
+test('a claim the file system refuses to create fails the swap with that error', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    await withFs({ link: (real) => async (from, to) => (to === claim ? Promise.reject(errno('EIO')) : real(from, to)) }, async () => {
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), code('EIO'));
+    });
+    assert.deepEqual(await tree(dir), ['k']);
+  });
+});
+
+test('breaking a stale claim: a racer that breaks it first wins, a failed rename is an error, and a writer breaks at most one claim', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    const crashed = JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 3, pid_start: '1' });
+    await writeFile(claim, crashed);
+    // Another writer renames the stale claim away first: this one lost the version.
+    await withFs({ rename: (real) => async (from, to) => (from === claim ? (rmSync(claim), Promise.reject(errno('ENOENT'))) : real(from, to)) }, async () => {
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed);
+    });
+    await writeFile(claim, crashed);
+    await withFs({ rename: (real) => async (from, to) => (from === claim ? Promise.reject(errno('EIO')) : real(from, to)) }, async () => {
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), code('EIO'));
+    });
+    // Once broken, another stale claim takes its place (a second crashed writer): left for the next writer.
+    let again = true;
+    await withFs({
+      rename: (real) => async (from, to) => {
+        await real(from, to);
+        if (from === claim && again) {
+          again = false;
+          await writeFile(claim, crashed);
+        }
+      },
+    }, async () => {
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed);
+    });
+    assert.equal(await readFile(claim, 'utf8'), crashed);
+    assert.equal((await store.read('k'))?.body.toString(), 'one');
   });
 });
 
@@ -650,13 +735,31 @@ test('list and deletePrefix take nested folders, with or without the slash; dele
   });
 });
 
-test('promote errors say what they are about: the folder with nothing to publish, the rename refused as its cause', async () => {
+test('a deletion whose folder cannot be flushed fails with that error', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await store.write('s/k', '1');
+    await store.write('s/x/y', '1');
+    await withFs({ open: (real) => async (path, ...rest) => (path === join(dir, 's') ? Promise.reject(errno('EIO')) : real(path, ...rest)) }, async () => {
+      await assert.rejects(store.delete('s/k'), code('EIO'));
+      await assert.rejects(store.deletePrefix('s/x/'), code('EIO'));
+    });
+    assert.deepEqual(await tree(dir), ['s']);
+  });
+});
+
+test('promote errors say what they are about: the folder with nothing to publish, the rename refused (EEXIST too) as its cause', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);
     await assert.rejects(store.promote('_staging/s/publish-ab/', 'access_keys/snapshot_id=s/', []), (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL' && err.message === `nothing to publish in ${join(dir, '_staging/s/publish-ab')}`);
     await store.write('_staging/s/publish-ab/_SUCCESS', '');
     await store.write('access_keys/snapshot_id=s/_SUCCESS', '');
     await assert.rejects(store.promote('_staging/s/publish-ab/', 'access_keys/snapshot_id=s/', ['_SUCCESS']), (err: unknown) => err instanceof ExportError && err.code === 'SNAPSHOT_PUBLISHED' && (err.cause as NodeJS.ErrnoException).code === 'ENOTEMPTY');
+    // Some file systems say EEXIST where Linux says ENOTEMPTY.
+    const source = join(dir, '_staging/s/publish-ab');
+    await withFs({ rename: (real) => async (from, to) => (from === source ? Promise.reject(errno('EEXIST')) : real(from, to)) }, async () => {
+      await assert.rejects(store.promote('_staging/s/publish-ab/', 'access_keys/snapshot_id=s/', ['_SUCCESS']), (err: unknown) => err instanceof ExportError && err.code === 'SNAPSHOT_PUBLISHED' && (err.cause as NodeJS.ErrnoException).code === 'EEXIST');
+    });
   });
 });
 
