@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { rmSync, statSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { ExportError } from '../pipeline/errors.ts';
 import { tempPathFor } from '../pipeline/fsutil.ts';
@@ -13,6 +15,33 @@ import { Crash, withFaultHook } from './support/fault-points.ts';
 import { withTemp } from './support/scope.ts';
 
 const claims = async (dir: string) => (await readdir(dir)).filter((f) => f.includes('.cas.'));
+
+/** A rejection check: the error has this errno code. */
+const code = (expected: string) => (err: unknown) => (err as NodeJS.ErrnoException).code === expected;
+
+/** An error as the file system raises it. */
+const errno = (code: string) => Object.assign(new Error(code), { code });
+
+type FsFunction = (...args: unknown[]) => Promise<unknown>;
+const fsPromises = createRequire(import.meta.url)('node:fs/promises') as Record<string, unknown>;
+
+/**
+ * Runs `fn` with functions of node:fs/promises replaced (each replacement gets the
+ * real one), for failures a test cannot make a real file system produce (an EIO, a
+ * racer acting between two calls). Named imports see the replacements too
+ * (syncBuiltinESMExports); the real functions are back afterwards.
+ */
+async function withFs<T>(replace: Record<string, (real: FsFunction) => FsFunction>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(replace).map((name) => [name, fsPromises[name]]));
+  for (const [name, make] of Object.entries(replace)) fsPromises[name] = make(saved[name] as FsFunction);
+  syncBuiltinESMExports();
+  try {
+    return await fn();
+  } finally {
+    Object.assign(fsPromises, saved);
+    syncBuiltinESMExports();
+  }
+}
 
 test('a write is read back with a version that changes on every write', async () => {
   await withTemp(async (dir) => {
@@ -280,7 +309,9 @@ test('a claim that is not a process stamp blocks while it is young and is broken
     const store = new LocalStore(dir);
     const version = await store.write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
-    for (const text of ['not json', '{"pid":"7"}', 'null']) {
+    // A stamp of this machine with no pid says nothing about its writer either.
+    const { host, boot_id } = selfStamp();
+    for (const text of ['not json', '{"pid":"7"}', 'null', JSON.stringify({ host, boot_id, pid_start: null })]) {
       await writeFile(claim, text);
       await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed, text);
     }
@@ -363,7 +394,7 @@ test('a disk that fills up during an upload is OUTPUT_IO naming the file, leavin
   });
 });
 
-test('a missing key reads as a stream error with code ENOENT; an existing one streams its bytes', async () => {
+test('a missing key reads as a stream error with code ENOENT; an existing one streams its bytes, 256 KiB at a time', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);
     await assert.rejects(async () => {
@@ -374,6 +405,7 @@ test('a missing key reads as a stream error with code ENOENT; an existing one st
     const chunks: Buffer[] = [];
     for await (const c of store.readStream('big')) chunks.push(c);
     assert.deepEqual(Buffer.concat(chunks), big);
+    assert.deepEqual(chunks.map((c) => c.length), [256 * 1024, 256 * 1024, 88 * 1024]);
   });
 });
 
@@ -473,5 +505,306 @@ test('every file-system errno met during an upload is OUTPUT_IO naming the file;
     await assert.rejects(store.upload('u/part.csv', (async function* () {
       throw other;
     })()), (err) => err === other);
+  });
+});
+
+test('the empty key is the root exactly as given', () => {
+  assert.equal(new LocalStore('./out/').describe(''), './out/');
+  assert.equal(new LocalStore('./out/').describe('k'), join('out', 'k'));
+});
+
+test('the store never creates its root nor climbs above it: under a missing root every write fails ENOENT', { timeout: 20_000 }, async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(join(dir, 'missing'));
+    for (const key of ['k', './k', 'a/k']) await assert.rejects(store.write(key, 'x'), code('ENOENT'), key);
+    assert.deepEqual(await readdir(dir), []);
+  });
+});
+
+test('only a path segment starting with the public segment is public: "republish" under staging stays private', async () => {
+  await withTemp(async (dir) => {
+    const previous = process.umask(0o022);
+    try {
+      const store = new LocalStore(dir);
+      await store.write('_staging/s/republish/x', '1');
+      const mode = async (p: string) => (await stat(join(dir, p))).mode & 0o777;
+      assert.equal(await mode('_staging/s/republish'), 0o700);
+      assert.equal(await mode('_staging/s/republish/x'), 0o600);
+    } finally {
+      process.umask(previous);
+    }
+  });
+});
+
+test('a folder the file system fails to check or to create fails the write with that error; a folder that exists is not created again', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await store.write('a/b/k', 'x');
+    await withFs({ mkdir: () => async () => Promise.reject(errno('EIO')) }, async () => {
+      await store.write('a/b/k2', 'y');
+      await assert.rejects(store.write('c/k', 'z'), code('EIO'));
+    });
+    await withFs({ stat: (real) => async (path, ...rest) => (path === join(dir, 'a') ? Promise.reject(errno('EIO')) : real(path, ...rest)) }, async () => {
+      await assert.rejects(store.write('a/k3', 'w'), code('EIO'));
+    });
+    assert.deepEqual(await tree(dir), ['a', 'a/b', 'a/b/k', 'a/b/k2']);
+  });
+});
+
+test('a name the file system refuses is an error for read and exists, not "absent"', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const long = 'n'.repeat(300);
+    await assert.rejects(store.read(long), code('ENAMETOOLONG'));
+    await assert.rejects(store.exists(long), code('ENAMETOOLONG'));
+  });
+});
+
+test('reads close the file they open, also when the read fails', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await store.write('folder/k', 'x');
+    const fds = async () => (await readdir('/proc/self/fd')).length;
+    const before = await fds();
+    for (let i = 0; i < 20; i++) {
+      assert.equal((await store.read('folder/k'))?.body.toString(), 'x');
+      await assert.rejects(store.read('folder'), code('EISDIR'));
+    }
+    assert.ok((await fds()) <= before, 'no file left open');
+  });
+});
+
+test('a write whose folder is deleted midway fails with its own error naming the key (or the crash), never with the clean-up\'s', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const path = join(dir, 's', 'k');
+    const deleteFolder = (crash: boolean) => (name: string) => {
+      if (name !== 'store-write-midway') return;
+      rmSync(join(dir, 's'), { recursive: true, force: true });
+      if (crash) throw new Crash(name);
+    };
+    for (const kind of ['plain', 'ifMatch', 'ifNoneMatch']) {
+      for (const crash of [true, false]) {
+        const version = await store.write('s/k', 'old');
+        const condition = kind === 'ifMatch' ? { ifMatch: version } : kind === 'ifNoneMatch' ? { ifNoneMatch: true as const } : undefined;
+        const expected = crash ? Crash : (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT' && (err as { dest?: string }).dest === path;
+        await assert.rejects(withFaultHook(deleteFolder(crash), () => store.write('s/k', 'new', condition)), expected, `${kind}, crash ${crash}`);
+      }
+    }
+    await assert.rejects(store.upload('s/part.csv', (async function* () {
+      yield Buffer.from('rows');
+      rmSync(join(dir, 's'), { recursive: true, force: true });
+      yield Buffer.from('more rows');
+    })()), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_IO' && err.message === `cannot write ${join(dir, 's/part.csv')}: ENOENT`);
+  });
+});
+
+test('a claim is private to its writer (0600) while it is held', async () => {
+  await withTemp(async (dir) => {
+    const previous = process.umask(0o022);
+    try {
+      const store = new LocalStore(dir);
+      const version = await store.write('k', 'one');
+      let mode: number | undefined;
+      await withFaultHook((name) => {
+        if (name === 'store-write-midway') mode = statSync(join(dir, `.k.cas.${version}`)).mode & 0o777;
+      }, () => store.write('k', 'two', { ifMatch: version }));
+      assert.equal(mode, 0o600);
+    } finally {
+      process.umask(previous);
+    }
+  });
+});
+
+test('a claim the file system refuses to create fails the swap with that error', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    await withFs({ link: (real) => async (from, to) => (to === claim ? Promise.reject(errno('EIO')) : real(from, to)) }, async () => {
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), code('EIO'));
+    });
+    assert.deepEqual(await tree(dir), ['k']);
+  });
+});
+
+test('breaking a stale claim: a racer that breaks it first wins, a failed rename is an error, and a writer breaks at most one claim', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    const crashed = JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 3, pid_start: '1' });
+    await writeFile(claim, crashed);
+    // Another writer renames the stale claim away first: this one lost the version.
+    await withFs({ rename: (real) => async (from, to) => (from === claim ? (rmSync(claim), Promise.reject(errno('ENOENT'))) : real(from, to)) }, async () => {
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed);
+    });
+    await writeFile(claim, crashed);
+    await withFs({ rename: (real) => async (from, to) => (from === claim ? Promise.reject(errno('EIO')) : real(from, to)) }, async () => {
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), code('EIO'));
+    });
+    // Once broken, another stale claim takes its place (a second crashed writer): left for the next writer.
+    let again = true;
+    await withFs({
+      rename: (real) => async (from, to) => {
+        await real(from, to);
+        if (from === claim && again) {
+          again = false;
+          await writeFile(claim, crashed);
+        }
+      },
+    }, async () => {
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed);
+    });
+    assert.equal(await readFile(claim, 'utf8'), crashed);
+    assert.equal((await store.read('k'))?.body.toString(), 'one');
+  });
+});
+
+test('a claim is stale from exactly CLAIM_STALE_MS of age', async (t) => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    await writeFile(claim, JSON.stringify(selfStamp()));
+    const made = 1_700_000_000; // whole seconds: the age is exact
+    await utimes(claim, made, made);
+    const now = t.mock.method(Date, 'now', () => made * 1000 + CLAIM_STALE_MS - 1);
+    await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed);
+    now.mock.mockImplementation(() => made * 1000 + CLAIM_STALE_MS);
+    await store.write('k', 'two', { ifMatch: version });
+    assert.equal((await store.read('k'))?.body.toString(), 'two');
+  });
+});
+
+test('a claim that vanishes while it is checked (a dangling link) is no obstacle', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    await symlink(join(dir, 'nowhere'), join(dir, `.k.cas.${version}`));
+    await store.write('k', 'two', { ifMatch: version });
+    assert.equal((await store.read('k'))?.body.toString(), 'two');
+    assert.deepEqual(await tree(dir), ['k']);
+  });
+});
+
+test('an upload writes in batches of 256 KiB, then the rest, and never an empty write', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const probe = await open(join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { appendFile: (data: Uint8Array) => Promise<void> };
+    await probe.close();
+    const original = proto.appendFile;
+    const writes: number[] = [];
+    proto.appendFile = function (this: unknown, data: Uint8Array) {
+      writes.push(data.length);
+      return original.call(this, data);
+    };
+    const KiB = 1024;
+    try {
+      for (const [count, expected] of [[8, [256 * KiB, 256 * KiB]], [5, [256 * KiB, 64 * KiB]], [0, []]] as const) {
+        writes.length = 0;
+        const chunks = Array.from({ length: count }, (_, i) => Buffer.alloc(64 * KiB, i));
+        await store.upload('u/part.bin', (async function* () {
+          yield* chunks;
+        })());
+        assert.deepEqual(writes, expected, `${count} chunks of 64 KiB`);
+        assert.deepEqual(await readFile(join(dir, 'u/part.bin')), Buffer.concat(chunks));
+      }
+    } finally {
+      proto.appendFile = original;
+    }
+  });
+});
+
+test('list of a name the file system refuses is an error, not an empty folder', async () => {
+  await withTemp(async (dir) => {
+    await assert.rejects(new LocalStore(dir).list(`${'n'.repeat(300)}/`), code('ENAMETOOLONG'));
+  });
+});
+
+test('list and deletePrefix take nested folders, with or without the slash; deleteKeys deletes exactly the keys', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    for (const k of ['s/a', 's/b/c', 's/b/d/e', 'sb/x']) await store.write(k, '1');
+    assert.deepEqual((await store.list('s/b/')).sort(), ['s/b/c', 's/b/d/e']);
+    await store.deletePrefix('s/b/');
+    assert.deepEqual(await tree(dir), ['s', 's/a', 'sb', 'sb/x']);
+    await store.deleteKeys(['s/a', 'sb/x', 'missing']);
+    assert.deepEqual(await tree(dir), ['s', 'sb']);
+  });
+});
+
+test('a deletion whose folder cannot be flushed fails with that error', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await store.write('s/k', '1');
+    await store.write('s/x/y', '1');
+    await withFs({ open: (real) => async (path, ...rest) => (path === join(dir, 's') ? Promise.reject(errno('EIO')) : real(path, ...rest)) }, async () => {
+      await assert.rejects(store.delete('s/k'), code('EIO'));
+      await assert.rejects(store.deletePrefix('s/x/'), code('EIO'));
+    });
+    assert.deepEqual(await tree(dir), ['s']);
+  });
+});
+
+test('promote errors say what they are about: the folder with nothing to publish, the rename refused (EEXIST too) as its cause', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    await assert.rejects(store.promote('_staging/s/publish-ab/', 'access_keys/snapshot_id=s/', []), (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL' && err.message === `nothing to publish in ${join(dir, '_staging/s/publish-ab')}`);
+    await store.write('_staging/s/publish-ab/_SUCCESS', '');
+    await store.write('access_keys/snapshot_id=s/_SUCCESS', '');
+    await assert.rejects(store.promote('_staging/s/publish-ab/', 'access_keys/snapshot_id=s/', ['_SUCCESS']), (err: unknown) => err instanceof ExportError && err.code === 'SNAPSHOT_PUBLISHED' && (err.cause as NodeJS.ErrnoException).code === 'ENOTEMPTY');
+    // Some file systems say EEXIST where Linux says ENOTEMPTY.
+    const source = join(dir, '_staging/s/publish-ab');
+    await withFs({ rename: (real) => async (from, to) => (from === source ? Promise.reject(errno('EEXIST')) : real(from, to)) }, async () => {
+      await assert.rejects(store.promote('_staging/s/publish-ab/', 'access_keys/snapshot_id=s/', ['_SUCCESS']), (err: unknown) => err instanceof ExportError && err.code === 'SNAPSHOT_PUBLISHED' && (err.cause as NodeJS.ErrnoException).code === 'EEXIST');
+    });
+  });
+});
+
+test('an upload source that throws a non-error passes it unchanged; a write failure that is not an error is still OUTPUT_IO', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    for (const thrown of [undefined, null, 'text']) {
+      await assert.rejects(store.upload('u/part.csv', (async function* () {
+        yield Buffer.from('x');
+        throw thrown;
+      })()), (err) => err === thrown, String(thrown));
+    }
+    const probe = await open(join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { appendFile: (...args: unknown[]) => Promise<void> };
+    await probe.close();
+    const original = proto.appendFile;
+    proto.appendFile = async () => Promise.reject(undefined);
+    try {
+      await assert.rejects(store.upload('u/part.csv', bytes('rows')), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_IO' && err.message === `cannot write ${join(dir, 'u/part.csv')}: undefined`);
+    } finally {
+      proto.appendFile = original;
+    }
+    assert.deepEqual(await readdir(join(dir, 'u')), []);
+  });
+});
+
+test('a body of one byte or none is written whole, with no midway point to crash at', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const points: string[] = [];
+    await withFaultHook((name, detail) => void points.push(`${name} ${detail}`), async () => {
+      for (const body of ['', 'x', Buffer.from([7])]) await store.write('k', body);
+      await store.write('k2', 'xy');
+    });
+    assert.deepEqual(points, ['store-write-midway k2']);
+  });
+});
+
+test('a compare-and-swap on a key the file system cannot resolve (a link loop) fails with that error, not the precondition', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    await symlink('loop', join(dir, 'loop'));
+    await assert.rejects(store.write('loop', 'two', { ifMatch: version }), code('ELOOP'));
+    await assert.rejects(store.delete('loop', { ifMatch: version }), code('ELOOP'));
+    assert.deepEqual(await tree(dir), ['k', 'loop']);
   });
 });
