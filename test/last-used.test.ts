@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GenerateCredentialReportCommand, IAMClient } from '@aws-sdk/client-iam';
 import type { FakeIam } from './fake-iam/server.ts';
@@ -187,6 +187,10 @@ test('the saved report is a CSV beside a record of its size and sha256: a resume
       assert.equal(refused.code, 1, refused.stderr);
       assert.match(refused.stderr, new RegExp(`saved credential report .*${account}\\.csv.*--fresh`));
       assert.equal(refused.stderr.trim().split('\n').length, 1, 'one line');
+      await rm(csvFile);
+      const missing = await runCli(args, testEnv(env));
+      assert.equal(missing.code, 1, missing.stderr);
+      assert.match(missing.stderr, new RegExp(`saved credential report .*${account}\\.csv is missing.*--fresh`));
       await writeFile(csvFile, csv);
       const again = await runCli(args, testEnv(env));
       assert.equal(again.code, 0, again.stderr);

@@ -199,15 +199,21 @@ type SavedOutcome =
 async function* verified(store: Store, key: string, expect: { readonly bytes: number; readonly sha256: string }): AsyncGenerator<Buffer> {
   const hash = createHash('sha256');
   let bytes = 0;
-  for await (const chunk of store.readStream(key)) {
-    hash.update(chunk);
-    bytes += chunk.length;
-    yield chunk;
+  const where = store.describe(key);
+  const corrupt = (why: string) => new ExportError('CHECKPOINT_CORRUPT', `saved credential report ${where} ${why}; rerun with --fresh to discard the unfinished snapshot`, { file: where });
+  try {
+    for await (const chunk of store.readStream(key)) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      yield chunk;
+    }
+  } catch (err) {
+    if ((err as { code?: unknown }).code === 'ENOENT') throw corrupt('is missing (its record names it)');
+    throw err;
   }
   const sha256 = hash.digest('hex');
   if (bytes !== expect.bytes || sha256 !== expect.sha256) {
-    const where = store.describe(key);
-    throw new ExportError('CHECKPOINT_CORRUPT', `saved credential report ${where} is not the one the snapshot started with (${bytes} bytes, sha256 ${sha256}; expected ${expect.bytes}, ${expect.sha256}); rerun with --fresh to discard the unfinished snapshot`, { file: where });
+    throw corrupt(`is not the one the snapshot started with (${bytes} bytes, sha256 ${sha256}; expected ${expect.bytes}, ${expect.sha256})`);
   }
 }
 
