@@ -133,7 +133,7 @@ export class AccountReach {
       const info = JSON.parse(saved.body.toString('utf8')) as SavedOutcome;
       if ('denied' in info) return undefined;
       if ('report' in info) return ReportIndex.build(info.report.generatedTime, info.report.csv);
-      return ReportIndex.build(info.iamGeneratedTime, verified(o.store, `${key.slice(0, key.lastIndexOf('/') + 1)}${info.csv}`, info));
+      return ReportIndex.build(info.iamGeneratedTime, verified(o.store, `${reportsFolder(o.staging)}${info.csv}`, info));
     }
     const outcome = await fetchCredentialReport(client, signal, site);
     if ('denied' in outcome) {
@@ -146,8 +146,8 @@ export class AccountReach {
     const { generatedTime, csv } = outcome.report;
     const index = await ReportIndex.build(generatedTime, csv);
     // The CSV first, then the record naming it: a crash between leaves no report, and the rerun fetches one.
-    const csvName = `${key.slice(key.lastIndexOf('/') + 1).replace(/\.json$/, '')}.csv`;
-    const uploaded = await o.store.upload(`${key.slice(0, key.lastIndexOf('/') + 1)}${csvName}`, (async function* () {
+    const csvName = `${accountId || 'self'}.csv`;
+    const uploaded = await o.store.upload(`${reportsFolder(o.staging)}${csvName}`, (async function* () {
       yield* csv;
     })());
     const info: SavedOutcome = { generatedTime: index.generatedTime.toISOString(), iamGeneratedTime: generatedTime, csv: csvName, bytes: uploaded.bytes, sha256: uploaded.sha256 };
@@ -181,7 +181,12 @@ export class AccountReach {
 
 /** Where the credential report of an account is kept (private, with the checkpoint). */
 export function reportKey(staging: string, accountId: string): string {
-  return `${staging}reports/${accountId || 'self'}.json`;
+  return `${reportsFolder(staging)}${accountId || 'self'}.json`;
+}
+
+/** The folder of a staging's saved reports (each account's JSON record and the CSV it names). */
+function reportsFolder(staging: string): string {
+  return `${staging}reports/`;
 }
 
 /**
@@ -220,7 +225,7 @@ async function* verified(store: Store, key: string, expect: { readonly bytes: nu
 /** When each report a snapshot saved was made, by account (for the manifest); denied ones are absent. */
 export async function savedReportTimes(store: Store, staging: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  for (const key of await store.list(`${staging}reports/`)) {
+  for (const key of await store.list(reportsFolder(staging))) {
     if (!key.endsWith('.json')) continue;
     const found = await store.read(key);
     if (!found) continue;
