@@ -28,6 +28,8 @@ export interface FakeProcess {
   readonly url: string;
   stats(): Promise<FakeStats>;
   resetStats(): Promise<void>;
+  /** POST /_fake/configure: changes fault options (e.g. `accountRateLimits`) while it runs. */
+  configure(options: Readonly<Record<string, unknown>>): Promise<void>;
   /** Access key ids a complete export holds: those of users neither vanished nor denied (of `accountId`, default the served account). */
   readableKeyIds(accountId?: string): Promise<string[]>;
   /** The organization's accounts (GET /_fake/accounts). */
@@ -74,8 +76,8 @@ export async function startFake(flags: FakeFlags): Promise<FakeProcess> {
     await stop();
     throw err;
   }
-  const control = async <T>(method: 'GET' | 'POST', path: string): Promise<T> => {
-    const res = await fetch(`${url}/_fake/${path}`, { method });
+  const control = async <T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> => {
+    const res = await fetch(`${url}/_fake/${path}`, body === undefined ? { method } : { method, body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
     if (!res.ok) throw new Error(`fake-iam ${method} /_fake/${path}: HTTP ${res.status}`);
     return (await res.json()) as T;
   };
@@ -84,6 +86,9 @@ export async function startFake(flags: FakeFlags): Promise<FakeProcess> {
     stats: () => control<FakeStats>('GET', 'stats'),
     resetStats: async () => {
       await control('POST', 'stats/reset');
+    },
+    configure: async (options) => {
+      await control('POST', 'configure', options);
     },
     readableKeyIds: async (accountId?: string) => {
       const truth = await control<FakeTruth>('GET', accountId === undefined ? 'truth' : `truth?account=${accountId}`);

@@ -291,7 +291,9 @@ describe('per-account limits, stats and truth', () => {
     for (let i = 0; i < 5; i++) await iam.send(new ListUsersCommand({}));
 
     const { byAccount } = fake.stats();
-    assert.deepEqual(byAccount[hot!.id], { calls: { ListUsers: 3 }, totalCalls: 3, throttled: 1, rateLimited: 1, peakInFlight: 1 });
+    const { firstAt, lastAt, ...hotStats } = byAccount[hot!.id]!;
+    assert.deepEqual(hotStats, { calls: { ListUsers: 3 }, totalCalls: 3, throttled: 1, rateLimited: 1, peakInFlight: 1 });
+    assert.ok(firstAt <= lastAt && lastAt <= byAccount[cold!.id]!.firstAt, 'the hot account was done before the cold one started');
     assert.deepEqual(byAccount[cold!.id]?.calls, { ListUsers: 5 });
     assert.equal(byAccount[cold!.id]?.throttled, 0);
     assert.deepEqual(byAccount['123456789012']?.calls, { AssumeRole: 2, ListUsers: 5 }, 'AssumeRole is signed by the base credentials');

@@ -52,6 +52,9 @@ export interface AccountStats {
   readonly rateLimited: number;
   /** Most of this account's requests handled at once. */
   readonly peakInFlight: number;
+  /** When the first and the last of these requests arrived (epoch ms). */
+  readonly firstAt: number;
+  readonly lastAt: number;
 }
 
 interface AccountCounters {
@@ -61,6 +64,8 @@ interface AccountCounters {
   rateLimited: number;
   inFlight: number;
   peakInFlight: number;
+  firstAt: number;
+  lastAt: number;
 }
 
 const perAction = (value: number): Record<Action, number> =>
@@ -93,6 +98,9 @@ export class StatsRecorder {
   begin(action: Action | undefined, accountId?: string): () => void {
     const account = accountId === undefined ? undefined : this.#account(accountId);
     if (account) {
+      const now = Date.now();
+      if (account.totalCalls === 0) account.firstAt = now;
+      account.lastAt = now;
       account.totalCalls++;
       if (action) account.calls[action] = (account.calls[action] ?? 0) + 1;
       account.inFlight++;
@@ -119,7 +127,7 @@ export class StatsRecorder {
   #account(accountId: string): AccountCounters {
     let counters = this.#accounts.get(accountId);
     if (!counters) {
-      counters = { calls: {}, totalCalls: 0, throttled: 0, rateLimited: 0, inFlight: 0, peakInFlight: 0 };
+      counters = { calls: {}, totalCalls: 0, throttled: 0, rateLimited: 0, inFlight: 0, peakInFlight: 0, firstAt: 0, lastAt: 0 };
       this.#accounts.set(accountId, counters);
     }
     return counters;
@@ -164,7 +172,7 @@ export class StatsRecorder {
       byAccount: Object.fromEntries(
         [...this.#accounts]
           .filter(([, c]) => c.totalCalls > 0)
-          .map(([id, c]) => [id, { calls: { ...c.calls }, totalCalls: c.totalCalls, throttled: c.throttled, rateLimited: c.rateLimited, peakInFlight: c.peakInFlight }]),
+          .map(([id, c]) => [id, { calls: { ...c.calls }, totalCalls: c.totalCalls, throttled: c.throttled, rateLimited: c.rateLimited, peakInFlight: c.peakInFlight, firstAt: c.firstAt, lastAt: c.lastAt }]),
       ),
     };
   }
