@@ -6,7 +6,7 @@ import { Checkpoint } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
 import type { SourceKey, StateEvent } from '../pipeline/items.ts';
 import { KeyBudget } from '../pipeline/source/budget.ts';
-import { MAX_LISTING_RESTARTS, MAX_SCANS, readAhead, sourceStream, SYSTEMIC_SAMPLE } from '../pipeline/source/fanout.ts';
+import { MAX_LISTING_RESTARTS, MAX_SCANS, readAhead, sourceStream, SYSTEMIC_ACCOUNTS, SYSTEMIC_SAMPLE } from '../pipeline/source/fanout.ts';
 import { mulberry32 } from './fake-iam/random.ts';
 import { DATA_CONFIG, SNAPSHOT_ID, SNAPSHOT_TIME } from './support/records.ts';
 import { drain, outcome } from './support/settle.ts';
@@ -721,50 +721,78 @@ test('readAhead passes a failure of the item read ahead when it is reached, neve
  * Accounts of a multi-account run (viaRole, per-account failures), each served by
  * its own stub; `prepare` records when each account is reached and may hold it.
  */
-function accountsRun(o: { accounts: number; accountConcurrency: number; hold?: (id: string, signal: AbortSignal) => Promise<void>; before?: (id: string, r: StubRequest) => Promise<void> | void; stop?: AbortController }) {
+function accountsRun(o: {
+  accounts: number;
+  accountConcurrency: number;
+  hold?: (id: string, signal: AbortSignal) => Promise<void>;
+  before?: (id: string, r: StubRequest) => Promise<void> | void;
+  stop?: AbortController;
+  /** An error reaching the account throws (AssumeRole denied…), after `hold`. */
+  reachError?: (id: string) => unknown;
+  /** An error the account's IAM answers `r` with. */
+  fail?: (id: string, r: StubRequest) => unknown;
+  /** Reached through the role (default: every account). */
+  viaRole?: (id: string) => boolean;
+  /** Per-account failures (default true: many accounts). */
+  accountFailures?: boolean;
+}) {
   const ids = Array.from({ length: o.accounts }, (_, i) => String(100000000000 + i));
   const log: string[] = [];
+  const fatal: ExportError[] = [];
   const settled = new Set<string>();
   const stubs = new Map(
     ids.map((id) => {
       const a = new Account(id);
       for (let u = 0; u < 3; u++) a.add(`u${u}`, 1);
-      return [id, a.stub({ before: (r) => o.before?.(id, r) })] as const;
+      return [id, a.stub({ before: (r) => o.before?.(id, r), fail: (r) => o.fail?.(id, r) })] as const;
     }),
   );
   const cp = new Checkpoint(SNAPSHOT_ID, SNAPSHOT_TIME, DATA_CONFIG);
   cp.selectAccounts(ids.map((id) => ({ id, name: null })));
   const stop = o.stop ?? new AbortController();
+  const records: SourceKey[] = [];
   const stream = sourceStream({
-    accounts: ids.map((id) => ({ ref: { id, name: null }, plan: cp.resumePlan(id), viaRole: true })),
+    accounts: ids.map((id) => ({ ref: { id, name: null }, plan: cp.resumePlan(id), viaRole: o.viaRole?.(id) ?? true })),
     accountConcurrency: o.accountConcurrency,
     prepare: async (job, signal) => {
       log.push(`reach ${job.ref.id}`);
       try {
         await o.hold?.(job.ref.id, signal);
+        const error = o.reachError?.(job.ref.id);
+        if (error !== undefined) throw error;
         return { client: stubs.get(job.ref.id)!.client, facts: { alias: null, rootAccessKeysPresent: null } };
       } finally {
         settled.add(job.ref.id);
       }
     },
-    accountFailures: true,
+    accountFailures: o.accountFailures ?? true,
     pathPrefix: '/',
     pageSize: 100,
     concurrency: 1,
     stop: stop.signal,
     onFatal: (err) => {
       log.push(`fatal ${err.message}`);
+      fatal.push(err);
       stop.abort(err);
     },
-    onThrottled: () => stop.abort('throttled'),
+    onThrottled: () => {
+      log.push('throttled');
+      stop.abort('throttled');
+    },
     endpoint: 'https://iam.amazonaws.com',
   });
   const done = (async () => {
-    for await (const batch of stream as AsyncIterable<readonly ({ type: 'RECORD' } | { type: 'STATE'; state: StateEvent })[]>) {
-      for (const item of batch) if (item.type === 'STATE' && (item.state.kind === 'account-started' || item.state.kind === 'account-done')) log.push(`${item.state.kind} ${item.state.kind === 'account-started' ? item.state.account.id : item.state.account}`);
+    for await (const batch of stream as AsyncIterable<readonly ({ type: 'RECORD'; record: SourceKey } | { type: 'STATE'; state: StateEvent })[]>) {
+      for (const item of batch) {
+        if (item.type === 'RECORD') records.push(item.record);
+        else if (item.state.kind === 'account-started') log.push(`account-started ${item.state.account.id}`);
+        else if (item.state.kind === 'account-done') log.push(`account-done ${item.state.account}`);
+        else if (item.state.kind === 'account-failed') log.push(`account-failed ${item.state.account} ${item.state.code}`);
+      }
     }
   })();
-  return { ids, log, settled, stop, done };
+  const of = (kind: string) => log.filter((l) => l.startsWith(`${kind} `)).map((l) => l.slice(kind.length + 1));
+  return { ids, log, fatal, records, settled, stop, done, of };
 }
 
 test('accounts are reached ahead of their turn (one --account-concurrency later in line), yet announced and read in order', { timeout: 10_000 }, async () => {
@@ -817,4 +845,118 @@ test('a stop leaves no account reached ahead behind: each is told to stop and se
   assert.ok(run.settled.has('100000000002') && run.settled.has('100000000003'), 'the accounts reached ahead settled before the source ended');
   assert.ok(!run.log.includes('reach 100000000004'), 'nothing new is reached after the stop');
   assert.ok(!run.log.some((l) => l.includes('account-started 100000000002') || l.includes('account-started 100000000003')), 'accounts reached ahead are not read after the stop');
+});
+
+const accountIds = (records: readonly SourceKey[]) => [...new Set(records.map((r) => r.user.accountId))].sort();
+
+test('an account that cannot be reached, or whose ListUsers is denied, fails alone with its AWS code; the others are read and done', async () => {
+  const run = accountsRun({
+    accounts: 5,
+    accountConcurrency: 2,
+    reachError: (id) => (id === '100000000001' ? awsError('AccessDenied', 403) : undefined),
+    fail: (id, r) => (id === '100000000003' && r.action === 'ListUsers' ? awsError('AccessDenied', 403) : undefined),
+  });
+  await run.done;
+  assert.deepEqual(run.fatal, []);
+  assert.deepEqual(run.of('account-failed').sort(), ['100000000001 AccessDenied', '100000000003 AccessDenied']);
+  assert.deepEqual(run.of('account-done').sort(), ['100000000000', '100000000002', '100000000004']);
+  assert.deepEqual(run.of('account-started').sort(), ['100000000000', '100000000002', '100000000003', '100000000004'], 'an account never reached is not announced');
+  assert.deepEqual(accountIds(run.records), ['100000000000', '100000000002', '100000000004']);
+  assert.equal(run.records.length, 9, 'every key of the accounts read, once');
+});
+
+test(`the first ${SYSTEMIC_ACCOUNTS} accounts reached through the role all failing alike, none read, stop the run: it is not about accounts`, async () => {
+  const run = accountsRun({ accounts: 14, accountConcurrency: 1, reachError: () => awsError('AccessDenied', 403) });
+  await run.done;
+  assert.equal(run.fatal.length, 1, 'one fatal error');
+  assert.equal(run.fatal[0]!.code, 'SOURCE_DENIED');
+  assert.equal(run.fatal[0]!.context.awsCode, 'AccessDenied');
+  assert.match(run.fatal[0]!.message, new RegExp(`^every one of the first ${SYSTEMIC_ACCOUNTS} accounts failed the same way, so it is not about accounts: reaching account 100000000009: access denied \\(AccessDenied\\); the identity needs sts:AssumeRole$`));
+  assert.equal(run.of('account-failed').length, SYSTEMIC_ACCOUNTS, 'no account is tried after the stop');
+  assert.ok(!run.log.includes('reach 100000000011'), 'nor reached');
+
+  // Fewer accounts than the sample: all of them.
+  const few = accountsRun({ accounts: 3, accountConcurrency: 2, reachError: () => awsError('AccessDenied', 403) });
+  await few.done;
+  assert.equal(few.fatal.length, 1);
+  assert.match(few.fatal[0]!.message, /^every one of the first 3 accounts failed the same way/);
+});
+
+test('not systemic: failures that differ, an account read before them, or the caller\'s own account failing too', async () => {
+  // Alike but one code differs: per-account failures, every account tried.
+  const differ = accountsRun({ accounts: 12, accountConcurrency: 1, reachError: (id) => (id === '100000000004' ? awsError('RegionDisabledException', 403) : awsError('AccessDenied', 403)) });
+  await differ.done;
+  assert.deepEqual(differ.fatal, []);
+  assert.equal(differ.of('account-failed').length, 12);
+  assert.ok(differ.of('account-failed').includes('100000000004 RegionDisabledException'));
+
+  // The first account is read, then the others fail alike: the role works somewhere.
+  const readFirst = accountsRun({ accounts: 12, accountConcurrency: 1, reachError: (id) => (id === '100000000000' ? undefined : awsError('AccessDenied', 403)) });
+  await readFirst.done;
+  assert.deepEqual(readFirst.fatal, []);
+  assert.deepEqual(readFirst.of('account-done'), ['100000000000']);
+  assert.equal(readFirst.of('account-failed').length, 11);
+
+  // The caller's own account (base credentials) fails like 9 reached through the role, then
+  // the 11th is read: 9 role failures are fewer than the sample of 10 role accounts.
+  const own = accountsRun({
+    accounts: 11,
+    accountConcurrency: 1,
+    viaRole: (id) => id !== '100000000000',
+    reachError: (id) => (id === '100000000010' ? undefined : awsError('AccessDenied', 403)),
+  });
+  await own.done;
+  assert.deepEqual(own.fatal, []);
+  assert.deepEqual(own.of('account-done'), ['100000000010']);
+  assert.equal(own.of('account-failed').length, 10);
+
+  // Read accounts count only when reached through the role: the caller's own account read
+  // first does not mask a role that is missing everywhere.
+  const ownRead = accountsRun({
+    accounts: 11,
+    accountConcurrency: 1,
+    viaRole: (id) => id !== '100000000000',
+    reachError: (id) => (id === '100000000000' ? undefined : awsError('AccessDenied', 403)),
+  });
+  await ownRead.done;
+  assert.equal(ownRead.fatal.length, 1);
+  assert.match(ownRead.fatal[0]!.message, /^every one of the first 10 accounts failed the same way/);
+});
+
+test('an error about the run inside one account (not an AWS answer, or another account\'s users) ends the run even when accounts fail alone', async () => {
+  const internal = accountsRun({ accounts: 4, accountConcurrency: 1, reachError: (id) => (id === '100000000001' ? new Error('a bug') : undefined) });
+  await internal.done;
+  assert.equal(internal.fatal.length, 1);
+  assert.equal(internal.fatal[0]!.code, 'INTERNAL');
+  assert.deepEqual(internal.of('account-failed'), [], 'the run failed, not the account');
+  assert.deepEqual(internal.of('account-done'), ['100000000000'], 'nothing after it');
+
+  const io = accountsRun({ accounts: 3, accountConcurrency: 1, reachError: (id) => (id === '100000000001' ? new ExportError('OUTPUT_IO', 'disk full') : undefined) });
+  await io.done;
+  assert.deepEqual(io.fatal.map((e) => e.code), ['OUTPUT_IO']);
+  assert.deepEqual(io.of('account-failed'), []);
+});
+
+test('throttling that outlived the retries while reaching an account stops the run resumably: no account failed', async () => {
+  const run = accountsRun({ accounts: 4, accountConcurrency: 1, reachError: (id) => (id === '100000000001' ? awsError('Throttling', 400) : undefined) });
+  await run.done;
+  assert.ok(run.log.includes('throttled'));
+  assert.deepEqual(run.fatal, []);
+  assert.deepEqual(run.of('account-failed'), []);
+  assert.deepEqual(run.of('account-done'), ['100000000000']);
+  assert.deepEqual(run.of('account-started'), ['100000000000'], 'nothing is read after the stop');
+});
+
+test('one account (the credentials\' own): an error reaching it or in it is the run\'s, not the account\'s', async () => {
+  const reach = accountsRun({ accounts: 2, accountConcurrency: 1, accountFailures: false, viaRole: () => false, reachError: (id) => (id === '100000000000' ? awsError('AccessDenied', 403) : undefined) });
+  await reach.done;
+  assert.deepEqual(reach.fatal.map((e) => e.code), ['SOURCE_DENIED']);
+  assert.deepEqual(reach.of('account-failed'), []);
+  assert.deepEqual(reach.of('account-started'), []);
+
+  const list = accountsRun({ accounts: 2, accountConcurrency: 1, accountFailures: false, viaRole: () => false, fail: (_id, r) => (r.action === 'ListUsers' ? awsError('AccessDenied', 403) : undefined) });
+  await list.done;
+  assert.deepEqual(list.fatal.map((e) => e.code), ['SOURCE_DENIED']);
+  assert.deepEqual(list.of('account-failed'), []);
+  assert.deepEqual(list.of('account-done'), []);
 });
