@@ -755,7 +755,8 @@ function accountsRun(o: {
     accounts: ids.map((id) => ({ ref: { id, name: null }, plan: cp.resumePlan(id), viaRole: o.viaRole?.(id) ?? true })),
     accountConcurrency: o.accountConcurrency,
     prepare: async (job, signal) => {
-      log.push(`reach ${job.ref.id}`);
+      // Logged before anything can throw: a job past the end of the line shows as "reach undefined".
+      log.push(`reach ${(job as typeof job | undefined)?.ref.id}`);
       try {
         await o.hold?.(job.ref.id, signal);
         const error = o.reachError?.(job.ref.id);
@@ -931,10 +932,27 @@ test('an error about the run inside one account (not an AWS answer, or another a
   assert.deepEqual(internal.of('account-failed'), [], 'the run failed, not the account');
   assert.deepEqual(internal.of('account-done'), ['100000000000'], 'nothing after it');
 
-  const io = accountsRun({ accounts: 3, accountConcurrency: 1, reachError: (id) => (id === '100000000001' ? new ExportError('OUTPUT_IO', 'disk full') : undefined) });
-  await io.done;
-  assert.deepEqual(io.fatal.map((e) => e.code), ['OUTPUT_IO']);
-  assert.deepEqual(io.of('account-failed'), []);
+  // Each code that is about the run, met while one account is reached (the store, the lease, the network…).
+  for (const code of ['OUTPUT_IO', 'LEASE_LOST', 'CHECKPOINT_CORRUPT', 'CHECKPOINT_MISMATCH', 'INTERNAL', 'SOURCE_UNREACHABLE'] as const) {
+    const run = accountsRun({ accounts: 3, accountConcurrency: 1, reachError: (id) => (id === '100000000001' ? new ExportError(code, `${code} happened`) : undefined) });
+    await run.done;
+    assert.deepEqual(run.fatal.map((e) => e.code), [code], code);
+    assert.deepEqual(run.of('account-failed'), [], `${code}: the run failed, not the account`);
+  }
+  // The network gone while one account is reached: SOURCE_UNREACHABLE, the run's.
+  const net = accountsRun({ accounts: 3, accountConcurrency: 1, reachError: (id) => (id === '100000000001' ? Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) : undefined) });
+  await net.done;
+  assert.deepEqual(net.fatal.map((e) => e.code), ['SOURCE_UNREACHABLE']);
+  assert.deepEqual(net.of('account-failed'), []);
+  // Users of another account answered inside one account: a mismatch of the run (--fresh), not an account failure.
+  const foreign = accountsRun({
+    accounts: 3,
+    accountConcurrency: 1,
+    fail: (id, r) => (id === '100000000001' && r.action === 'ListUsers' ? new ExportError('CHECKPOINT_MISMATCH', 'users of another account') : undefined),
+  });
+  await foreign.done;
+  assert.deepEqual(foreign.fatal.map((e) => e.code), ['CHECKPOINT_MISMATCH']);
+  assert.deepEqual(foreign.of('account-failed'), []);
 });
 
 test('throttling that outlived the retries while reaching an account stops the run resumably: no account failed', async () => {
