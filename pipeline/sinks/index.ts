@@ -11,7 +11,7 @@ import type { ParquetValue } from 'parquetjs-lite';
 import { LocalStore } from '../store/local.ts';
 import { checkRecord, checkRow } from './check.ts';
 import { encodeCsv, encodeCsvRows } from './csv.ts';
-import { parquetEncoder, type ParquetFileOptions } from './parquet.ts';
+import type { ParquetColumn, ParquetFileOptions } from './parquet.ts';
 import type { Format } from '../formats.ts';
 
 export { FORMATS, FORMAT_EXTENSION, type Format } from '../formats.ts';
@@ -54,8 +54,14 @@ export function encodeDataFile(format: Format, rows: RecordSource, options: Data
       yield record;
     }
   }
-  const chunks = format === 'csv' ? encodeCsv(checked()) : parquetEncoder<AccessKeyRecord>(COLUMNS, options)(checked());
+  const chunks = format === 'csv' ? encodeCsv(checked()) : parquetLazily<AccessKeyRecord>(COLUMNS, options, checked());
   return { chunks, rows: () => count };
+}
+
+/** Parquet bytes of `rows`; parquetjs-lite is loaded by the first Parquet file only (a CSV run starts without it). */
+async function* parquetLazily<Row extends { readonly [K in keyof Row]: ParquetValue }>(columns: readonly ParquetColumn[], options: ParquetFileOptions, rows: AsyncIterable<Row>): AsyncGenerator<Buffer> {
+  const { parquetEncoder } = await import('./parquet.ts');
+  yield* parquetEncoder<Row>(columns, options)(rows);
 }
 
 /** A dataset other than access_keys (the accounts dataset): its columns, in file order. */
@@ -78,7 +84,7 @@ export function encodeRows(format: Format, columns: readonly OtherColumns[], row
       yield row;
     }
   }
-  const chunks = format === 'csv' ? encodeCsv(checked(), columns.map((c) => c.name)) : parquetEncoder<Readonly<Record<string, ParquetValue>>>(columns, options)(checked());
+  const chunks = format === 'csv' ? encodeCsv(checked(), columns.map((c) => c.name)) : parquetLazily<Readonly<Record<string, ParquetValue>>>(columns, options, checked());
   return { chunks, rows: () => count };
 }
 

@@ -15,8 +15,6 @@
  */
 import { createHash } from 'node:crypto';
 import { GetAccountSummaryCommand, IAMClient, ListAccountAliasesCommand } from '@aws-sdk/client-iam';
-import { OrganizationsClient, paginateListAccounts } from '@aws-sdk/client-organizations';
-import { fromTemporaryCredentials } from '@aws-sdk/credential-providers';
 import type { Logger } from '@smithy/types';
 import { classifyFatal, isDenied } from '../errors.ts';
 import type { AccountFacts } from '../items.ts';
@@ -33,6 +31,8 @@ export function shardOf(accountId: string, shards: number): number {
 
 /** The ACTIVE accounts of the organization, paginated, in the order Organizations lists them. */
 export async function organizationAccounts(o: { region: string; profile: string | undefined; endpoint: string | undefined; credentials: IAMClient['config']['credentials']; maxAttempts: number; stats: ApiStats; logger?: Logger; signal: AbortSignal }): Promise<AccountRef[]> {
+  // Loaded only by an --organization run: a single-account run does not pay its start time.
+  const { OrganizationsClient, paginateListAccounts } = await import('@aws-sdk/client-organizations');
   const client = new OrganizationsClient({
     region: o.region,
     ...(o.profile ? { profile: o.profile } : {}),
@@ -75,7 +75,7 @@ export function roleArn(accountId: string, role: RoleOptions): string {
  * credentials (the SDK caches and refreshes the session), its own retry
  * strategy and rate gate (IAM throttles each account on its own).
  */
-export function memberIamClient(o: {
+export async function memberIamClient(o: {
   accountId: string;
   role: RoleOptions;
   base: IAMClient;
@@ -84,7 +84,9 @@ export function memberIamClient(o: {
   maxAttempts: number;
   stats: ApiStats;
   logger?: Logger;
-}): IAMClient {
+}): Promise<IAMClient> {
+  // Loaded only when an account is reached through the role (see organizationAccounts).
+  const { fromTemporaryCredentials } = await import('@aws-sdk/credential-providers');
   const credentials = fromTemporaryCredentials({
     params: {
       RoleArn: roleArn(o.accountId, o.role),

@@ -87,7 +87,7 @@ export class AccountReach {
     let client = o.base;
     if (job.viaRole) {
       const role = o.config.role!;
-      client = memberIamClient({
+      client = await memberIamClient({
         accountId: job.ref.id,
         role: { roleName: role.name, externalId: role.externalId, sessionName: role.sessionName, partition: partitionOf(o.callerArn) },
         base: o.base,
