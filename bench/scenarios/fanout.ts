@@ -1,6 +1,7 @@
 /**
  * Measures 1 and 2: the latency-bound fan-out, and ours against what users write
- * by hand, on the same fake and data in the same bench run.
+ * by hand (SDK for JavaScript paginators with Promise.all; boto3's paginators on 16
+ * threads), on the same fake and data in the same bench run.
  *
  * Fake: 2,000 users (0..2 keys each), 40 ms before every answer. Ideal wall time
  * at concurrency c = (ListUsers pages + ListAccessKeys calls) × 40 ms / c, with the
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exporterEnv, runExporter, type ExportRun } from '../exporter.ts';
 import { withFake, type FakeProcess } from '../fake.ts';
-import { expectSuccess, runNode } from '../proc.ts';
+import { expectSuccess, runCommand, runNode } from '../proc.ts';
 import { median, runsLabel, seconds, type Row, type ScenarioContext, type ScenarioResult } from '../results.ts';
 
 const USERS = 2000;
@@ -23,6 +24,8 @@ const REPEATS: Readonly<Record<number, number>> = { 1: 1, 4: 1, 16: 4, 32: 2 };
 const BASELINE_REPEATS = 2;
 const TARGET_EFFICIENCY_AT_16 = 0.9;
 const BASELINE = fileURLToPath(new URL('../baseline.ts', import.meta.url));
+/** What a Python user writes: boto3's paginators on 16 threads (issue 9: ours must be faster). */
+const BOTO3_BASELINE = fileURLToPath(new URL('../baseline_boto3.py', import.meta.url));
 
 interface FanoutRun extends ExportRun {
   readonly concurrency: number;
@@ -65,6 +68,14 @@ async function baseline(fake: FakeProcess, ctx: ScenarioContext, n: number): Pro
   return { ...reported, processMs: r.processMs };
 }
 
+async function boto3Baseline(fake: FakeProcess, ctx: ScenarioContext, n: number): Promise<BaselineRun> {
+  const out = join(ctx.workDir, `baseline-boto3-${n}.csv`);
+  const r = expectSuccess('bench/baseline_boto3.py', await runCommand('python3', [BOTO3_BASELINE, '--endpoint-url', fake.url, '--out', out, '--threads', '16'], exporterEnv(), 300_000));
+  const reported = JSON.parse(r.stdout.trim().split('\n').pop()!) as { rows: number; calls: number; wallMs: number };
+  ctx.log(`  boto3 paginators (16 threads): ${seconds(reported.wallMs)}, process ${seconds(r.processMs)}`);
+  return { ...reported, processMs: r.processMs };
+}
+
 /** Runs measures 1 and 2. */
 export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
   return withFake({ users: USERS, seed: 1, 'latency-ms': LATENCY_MS }, async (fake) => {
@@ -74,6 +85,7 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
     await oursAt(fake, ctx, 32);
     const runs: FanoutRun[] = [];
     const baselines: BaselineRun[] = [];
+    const boto3Runs: BaselineRun[] = [];
     // The command caps V8's heap growth (bin/heap-flag.js); these runs restore V8's own heuristics.
     const v8Heuristics: FanoutRun[] = [];
     // Interleaved, so drift (thermal, page cache) hits ours and the baseline alike.
@@ -81,6 +93,7 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
       if (i < REPEATS[16]!) runs.push(await oursAt(fake, ctx, 16));
       if (i < REPEATS[16]!) v8Heuristics.push(await oursAt(fake, ctx, 16, V8_HEURISTICS));
       if (i < BASELINE_REPEATS) baselines.push(await baseline(fake, ctx, i));
+      if (i < BASELINE_REPEATS) boto3Runs.push(await boto3Baseline(fake, ctx, i));
       if (i < REPEATS[32]!) runs.push(await oursAt(fake, ctx, 32));
     }
     for (const c of [4, 1]) for (let i = 0; i < REPEATS[c]!; i++) runs.push(await oursAt(fake, ctx, c));
@@ -137,6 +150,17 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
       met: null,
       runs: `median of ${ours16.length} + ${baselines.length}`,
     });
-    return { rows, data: { users: USERS, latencyMs: LATENCY_MS, warmup: '1 discarded run at c=32', runs, v8Heuristics, baselines } };
+    const boto3Process = median(boto3Runs.map((b) => b.processMs));
+    const boto3Wall = median(boto3Runs.map((b) => b.wallMs));
+    const boto3SameRows = boto3Runs.every((b) => b.rows === ours16[0]!.rows);
+    rows.push({
+      section: '2',
+      measure: 'ours c=16 csv / boto3 paginators on 16 threads (python3): whole-process ratio',
+      value: `${(oursProcess / boto3Process).toFixed(2)} (process ${seconds(oursProcess)} vs ${seconds(boto3Process)}; wall ${seconds(oursWall)} vs ${seconds(boto3Wall)}${boto3SameRows ? '' : '; ROW COUNTS DIFFER'})`,
+      target: '< 1',
+      met: oursProcess < boto3Process && boto3SameRows,
+      runs: `median of ${ours16.length} + ${boto3Runs.length}`,
+    });
+    return { rows, data: { users: USERS, latencyMs: LATENCY_MS, warmup: '1 discarded run at c=32', runs, v8Heuristics, baselines, boto3: boto3Runs } };
   });
 }
