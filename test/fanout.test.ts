@@ -293,7 +293,8 @@ test('at most --concurrency users are paged at once, and the listing waits for a
   const listed = requests.filter((q) => q.action === 'ListUsers').length;
   await drain(50);
   assert.equal(requests.filter((q) => q.action === 'ListUsers').length, listed, 'while every slot is busy the listing waits');
-  assert.ok(listed < 6, `${listed} of 6 pages listed ahead`);
+  // Pages 1 and 2 started three users (the fourth waits for a slot), and page 3 was read ahead: not one more.
+  assert.equal(listed, 3, `${listed} of 6 pages listed ahead`);
   while (!done) {
     held.shift()?.();
     await drain(10);
@@ -324,6 +325,7 @@ test('a renamed user missing under its old name is found by the scan and read ag
   assert.deepEqual(kinds, ['user-page', 'user-missing', 'user-found', 'user-page', 'user-done']);
   assert.deepEqual(r.records.filter((x) => x.user.userName === 'robert').map((x) => x.key.AccessKeyId), account.keys.robert!.map((k) => k.AccessKeyId), 'read again from the start');
   assert.equal(cp.dirtyUsers.size, 1, 'its first page may come twice: the merge keeps one');
+  assert.deepEqual(r.states.flatMap((s) => (s.kind === 'users-scanned' ? [s.complete] : [])), [false, true], 'a scan that found a renamed user is not the last');
   assert.equal(cp.exportComplete, true);
 });
 
@@ -332,7 +334,7 @@ test('a user deleted after it was listed is vanished, also when a lagging listin
     const account = new Account();
     account.add('alice', 1);
     const ghost = account.add('ghost', 2);
-    const { client } = account.stub({
+    const { client, requests } = account.stub({
       fail: (request) => (request.action === 'ListAccessKeys' && request.UserName === 'ghost' ? awsError('NoSuchEntity', 404) : undefined),
     });
     if (!lagging) {
@@ -354,6 +356,8 @@ test('a user deleted after it was listed is vanished, also when a lagging listin
       const cp = freshCheckpoint();
       const r = await runSource({ client, cp });
       assert.ok(r.states.some((s) => s.kind === 'user-vanished' && s.user.userName === 'ghost'), 'listed under the very name IAM said NoSuchEntity for');
+      assert.equal(requests.filter((q) => q.action === 'ListAccessKeys' && q.UserName === 'ghost').length, 1, 'not paged again under that name');
+      assert.equal(r.states.filter((s) => s.kind === 'users-scanned').length, 1, 'one scan settles it');
       assert.equal(cp.exportComplete, true);
     }
   }
@@ -370,6 +374,7 @@ test('a user created or renamed behind the listing cursor is found by the scan t
       if (request.action === 'ListUsers' && request.Marker !== undefined && !created) {
         created = true;
         account.add('a-late', 2);
+        account.add('b-late', 1);
       }
     },
   });
@@ -377,9 +382,9 @@ test('a user created or renamed behind the listing cursor is found by the scan t
   const listed: [number, boolean][] = [];
   const r = await runSource({ client, cp, pageSize: 1, onUsersListed: (n, last) => listed.push([n, last]) });
   assert.deepEqual(sorted(ids(r.records)), allKeys(account));
-  assert.ok(r.states.some((s) => s.kind === 'users-scanned' && s.users.some((u) => u.userName === 'a-late') && !s.complete), 'the first scan found it');
-  assert.ok(r.states.some((s) => s.kind === 'users-scanned' && s.complete), 'a later scan found nothing new');
-  assert.deepEqual(listed, [[1, false], [1, true], [1, true], [0, true]], 'new users per page: m, z; the scans: a-late, then none');
+  const scans = r.states.flatMap((s) => (s.kind === 'users-scanned' ? [s] : []));
+  assert.deepEqual(scans.map((s) => [s.users.map((u) => u.userName), s.complete]), [[['a-late', 'b-late'], false], [[], true]], 'the first scan found both, the second nothing new');
+  assert.deepEqual(listed, [[1, false], [1, true], [2, true], [0, true]], 'new users per page: m, z; the scans: a-late and b-late, then none');
 });
 
 test(`IAM that never stops changing: after ${MAX_SCANS} scans the listing counts as verified`, async () => {
@@ -735,11 +740,15 @@ function accountsRun(o: {
   viaRole?: (id: string) => boolean;
   /** Per-account failures (default true: many accounts). */
   accountFailures?: boolean;
+  /** --max-items. */
+  maxItems?: number;
 }) {
   const ids = Array.from({ length: o.accounts }, (_, i) => String(100000000000 + i));
   const log: string[] = [];
   const fatal: ExportError[] = [];
   const settled = new Set<string>();
+  /** The signal each account was reached with. */
+  const signals = new Map<string, AbortSignal>();
   const stubs = new Map(
     ids.map((id) => {
       const a = new Account(id);
@@ -757,6 +766,7 @@ function accountsRun(o: {
     prepare: async (job, signal) => {
       // Logged before anything can throw: a job past the end of the line shows as "reach undefined".
       log.push(`reach ${(job as typeof job | undefined)?.ref.id}`);
+      signals.set(job.ref.id, signal);
       try {
         await o.hold?.(job.ref.id, signal);
         const error = o.reachError?.(job.ref.id);
@@ -780,6 +790,7 @@ function accountsRun(o: {
       log.push('throttled');
       stop.abort('throttled');
     },
+    budget: o.maxItems === undefined ? undefined : new KeyBudget(o.maxItems, stop.signal),
     endpoint: 'https://iam.amazonaws.com',
   });
   const done = (async () => {
@@ -793,7 +804,7 @@ function accountsRun(o: {
     }
   })();
   const of = (kind: string) => log.filter((l) => l.startsWith(`${kind} `)).map((l) => l.slice(kind.length + 1));
-  return { ids, log, fatal, records, settled, stop, done, of };
+  return { ids, log, fatal, records, settled, signals, stop, stream, done, of };
 }
 
 test('accounts are reached ahead of their turn (one --account-concurrency later in line), yet announced and read in order', { timeout: 10_000 }, async () => {
@@ -874,6 +885,8 @@ test(`the first ${SYSTEMIC_ACCOUNTS} accounts reached through the role all faili
   assert.equal(run.fatal[0]!.context.awsCode, 'AccessDenied');
   assert.match(run.fatal[0]!.message, new RegExp(`^every one of the first ${SYSTEMIC_ACCOUNTS} accounts failed the same way, so it is not about accounts: reaching account 100000000009: access denied \\(AccessDenied\\); the identity needs sts:AssumeRole$`));
   assert.equal(run.of('account-failed').length, SYSTEMIC_ACCOUNTS, 'no account is tried after the stop');
+  const cause = run.fatal[0]!.cause as ExportError;
+  assert.ok(cause instanceof ExportError && /^reaching account 100000000009: /.test(cause.message), 'the last account\'s failure is its cause (shown by --debug)');
   assert.ok(!run.log.includes('reach 100000000011'), 'nor reached');
 
   // Fewer accounts than the sample: all of them.
@@ -977,4 +990,244 @@ test('one account (the credentials\' own): an error reaching it or in it is the 
   assert.deepEqual(list.fatal.map((e) => e.code), ['SOURCE_DENIED']);
   assert.deepEqual(list.of('account-failed'), []);
   assert.deepEqual(list.of('account-done'), []);
+});
+
+test('a resumed listing starts at its stored token with the page size; a listing already done is not listed again; the verifying scan pages 1,000 at a time', async () => {
+  const account = new Account();
+  for (let i = 0; i < 6; i++) account.add(`user${i}`, 1);
+  // Run 1 stops while the second user is read: the listing stands after page 2 (one page read ahead).
+  const stop1 = new AbortController();
+  const first = account.stub({ before: (q) => (q.action === 'ListAccessKeys' && q.UserName === 'user1' ? stop1.abort('signal') : undefined) });
+  const cp = freshCheckpoint();
+  const r1 = await runSource({ client: first.client, cp, concurrency: 1, pageSize: 2, stop: stop1 });
+  const pages1 = r1.states.flatMap((s) => (s.kind === 'users-page' ? [s] : []));
+  const stored = pages1.at(-1)!.nextToken;
+  assert.ok(stored !== null, 'the listing was not done');
+  assert.ok(first.requests.filter((q) => q.action === 'ListUsers').every((q) => q.MaxItems === 2), 'listing pages of --page-size');
+
+  // Run 2 resumes the listing at the stored token and stops once the listing is done.
+  cp.beginResume();
+  const stop2 = new AbortController();
+  const second = account.stub({ before: (q) => (q.action === 'ListAccessKeys' && q.UserName === 'user5' ? stop2.abort('signal') : undefined) });
+  await runSource({ client: second.client, cp, concurrency: 1, pageSize: 2, stop: stop2 });
+  const listing2 = second.requests.filter((q) => q.action === 'ListUsers');
+  // The stored token wraps the Marker after the last user of the last page announced (user3).
+  assert.deepEqual(listing2[0], { action: 'ListUsers', PathPrefix: '/', MaxItems: 2, Marker: 'user3' }, 'resumed at the stored token');
+
+  // Run 3: the listing is done; only the verifying scan lists users, 1,000 a page.
+  cp.beginResume();
+  const third = account.stub();
+  const r3 = await runSource({ client: third.client, cp, concurrency: 1, pageSize: 2 });
+  assert.equal(r3.fatal, undefined);
+  assert.deepEqual(third.requests.filter((q) => q.action === 'ListUsers'), [{ action: 'ListUsers', PathPrefix: '/', MaxItems: 1000 }]);
+  assert.equal(cp.exportComplete, true);
+});
+
+test('a missing user the resumed listing meets under a new name is found there (before any scan) and counted as listed', async () => {
+  const account = new Account();
+  account.add('a', 2);
+  account.add('m', 1);
+  account.add('z', 1);
+  // Run 1: a is renamed to zz while its keys are asked for (NoSuchEntity: missing); the run stops at m.
+  const stop1 = new AbortController();
+  const first = account.stub({
+    before: (q) => {
+      if (q.action === 'ListAccessKeys' && q.UserName === 'a') account.rename('a', 'zz');
+      if (q.action === 'ListAccessKeys' && q.UserName === 'm') stop1.abort('signal');
+    },
+  });
+  const cp = freshCheckpoint();
+  const r1 = await runSource({ client: first.client, cp, concurrency: 1, pageSize: 1, stop: stop1 });
+  assert.ok(r1.states.some((s) => s.kind === 'user-missing' && s.user.userName === 'a'));
+  cp.beginResume();
+  const listed: [number, boolean][] = [];
+  const r2 = await runSource({ client: account.stub().client, cp, concurrency: 1, pageSize: 1, onUsersListed: (n, last) => listed.push([n, last]) });
+  assert.equal(r2.fatal, undefined);
+  const kinds = r2.states.map((s) => (s.kind === 'user-found' ? `found ${s.user.userName}` : s.kind));
+  assert.ok(kinds.includes('found zz') && kinds.indexOf('found zz') < kinds.indexOf('users-scanned'), `found by the listing: ${kinds.join(', ')}`);
+  assert.deepEqual(listed, [[1, true], [0, true]], 'the last page, zz (found: counts as listed), then the scan (z was listed by run 1)');
+  assert.deepEqual(r2.records.filter((x) => x.user.userName === 'zz').length, 2, 'zz read from the start');
+  assert.equal(cp.exportComplete, true);
+});
+
+test('a user a scan meets twice (renamed past the cursor while it runs) is started once', async () => {
+  const account = new Account();
+  for (let i = 0; i < 1000; i++) account.add(`u${String(i).padStart(4, '0')}`, 0);
+  let moved = false;
+  const { client } = account.stub({
+    before: (q) => {
+      if (q.action !== 'ListUsers' || q.MaxItems !== 1000) return;
+      if (q.Marker === undefined && !moved) account.add('b-new', 2); // created behind the listing: the scan's first page holds it
+      else if (q.Marker !== undefined && !moved) {
+        moved = true;
+        account.rename('b-new', 'zz-new'); // and its second page again, under the new name
+      }
+    },
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, concurrency: 8, pageSize: 100 });
+  assert.equal(r.fatal, undefined);
+  assert.ok(moved, 'the scan had two pages');
+  const firstScan = r.states.find((s) => s.kind === 'users-scanned')!;
+  assert.equal(firstScan.kind === 'users-scanned' && firstScan.users.length, 1, 'the user once in what the scan found');
+  assert.equal(r.records.length, 2, 'its keys read once');
+  assert.equal(cp.exportComplete, true);
+});
+
+test('a user renamed each time it is read is found by each scan and read in the same run', async () => {
+  const account = new Account();
+  account.add('keep', 1);
+  account.add('hop', 2);
+  const names = ['hop', 'hop2', 'hop3'];
+  const { client } = account.stub({
+    before: (q) => {
+      // The first call under each of its first two names finds it renamed to the next.
+      const at = names.indexOf(q.UserName ?? '');
+      if (q.action === 'ListAccessKeys' && at >= 0 && at < names.length - 1 && account.users.some((u) => u.UserName === names[at])) account.rename(names[at]!, names[at + 1]!);
+    },
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, concurrency: 1 });
+  assert.equal(r.fatal, undefined);
+  assert.deepEqual(r.records.filter((x) => x.user.userName === 'hop3').length, 2, 'read under its last name');
+  assert.ok(!r.states.some((s) => s.kind === 'user-vanished'), 'never vanished: it was there all along');
+  assert.equal(cp.exportComplete, true, 'in one run');
+});
+
+test(`a user created before the last allowed scan and gone when it is read is vanished in that run, after exactly ${MAX_SCANS} scans`, async () => {
+  const account = new Account();
+  account.add('first', 1);
+  let scans = 0;
+  const { client } = account.stub({
+    before: (q) => {
+      if (q.action === 'ListUsers' && q.MaxItems === 1000) account.add(`new${++scans}`, 1);
+      // The user the last scan finds is deleted before its keys are read.
+      if (q.action === 'ListAccessKeys' && q.UserName === `new${MAX_SCANS}`) account.remove(q.UserName);
+    },
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp });
+  assert.equal(r.fatal, undefined);
+  assert.equal(scans, MAX_SCANS);
+  assert.ok(r.states.some((s) => s.kind === 'user-vanished' && s.user.userName === `new${MAX_SCANS}`));
+  assert.equal(cp.exportComplete, true);
+});
+
+test('ListUsers denied or with rejected credentials, in the listing or in the verifying scan, ends the run naming ListUsers', async () => {
+  const cases = [
+    { where: 'listing', error: awsError('AccessDenied', 403), expect: /^ListUsers: access denied \(AccessDenied\); the identity needs iam:ListUsers$/ },
+    { where: 'listing', error: awsError('ExpiredToken', 400), expect: /^ListUsers: credentials rejected or missing \(ExpiredToken\)/ },
+    { where: 'scan', error: awsError('AccessDenied', 403), expect: /^ListUsers: access denied \(AccessDenied\); the identity needs iam:ListUsers$/ },
+    { where: 'scan', error: awsError('ExpiredToken', 400), expect: /^ListUsers: credentials rejected or missing \(ExpiredToken\)/ },
+  ];
+  for (const c of cases) {
+    const account = new Account();
+    account.add('alice', 1);
+    const { client } = account.stub({ fail: (q) => (q.action === 'ListUsers' && (q.MaxItems === 1000) === (c.where === 'scan') ? c.error : undefined) });
+    const r = await runSource({ client, cp: freshCheckpoint() });
+    assert.match(r.fatal?.message ?? 'no fatal error', c.expect, `${c.where}: ${c.error.name}`);
+  }
+});
+
+test('errors that end the run name their call: ListAccessKeys with its user, anything unexpected "the export"', async () => {
+  const account = new Account();
+  account.add('alice', 1);
+  const creds = await runSource({ client: account.stub({ fail: (q) => (q.action === 'ListAccessKeys' ? awsError('ExpiredToken', 400) : undefined) }).client, cp: freshCheckpoint() });
+  assert.match(creds.fatal?.message ?? '', /^ListAccessKeys for user alice: credentials rejected or missing \(ExpiredToken\)/);
+  // A ListUsers answer the SDK parsed but that is not one (no users list): not an AWS error, internal.
+  const broken = await runSource({ client: account.stub({ fail: (q) => (q.action === 'ListUsers' ? new TypeError('Users is not iterable') : undefined) }).client, cp: freshCheckpoint() });
+  assert.equal(broken.fatal?.code, 'INTERNAL');
+});
+
+test('a stop wins over the systemic check at the end: users that all failed before it are per-user failures of a stopped run', async () => {
+  const account = new Account();
+  for (let i = 0; i < 3; i++) account.add(`user${i}`, 1);
+  const stop = new AbortController();
+  const { client } = account.stub({
+    fail: (q) => (q.action === 'ListAccessKeys' ? awsError('AccessDenied', 403) : undefined),
+    before: (q) => (q.action === 'ListUsers' && q.MaxItems === 1000 ? stop.abort('signal') : undefined),
+  });
+  const r = await runSource({ client, cp: freshCheckpoint(), concurrency: 1, stop });
+  assert.equal(r.fatal, undefined, 'stopped, not systemic');
+  assert.equal(r.states.filter((s) => s.kind === 'user-failed').length, 3);
+});
+
+test('users failing alike while the scan still finds users are not systemic: the sample waits for the end of the listing', async () => {
+  const account = new Account();
+  for (const name of ['b', 'c', 'd']) account.add(name, 1);
+  let created = false;
+  const { client } = account.stub({
+    fail: (q) => (q.action === 'ListAccessKeys' && q.UserName !== 'a-late' ? awsError('AccessDenied', 403) : undefined),
+    before: (q) => {
+      if (q.action === 'ListUsers' && q.Marker !== undefined && !created) {
+        created = true;
+        account.add('a-late', 2); // behind the cursor: only the scan finds it
+      }
+    },
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, concurrency: 1, pageSize: 1 });
+  assert.equal(r.fatal, undefined, 'one user exported: not systemic');
+  assert.equal(r.records.length, 2);
+  assert.equal(r.states.filter((s) => s.kind === 'user-failed').length, 3);
+});
+
+test('the caller\'s own account read, and every account reached through the role failing alike: systemic (the sample is the role\'s accounts)', async () => {
+  const run = accountsRun({ accounts: 3, accountConcurrency: 1, viaRole: (id) => id !== '100000000000', reachError: (id) => (id === '100000000000' ? undefined : awsError('AccessDenied', 403)) });
+  await run.done;
+  assert.equal(run.fatal.length, 1);
+  assert.match(run.fatal[0]!.message, /^every one of the first 2 accounts failed the same way/);
+});
+
+test('a key budget spent: no further account is announced, and those reached ahead are told to stop', async () => {
+  const run = accountsRun({ accounts: 5, accountConcurrency: 2, maxItems: 2 });
+  await run.done;
+  assert.equal(run.records.length, 2, 'the budget');
+  assert.deepEqual(run.fatal, []);
+  const started = run.of('account-started');
+  assert.ok(started.every((id) => id === '100000000000' || id === '100000000001'), `announced: ${started.join(', ')}`);
+  assert.deepEqual(run.of('account-done'), [], 'no account complete');
+  for (const id of ['100000000002', '100000000003']) {
+    assert.ok(run.signals.get(id)?.aborted, `account ${id}, reached ahead, was told to stop`);
+    assert.ok(run.settled.has(id));
+  }
+});
+
+test('the signal an account is reached with outlives a normal end (its lookups go on downstream), and is aborted when the stream is torn down', async () => {
+  const normal = accountsRun({ accounts: 3, accountConcurrency: 2 });
+  await normal.done;
+  assert.equal(normal.of('account-done').length, 3);
+  for (const [id, signal] of normal.signals) assert.ok(!signal.aborted, `account ${id}: not aborted by the end`);
+
+  // Torn down (an error downstream) while account 0 is read: its signal is aborted, so its calls stop.
+  let torn: ReturnType<typeof accountsRun> | undefined;
+  torn = accountsRun({
+    accounts: 2,
+    accountConcurrency: 1,
+    before: (id, q) => {
+      if (id === '100000000000' && q.action === 'ListAccessKeys') torn?.stream.destroy();
+    },
+  });
+  await torn.done.catch(() => undefined);
+  await drain(50);
+  assert.ok(torn.signals.get('100000000000')?.aborted, 'tearing the stream down aborts the account being read');
+});
+
+test('an account whose turn came while it is reached, when the run stops: neither failed nor fatal', async () => {
+  const stop = new AbortController();
+  const run = accountsRun({
+    accounts: 2,
+    accountConcurrency: 1,
+    stop,
+    hold: async (id, signal) => {
+      if (id !== '100000000000') return;
+      setImmediate(() => stop.abort('signal'));
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      throw Object.assign(new Error('The operation was aborted'), { name: 'AbortError' });
+    },
+  });
+  await run.done;
+  assert.deepEqual(run.fatal, []);
+  assert.deepEqual(run.of('account-failed'), []);
+  assert.ok(!run.log.includes('throttled'));
 });
