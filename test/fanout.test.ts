@@ -68,6 +68,8 @@ interface RunResult {
   readonly records: SourceKey[];
   readonly states: StateEvent[];
   readonly fatal: ExportError | undefined;
+  /** How many times onFatal was called (once at most: the run stops at the first). */
+  readonly fatalCalls: number;
   readonly throttled: boolean;
 }
 
@@ -94,6 +96,7 @@ interface RunOptions {
 async function runSource(o: RunOptions): Promise<RunResult> {
   const stop = o.stop ?? new AbortController();
   let fatal: ExportError | undefined;
+  let fatalCalls = 0;
   let throttled = false;
   const records: SourceKey[] = [];
   const states: StateEvent[] = [];
@@ -110,6 +113,7 @@ async function runSource(o: RunOptions): Promise<RunResult> {
     concurrency: o.concurrency ?? 4,
     stop: stop.signal,
     onFatal: (err) => {
+      fatalCalls++;
       fatal ??= err;
       stop.abort(err);
     },
@@ -134,7 +138,7 @@ async function runSource(o: RunOptions): Promise<RunResult> {
     }
     if (++batches === o.stopAfterBatches) stop.abort('signal');
   }
-  return { records, states, fatal, throttled };
+  return { records, states, fatal, fatalCalls, throttled };
 }
 
 const freshCheckpoint = () => {
@@ -956,6 +960,7 @@ test('an error about the run inside one account (not an AWS answer, or another a
   const net = accountsRun({ accounts: 3, accountConcurrency: 1, reachError: (id) => (id === '100000000001' ? Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) : undefined) });
   await net.done;
   assert.deepEqual(net.fatal.map((e) => e.code), ['SOURCE_UNREACHABLE']);
+  assert.match(net.fatal[0]!.message, /^reaching account 100000000001: STS endpoint https:\/\/iam\.amazonaws\.com unreachable after retries \(ECONNREFUSED\)/);
   assert.deepEqual(net.of('account-failed'), []);
   // Users of another account answered inside one account: a mismatch of the run (--fresh), not an account failure.
   const foreign = accountsRun({
@@ -1129,7 +1134,7 @@ test('ListUsers denied or with rejected credentials, in the listing or in the ve
   }
 });
 
-test('errors that end the run name their call: ListAccessKeys with its user, anything unexpected "the export"', async () => {
+test('errors that end the run name their call: ListAccessKeys with its user; ListUsers for what is not an AWS error', async () => {
   const account = new Account();
   account.add('alice', 1);
   const creds = await runSource({ client: account.stub({ fail: (q) => (q.action === 'ListAccessKeys' ? awsError('ExpiredToken', 400) : undefined) }).client, cp: freshCheckpoint() });
@@ -1137,6 +1142,7 @@ test('errors that end the run name their call: ListAccessKeys with its user, any
   // A ListUsers answer the SDK parsed but that is not one (no users list): not an AWS error, internal.
   const broken = await runSource({ client: account.stub({ fail: (q) => (q.action === 'ListUsers' ? new TypeError('Users is not iterable') : undefined) }).client, cp: freshCheckpoint() });
   assert.equal(broken.fatal?.code, 'INTERNAL');
+  assert.match(broken.fatal?.message ?? '', /^internal error during ListUsers: Users is not iterable/);
 });
 
 test('a stop wins over the systemic check at the end: users that all failed before it are per-user failures of a stopped run', async () => {
@@ -1211,6 +1217,7 @@ test('the signal an account is reached with outlives a normal end (its lookups g
   await torn.done.catch(() => undefined);
   await drain(50);
   assert.ok(torn.signals.get('100000000000')?.aborted, 'tearing the stream down aborts the account being read');
+  assert.deepEqual(torn.fatal, [], 'what fails after the teardown (a push on the closed channel) is not an error of the run');
 });
 
 test('an account whose turn came while it is reached, when the run stops: neither failed nor fatal', async () => {
@@ -1230,4 +1237,43 @@ test('an account whose turn came while it is reached, when the run stops: neithe
   assert.deepEqual(run.fatal, []);
   assert.deepEqual(run.of('account-failed'), []);
   assert.ok(!run.log.includes('throttled'));
+});
+
+test('the systemic verdict is given once, also when calls answered before it keep failing after it', async () => {
+  const account = new Account();
+  for (let i = 0; i < SYSTEMIC_SAMPLE + 10; i++) account.add(`user${String(i).padStart(2, '0')}`, 1);
+  const { client } = account.stub({ fail: (q) => (q.action === 'ListAccessKeys' ? awsError('AccessDenied', 403) : undefined) });
+  const r = await runSource({ client, cp: freshCheckpoint(), concurrency: 8 });
+  assert.equal(r.fatal?.code, 'SOURCE_DENIED');
+  assert.equal(r.fatalCalls, 1);
+
+  const accounts = accountsRun({ accounts: 16, accountConcurrency: 4, reachError: () => awsError('AccessDenied', 403) });
+  await accounts.done;
+  assert.equal(accounts.fatal.length, 1, 'one verdict for the accounts too');
+});
+
+test('a first ListUsers call rejected as a bad request fails the run at once (there was no Marker to reject)', async () => {
+  const account = new Account();
+  account.add('alice', 1);
+  const { client, requests } = account.stub({ fail: (q) => (q.action === 'ListUsers' && q.MaxItems !== 1000 ? awsError('ValidationError', 400) : undefined) });
+  const r = await runSource({ client, cp: freshCheckpoint() });
+  assert.equal(r.fatal?.code, 'SOURCE_FAILED');
+  assert.equal(r.states.filter((s) => s.kind === 'users-restarted').length, 0);
+  assert.equal(requests.filter((q) => q.action === 'ListUsers').length, 1);
+});
+
+test('a call the stop aborted (it rejects with AbortError) fails no user and is no error of the run', async () => {
+  const account = new Account();
+  account.add('alice', 1);
+  account.add('bob', 1);
+  const stop = new AbortController();
+  const { client } = account.stub({
+    before: (q) => (q.action === 'ListAccessKeys' && q.UserName === 'bob' ? stop.abort('signal') : undefined),
+    fail: () => (stop.signal.aborted ? Object.assign(new Error('This operation was aborted'), { name: 'AbortError' }) : undefined),
+  });
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, concurrency: 1, stop });
+  assert.equal(r.fatal, undefined);
+  assert.equal(r.states.filter((s) => s.kind === 'user-failed').length, 0);
+  assert.deepEqual(ids(r.records), ['AKIA000001K0'], 'alice only; bob stays where he was');
 });
