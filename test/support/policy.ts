@@ -93,9 +93,10 @@ export async function calledActions(): Promise<Set<string>> {
     const text = await readFile(file, 'utf8');
     // The SDK's fromTemporaryCredentials calls STS AssumeRole with the base credentials.
     if (/\bfromTemporaryCredentials\(/.test(text)) used.add('sts:AssumeRole');
-    for (const m of text.matchAll(/import\s*\{([^}]*)\}\s*from\s*'@aws-sdk\/(client-[a-z0-9-]+|lib-storage)'/g)) {
-      const service = m[2] === 'lib-storage' ? 's3' : m[2]!.slice('client-'.length);
-      for (const raw of m[1]!.split(',')) {
+    // Static imports, and the lazy ones of modules only some runs load (`const { X } = await import('@aws-sdk/…')`).
+    for (const m of text.matchAll(/(?:import\s*\{([^}]*)\}\s*from\s*|const\s*\{([^}]*)\}\s*=\s*await\s+import\(\s*)'@aws-sdk\/(client-[a-z0-9-]+|lib-storage)'/g)) {
+      const service = m[3] === 'lib-storage' ? 's3' : m[3]!.slice('client-'.length);
+      for (const raw of (m[1] ?? m[2])!.split(',')) {
         const name = raw.replace(/^\s*type\s+/, '').split(/\s+as\s+/)[0]!.trim();
         const op = name.endsWith('Command') ? name.slice(0, -'Command'.length) : name.startsWith('paginate') ? name.slice('paginate'.length) : name === 'Upload' ? 'CreateMultipartUpload' : undefined;
         if (!op || !text.includes(name + (name.endsWith('Command') ? '(' : ''))) continue;
