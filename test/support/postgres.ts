@@ -90,6 +90,12 @@ function psql(file: string, port: number, args: readonly string[], stdin?: strin
       if (code === 0) resolve({ stdout, stderr });
       else reject(new Error(`psql ${args.join(' ')} exited ${String(code)}:\n${stderr}`));
     });
+    // psql run with -c or -f may exit before it reads its stdin: writing then fails with
+    // EPIPE, which says nothing about the command (its exit code does), and without a
+    // listener it would be an uncaught exception failing whatever test is running.
+    child.stdin.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') reject(err);
+    });
     child.stdin.end(stdin ?? '');
   });
 }
