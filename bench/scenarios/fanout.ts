@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exporterEnv, runExporter, type ExportRun } from '../exporter.ts';
 import { withFake, type FakeProcess } from '../fake.ts';
-import { expectSuccess, runCommand, runNode } from '../proc.ts';
+import { expectSuccess, runCommand, runNode, type ChildResult } from '../proc.ts';
 import { median, runsLabel, seconds, type Row, type ScenarioContext, type ScenarioResult } from '../results.ts';
 
 const USERS = 2000;
@@ -60,20 +60,23 @@ async function oursAt(fake: FakeProcess, ctx: ScenarioContext, concurrency: numb
   return { ...run, concurrency, listUsersCalls, listAccessKeysCalls, idealMs, efficiency: idealMs / run.wallMs, processEfficiency: idealMs / run.processMs };
 }
 
+/** A baseline's own report (its last stdout line) with the process time of its run. */
+function reportOf(ctx: ScenarioContext, label: string, r: ChildResult): BaselineRun {
+  const reported = JSON.parse(r.stdout.trim().split('\n').pop()!) as { rows: number; calls: number; wallMs: number };
+  ctx.log(`  ${label}: ${seconds(reported.wallMs)}, process ${seconds(r.processMs)}`);
+  return { ...reported, processMs: r.processMs };
+}
+
 async function baseline(fake: FakeProcess, ctx: ScenarioContext, n: number): Promise<BaselineRun> {
   const out = join(ctx.workDir, `baseline-${n}.csv`);
   const r = expectSuccess('bench/baseline.ts', await runNode(['--import', 'tsx', BASELINE, '--endpoint-url', fake.url, '--out', out, '--batch', '16'], exporterEnv(), 300_000));
-  const reported = JSON.parse(r.stdout.trim().split('\n').pop()!) as { rows: number; calls: number; wallMs: number };
-  ctx.log(`  hand-written (Promise.all × 16): ${seconds(reported.wallMs)}`);
-  return { ...reported, processMs: r.processMs };
+  return reportOf(ctx, 'hand-written (Promise.all × 16)', r);
 }
 
 async function boto3Baseline(fake: FakeProcess, ctx: ScenarioContext, n: number): Promise<BaselineRun> {
   const out = join(ctx.workDir, `baseline-boto3-${n}.csv`);
   const r = expectSuccess('bench/baseline_boto3.py', await runCommand('python3', [BOTO3_BASELINE, '--endpoint-url', fake.url, '--out', out, '--threads', '16'], exporterEnv(), 300_000));
-  const reported = JSON.parse(r.stdout.trim().split('\n').pop()!) as { rows: number; calls: number; wallMs: number };
-  ctx.log(`  boto3 paginators (16 threads): ${seconds(reported.wallMs)}, process ${seconds(r.processMs)}`);
-  return { ...reported, processMs: r.processMs };
+  return reportOf(ctx, 'boto3 paginators (16 threads)', r);
 }
 
 /** Runs measures 1 and 2. */
