@@ -120,9 +120,7 @@ export function createReporter(config: Config, io: ReporterIO): Reporter {
       logger?.warn({ event: 'warning', snapshot_id: snapshotId }, message);
       io.stderr.write(`${mode === 'tty' ? '\n' : ''}iam-key-export: warning: ${message}\n`);
     },
-    onSdkLog(message) {
-      logger?.debug({ event: 'sdk' }, message);
-    },
+    ...(logger?.isLevelEnabled('debug') ? { onSdkLog: (message: string) => logger.debug({ event: 'sdk' }, message) } : {}),
   };
 
   return {

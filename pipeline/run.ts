@@ -98,7 +98,7 @@ export interface RunObserver {
   onNotice?(message: string, fields?: Record<string, unknown>): void;
   /** One warning the operator must see (an unfinished snapshot discarded, ...). */
   onWarning?(message: string): void;
-  /** The SDK's own log lines (debug level). */
+  /** The SDK's own log lines; absent when debug lines are not kept (they are then never formatted). */
   onSdkLog?(message: string): void;
 }
 
@@ -165,8 +165,7 @@ class Aws {
   }
 
   logger() {
-    const log = this.hooks.observer?.onSdkLog;
-    return log ? sdkLogger(log) : sdkLogger(() => undefined);
+    return sdkLogger(this.hooks.observer?.onSdkLog);
   }
 
   /** The region calls are signed for (IAM is global; STS and Organizations follow it). */
@@ -231,7 +230,7 @@ function openOutput(config: Config, hooks: RunHooks): Promise<Store> {
     region: config.region,
     profile: config.profile,
     maxAttempts: config.maxAttempts,
-    logger: sdkLogger(hooks.observer?.onSdkLog ?? (() => undefined)),
+    logger: sdkLogger(hooks.observer?.onSdkLog),
     env: hooks.env ?? process.env,
   });
 }
