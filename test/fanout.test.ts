@@ -738,6 +738,8 @@ function accountsRun(o: {
   stop?: AbortController;
   /** An error reaching the account throws (AssumeRole denied…), after `hold`. */
   reachError?: (id: string) => unknown;
+  /** The account's last-use source, still coming when it is reached (its credential report). */
+  lastUse?: (id: string) => Promise<void> | undefined;
   /** An error the account's IAM answers `r` with. */
   fail?: (id: string, r: StubRequest) => unknown;
   /** Reached through the role (default: every account). */
@@ -775,7 +777,8 @@ function accountsRun(o: {
         await o.hold?.(job.ref.id, signal);
         const error = o.reachError?.(job.ref.id);
         if (error !== undefined) throw error;
-        return { client: stubs.get(job.ref.id)!.client, facts: { alias: null, rootAccessKeysPresent: null } };
+        const lastUse = o.lastUse?.(job.ref.id);
+        return { client: stubs.get(job.ref.id)!.client, facts: { alias: null, rootAccessKeysPresent: null }, ...(lastUse ? { lastUse } : {}) };
       } finally {
         settled.add(job.ref.id);
       }
@@ -971,6 +974,45 @@ test('an error about the run inside one account (not an AWS answer, or another a
   await foreign.done;
   assert.deepEqual(foreign.fatal.map((e) => e.code), ['CHECKPOINT_MISMATCH']);
   assert.deepEqual(foreign.of('account-failed'), []);
+});
+
+test('an account is read while its last-use source is still coming (its credential report), and ends only once that has settled', async () => {
+  let settle!: () => void;
+  const report = new Promise<void>((resolve) => (settle = resolve));
+  const run = accountsRun({ accounts: 2, accountConcurrency: 1, lastUse: (id) => (id === '100000000000' ? report : undefined) });
+  const first = () => run.records.filter((r) => r.user.accountId === '100000000000').length;
+  for (let i = 0; i < 1000 && first() < 3; i++) await tick();
+  assert.equal(first(), 3, 'every key of the account was read while its report was still coming');
+  for (let i = 0; i < 50; i++) await tick();
+  assert.deepEqual(run.of('account-done'), [], 'not done before its report settled');
+  assert.deepEqual(run.of('account-started'), ['100000000000'], 'nor the next account started in its place');
+  settle();
+  await run.done;
+  assert.deepEqual(run.of('account-done'), ['100000000000', '100000000001']);
+  assert.deepEqual(run.fatal, []);
+});
+
+test('a last-use source that fails fails its account as reaching it would; alone, it is the run\'s; throttled, the run stops resumably', async () => {
+  const failing = (id: string) => (id === '100000000001' ? Promise.reject(awsError('ServiceFailure', 500)) : undefined);
+  const many = accountsRun({ accounts: 3, accountConcurrency: 1, lastUse: failing });
+  await many.done;
+  assert.deepEqual(many.of('account-failed'), ['100000000001 ServiceFailure']);
+  assert.deepEqual(many.of('account-done'), ['100000000000', '100000000002'], 'the others go on');
+  assert.deepEqual(many.fatal, []);
+
+  const one = accountsRun({ accounts: 2, accountConcurrency: 1, accountFailures: false, viaRole: () => false, lastUse: failing });
+  await one.done;
+  assert.equal(one.fatal.length, 1);
+  assert.equal(one.fatal[0]!.context.awsCode, 'ServiceFailure');
+  assert.deepEqual(one.of('account-failed'), []);
+  assert.deepEqual(one.of('account-done'), ['100000000000']);
+
+  const throttled = accountsRun({ accounts: 3, accountConcurrency: 1, lastUse: (id) => (id === '100000000001' ? Promise.reject(awsError('Throttling', 400)) : undefined) });
+  await throttled.done;
+  assert.ok(throttled.log.includes('throttled'));
+  assert.deepEqual(throttled.fatal, []);
+  assert.deepEqual(throttled.of('account-failed'), []);
+  assert.deepEqual(throttled.of('account-done'), ['100000000000']);
 });
 
 test('throttling that outlived the retries while reaching an account stops the run resumably: no account failed', async () => {

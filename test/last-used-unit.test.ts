@@ -7,7 +7,10 @@ import type { AccessKeyRecord } from '../pipeline/schema.ts';
 import { LastUsedResolver, LookupHalt } from '../pipeline/source/lastUsed.ts';
 import { fetchCredentialReport, ReportIndex, withContentAside } from '../pipeline/source/report.ts';
 import { enrichLastUsedStage, withLastUse } from '../pipeline/stages/enrichLastUsed.ts';
-import { withFake } from './support/scope.ts';
+import { withFake, withTemp } from './support/scope.ts';
+import { AccountReach } from '../pipeline/source/reach.ts';
+import { LocalStore } from '../pipeline/store/local.ts';
+import type { Config } from '../pipeline/config.ts';
 import { Readable } from 'node:stream';
 
 const HEADER =
@@ -225,4 +228,63 @@ test('an account is released (its resolver, report and client) once every record
   await tick();
   assert.deepEqual(ended, ['123456789012 after 2 lookups', '210987654321 after 2 lookups']);
   assert.equal(out.length, 3);
+});
+
+test('an account\'s lookups wait for its report, then use it; they follow the run\'s stop, not the account\'s; a report that cannot be had leaves them to the API', async () => {
+  await withFake({ users: 3, seed: 5, keysPerUser: { min: 1, max: 1 } }, async (fake) => {
+    await withTemp(async (dir) => {
+      const client = new IAMClient({ endpoint: fake.url, region: 'us-east-1', credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' }, maxAttempts: 1 });
+      const truth = fake.truth();
+      const key = truth.keys[0]!;
+      const user = truth.users.find((u) => u.userName === key.userName)!;
+      const record = { ...rec(user.userName, key.createDate.toISOString(), user.arn), access_key_id: key.accessKeyId };
+      /** A key the report cannot tell (created after it): looked up by the API. */
+      const later = { ...record, create_date: new Date(Date.now() + 86_400_000) };
+      const store = new LocalStore(dir);
+      const reachOf = (staging: string, run: AbortController, events: string[]) =>
+        new AccountReach({
+          config: { concurrency: 2, maxAttempts: 1, role: undefined } as unknown as Config,
+          store,
+          staging,
+          base: client,
+          callerAccount: null,
+          callerArn: null,
+          region: 'us-east-1',
+          endpoints: { iam: fake.url, iamShown: fake.url, sts: undefined, stsShown: 'x' },
+          stats: { calls: {}, attempts: 0, throttles: 0 },
+          mode: 'report',
+          signal: run.signal,
+          onFatal: (e) => events.push(`fatal ${e.code}`),
+          onThrottled: () => events.push('throttled'),
+          onWarning: (m) => events.push(`warning ${m}`),
+        });
+      const job = { ref: { id: '', name: null }, plan: undefined as never, viaRole: false };
+      try {
+        const events: string[] = [];
+        const run = new AbortController();
+        const account = new AbortController();
+        const reach = reachOf('a/', run, events);
+        const prepared = await reach.prepare(job, account.signal);
+        const resolver = reach.resolverOf('');
+        await prepared.lastUse;
+        assert.equal((await (await resolver).resolve(record)).source, 'report', 'the lookups waited for the report');
+        account.abort('the account failed');
+        assert.equal((await (await reach.resolverOf('')).resolve(later)).source, 'api', 'a key the failed account gave is still looked up');
+        run.abort('signal');
+        await assert.rejects((await reach.resolverOf('')).resolve(later), LookupHalt, 'the run stopping halts them');
+        assert.deepEqual(events, []);
+
+        // The saved report record is unreadable: the fan-out is told (lastUse rejects); lookups go to the API.
+        await store.write('b/reports/self.json', '{not json');
+        const broken = reachOf('b/', new AbortController(), events);
+        const p = await broken.prepare(job, new AbortController().signal);
+        await assert.rejects(p.lastUse!, SyntaxError);
+        const r = await (await broken.resolverOf('')).resolve(record);
+        assert.equal(r.source, 'api');
+        assert.deepEqual(events, []);
+      } finally {
+        client.destroy();
+      }
+    });
+  });
 });

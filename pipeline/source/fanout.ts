@@ -76,6 +76,12 @@ export interface AccountJob {
 export interface PreparedAccount {
   readonly client: IAMClient;
   readonly facts: AccountFacts;
+  /**
+   * Settles once the account's last-use source is in place (its credential report
+   * fetched and saved: seconds in IAM, so its users are read meanwhile); rejects as
+   * reaching the account would have. Absent: nothing is left to wait for.
+   */
+  readonly lastUse?: Promise<void>;
 }
 
 /** The source over the accounts of a snapshot. */
@@ -192,7 +198,7 @@ class AccountsSource {
       // Reached ahead but never read (the run stopped first): stop them, and let
       // them settle, so nothing writes into the staging after the source ended.
       for (const r of this.#reaching.values()) if (!r.taken) r.stopAccount.abort();
-      await Promise.allSettled([...this.#reaching.values()].map((r) => r.prepared));
+      await Promise.allSettled([...this.#reaching.values()].map((r) => r.prepared.then((p) => p.lastUse)));
     }
   }
 
@@ -228,21 +234,32 @@ class AccountsSource {
       failure ??= err;
       stopAccount.abort(err);
     };
+    const unreached = (err: unknown): void => {
+      if (stop.aborted) return;
+      // Throttled past the retries while reaching it: a resumable stop, like a throttled page.
+      if (isThrottle(err)) return o.onThrottled();
+      fail(classifyFatal(err, { what: `reaching account ${job.ref.id}`, service: 'STS', endpoint: o.endpoint, permission: 'sts:AssumeRole' }));
+    };
     let prepared: PreparedAccount;
     try {
       prepared = await reaching.prepared;
     } catch (err) {
-      if (stop.aborted) return;
-      // Throttled past the retries while reaching it: a resumable stop, like a throttled page.
-      if (isThrottle(err)) return o.onThrottled();
-      const e = classifyFatal(err, { what: `reaching account ${job.ref.id}`, service: 'STS', endpoint: o.endpoint, permission: 'sts:AssumeRole' });
-      fail(e);
+      unreached(err);
       if (failure) await this.#failed_(job, failure);
       return;
     }
-    await this.#out.push([{ type: 'STATE', state: { kind: 'account-started', account: job.ref, facts: prepared.facts } }]);
-    const source = new Source({ ...o, client: prepared.client, account: job.ref.id, plan: job.plan, stop, onFatal: fail }, this.#out);
-    const complete = await source.run();
+    // Its users are read while its last-use source is still coming; the account ends
+    // (done or failed) only once that has settled, so nothing of it is still being
+    // written into the staging after its end.
+    const lastUse = (prepared.lastUse ?? Promise.resolve()).catch(unreached);
+    let complete: boolean;
+    try {
+      await this.#out.push([{ type: 'STATE', state: { kind: 'account-started', account: job.ref, facts: prepared.facts } }]);
+      const source = new Source({ ...o, client: prepared.client, account: job.ref.id, plan: job.plan, stop, onFatal: fail }, this.#out);
+      complete = await source.run();
+    } finally {
+      await lastUse;
+    }
     if (failure) return this.#failed_(job, failure);
     if (complete && !this.#halted()) {
       if (job.viaRole) this.#read++;

@@ -65,7 +65,7 @@ export interface ReachOptions {
  */
 export class AccountReach {
   readonly #o: ReachOptions;
-  readonly #resolvers = new Map<string, LastUsedResolver>();
+  readonly #resolvers = new Map<string, Promise<LastUsedResolver>>();
   /** Member accounts' clients, by account id, until their account is released. */
   readonly #clients = new Map<string, IAMClient>();
   readonly #warned = new Set<string>();
@@ -74,8 +74,8 @@ export class AccountReach {
     this.#o = o;
   }
 
-  /** The last-use resolver of an account reached in this run. */
-  resolverOf(accountId: string): LastUsedResolver {
+  /** The last-use resolver of an account reached in this run, once its source is in place. */
+  resolverOf(accountId: string): Promise<LastUsedResolver> {
     const r = this.#resolvers.get(accountId) ?? this.#resolvers.get('');
     if (!r) throw new Error(`no last-use resolver for account ${accountId}`);
     return r;
@@ -102,8 +102,7 @@ export class AccountReach {
       await client.config.credentials();
     }
     const facts = await accountFacts(client, signal, (action) => this.#warnOnce(`the accounts dataset lacks some facts: ${action} was denied (the identity needs it)`));
-    this.#resolvers.set(job.ref.id, await this.#resolver(job.ref.id, client, signal));
-    return { client, facts };
+    return { client, facts, lastUse: this.#lastUse(job.ref.id, client, signal) };
   };
 
   #warnOnce(message: string): void {
@@ -112,16 +111,28 @@ export class AccountReach {
     this.#o.onWarning(message);
   }
 
-  async #resolver(accountId: string, client: IAMClient, signal: AbortSignal): Promise<LastUsedResolver> {
+  /**
+   * Puts the account's last-use resolver in place, and settles when it is: at once,
+   * or once the credential report is fetched and saved. The resolver waits for the
+   * report; when the report cannot be had (denied, or failed: the fan-out is told by
+   * the rejection, as if reaching the account had failed) its keys are looked up with
+   * GetAccessKeyLastUsed instead. Lookups follow the run's stop signal, not the
+   * account's: the keys an account gave before it failed are still enriched and kept.
+   */
+  #lastUse(accountId: string, client: IAMClient, signal: AbortSignal): Promise<void> {
     const o = this.#o;
     const site = { service: 'IAM', endpoint: o.endpoints.iamShown };
-    let mode = o.mode;
-    let report: ReportIndex | undefined;
-    if (mode === 'report') {
-      report = await this.#report(accountId, client, signal, site);
-      if (!report) mode = 'api';
+    const resolver = (report: ReportIndex | undefined) =>
+      new LastUsedResolver({ mode: o.mode === 'report' && !report ? 'api' : o.mode, report, client, concurrency: o.config.concurrency, signal: o.signal, site, onFatal: o.onFatal, onThrottled: o.onThrottled });
+    if (o.mode !== 'report') {
+      this.#resolvers.set(accountId, Promise.resolve(resolver(undefined)));
+      return Promise.resolve();
     }
-    return new LastUsedResolver({ mode, report, client, concurrency: o.config.concurrency, signal, site, onFatal: o.onFatal, onThrottled: o.onThrottled });
+    const report = this.#report(accountId, client, signal, site);
+    this.#resolvers.set(accountId, report.then(resolver, () => resolver(undefined)));
+    const settled = report.then(() => undefined);
+    settled.catch(() => undefined); // observed by the fan-out, maybe only when the account's turn comes
+    return settled;
   }
 
   /** The account's report as the snapshot saved it, else fetched and saved now; undefined when denied. */

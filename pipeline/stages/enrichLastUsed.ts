@@ -43,14 +43,14 @@ export function lastUseSourceOf(record: AccessKeyRecord): LastUseSource | undefi
  * decided: no lookup of that account is in flight or still to come, so its resolver
  * can go.
  */
-export function enrichLastUsedStage(resolverOf: (accountId: string) => LastUsedResolver, pages: number, onAccountEnd: (accountId: string) => void = () => undefined) {
+export function enrichLastUsedStage(resolverOf: (accountId: string) => LastUsedResolver | Promise<LastUsedResolver>, pages: number, onAccountEnd: (accountId: string) => void = () => undefined) {
   // Decided in input order: a page is kept only if every page before it was.
   let previous: Promise<boolean> = Promise.resolve(true);
   const enrich = (batch: Batch<AccessKeyRecord>) =>
     Promise.all(
       batch.map(async (item): Promise<Item<AccessKeyRecord>> => {
         if (item.type === 'STATE') return item;
-        const { lastUse, source } = await resolverOf(item.record.account_id).resolve(item.record);
+        const { lastUse, source } = await (await resolverOf(item.record.account_id)).resolve(item.record);
         const record = withLastUse(item.record, lastUse);
         sources.set(record, source);
         return { type: 'RECORD', record };
