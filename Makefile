@@ -21,10 +21,10 @@ typecheck: $(NODE_DEPS)
 	npx tsc --noEmit
 	node --import tsx schemas/generate.ts --check
 
-# The CLI runs of the tests use one compiled build (test-dist/, beside dist/ so its
-# relative imports of schemas/ resolve), not tsx compiling the sources at every start.
+# The CLI runs of the tests use one build, made as dist/ is (test-dist/, beside dist/
+# so its relative paths resolve), not tsx compiling the sources at every start.
 test: typecheck
-	rm -rf test-dist && npx tsc -p tsconfig.build.json --outDir test-dist
+	node scripts/build.js test-dist
 	IAM_KEY_EXPORT_BUILD=test-dist node --import tsx --test --test-concurrency=2 $(TESTS)
 
 bench: $(NODE_DEPS)

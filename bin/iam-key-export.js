@@ -3,7 +3,7 @@
 // - a development checkout (pipeline/cli.ts present): the TypeScript sources through
 //   tsx, so tests, `make demo` and `npm exec` run the tree as it is, never a stale build;
 //   without node_modules there, one line saying to run `npm ci` in that folder, exit 1;
-// - an installed package (no sources; `npm pack` ships dist/): the compiled dist/cli.js,
+// - an installed package (no sources; `npm pack` ships dist/): the built dist/cli.js,
 //   which starts fast and writes nothing (tsx would compile and cache in TMPDIR).
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
