@@ -424,15 +424,16 @@ test('list finds every file under a folder, recursively, as keys; a missing fold
 test('list returns keys only: not the temp file of a write a crash abandoned, nor a claim; a key named like a dot-file is still a key', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);
-    for (const k of ['s/a', 's/.hidden', 's/.b.tmp', 's/.c.cas']) await store.write(k, '1');
+    for (const k of ['s/a', 's/checkpoint.json', 's/.hidden', 's/.b.tmp', 's/.c.cas']) await store.write(k, '1');
     // A SIGKILL midway through replacing s/a leaves half the bytes in a temp file beside it.
     await writeFile(tempPathFor(join(dir, 's', 'a')), '{"half":');
     // A compare-and-swap claim left by a crash.
     const version = (await store.read('s/a'))!.version;
     await writeFile(join(dir, 's', `.a.cas.${version}`), JSON.stringify(selfStamp()));
+    await writeFile(join(dir, 's', `.checkpoint.json.cas.${(await store.read('s/checkpoint.json'))!.version}`), JSON.stringify(selfStamp()));
     const files = await readdir(join(dir, 's'));
     assert.equal(files.filter((f) => f.endsWith('.tmp') && f !== '.b.tmp').length, 1, `the abandoned temp is on disk: ${files.join(', ')}`);
-    assert.deepEqual((await store.list('s/')).sort(), ['s/.b.tmp', 's/.c.cas', 's/.hidden', 's/a']);
+    assert.deepEqual((await store.list('s/')).sort(), ['s/.b.tmp', 's/.c.cas', 's/.hidden', 's/a', 's/checkpoint.json']);
     assert.equal((await store.read('s/a'))!.body.toString(), '1', 'the key is as it was');
     await store.deletePrefix('s/');
     assert.deepEqual(await readdir(dir), [], 'the leftovers go with their folder');
