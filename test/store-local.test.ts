@@ -298,7 +298,10 @@ test('a compare-and-swap on a missing key, or under a file, fails the preconditi
     await assert.rejects(store.write('k', 'two', { ifMatch: v }), isPreconditionFailed);
     await assert.rejects(store.delete('k', { ifMatch: v }), isPreconditionFailed);
     await store.write('f', 'file');
+    // Writing makes the folder first, which a file in the way refuses (its error); a
+    // conditional delete finds the key is not there.
     await assert.rejects(store.write('f/k', 'x', { ifMatch: v }), (err: unknown) => isPreconditionFailed(err) || (err as NodeJS.ErrnoException).code === 'ENOTDIR');
+    await assert.rejects(store.delete('f/k', { ifMatch: v }), isPreconditionFailed, 'a file where its folder would be: the key is not there');
     await assert.rejects(store.delete('gone/k', { ifMatch: v }), isPreconditionFailed, 'the folder is gone, and the key with it');
     assert.deepEqual(await tree(dir), ['f']);
   });

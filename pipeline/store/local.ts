@@ -69,6 +69,13 @@ function versionOf(s: BigIntStats): string {
 
 const isErrno = (err: unknown, ...codes: string[]): boolean => codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
 
+/** Removes a file of the store's own (a temp file, a claim) if it is there: a file where its folder should be means it is not. */
+async function removeFile(path: string): Promise<void> {
+  await rm(path, { force: true }).catch((err: unknown) => {
+    if (!isErrno(err, 'ENOTDIR')) throw err;
+  });
+}
+
 export class LocalStore implements Store {
   readonly root: string;
   readonly #privatePrefix: string;
@@ -230,7 +237,7 @@ export class LocalStore implements Store {
       if (current !== version) throw new PreconditionFailed(key);
       return await change();
     } finally {
-      await rm(claim, { force: true });
+      await removeFile(claim);
     }
   }
 
@@ -246,7 +253,7 @@ export class LocalStore implements Store {
         if (isErrno(err, 'ENOENT', 'ENOTDIR')) break; // the folder is gone, and the key with it
         if (!isErrno(err, 'EEXIST')) throw err;
       } finally {
-        await rm(tmp, { force: true });
+        await removeFile(tmp);
       }
       // Taken: by a live writer (this version is being replaced: we lost), or left
       // by a crash. Only a stale claim is taken over, by renaming it away first:
