@@ -135,8 +135,6 @@ interface Reaching {
   readonly stopAccount: AbortController;
   readonly stop: AbortSignal;
   readonly prepared: Promise<PreparedAccount>;
-  /** Its turn came: it is read (or failed) by #account, not stopped as unused. */
-  taken: boolean;
 }
 
 /** Accounts that all failed alike, with none read, before the run counts it as systemic. */
@@ -164,7 +162,8 @@ class AccountsSource {
   readonly #o: SourceOptions;
   readonly #out: Channel<Batch<SourceKey>>;
   #read = 0;
-  readonly #failures = new Map<string, number>();
+  /** The distinct codes accounts failed with. */
+  readonly #failures = new Set<string>();
   #failed = 0;
   #systemic = false;
 
@@ -195,9 +194,10 @@ class AccountsSource {
         ),
       );
     } finally {
-      // Reached ahead but never read (the run stopped first): stop them, and let
-      // them settle, so nothing writes into the staging after the source ended.
-      for (const r of this.#reaching.values()) if (!r.taken) r.stopAccount.abort();
+      // Left here: reached ahead but never read (the run stopped first; an account
+      // read is deleted once read). Stop them, and let them settle, so nothing
+      // writes into the staging after the source ended.
+      for (const r of this.#reaching.values()) r.stopAccount.abort();
       await Promise.allSettled([...this.#reaching.values()].map((r) => r.prepared.then((p) => p.lastUse)));
     }
   }
@@ -214,7 +214,7 @@ class AccountsSource {
     setMaxListeners(0, stop);
     const prepared = this.#o.prepare(this.#o.accounts[i]!, stop);
     prepared.catch(() => undefined); // observed when its turn comes
-    r = { stopAccount, stop, prepared, taken: false };
+    r = { stopAccount, stop, prepared };
     this.#reaching.set(i, r);
     return r;
   }
@@ -226,7 +226,6 @@ class AccountsSource {
   async #account(job: AccountJob, reaching: Reaching): Promise<void> {
     const o = this.#o;
     if (this.#halted()) return;
-    reaching.taken = true;
     const { stopAccount, stop } = reaching;
     let failure: ExportError | undefined;
     const fail = (err: ExportError) => {
@@ -272,7 +271,7 @@ class AccountsSource {
     await this.#out.push([{ type: 'STATE', state: { kind: 'account-failed', account: job.ref.id, code } }]);
     if (!job.viaRole) return;
     this.#failed++;
-    this.#failures.set(code, (this.#failures.get(code) ?? 0) + 1);
+    this.#failures.add(code);
     const sample = Math.min(SYSTEMIC_ACCOUNTS, this.#o.accounts.filter((j) => j.viaRole).length);
     if (this.#systemic || this.#read > 0 || this.#failed < sample || this.#failures.size !== 1) return;
     this.#systemic = true;
@@ -300,7 +299,8 @@ class Source {
   #listingDone: boolean;
   #listingVerified: boolean;
   #exported: number;
-  #failures = new Map<string, number>();
+  /** The distinct codes users failed with. */
+  readonly #failures = new Set<string>();
   #failedTotal = 0;
   #systemicChecked = false;
 
@@ -542,7 +542,7 @@ class Source {
         this.#missing.set(user.userId, { user, token });
         return this.#emit({ kind: 'user-missing', user, token });
       case 'user-failed':
-        this.#failures.set(action.code, (this.#failures.get(action.code) ?? 0) + 1);
+        this.#failures.add(action.code);
         this.#failedTotal++;
         await this.#emit({ kind: 'user-failed', user, code: action.code, token });
         o.onUserFinished?.();
@@ -561,7 +561,7 @@ class Source {
     const sample = atEnd && this.#listingDone ? Math.min(SYSTEMIC_SAMPLE, this.#known.size) : SYSTEMIC_SAMPLE;
     if (this.#failedTotal < sample || sample === 0 || this.#failures.size !== 1) return;
     this.#systemicChecked = true;
-    const [code] = [...this.#failures.keys()] as [string];
+    const [code] = [...this.#failures] as [string];
     const denied = code === 'AccessDenied' || code === 'AccessDeniedException';
     this.#o.onFatal(
       new ExportError(
