@@ -22,11 +22,11 @@
 import { createHash } from 'node:crypto';
 import { ExportError } from './errors.ts';
 import type { AccountFacts, AccountRef, StateEvent, UserRef } from './items.ts';
+import { compareText } from './schema.ts';
 import { PreconditionFailed, type Store } from './store/store.ts';
 
 /** Version 1 (until 0.1) tracked users by name and pages by position. */
 export const CHECKPOINT_VERSION = 2;
-export const CHECKPOINT_FILE = 'checkpoint.json';
 
 /** The options that shape the data; a resume must have the same. */
 export interface DataConfig {
@@ -351,7 +351,8 @@ export interface AccountData {
   readonly keys: number;
 }
 
-const byName = (a: FailedUser, b: FailedUser) => (a.user.userName < b.user.userName ? -1 : a.user.userName > b.user.userName ? 1 : 0);
+/** Failed users in name order; two of one name (one renamed to the other's old name) by id, so the order never depends on the events'. */
+const byName = (a: FailedUser, b: FailedUser) => compareText(a.user.userName, b.user.userName) || compareText(a.user.userId, b.user.userId);
 
 /** The checkpoint's state machine. */
 export class Checkpoint {
@@ -476,7 +477,7 @@ export class Checkpoint {
 
   /** The accounts, by id. */
   get accounts(): AccountEntry[] {
-    return [...this.#accounts.values()].sort((a, b) => (a.ref.id < b.ref.id ? -1 : a.ref.id > b.ref.id ? 1 : 0));
+    return [...this.#accounts.values()].sort((a, b) => compareText(a.ref.id, b.ref.id));
   }
 
   /** The account `id`, if the snapshot knows it. */

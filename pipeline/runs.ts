@@ -29,7 +29,7 @@ import { createHash } from 'node:crypto';
 import { ExportError } from './errors.ts';
 import { faultPoint } from './faultpoint.ts';
 import type { Format } from './formats.ts';
-import { COLUMNS, compareRecords, type AccessKeyRecord } from './schema.ts';
+import { COLUMNS, compareRecords, compareText, type AccessKeyRecord } from './schema.ts';
 import type { PartInfo } from './checkpoint.ts';
 import { checkRecord } from './sinks/check.ts';
 import { csvRows } from './sinks/csv.ts';
@@ -183,11 +183,9 @@ export function csvRowOf(row: StagedRow): CsvRow {
   return { text: p.csv, dated: p.dated };
 }
 
-const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
-
 /** Published order (account, user name, key id), then observation order. */
 export function compareRows(a: StagedRow, b: StagedRow): number {
-  return cmp(a.account, b.account) || cmp(a.userName, b.userName) || cmp(a.keyId, b.keyId) || a.seq - b.seq;
+  return compareText(a.account, b.account) || compareText(a.userName, b.userName) || compareText(a.keyId, b.keyId) || a.seq - b.seq;
 }
 
 function sameKey(a: StagedRow, b: StagedRow): boolean {

@@ -28,11 +28,13 @@ export const COLUMN_NAMES: readonly (keyof AccessKeyRecord)[] = COLUMNS.map((c) 
 
 /** Orders records by the published sort key (account_id, user_name, access_key_id). */
 export function compareRecords(a: AccessKeyRecord, b: AccessKeyRecord): number {
-  return cmp(a.account_id, b.account_id) || cmp(a.user_name, b.user_name) || cmp(a.access_key_id, b.access_key_id);
+  return compareText(a.account_id, b.account_id) || compareText(a.user_name, b.user_name) || compareText(a.access_key_id, b.access_key_id);
 }
 
-// Code-unit order, not locale order: the same bytes sort the same on every machine,
-// and it matches DuckDB's and Spark's default ordering of ASCII strings.
-function cmp(a: string, b: string): number {
+/**
+ * Code-unit order, not locale order: the same bytes sort the same on every machine,
+ * and it matches DuckDB's and Spark's default ordering of ASCII strings.
+ */
+export function compareText(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }

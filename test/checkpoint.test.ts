@@ -540,6 +540,11 @@ test('failed users are listed in name order, finished and dirty users in id orde
   cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [u('C', 'carol'), u('A', 'zed'), u('B', 'amy'), u('D', 'amy')] });
   for (const [id, name] of [['C', 'carol'], ['A', 'zed'], ['B', 'amy'], ['D', 'amy']] as const) cp.apply({ kind: 'user-failed', user: u(id, name), code: 'AccessDenied', token: null });
   assert.deepEqual(cp.failedUsers.map((f) => f.user.userName), ['amy', 'amy', 'carol', 'zed']);
+  assert.deepEqual(cp.failedUsers.map((f) => f.user.userId), ['AIDAB', 'AIDAD', 'AIDAC', 'AIDAA'], 'two of one name by id');
+  const reversed = fresh();
+  reversed.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [u('A', 'zed'), u('C', 'carol'), u('D', 'amy'), u('B', 'amy')] });
+  for (const [id, name] of [['A', 'zed'], ['D', 'amy'], ['C', 'carol'], ['B', 'amy']] as const) reversed.apply({ kind: 'user-failed', user: u(id, name), code: 'AccessDenied', token: null });
+  assert.deepEqual(reversed.failedUsers.map((f) => f.user.userId), ['AIDAB', 'AIDAD', 'AIDAC', 'AIDAA'], 'whatever order they failed in');
   cp.apply(scanned);
   cp.apply({ kind: 'account-done', account: A });
   assert.deepEqual(cp.toJSON().accounts[0]!.summary!.failed.map((f) => f.user.userName), ['amy', 'amy', 'carol', 'zed']);
@@ -598,6 +603,9 @@ test('a checkpoint that is inconsistent in any field is CHECKPOINT_CORRUPT, sayi
     ['a snapshot id that is not one', (d) => void (d.snapshotId = '2026-11-28'), 'bad snapshotId'],
     ['a snapshot id that is not a string', (d) => void (d.snapshotId = 20261128), 'bad snapshotId'],
     ['a snapshot id with more around it', (d) => void (d.snapshotId = 'x20261128T111000Zx'), 'bad snapshotId'],
+    ['a snapshot id with more before it', (d) => void (d.snapshotId = 'x20261128T111000Z'), 'bad snapshotId'],
+    ['a snapshot id with more after it', (d) => void (d.snapshotId = '20261128T111000Zx'), 'bad snapshotId'],
+    ['a snapshot id in a list (whose text would pass)', (d) => void (d.snapshotId = ['20261128T111000Z']), 'bad snapshotId'],
     ['no snapshot time', (d) => void (d.snapshotTime = 'soon'), 'bad snapshotTime'],
     ['no config', (d) => void delete d.config, 'missing config'],
     ['a null config', (d) => void (d.config = null), 'missing config'],
@@ -612,9 +620,13 @@ test('a checkpoint that is inconsistent in any field is CHECKPOINT_CORRUPT, sayi
     ['an infinite counter', (d) => void (d.counters.rowsWritten = 1e999), 'bad counter rowsWritten'],
     ['no counters', (d) => void delete d.counters, 'bad counter usersExported'],
     ...(['report', 'api', 'vanished', 'denied'] as const).map((k): Case => [`last-use counter ${k} not a number`, (d) => void (d.counters.lastUsed[k] = null), `bad last-use counter ${k}`]),
+    ['an infinite last-use counter', (d) => void (d.counters.lastUsed.api = 1e999), 'bad last-use counter api'],
+    ['no last-use counters', (d) => void delete d.counters.lastUsed, 'bad last-use counter report'],
     ['a call counter not a number', (d) => void (d.counters.calls.ListUsers = 'x'), 'bad call counter ListUsers'],
     ['an infinite call counter', (d) => void (d.counters.calls.ListUsers = 1e999), 'bad call counter ListUsers'],
     ['a part name no writer gives', (d) => void (d.parts[0].file = '../../etc/passwd'), 'bad part entry'],
+    ['a part name under a folder', (d) => void (d.parts[0].file = 'x/run-0a1b2c3d-000001.ndjson'), 'bad part entry'],
+    ['a part name with more after it', (d) => void (d.parts[0].file = 'run-0a1b2c3d-000001.ndjson.bak'), 'bad part entry'],
     ['a part without a name', (d) => void (d.parts[0] = null), 'bad part entry'],
     ['a part with fractional rows', (d) => void (d.parts[0].rows = 1.5), 'bad part entry'],
     ['a part without its hash', (d) => void (d.parts[0].sha256 = 7), 'bad part entry'],
@@ -622,6 +634,8 @@ test('a checkpoint that is inconsistent in any field is CHECKPOINT_CORRUPT, sayi
     ['a publishing entry without datasets', (d) => void (d.publishing = { dir: 'x/' }), 'bad publishing entry'],
     ['a publishing dataset without a name', (d) => void (d.publishing = { dir: 'x/', datasets: [{ files: [] }] }), 'bad publishing entry'],
     ['a publishing dataset without files', (d) => void (d.publishing = { dir: 'x/', datasets: [{ name: 'access_keys' }] }), 'bad publishing entry'],
+    ['a publishing dataset that is null', (d) => void (d.publishing = { dir: 'x/', datasets: [null] }), 'bad publishing entry'],
+    ['one good publishing dataset and one bad', (d) => void (d.publishing = { dir: 'x/', datasets: [{ name: 'access_keys', files: [] }, { name: 'accounts' }] }), 'bad publishing entry'],
     ['a publishing entry with a file that is not a name', (d) => void (d.publishing = { dir: 'x/', datasets: [{ name: 'access_keys', files: ['_SUCCESS', 3] }] }), 'bad publishing entry'],
     ['phase publishing without files', (d) => void (d.phase = 'publishing'), 'publishing without files'],
     ['an account without an id', (d) => void delete d.accounts[0].id, 'bad account entry'],
@@ -647,6 +661,7 @@ test('a checkpoint that is inconsistent in any field is CHECKPOINT_CORRUPT, sayi
     ['a pending user with a create date that is not a string', (d) => void (pa(d).pending[0].createDate = 5), 'bad user entry'],
     ['a pending entry that is not a user', (d) => void (pa(d).pending[0] = null), 'bad user entry'],
     ['a user in progress without its user', (d) => void delete pa(d).inProgress[0].user, 'bad user entry'],
+    ['a user in progress that is null', (d) => void (pa(d).inProgress[0] = null), 'bad user entry'],
     ['a user in progress with a token that is not a string', (d) => void (pa(d).inProgress[0].token = 5), 'bad user token'],
     ['a missing user with a token that is not a string', (d) => void (pa(d).missing[0].token = {}), 'bad user token'],
     ['a failed user without its user', (d) => void (pa(d).failed[0].user = 'D'), 'bad user entry'],
@@ -688,7 +703,10 @@ test('optional and loosely typed fields of a checkpoint load as their defaults',
   d.accounts[1].summary.failed[0].token = undefined;
   d.accounts[1].summary.failed[0].code = 401;
   delete d.counters.calls;
+  p.pending[0].createDate = null;
   const cp = Checkpoint.fromJSON(d, 'x');
+  assert.equal(cp.resumePlan(A).resume.find((r) => r.user.userId === 'AIDAE')!.user.createDate, null, 'a user without a create date');
+  for (const phase of ['export', 'done', 'finalize']) assert.equal(Checkpoint.fromJSON({ ...sample(), phase }, 'x').phase, phase);
   assert.equal(cp.accountId, null);
   assert.equal(cp.callerArn, null);
   assert.equal(cp.resumes, 0);
@@ -723,10 +741,16 @@ test('a checkpoint the store cannot read is CHECKPOINT_CORRUPT naming the cause 
   store.hook = () => {
     throw Object.assign(new Error('s3'), { name: 'AccessDenied' });
   };
-  await assert.rejects(CheckpointFile.load(store, 'cp.json'), /cannot be read \(AccessDenied\)/);
+  await assert.rejects(CheckpointFile.load(store, 'cp.json'), (err: unknown) => err instanceof ExportError && /cannot be read \(AccessDenied\)/.test(err.message) && err.context.file === 'mem://root/cp.json');
+  // The store named the cause already (an S3 permission, a missing bucket): its error, as it is.
+  const named = new ExportError('OUTPUT_IO', 'cannot read s3://b/cp.json: AccessDenied (s3:GetObject)');
+  store.hook = () => {
+    throw named;
+  };
+  await assert.rejects(CheckpointFile.load(store, 'cp.json'), (err) => err === named);
   store.hook = undefined;
   await store.write('cp.json', '{"half');
-  await assert.rejects(CheckpointFile.load(store, 'cp.json'), (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT' && err.message.includes('mem://root/cp.json is corrupt (not JSON)') && err.context.file === 'mem://root/cp.json');
+  await assert.rejects(CheckpointFile.load(store, 'cp.json'), (err: unknown) => err instanceof ExportError && err.code === 'CHECKPOINT_CORRUPT' && err.message.includes('mem://root/cp.json is corrupt (not JSON)') && err.context.file === 'mem://root/cp.json' && err.cause instanceof SyntaxError);
 });
 
 test('a store failure while creating or saving the checkpoint passes through as it is (it is not a lost lease)', async () => {
@@ -749,4 +773,66 @@ test('LEASE_LOST names the checkpoint that changed under the run', async () => {
   const file = await CheckpointFile.create(store, 'cp.json', fresh());
   await store.write('cp.json', 'someone else');
   await assert.rejects(file.save(fresh()), (err: unknown) => err instanceof ExportError && err.code === 'LEASE_LOST' && err.message.includes('mem://root/cp.json') && err.context.file === 'mem://root/cp.json');
+});
+
+test('accounts come out in id order whatever the order they were selected in', () => {
+  const cp = new Checkpoint('20261128T111000Z', new Date('2026-11-28T11:10:00.123Z'), { ...config, accounts: 'organization' });
+  const ids = ['300000000000', '100000000000', '400000000000', '200000000000'];
+  cp.selectAccounts(ids.map((id) => ({ id, name: null })));
+  assert.deepEqual(cp.accounts.map((e) => e.ref.id), [...ids].sort());
+  assert.deepEqual(cp.toJSON().accounts.map((e) => e.id), [...ids].sort());
+});
+
+test('users known: a done account counts its exported, vanished and failed users', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [u('A'), u('B'), u('C'), u('D')] });
+  cp.apply({ kind: 'user-done', user: u('A') });
+  cp.apply({ kind: 'user-done', user: u('B') });
+  cp.apply({ kind: 'user-vanished', user: u('C') });
+  cp.apply({ kind: 'user-failed', user: u('D'), code: 'AccessDenied', token: null });
+  cp.apply(scanned);
+  cp.apply({ kind: 'account-done', account: A });
+  assert.equal(cp.account(A)!.status, 'done');
+  assert.equal(cp.usersKnown, 4);
+  assert.equal(roundTrip(cp).usersKnown, 4);
+});
+
+test('a resume leaves a done account without failed users done and unread; an account started again keeps its progress', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [u('A')] });
+  cp.apply({ kind: 'user-done', user: u('A') });
+  cp.apply(scanned);
+  cp.apply({ kind: 'account-done', account: A });
+  cp.beginResume();
+  assert.equal(cp.account(A)!.status, 'done');
+  assert.equal(cp.account(A)!.progress, null);
+
+  const again = fresh();
+  again.apply({ kind: 'account-started', account: { id: A, name: null }, facts: { alias: null, rootAccessKeysPresent: null } });
+  again.apply({ kind: 'users-page', account: A, token: null, nextToken: 'p2', users: [u('A'), u('B')] });
+  again.apply({ kind: 'user-done', user: u('A') });
+  // A resume announces the account again before it reads on.
+  again.apply({ kind: 'account-started', account: { id: A, name: null }, facts: { alias: null, rootAccessKeysPresent: null } });
+  assert.deepEqual(progressOf(again).pending.map((p) => p.userId), ['AIDAB']);
+  assert.equal(progressOf(again).listing.token, 'p2');
+});
+
+test('a user missing or restarted before any page of it was committed is not dirty', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [u('A'), u('B')] });
+  cp.apply({ kind: 'user-missing', user: u('A'), token: null });
+  cp.apply({ kind: 'user-restarted', user: u('A') });
+  cp.apply({ kind: 'user-failed', user: u('B'), code: 'AccessDenied', token: null });
+  cp.apply({ kind: 'user-missing', user: u('B'), token: null });
+  assert.deepEqual([...cp.dirtyUsers], []);
+});
+
+test('closing an account with users left to read is INTERNAL, saying so', () => {
+  const cp = fresh();
+  cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [u('A')] });
+  assert.throws(() => cp.apply({ kind: 'account-done', account: A }), (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL' && err.message === `account ${A} closed with users left to read`);
+});
+
+test('the fingerprint is 16 hex digits and stays the same across builds for the same options (a resume after an upgrade is not refused)', () => {
+  assert.equal(fingerprintOf(config), '7b88d11641abe19d');
 });
