@@ -557,6 +557,7 @@ test('what toJSON returns is a copy: changing it does not change the checkpoint'
   cp.counters.lastUsed.api = 3;
   cp.addPart({ file: 'run-0a1b2c3d-000001.ndjson', rows: 2, sha256: 'ab' });
   const json = cp.toJSON();
+  assert.deepEqual([json.counters.calls, json.counters.lastUsed.api], [{ ListUsers: 1 }, 3], 'with the counts it holds');
   json.counters.calls.ListUsers = 99;
   json.counters.lastUsed.api = 99;
   (json.parts as PartInfo[]).push({ file: 'x', rows: 1, sha256: '' });
