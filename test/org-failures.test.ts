@@ -79,9 +79,8 @@ test('ListUsers denied in one account: recorded as AccessDenied, the others expo
   });
 });
 
-// With --last-used api the keys the victim gave before it was suspended are still
-// looked up (the run's stop signal, not the account's): were their lookups stopped with
-// the account, the enrich stage would drop every later page of every account.
+// Also with --last-used api, where the keys the victim gave before it was suspended are
+// looked up by the API (the unit test of that is in last-used-unit.test.ts).
 for (const lastUsed of ['off', 'api'] as const)
 test(`an account suspended while it is read (--last-used ${lastUsed}): recorded with its code, the others finish; exit 3; reopened, a rerun reads only it and the snapshot is exact`, async () => {
   // The victim has many users and answers slowly, so the run is inside it when it is suspended.
