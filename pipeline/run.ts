@@ -725,12 +725,13 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
         assertHeld: () => lease.assertHeld(),
         tuning: config.tuning,
         onRecord: () => live.keys++,
+        noteOf: lastUseSourceOf,
         onCommitted: (records) => {
           const counts = cp.counters.lastUsed;
           const perAccount = new Map<string, number>();
           for (const r of records) {
-            perAccount.set(r.account_id, (perAccount.get(r.account_id) ?? 0) + 1);
-            const source = lastUseSourceOf(r);
+            perAccount.set(r.account, (perAccount.get(r.account) ?? 0) + 1);
+            const source = r.note;
             if (source === 'report') counts.report++;
             else if (source === 'api') counts.api++;
             else if (source === 'vanished') counts.vanished++;

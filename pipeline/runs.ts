@@ -13,7 +13,7 @@
  * - Parquet: the cells as an array in schema column order (timestamps as epoch
  *   ms), decoded into a record again at finalize;
  * - CSV: `{"csv": row, "dated": bool}`, the row's final CSV text as csv-stringify
- *   rendered it at commit (sinks/csv.ts, the data files' options) and whether it
+ *   rendered it when the record arrived (sinks/csv.ts, the data files' options) and whether it
  *   has a last-use date (the manifest counts those). Finalize copies the text
  *   after the header: a million rows are rendered once, not decoded and rendered
  *   again. Parts staged as cells by an earlier version are still read.
@@ -29,7 +29,7 @@ import { createHash } from 'node:crypto';
 import { ExportError } from './errors.ts';
 import { faultPoint } from './faultpoint.ts';
 import type { Format } from './formats.ts';
-import { COLUMNS, compareRecords, compareText, type AccessKeyRecord } from './schema.ts';
+import { COLUMNS, compareText, type AccessKeyRecord } from './schema.ts';
 import type { PartInfo } from './checkpoint.ts';
 import { checkRecord } from './sinks/check.ts';
 import { csvRows } from './sinks/csv.ts';
@@ -96,40 +96,53 @@ function encodeCells(record: AccessKeyRecord): string {
   return JSON.stringify(cells);
 }
 
+/**
+ * A record rendered for a part as it arrives: its sort key and identity, and its
+ * payload. A commit buffers these, not records: a record (its object, Dates and
+ * strings) is dropped as soon as it is rendered, so what waits for the commit is
+ * one small object and one string a key. Tens of thousands of records waiting
+ * survived V8's young-generation collections and were copied at each (a million CSV
+ * records: a third of the CPU went to collections).
+ */
+export interface StagedRecord {
+  readonly account: string;
+  readonly userName: string;
+  readonly keyId: string;
+  readonly userId: string;
+  /** Parquet: the cells as a JSON array; CSV: the row's final text (not yet a JSON string). */
+  readonly payload: string;
+  /** CSV: whether the row has a last-use date (the manifest counts those). */
+  readonly dated: boolean;
+  /** The snapshot's observation order, set when the record is committed (a later observation of a key wins at the merge). */
+  seq: number;
+}
+
+/**
+ * Renders records, in order, for a part of `format`. Each is checked against the
+ * schema first (the published files' last gate); `first` is the position of the
+ * first one, for the message.
+ */
+export function stageRecords(records: readonly AccessKeyRecord[], format: Format, first = 0): StagedRecord[] {
+  for (let j = 0; j < records.length; j++) checkRecord(records[j]!, first + j);
+  const payloads = format === 'csv' ? csvRows(records) : records.map(encodeCells);
+  return records.map((r, j) => ({ account: r.account_id, userName: r.user_name, keyId: r.access_key_id, userId: r.user_id, payload: payloads[j]!, dated: r.last_used_date !== null, seq: 0 }));
+}
+
+/** Published order (account, user name, key id), then observation order. */
+function compareStaged(a: StagedRecord, b: StagedRecord): number {
+  return compareText(a.account, b.account) || compareText(a.userName, b.userName) || compareText(a.keyId, b.keyId) || a.seq - b.seq;
+}
+
 /** The sort key and identity in front of every staged line, up to the payload. */
-function prefixOf(o: Observation): string {
-  const r = o.record;
-  return `${r.account_id}\t${r.user_name}\t${r.access_key_id}\t${o.seq}\t${r.user_id}\t`;
+function prefixOf(s: StagedRecord): string {
+  return `${s.account}\t${s.userName}\t${s.keyId}\t${s.seq}\t${s.userId}\t`;
 }
 
 /** One observation as a staged line of a Parquet part (without the newline). */
 export function encodeRow(o: Observation): string {
-  return prefixOf(o) + encodeCells(o.record);
-}
-
-/**
- * Observations, in order, as staged lines of a CSV part, each rendered once, here:
- * each line handed to `add` as three pieces (prefix and the payload's opening,
- * the text as a JSON string, the payload's end), which `add` writes in turn.
- */
-function* encodeCsvRows(observations: readonly Observation[]): Generator<readonly [string, string, string]> {
-  // Rendered in slices, so a large commit never holds all its text at once.
-  const SLICE = 4096;
-  const records: AccessKeyRecord[] = [];
-  for (let i = 0; i < observations.length; i += SLICE) {
-    const end = Math.min(observations.length, i + SLICE);
-    records.length = 0;
-    // The published files' last gate, at the only place these records are seen whole.
-    for (let j = i; j < end; j++) {
-      const r = observations[j]!.record;
-      checkRecord(r, j);
-      records.push(r);
-    }
-    const texts = csvRows(records);
-    for (let j = 0; j < records.length; j++) {
-      yield [prefixOf(observations[i + j]!) + CSV_OPEN_JSON, JSON.stringify(texts[j]!), records[j]!.last_used_date !== null ? CSV_DATED_JSON : CSV_UNDATED_JSON];
-    }
-  }
+  const [s] = stageRecords([o.record], 'parquet');
+  s!.seq = o.seq;
+  return prefixOf(s!) + s!.payload;
 }
 
 /** Parses the sort key of a staged line; undefined when it is not one. */
@@ -201,25 +214,31 @@ export function runFileName(runId: string, n: number): string {
  * Sorts `observations` and writes them as one durable run at `key`, staged for
  * `format` (a CSV part holds each row's final text, a Parquet part its cells).
  */
-export async function writeRun(store: Store, key: string, observations: Observation[], format: Format): Promise<PartInfo> {
-  observations.sort((a, b) => compareRecords(a.record, b.record) || a.seq - b.seq);
+export async function writeRun(store: Store, key: string, observations: readonly Observation[], format: Format): Promise<PartInfo> {
+  const staged = stageRecords(observations.map((o) => o.record), format);
+  observations.forEach((o, i) => (staged[i]!.seq = o.seq));
+  return writeStaged(store, key, staged, format);
+}
+
+/**
+ * Sorts records staged for `format` (their seq set) and writes them as one
+ * durable run at `key`.
+ */
+export async function writeStaged(store: Store, key: string, staged: StagedRecord[], format: Format): Promise<PartInfo> {
+  staged.sort(compareStaged);
   async function* chunks(): AsyncGenerator<Buffer> {
     const packer = new LinePacker();
-    if (format === 'csv') {
-      for (const [line, text, end] of encodeCsvRows(observations)) {
-        const full = packer.add(line, text, end);
-        if (full) yield full;
-      }
-    } else {
-      for (const o of observations) {
-        const full = packer.add(encodeRow(o));
-        if (full) yield full;
-      }
+    for (const s of staged) {
+      const full =
+        format === 'csv'
+          ? packer.add(prefixOf(s) + CSV_OPEN_JSON, JSON.stringify(s.payload), s.dated ? CSV_DATED_JSON : CSV_UNDATED_JSON)
+          : packer.add(prefixOf(s), s.payload);
+      if (full) yield full;
     }
     const last = packer.end();
     if (last) yield last;
   }
-  return writeChunks(store, key, observations.length, chunks());
+  return writeChunks(store, key, staged.length, chunks());
 }
 
 /** Writes merged rows, as staged, as one run at `key`. */

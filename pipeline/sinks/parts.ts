@@ -1,7 +1,8 @@
 /**
- * The part writer: the end of the export pipeline. It buffers records, and on each
- * commit (every `commitRows` records or `commitMs` milliseconds, and at the end)
- * writes them as one durable sorted part, and only then applies the STATE items
+ * The part writer: the end of the export pipeline. It renders each record for its
+ * part as it arrives (runs.ts, `stageRecords`) and buffers that, and on each commit
+ * (every `commitRows` records or `commitMs` milliseconds, and at the end) writes the
+ * buffer as one durable sorted part, and only then applies the STATE items
  * that arrived with them and saves the checkpoint. That order is the one rule that
  * makes resume exactly-once: a checkpoint never vouches for a record that is not
  * in the store, and a part the checkpoint does not name is an orphan, deleted on resume.
@@ -15,9 +16,14 @@ import type { Checkpoint, CheckpointFile } from '../checkpoint.ts';
 import type { Tuning } from '../config.ts';
 import { faultPoint } from '../faultpoint.ts';
 import type { Batch, StateEvent } from '../items.ts';
-import { runFileName, writeRun, type Observation } from '../runs.ts';
+import { runFileName, stageRecords, writeStaged, type StagedRecord } from '../runs.ts';
 import type { AccessKeyRecord } from '../schema.ts';
 import { keyJoin, type Store } from '../store/store.ts';
+
+/** A record as the part writer keeps it until its commit: staged, and its note. */
+export interface Committed extends StagedRecord {
+  note?: string | undefined;
+}
 
 /** States that only name accounts: committing them alone does not make a snapshot worth resuming. */
 const ANNOUNCEMENTS = new Set<StateEvent['kind']>(['accounts-selected', 'account-started', 'account-failed']);
@@ -36,8 +42,10 @@ export interface PartWriterOptions {
   readonly tuning: Pick<Tuning, 'commitRows' | 'commitMs'>;
   /** Called for every record received (progress). */
   readonly onRecord?: () => void;
-  /** Called with the records of each commit before the checkpoint that vouches for them is saved (counts saved with it). */
-  readonly onCommitted?: (records: readonly AccessKeyRecord[]) => void;
+  /** A note kept with each record until it is committed (what `onCommitted` counts; the record itself is not kept). */
+  readonly noteOf?: (record: AccessKeyRecord) => string | undefined;
+  /** Called with the records of each commit (as staged, with their notes) before the checkpoint that vouches for them is saved (counts saved with it). */
+  readonly onCommitted?: (records: readonly Committed[]) => void;
   /** Called just before each checkpoint save (e.g. to copy live counters into it). */
   readonly beforeSave?: (checkpoint: Checkpoint) => void;
   /** Called with each STATE once it is applied and durable. */
@@ -48,7 +56,9 @@ export interface PartWriterOptions {
 
 /** The part writer as an object-mode Writable of batches of RECORD and STATE items. */
 export function partWriter(o: PartWriterOptions): Writable {
-  let records: AccessKeyRecord[] = [];
+  const format = o.checkpoint.config.format;
+  let records: Committed[] = [];
+  let received = 0;
   let states: StateEvent[] = [];
   // Records before this index are vouched for by a STATE already received. Only
   // they are committed: a record whose STATE has not arrived must not become
@@ -68,8 +78,8 @@ export function partWriter(o: PartWriterOptions): Writable {
     if (batch.length > 0) {
       // The snapshot's observation order: later observations of a key win at the merge.
       const base = o.checkpoint.counters.rowsWritten;
-      const observations: Observation[] = batch.map((record, i) => ({ record, seq: base + i }));
-      o.checkpoint.addPart(await writeRun(o.store, keyJoin(o.runsDir, runFileName(o.runId, nextRun++)), observations, o.checkpoint.config.format));
+      batch.forEach((s, i) => (s.seq = base + i));
+      o.checkpoint.addPart(await writeStaged(o.store, keyJoin(o.runsDir, runFileName(o.runId, nextRun++)), batch, format));
       faultPoint('part-durable');
     }
     for (const s of pending) o.checkpoint.apply(s);
@@ -90,13 +100,29 @@ export function partWriter(o: PartWriterOptions): Writable {
     objectMode: true,
     highWaterMark: 16,
     write(batch: Batch<AccessKeyRecord>, _enc, done) {
+      const arrived: AccessKeyRecord[] = [];
       for (const item of batch) {
         if (item.type === 'RECORD') {
-          records.push(item.record);
+          arrived.push(item.record);
           o.onRecord?.();
         } else {
           states.push(item.state);
-          covered = records.length;
+          covered = records.length + arrived.length;
+        }
+      }
+      if (arrived.length > 0) {
+        let staged: Committed[];
+        try {
+          // Checked against the schema here (INTERNAL on a bad value), before anything of it is committed.
+          staged = stageRecords(arrived, format, received);
+        } catch (err) {
+          done(err as Error);
+          return;
+        }
+        received += arrived.length;
+        for (let i = 0; i < staged.length; i++) {
+          if (o.noteOf) staged[i]!.note = o.noteOf(arrived[i]!);
+          records.push(staged[i]!);
         }
       }
       if (records.length >= o.tuning.commitRows || Date.now() - lastCommit >= o.tuning.commitMs) commit().then(() => done(), done);
