@@ -9,7 +9,7 @@ export const MODULES = {
   'pipeline/source/budget.ts': ['test/budget.test.ts'],
   'pipeline/source/channel.ts': ['test/channel.test.ts'],
   'pipeline/source/fanout.ts': ['test/fanout.test.ts'],
-  'pipeline/runs.ts': ['test/runs.test.ts'],
+  'pipeline/runs.ts': ['test/runs.test.ts', 'test/parts.test.ts'],
   'pipeline/snapshot.ts': ['test/snapshot.test.ts'],
   'pipeline/lease.ts': ['test/lease.test.ts'],
   'pipeline/errors.ts': ['test/errors.test.ts'],
