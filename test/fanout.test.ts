@@ -866,6 +866,41 @@ test('a stop leaves no account reached ahead behind: each is told to stop and se
   assert.ok(!run.log.some((l) => l.includes('account-started 100000000002') || l.includes('account-started 100000000003')), 'accounts reached ahead are not read after the stop');
 });
 
+test('a stop leaves no last-use source of an account reached ahead behind: each settles before the source ends', async () => {
+  const stop = new AbortController();
+  const lastUseSettled = new Set<string>();
+  const run = accountsRun({
+    accounts: 6,
+    accountConcurrency: 2,
+    stop,
+    // Accounts 2 and 3 are reached at once, but their credential reports are still coming
+    // when the run stops; told to stop, each settles a little later (a download winding down).
+    lastUse: (id) => {
+      if (id === '100000000000' || id === '100000000001') return undefined;
+      const signal = run.signals.get(id)!;
+      return new Promise<void>((resolve) =>
+        signal.addEventListener(
+          'abort',
+          () =>
+            setTimeout(() => {
+              lastUseSettled.add(id);
+              resolve();
+            }, 30),
+          { once: true },
+        ),
+      );
+    },
+    before: async () => {
+      if (run.settled.has('100000000002') && run.settled.has('100000000003')) stop.abort('signal');
+      await tick();
+    },
+  });
+  await run.done;
+  assert.ok(run.signals.get('100000000002')?.aborted && run.signals.get('100000000003')?.aborted, 'the accounts reached ahead were told to stop');
+  assert.deepEqual([...lastUseSettled].sort(), ['100000000002', '100000000003'], 'their last-use sources settled before the source ended');
+  assert.ok(!run.log.some((l) => l.includes('account-started 100000000002') || l.includes('account-started 100000000003')), 'accounts reached ahead are not read after the stop');
+});
+
 const accountIds = (records: readonly SourceKey[]) => [...new Set(records.map((r) => r.user.accountId))].sort();
 
 test('an account that cannot be reached, or whose ListUsers is denied, fails alone with its AWS code; the others are read and done', async () => {
