@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { ExportError } from '../pipeline/errors.ts';
-import { S3Store, PART_SIZE, type S3StoreOptions } from '../pipeline/store/s3.ts';
+import { createS3Client, s3EndpointOf, S3Store, PART_SIZE, type S3StoreOptions } from '../pipeline/store/s3.ts';
 import { isPreconditionFailed, type Store } from '../pipeline/store/store.ts';
 import { mulberry32 } from './fake-iam/random.ts';
 import { FAULT_HOOK } from './support/cli.ts';
@@ -288,4 +288,44 @@ test('store keys map under the prefix as on disk; a bucket-root store has no pre
   assert.equal(store.describe('rooted.json'), `s3://${bucket}/rooted.json`);
   assert.deepEqual(await getObject(s3.client, bucket, 'rooted.json'), Buffer.from('{}'));
   await store.delete('rooted.json');
+});
+
+test('the store client: path-style whenever an endpoint is custom (flag, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, in that order), the bucket region followed, standard retries, the SDK log kept to warnings', async () => {
+  assert.equal(s3EndpointOf({ endpointUrl: 'http://flag:1' }, { AWS_ENDPOINT_URL_S3: 'http://s3:2', AWS_ENDPOINT_URL: 'http://all:3' }), 'http://flag:1');
+  assert.equal(s3EndpointOf({ endpointUrl: undefined }, { AWS_ENDPOINT_URL_S3: 'http://s3:2', AWS_ENDPOINT_URL: 'http://all:3' }), 'http://s3:2');
+  assert.equal(s3EndpointOf({ endpointUrl: undefined }, { AWS_ENDPOINT_URL_S3: '', AWS_ENDPOINT_URL: 'http://all:3' }), 'http://all:3');
+  assert.equal(s3EndpointOf({ endpointUrl: undefined }, { AWS_ENDPOINT_URL_S3: '', AWS_ENDPOINT_URL: '' }), undefined);
+
+  const warned: unknown[] = [];
+  const logger = { trace: () => assert.fail('trace'), debug: () => assert.fail('debug'), info: () => assert.fail('info'), warn: (...a: unknown[]) => warned.push(a), error: () => undefined };
+  const base = { region: 'eu-west-1', profile: undefined, endpointUrl: undefined, forcePathStyle: false, maxAttempts: 7 };
+  const custom = await createS3Client({ ...base, endpointUrl: 'http://127.0.0.1:9', profile: 'reports', logger }, {});
+  try {
+    assert.equal(await custom.config.region(), 'eu-west-1');
+    assert.equal(custom.config.forcePathStyle, true);
+    assert.equal(custom.config.followRegionRedirects, true);
+    const mode = custom.config.retryMode;
+    assert.equal(typeof mode === 'string' ? mode : await mode(), 'standard');
+    assert.equal(await custom.config.maxAttempts(), 7);
+    assert.equal(custom.config.profile, 'reports');
+    const endpoint = await custom.config.endpoint!();
+    assert.equal(`${endpoint.protocol}//${endpoint.hostname}:${endpoint.port}`, 'http://127.0.0.1:9');
+    custom.config.logger.info('not kept');
+    custom.config.logger.debug('not kept');
+    custom.config.logger.warn('kept');
+    assert.equal(warned.length, 1);
+  } finally {
+    custom.destroy();
+  }
+  const aws = await createS3Client(base, {});
+  const fromEnv = await createS3Client(base, { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' });
+  const asked = await createS3Client({ ...base, forcePathStyle: true }, {});
+  try {
+    assert.equal(aws.config.forcePathStyle, false, "AWS's own endpoint: virtual-hosted style");
+    assert.equal(aws.config.profile, undefined);
+    assert.equal(fromEnv.config.forcePathStyle, true);
+    assert.equal(asked.config.forcePathStyle, true);
+  } finally {
+    for (const c of [aws, fromEnv, asked]) c.destroy();
+  }
 });
