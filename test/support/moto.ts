@@ -31,10 +31,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * moto_server, stopped when our end of its stdin closes: by close(), and also when the
+ * test process dies without closing it (killed by a timeout, by Stryker, by hand),
+ * which would otherwise leave the server running. Seen: a mutation run left 127
+ * servers behind, 12 GB between them. A background reader on a copy of stdin (fd 3;
+ * a background job's own stdin is /dev/null) kills the server at end of file; the
+ * shell waits for the server, so its exit is the server's.
+ */
+const GUARDED = 'exec 3<&0; moto_server -H 127.0.0.1 -p "$1" & m=$!; (read _ <&3; kill $m 2>/dev/null; sleep 3; kill -9 $m 2>/dev/null) & wait $m';
+
 /** Starts moto_server and waits until it answers. */
 export async function startMoto(options: { env?: Record<string, string> } = {}): Promise<Moto> {
   const port = await freePort();
-  const child: ChildProcess = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
+  const child: ChildProcess = spawn('sh', ['-c', GUARDED, 'sh', String(port)], { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;
@@ -52,7 +62,7 @@ export async function startMoto(options: { env?: Record<string, string> } = {}):
     }
     await sleep(100);
     if (Date.now() > deadline) {
-      child.kill('SIGKILL');
+      child.stdin!.end();
       throw new Error(`moto_server did not start: ${stderr}`);
     }
   }
@@ -60,8 +70,8 @@ export async function startMoto(options: { env?: Record<string, string> } = {}):
     url,
     async close() {
       if (child.exitCode === null) {
-        child.kill('SIGTERM');
-        await Promise.race([exited, sleep(5000).then(() => child.kill('SIGKILL'))]);
+        child.stdin!.end();
+        await Promise.race([exited, sleep(5000)]);
       }
     },
   };
