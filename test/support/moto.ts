@@ -45,6 +45,8 @@ const GUARDED = 'exec 3<&0; moto_server -H 127.0.0.1 -p "$1" & m=$!; (read _ <&3
 export async function startMoto(options: { env?: Record<string, string> } = {}): Promise<Moto> {
   const port = await freePort();
   const child: ChildProcess = spawn('sh', ['-c', GUARDED, 'sh', String(port)], { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
+  // Ending stdin when the shell has just exited on its own must not crash the test (EPIPE).
+  child.stdin!.on('error', () => undefined);
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;
