@@ -30,17 +30,20 @@ export interface RecordedRequest {
   readonly bucket: string;
   readonly query: URLSearchParams;
   readonly headers: IncomingHttpHeaders;
+  /** The request body (filled in once it has arrived). */
+  body: Buffer;
   status: number;
 }
 
 /**
  * A fault the front injects into the next request of `op` (then it is used up):
- * - answer: reply `status` with S3's XML error `code`, without forwarding;
+ * - answer: reply `status` with S3's XML error `code` (or with `body` as it is, e.g. a
+ *   200 answer carrying per-key errors), without forwarding;
  * - drop-response: forward (S3 applies it), then close the connection unanswered;
  * - cut-body: forward, then close the connection after `afterBytes` of the body.
  */
 export type FrontFault =
-  | { readonly op: string; readonly kind: 'answer'; readonly status: number; readonly code: string }
+  | { readonly op: string; readonly kind: 'answer'; readonly status: number; readonly code: string; readonly body?: string }
   | { readonly op: string; readonly kind: 'drop-response' }
   | { readonly op: string; readonly kind: 'cut-body'; readonly afterBytes: number };
 
@@ -81,11 +84,12 @@ export async function startS3Front(target: string, latencyMs = 0): Promise<S3Fro
     const [, bucket = '', ...rest] = url.pathname.split('/');
     const key = decodeURIComponent(rest.join('/'));
     const method = req.method ?? 'GET';
-    const entry: RecordedRequest = { op: opOf(method, key, url.searchParams, req.headers), method, key, bucket, query: url.searchParams, headers: req.headers, status: 0 };
+    const entry: RecordedRequest = { op: opOf(method, key, url.searchParams, req.headers), method, key, bucket, query: url.searchParams, headers: req.headers, body: Buffer.alloc(0), status: 0 };
     requests.push(entry);
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      entry.body = Buffer.concat(chunks);
       const at = front.faults.findIndex((f) => f.op === entry.op);
       const fault = at < 0 ? undefined : front.faults.splice(at, 1)[0];
       const forward = () =>
@@ -93,7 +97,7 @@ export async function startS3Front(target: string, latencyMs = 0): Promise<S3Fro
           if (fault?.kind === 'answer') {
             entry.status = fault.status;
             res.writeHead(fault.status, { 'content-type': 'application/xml' });
-            res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${fault.code}</Code><Message>injected by the test front</Message></Error>`);
+            res.end(fault.body ?? `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${fault.code}</Code><Message>injected by the test front</Message></Error>`);
             return done();
           }
           const fwd = request({ host: upstream.hostname, port: upstream.port, method, path: req.url, headers: req.headers }, (up) => {
@@ -123,7 +127,7 @@ export async function startS3Front(target: string, latencyMs = 0): Promise<S3Fro
             res.destroy();
             done();
           });
-          fwd.end(Buffer.concat(chunks));
+          fwd.end(entry.body);
         });
       const go = () => {
         if (req.headers['if-match'] === undefined && req.headers['if-none-match'] === undefined) return void forward();
