@@ -15,7 +15,7 @@ export const MODULES = {
   'pipeline/errors.ts': ['test/errors.test.ts'],
   'pipeline/store/local.ts': ['test/store-local.test.ts'],
   // Against moto (test/support/s3.ts starts it once per run of the file).
-  'pipeline/store/s3.ts': ['test/store-s3.test.ts'],
+  'pipeline/store/s3.ts': ['test/store-s3.test.ts', 'test/store-s3-faults.test.ts'],
 };
 
 // MUTATE_MODULE=<module of the table>: that module alone, against its own test files,

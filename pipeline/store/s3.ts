@@ -33,7 +33,7 @@
  *   ranged GetObject at the byte reached, pinned to the first ETag (If-Match).
  * - list / deletePrefix: ListObjectsV2 pages, DeleteObjects batches (1,000 each).
  * - promote: CopyObject of each file, in the order given (the gate file last),
- *   with the SSE settings and `If-None-Match: *`. Idempotent: a target that exists
+ *   with the SSE settings and `If-None-Match: *` (409 retried as for a write). Idempotent: a target that exists
  *   already is skipped if it is the copy of the very same staged object (every
  *   object this store writes carries a random `ike-object-id` in its metadata,
  *   which a copy keeps), else the publication is refused: a published object is
@@ -237,25 +237,35 @@ export class S3Store implements Store {
       ContentLength: bytes.length,
       ...(condition === undefined ? {} : 'ifNoneMatch' in condition ? { IfNoneMatch: '*' } : { IfMatch: condition.ifMatch }),
     };
+    const put = () => this.#client.send(new PutObjectCommand(input));
+    try {
+      const r = await (condition ? this.#settled(put, key) : put());
+      return r.ETag ?? '';
+    } catch (err) {
+      if (!condition) throw this.#fail(err, 'PutObject', key, 'write');
+      if (err instanceof PreconditionFailed) throw err;
+      if (isPrecondition(err) || ('ifMatch' in condition && isMissing(err) && awsErrorName(err) !== 'NoSuchBucket')) {
+        const landed = ((err as S3ErrorShape).$metadata?.attempts ?? 1) > 1 ? await this.#holds(key, bytes) : undefined;
+        if (landed !== undefined) return landed;
+        throw new PreconditionFailed(key);
+      }
+      throw this.#fail(err, 'PutObject', key, 'write');
+    }
+  }
+
+  /**
+   * A conditional request of `key`, sent again while S3 answers 409
+   * ConditionalRequestConflict (another conditional write of the key was in flight)
+   * for a definite answer; if the conflict persists, the condition counts as failed.
+   */
+  async #settled<T>(send: () => Promise<T>, key: string): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const r = await this.#client.send(new PutObjectCommand(input));
-        return r.ETag ?? '';
+        return await send();
       } catch (err) {
-        if (!condition) throw this.#fail(err, 'PutObject', key, 'write');
-        if (isConflict(err)) {
-          if (attempt < CONFLICT_TRIES) {
-            await sleep(25 * 2 ** attempt * (0.5 + Math.random()));
-            continue;
-          }
-          throw new PreconditionFailed(key);
-        }
-        if (isPrecondition(err) || ('ifMatch' in condition && isMissing(err) && awsErrorName(err) !== 'NoSuchBucket')) {
-          const landed = ((err as S3ErrorShape).$metadata?.attempts ?? 1) > 1 ? await this.#holds(key, bytes) : undefined;
-          if (landed !== undefined) return landed;
-          throw new PreconditionFailed(key);
-        }
-        throw this.#fail(err, 'PutObject', key, 'write');
+        if (!isConflict(err)) throw err;
+        if (attempt >= CONFLICT_TRIES) throw new PreconditionFailed(key);
+        await sleep(25 * 2 ** attempt * (0.5 + Math.random()));
       }
     }
   }
@@ -284,7 +294,7 @@ export class S3Store implements Store {
     }
     const upload = new Upload({
       client: this.#client,
-      params: { ...this.#objectParams(key), Body: Readable.from(hashed(), { objectMode: false }) },
+      params: { ...this.#objectParams(key), Body: Readable.from(hashed()) },
       partSize: this.#partSize,
       queueSize: this.#queueSize,
       // Abort the multipart upload on any failure: nothing half-written stays behind.
@@ -398,19 +408,18 @@ export class S3Store implements Store {
         await this.#checkCopy(source, target);
         continue;
       }
+      const copy = new CopyObjectCommand({
+        Bucket: this.bucket,
+        Key: this.#key(target),
+        CopySource: `${this.bucket}/${this.#key(source).split('/').map(encodeURIComponent).join('/')}`,
+        MetadataDirective: 'COPY',
+        IfNoneMatch: '*',
+        ...this.#sseParams(),
+      });
       try {
-        await this.#client.send(
-          new CopyObjectCommand({
-            Bucket: this.bucket,
-            Key: this.#key(target),
-            CopySource: `${this.bucket}/${this.#key(source).split('/').map(encodeURIComponent).join('/')}`,
-            MetadataDirective: 'COPY',
-            IfNoneMatch: '*',
-            ...this.#sseParams(),
-          }),
-        );
+        await this.#settled(() => this.#client.send(copy), target);
       } catch (err) {
-        if (!isPrecondition(err)) throw this.#fail(err, 'CopyObject', target, 'copy');
+        if (!(err instanceof PreconditionFailed || isPrecondition(err))) throw this.#fail(err, 'CopyObject', target, 'copy');
         await this.#checkCopy(source, target);
       }
       faultPoint('s3-copied', target);
@@ -428,8 +437,10 @@ export class S3Store implements Store {
       }
     };
     const [s, t] = await Promise.all([head(source), head(target)]);
-    const id = s?.Metadata?.[OBJECT_ID];
-    if (s && t && id !== undefined && t.Metadata?.[OBJECT_ID] === id && s.ContentLength === t.ContentLength) return;
+    if (s && t) {
+      const id = s.Metadata?.[OBJECT_ID];
+      if (id !== undefined && t.Metadata?.[OBJECT_ID] === id && s.ContentLength === t.ContentLength) return;
+    }
     throw new ExportError(
       'SNAPSHOT_PUBLISHED',
       `${this.describe(target)} already exists and is not a copy of ${this.describe(source)}; refusing to publish over it`,
