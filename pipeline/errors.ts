@@ -126,7 +126,8 @@ export function awsErrorName(err: unknown): string {
   return typeof e.name === 'string' ? e.name : 'UnknownError';
 }
 
-function httpStatus(err: unknown): number | undefined {
+/** The HTTP status of an AWS answer, or undefined (no answer, or not an AWS error). */
+export function httpStatus(err: unknown): number | undefined {
   const s = ((err ?? {}) as AwsLikeError).$metadata?.httpStatusCode;
   return typeof s === 'number' ? s : undefined;
 }

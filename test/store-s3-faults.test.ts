@@ -178,6 +178,9 @@ test('a read denied (403) on a missing key reads as absent; on a present key, or
   await assert.rejects(store.read('present.json'), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_DENIED' && err.message.startsWith('GetObject '));
   s3.front.faults.push(denied('GetObject'), denied('ListObjectsV2'));
   await assert.rejects(store.read('missing.json'), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_DENIED' && err.message.startsWith('GetObject '));
+  // Only a denial is checked that way: any other failure of a read is the failure, key or no key.
+  s3.front.faults.push({ op: 'GetObject', kind: 'answer', status: 400, code: 'InvalidRequest' });
+  await assert.rejects(store.read('missing.json'), (err: unknown) => err instanceof ExportError && err.code === 'OUTPUT_IO' && err.message.startsWith('GetObject '));
   assert.deepEqual(s3.front.faults, []);
   assert.equal(await store.read('missing.json'), undefined);
 });

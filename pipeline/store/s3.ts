@@ -60,7 +60,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Logger } from '@smithy/types';
-import { awsErrorName, classifyStoreError, ExportError } from '../errors.ts';
+import { awsErrorName, classifyStoreError, ExportError, httpStatus } from '../errors.ts';
 import { faultPoint } from '../faultpoint.ts';
 import { instrument, resolveRegion, type ApiStats } from '../source/client.ts';
 import { PreconditionFailed, keyJoin, type Condition, type Store, type StoredObject, type UploadResult } from './store.ts';
@@ -111,18 +111,17 @@ export interface S3StoreOptions extends S3Location {
   readonly ownsClient?: boolean;
 }
 
-/** What the SDK's errors carry that this file decides on. */
+/** What the SDK's errors carry that this file decides on (beyond errors.ts). */
 interface S3ErrorShape {
-  readonly name?: string;
-  readonly $metadata?: { readonly httpStatusCode?: number; readonly attempts?: number };
+  readonly $metadata?: { readonly attempts?: number };
 }
 
-const statusOf = (err: unknown): number | undefined => (err as S3ErrorShape)?.$metadata?.httpStatusCode;
-const isStatus = (err: unknown, status: number, ...names: string[]): boolean => statusOf(err) === status || names.includes(awsErrorName(err));
+/** An answer of `status`, or of one of the S3 error codes `names` (either alone). */
+const isStatus = (err: unknown, status: number, ...names: string[]): boolean => httpStatus(err) === status || names.includes(awsErrorName(err));
 const isPrecondition = (err: unknown) => isStatus(err, 412, 'PreconditionFailed');
 const isConflict = (err: unknown) => isStatus(err, 409, 'ConditionalRequestConflict');
 const isMissing = (err: unknown) => isStatus(err, 404, 'NoSuchKey', 'NotFound');
-const isForbidden = (err: unknown) => statusOf(err) === 403;
+const isForbidden = (err: unknown) => httpStatus(err) === 403;
 
 export class S3Store implements Store {
   readonly root: string;
@@ -154,8 +153,8 @@ export class S3Store implements Store {
       (next, context) => async (args) => {
         const result = await next(args);
         if (context.commandName === 'UploadPartCommand') {
-          const input = args.input as { Key?: string; PartNumber?: number };
-          faultPoint('s3-part-uploaded', `${input.Key ?? ''}#${input.PartNumber ?? 0}`);
+          const input = args.input as { Key: string; PartNumber: number };
+          faultPoint('s3-part-uploaded', `${input.Key}#${input.PartNumber}`);
         }
         return result;
       },
