@@ -67,13 +67,14 @@ test('every object written carries the content type of its extension', { skip },
     'errors.ndjson': 'application/x-ndjson',
     _SUCCESS: 'application/octet-stream',
     'lease.JSON': 'application/octet-stream',
+    'v.x/_manifest.json': 'application/json',
   };
   const mark = s3.front.requests.length;
   for (const key of Object.keys(types)) await store.write(`w/${key}`, 'x');
   for (const key of Object.keys(types)) await store.upload(`u/${key}`, bytesOf(Buffer.from('x')));
   const puts = s3.front.requests.slice(mark).filter((r) => r.op === 'PutObject');
   assert.equal(puts.length, 2 * Object.keys(types).length);
-  for (const p of puts) assert.equal(p.headers['content-type'], types[p.key.split('/').pop()!], p.key);
+  for (const p of puts) assert.equal(p.headers['content-type'], types[p.key.replace(/^.*?\/root\/[wu]\//, '')], p.key);
 });
 
 test('a failed call names the call, the object and the permission it needs, and the KMS key when one is used', { skip }, async () => {
@@ -224,6 +225,19 @@ test('DeleteObjects: per-key errors inside its 200 answer fail the call, naming 
   });
   s3.front.faults.push({ op: 'DeleteObjects', kind: 'answer', status: 200, code: '', body: perKey('InternalError') });
   await failsWith(store.deletePrefix('runs'), 'OUTPUT_IO', `DeleteObjects ${store.describe('runs/run-03')}: S3 answered InternalError after retries`);
+  // An error entry that names neither key nor code: the call's own name for what it deleted, an unknown error.
+  const bare = '<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Error></Error></DeleteResult>';
+  s3.front.faults.push({ op: 'DeleteObjects', kind: 'answer', status: 200, code: '', body: bare });
+  await assert.rejects(store.deletePrefix('runs'), (err: unknown) => {
+    assert.ok(err instanceof ExportError);
+    assert.equal(err.message, `DeleteObjects ${store.describe('runs')}: S3 answered UnknownError after retries`);
+    assert.equal((err.cause as Error).message, 'DeleteObjects failed');
+    return true;
+  });
+  s3.front.faults.push({ op: 'DeleteObjects', kind: 'answer', status: 200, code: '', body: bare });
+  await failsWith(store.deleteKeys(keys), 'OUTPUT_IO', `DeleteObjects ${store.describe('runs/run-00')}: S3 answered UnknownError after retries`);
+  s3.front.faults.push({ op: 'DeleteObjects', kind: 'answer', status: 500, code: 'InternalError' }, { op: 'DeleteObjects', kind: 'answer', status: 500, code: 'InternalError' }, { op: 'DeleteObjects', kind: 'answer', status: 500, code: 'InternalError' });
+  await assert.rejects(store.deleteKeys(keys), (err: unknown) => err instanceof ExportError && err.message.startsWith(`DeleteObjects ${store.describe('runs/run-00')}: `));
 
   const mark = s3.front.requests.length;
   await store.deleteKeys([]);

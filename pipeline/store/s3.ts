@@ -322,7 +322,8 @@ export class S3Store implements Store {
         body = r.Body as Readable;
       } catch (err) {
         if (isMissing(err) && awsErrorName(err) !== 'NoSuchBucket') throw Object.assign(new Error(`${this.describe(key)} does not exist`), { code: 'ENOENT' });
-        if (etag !== undefined && isPrecondition(err)) {
+        // Only a resumed request carries a condition (If-Match of the first ETag).
+        if (isPrecondition(err)) {
           throw new ExportError('OUTPUT_IO', `GetObject ${this.describe(key)}: the object changed while it was being read`, { file: this.describe(key) }, { cause: err });
         }
         throw this.#fail(err, 'GetObject', key, 'read');
@@ -372,24 +373,24 @@ export class S3Store implements Store {
   }
 
   async deleteKeys(keys: readonly string[]): Promise<void> {
-    await this.#deleteBatches(keys, keys[0] ?? '');
+    await this.#deleteBatches(keys);
   }
 
-  /** DeleteObjects of `keys`, a page at a time; `what` names them in an error. */
-  async #deleteBatches(keys: readonly string[], what: string): Promise<void> {
+  /** DeleteObjects of `keys`, a page at a time; an error names `what`, else the first key of its batch. */
+  async #deleteBatches(keys: readonly string[], what?: string): Promise<void> {
     for (let i = 0; i < keys.length; i += this.#pageSize) {
       const batch = keys.slice(i, i + this.#pageSize);
       let r;
       try {
         r = await this.#client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((k) => ({ Key: this.#key(k) })), Quiet: true } }));
       } catch (err) {
-        throw this.#fail(err, 'DeleteObjects', what, 'delete');
+        throw this.#fail(err, 'DeleteObjects', what ?? batch[0]!, 'delete');
       }
       const failed = r.Errors?.[0];
       if (failed) {
         // Per-key failures come inside a 200 answer: classified like a failed call of that key.
         const err = Object.assign(new Error(failed.Message ?? 'DeleteObjects failed'), { name: failed.Code ?? 'UnknownError', $fault: 'client' });
-        throw this.#fail(err, 'DeleteObjects', (failed.Key ?? '').slice(this.#base.length), 'delete');
+        throw this.#fail(err, 'DeleteObjects', failed.Key?.slice(this.#base.length) ?? what ?? batch[0]!, 'delete');
       }
     }
   }
