@@ -10,7 +10,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { ExportError } from '../pipeline/errors.ts';
-import { S3Store, type S3StoreOptions } from '../pipeline/store/s3.ts';
+import { FAULT_HOOK } from '../pipeline/faultpoint.ts';
+import { PART_SIZE, S3Store, type S3StoreOptions } from '../pipeline/store/s3.ts';
 import { isPreconditionFailed, type Store } from '../pipeline/store/store.ts';
 import { s3Skip, startS3, testS3Client, type FrontFault, type S3Harness } from './support/s3.ts';
 
@@ -75,6 +76,28 @@ test('every object written carries the content type of its extension', { skip },
   const puts = s3.front.requests.slice(mark).filter((r) => r.op === 'PutObject');
   assert.equal(puts.length, 2 * Object.keys(types).length);
   for (const p of puts) assert.equal(p.headers['content-type'], types[p.key.replace(/^.*?\/root\/[wu]\//, '')], p.key);
+  // Each carries a fresh object id, as S3 metadata must be: US-ASCII (hex).
+  const ids = puts.map((p) => String(p.headers['x-amz-meta-ike-object-id']));
+  for (const id of ids) assert.match(id, /^[0-9a-f]{24}$/);
+  assert.equal(new Set(ids).size, ids.length);
+});
+
+test('each stored part of a multipart upload and each published copy passes its fault point, in order', { skip }, async () => {
+  const seen: string[] = [];
+  const hooks = globalThis as Record<symbol, unknown>;
+  hooks[FAULT_HOOK] = (name: string, detail?: string) => void seen.push(`${name} ${detail}`);
+  try {
+    const store = fresh();
+    await store.upload('_staging/s/publish-ab/big.csv', bytesOf(Buffer.alloc(PART_SIZE + 10)));
+    await store.write('_staging/s/publish-ab/_SUCCESS', '');
+    await store.promote('_staging/s/publish-ab/', 'access_keys/snapshot_id=s/', ['big.csv', '_SUCCESS']);
+    const base = objectKey(store, '_staging/s/publish-ab/big.csv');
+    // Parts are stored concurrently (either may finish first); copies one after another, the gate last.
+    assert.deepEqual(seen.slice(0, 2).sort(), [`s3-part-uploaded ${base}#1`, `s3-part-uploaded ${base}#2`]);
+    assert.deepEqual(seen.slice(2), ['s3-copied access_keys/snapshot_id=s/big.csv', 's3-copied access_keys/snapshot_id=s/_SUCCESS']);
+  } finally {
+    delete hooks[FAULT_HOOK];
+  }
 });
 
 test('a failed call names the call, the object and the permission it needs, and the KMS key when one is used', { skip }, async () => {

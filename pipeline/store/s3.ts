@@ -188,11 +188,10 @@ export class S3Store implements Store {
 
   /** Parameters every object written carries: encryption, content type, and a fresh object id. */
   #objectParams(key: string) {
-    const ext = /\.[a-z]+$/.exec(key)?.[0] ?? '';
     return {
       Bucket: this.bucket,
       Key: this.#key(key),
-      ContentType: CONTENT_TYPES[ext] ?? 'application/octet-stream',
+      ContentType: CONTENT_TYPES[key.slice(key.lastIndexOf('.'))] ?? 'application/octet-stream',
       Metadata: { [OBJECT_ID]: randomBytes(12).toString('hex') },
       ...this.#sseParams(),
     };
@@ -302,8 +301,8 @@ export class S3Store implements Store {
     try {
       await upload.done();
     } catch (err) {
-      // An error of the byte source (an encoder, a record check) passes unchanged.
-      if (sourceError && err === sourceError.error) throw err;
+      // When the byte source failed (an encoder, a record check), its error is the one, unchanged.
+      if (sourceError) throw sourceError.error;
       throw this.#fail(err, 'PutObject', key, 'write');
     }
     return { bytes, sha256: hash.digest('hex') };
