@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { ExportError } from '../pipeline/errors.ts';
 import { FAULT_HOOK } from '../pipeline/faultpoint.ts';
-import { PART_SIZE, S3Store, type S3StoreOptions } from '../pipeline/store/s3.ts';
+import { FAN_IN } from '../pipeline/runs.ts';
+import { createS3Client, PART_SIZE, S3Store, type S3StoreOptions } from '../pipeline/store/s3.ts';
 import { isPreconditionFailed, type Store } from '../pipeline/store/store.ts';
 import { s3Skip, startS3, testS3Client, type FrontFault, type S3Harness } from './support/s3.ts';
 
@@ -370,4 +371,33 @@ test('SSE-S3 never sends a KMS key id, even one given', { skip }, async () => {
   const put = s3.front.requests.slice(mark).find((r) => r.op === 'PutObject')!;
   assert.equal(put.headers['x-amz-server-side-encryption'], 'AES256');
   assert.equal(put.headers['x-amz-server-side-encryption-aws-kms-key-id'], undefined);
+});
+
+test('the store client holds more bodies open at once than the merge reads (FAN_IN): none waits for a socket', { skip, timeout: 120_000 }, async () => {
+  // The client takes its credentials from the SDK's chain, as the command's does.
+  const saved = { AWS_ACCESS_KEY_ID: process.env.AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: process.env.AWS_SECRET_ACCESS_KEY };
+  Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'AKIDTESTTESTTESTTEST', AWS_SECRET_ACCESS_KEY: 'test-secret-not-real' });
+  const client = await createS3Client({ region: 'us-east-1', profile: undefined, endpointUrl: s3.front.url, forcePathStyle: false, maxAttempts: 3 }, {});
+  try {
+    const store = new S3Store({ client, bucket, prefix: `f${++prefixes}/root` });
+    const keys = Array.from({ length: FAN_IN + 1 }, (_, i) => `runs/run-${String(i).padStart(3, '0')}`);
+    // Bodies larger than a stream buffers: a socket is held until its body is read to the end.
+    const body = (i: number) => Buffer.alloc(256 << 10, i);
+    await Promise.all(keys.map((k, i) => store.write(k, body(i))));
+    // As the merge does: every body opened and its first piece taken before any is read to its end.
+    const readers = keys.map((k) => store.readStream(k)[Symbol.asyncIterator]());
+    const firsts = await Promise.all(readers.map((r) => r.next()));
+    assert.ok(firsts.every((f, i) => !f.done && f.value[0] === i % 256));
+    for (const [i, r] of readers.entries()) {
+      let bytes = (firsts[i]!.value as Buffer).length;
+      for (let n = await r.next(); !n.done; n = await r.next()) bytes += n.value.length;
+      assert.equal(bytes, 256 << 10);
+    }
+  } finally {
+    client.destroy();
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
 });
