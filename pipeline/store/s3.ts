@@ -328,6 +328,7 @@ export class S3Store implements Store {
         throw this.#fail(err, 'GetObject', key, 'read');
       }
       try {
+        // A reader that stops early ends this loop too: the stream's iterator then destroys the body, freeing its connection.
         for await (const chunk of body as AsyncIterable<Buffer>) {
           offset += chunk.length;
           yield chunk;
@@ -336,8 +337,6 @@ export class S3Store implements Store {
       } catch (err) {
         // A body that broke midway (a connection closed while the merge left it idle): resume at `offset`.
         if (tries >= BODY_TRIES || etag === undefined) throw this.#fail(err, 'GetObject', key, 'read');
-      } finally {
-        body.destroy();
       }
     }
   }
