@@ -237,11 +237,12 @@ export class S3Store implements Store {
     };
     const put = () => this.#client.send(new PutObjectCommand(input));
     try {
-      const r = await (condition ? this.#settled(put, key) : put());
+      const r = await (condition ? this.#settled(put) : put());
       return r.ETag ?? '';
     } catch (err) {
       if (!condition) throw this.#fail(err, 'PutObject', key, 'write');
-      if (err instanceof PreconditionFailed) throw err;
+      // A conflict that persisted counts as lost: a writer never believes it won when it may not have.
+      if (isConflict(err)) throw new PreconditionFailed(key);
       if (isPrecondition(err) || ('ifMatch' in condition && isMissing(err) && awsErrorName(err) !== 'NoSuchBucket')) {
         const landed = ((err as S3ErrorShape).$metadata?.attempts ?? 1) > 1 ? await this.#holds(key, bytes) : undefined;
         if (landed !== undefined) return landed;
@@ -252,17 +253,16 @@ export class S3Store implements Store {
   }
 
   /**
-   * A conditional request of `key`, sent again while S3 answers 409
-   * ConditionalRequestConflict (another conditional write of the key was in flight)
-   * for a definite answer; if the conflict persists, the condition counts as failed.
+   * A conditional request, sent again while S3 answers 409 ConditionalRequestConflict
+   * (another conditional write of the key was in flight) for a definite answer; after
+   * CONFLICT_TRIES the last conflict is thrown, for the caller to count as a failed condition.
    */
-  async #settled<T>(send: () => Promise<T>, key: string): Promise<T> {
+  async #settled<T>(send: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await send();
       } catch (err) {
-        if (!isConflict(err)) throw err;
-        if (attempt >= CONFLICT_TRIES) throw new PreconditionFailed(key);
+        if (!isConflict(err) || attempt >= CONFLICT_TRIES) throw err;
         await sleep(25 * 2 ** attempt * (0.5 + Math.random()));
       }
     }
@@ -415,9 +415,10 @@ export class S3Store implements Store {
         ...this.#sseParams(),
       });
       try {
-        await this.#settled(() => this.#client.send(copy), target);
+        await this.#settled(() => this.#client.send(copy));
       } catch (err) {
-        if (!(err instanceof PreconditionFailed || isPrecondition(err))) throw this.#fail(err, 'CopyObject', target, 'copy');
+        // The target exists (412), or another writer's copy of it persists (409): keep it only if it is this object's copy.
+        if (!(isPrecondition(err) || isConflict(err))) throw this.#fail(err, 'CopyObject', target, 'copy');
         await this.#checkCopy(source, target);
       }
       faultPoint('s3-copied', target);

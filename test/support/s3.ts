@@ -40,12 +40,13 @@ export interface RecordedRequest {
  * - answer: reply `status` with S3's XML error `code` (or with `body` as it is, e.g. a
  *   200 answer carrying per-key errors), without forwarding;
  * - drop-response: forward (S3 applies it), then close the connection unanswered;
- * - cut-body: forward, then close the connection after `afterBytes` of the body.
+ * - cut-body: forward, then close the connection after `afterBytes` of the body (once
+ *   `when` resolves, if given: the test decides the moment; bytes past `afterBytes` are held back).
  */
 export type FrontFault =
   | { readonly op: string; readonly kind: 'answer'; readonly status: number; readonly code: string; readonly body?: string }
   | { readonly op: string; readonly kind: 'drop-response' }
-  | { readonly op: string; readonly kind: 'cut-body'; readonly afterBytes: number };
+  | { readonly op: string; readonly kind: 'cut-body'; readonly afterBytes: number; readonly when?: Promise<void> };
 
 export interface S3Front {
   readonly url: string;
@@ -70,6 +71,24 @@ function opOf(method: string, key: string, query: URLSearchParams, headers: Inco
   if (method === 'GET') return 'GetObject';
   if (method === 'HEAD') return key === '' ? 'HeadBucket' : 'HeadObject';
   return `${method} ${key}`;
+}
+
+/**
+ * Breaks the next GetObject bodies of `key` (an object key) after `afterBytes[i]` bytes each,
+ * each only once the reader has received a piece of that body: a break before the SDK hands a
+ * body over is the SDK's own retry of the whole GET (seen under load), not a resumed read.
+ * The reader calls `received()` on every piece.
+ */
+export function bodyBreaks(front: S3Front, key: string, afterBytes: readonly number[]): { received(): void } {
+  const fire: (() => void)[] = [];
+  const start = front.requests.length;
+  for (const bytes of afterBytes) front.faults.push({ op: 'GetObject', kind: 'cut-body', afterBytes: bytes, when: new Promise<void>((resolve) => fire.push(resolve)) });
+  return {
+    received() {
+      const gets = front.requests.slice(start).filter((r) => r.op === 'GetObject' && r.key === key).length;
+      fire[gets - 1]?.();
+    },
+  };
 }
 
 /** Starts a front for `target` (http://host:port). */
@@ -117,7 +136,7 @@ export async function startS3Front(target: string, latencyMs = 0): Promise<S3Fro
                 const part = c.subarray(0, fault.afterBytes - sent);
                 sent += part.length;
                 res.write(part);
-                if (sent >= fault.afterBytes) res.destroy();
+                if (sent >= fault.afterBytes) void (fault.when ?? Promise.resolve()).then(() => res.destroy());
               });
               return;
             }
