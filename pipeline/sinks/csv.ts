@@ -69,11 +69,13 @@ export function csvRows<R extends object = AccessKeyRecord>(records: readonly R[
   const options = rowOptions(columns);
   const rows: string[] = [];
   for (let i = 0; i < records.length; i += BATCH) {
-    const batch = records.slice(i, i + BATCH);
+    // Cells in column order: csv-stringify writes an array as it is, where it looks up each
+    // column of an object by path (a regex test and a path walk per field; ~4 % of a CSV export).
+    const batch = records.slice(i, i + BATCH).map((r) => columns.map((c) => (r as Record<string, unknown>)[c]));
     const lines = stringify(batch, options).split('\n');
     lines.pop(); // after the last line end
     if (lines.length === batch.length) for (const line of lines) rows.push(line);
-    else for (const record of batch) rows.push(stringify([record], options).slice(0, -1));
+    else for (const cells of batch) rows.push(stringify([cells], options).slice(0, -1));
   }
   return rows;
 }
