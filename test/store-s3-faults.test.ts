@@ -13,8 +13,8 @@ import { ExportError } from '../pipeline/errors.ts';
 import { FAULT_HOOK } from '../pipeline/faultpoint.ts';
 import { FAN_IN } from '../pipeline/runs.ts';
 import { createS3Client, PART_SIZE, S3Store, type S3StoreOptions } from '../pipeline/store/s3.ts';
-import { isPreconditionFailed, type Store } from '../pipeline/store/store.ts';
-import { bodyBreaks, s3Skip, startS3, testS3Client, type FrontFault, type S3Harness } from './support/s3.ts';
+import { isPreconditionFailed } from '../pipeline/store/store.ts';
+import { bodyBreaks, bytesOf, readAll, s3Skip, startS3, testS3Client, type FrontFault, type S3Harness } from './support/s3.ts';
 
 const skip = s3Skip;
 let s3: S3Harness;
@@ -36,19 +36,6 @@ function fresh(options: Partial<S3StoreOptions> = {}): S3Store {
 
 /** The object key of a store key of `store`. */
 const objectKey = (store: S3Store, key: string) => store.describe(key).slice(`s3://${bucket}/`.length);
-
-async function* bytesOf(...parts: Buffer[]): AsyncGenerator<Uint8Array> {
-  for (const p of parts) yield p;
-}
-
-async function readAll(store: Store, key: string, onPiece = () => {}): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of store.readStream(key)) {
-    chunks.push(c);
-    onPiece();
-  }
-  return Buffer.concat(chunks);
-}
 
 const denied = (op: string): FrontFault => ({ op, kind: 'answer', status: 403, code: 'AccessDenied' });
 

@@ -6,10 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { ExportError } from '../pipeline/errors.ts';
 import { createS3Client, s3EndpointOf, S3Store, PART_SIZE, type S3StoreOptions } from '../pipeline/store/s3.ts';
-import { isPreconditionFailed, type Store } from '../pipeline/store/store.ts';
+import { isPreconditionFailed } from '../pipeline/store/store.ts';
 import { mulberry32 } from './fake-iam/random.ts';
 import { FAULT_HOOK } from './support/cli.ts';
-import { bodyBreaks, getObject, listKeys, s3Skip, startS3, testS3Client, type S3Harness } from './support/s3.ts';
+import { bodyBreaks, bytesOf, getObject, listKeys, readAll, s3Skip, startS3, testS3Client, type S3Harness } from './support/s3.ts';
 
 const skip = s3Skip;
 let s3: S3Harness;
@@ -36,20 +36,7 @@ function contender(store: S3Store): S3Store {
   return new S3Store({ client: testS3Client(s3.front.url), bucket, prefix, ownsClient: true });
 }
 
-async function* bytesOf(...parts: Buffer[]): AsyncGenerator<Uint8Array> {
-  for (const p of parts) yield p;
-}
-
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-async function readAll(store: Store, key: string, onPiece = () => {}): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of store.readStream(key)) {
-    chunks.push(c);
-    onPiece();
-  }
-  return Buffer.concat(chunks);
-}
 
 test('a write is read back with its ETag as the version, which changes on every write; a missing key reads as undefined', { skip }, async () => {
   const store = fresh();

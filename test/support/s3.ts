@@ -20,6 +20,7 @@ import { dirname, join } from 'node:path';
 import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { motoUnavailable, startMoto, type Moto } from './moto.ts';
 import { testEnv } from './cli.ts';
+import type { Store } from '../../pipeline/store/store.ts';
 
 /** One request as the front saw it. */
 export interface RecordedRequest {
@@ -217,6 +218,21 @@ export async function startS3(options: { latencyMs?: number; motoEnv?: Record<st
       await moto.close();
     },
   };
+}
+
+/** The given buffers as an upload's byte source. */
+export async function* bytesOf(...parts: Buffer[]): AsyncGenerator<Uint8Array> {
+  for (const p of parts) yield p;
+}
+
+/** The whole object at `key` through the store's readStream; `onPiece` runs on every piece (see bodyBreaks). */
+export async function readAll(store: Store, key: string, onPiece = () => {}): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of store.readStream(key)) {
+    chunks.push(c);
+    onPiece();
+  }
+  return Buffer.concat(chunks);
 }
 
 /** Every key under `prefix` in `bucket`. */
