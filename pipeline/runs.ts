@@ -261,11 +261,47 @@ async function writeChunks(store: Store, key: string, rows: number, chunks: Asyn
 }
 
 /**
- * Reads a run back in batches of rows (one per chunk read), verifying its sha256
- * and row count at the end: a part that changed in the store since it was
- * committed is CHECKPOINT_CORRUPT.
+ * The whole lines of one read of a run, parsed into rows one at a time as they are
+ * wanted. The merge holds one of these per open run: a buffer outside V8's heap and
+ * one parsed row, not a chunk's worth of row objects that would outlive young-generation
+ * collections while the merge works through the other runs.
  */
-export async function* readRunBatches(store: Store, dir: string, part: PartInfo): AsyncGenerator<StagedRow[]> {
+class Lines {
+  readonly #bytes: Buffer;
+  readonly #corrupt: (why: string) => ExportError;
+  #at = 0;
+  #rows = 0;
+
+  constructor(bytes: Buffer, corrupt: (why: string) => ExportError) {
+    this.#bytes = bytes;
+    this.#corrupt = corrupt;
+  }
+
+  /** The next row, or undefined when the chunk is used up. */
+  next(): StagedRow | undefined {
+    if (this.#at >= this.#bytes.length) return undefined;
+    const nl = this.#bytes.indexOf(0x0a, this.#at);
+    const row = parseRow(this.#bytes.toString('utf8', this.#at, nl));
+    if (!row) throw this.#corrupt('is not valid');
+    this.#at = nl + 1;
+    this.#rows++;
+    return row;
+  }
+
+  /** Rows parsed so far. */
+  get rows(): number {
+    return this.#rows;
+  }
+}
+
+/**
+ * Reads a run back in chunks of whole lines (one per chunk read, none empty),
+ * verifying its sha256 and row count at the end: a part that changed in the store
+ * since it was committed is CHECKPOINT_CORRUPT. Rows are counted as they are
+ * parsed, so a reader reads each chunk to its end before it asks for the next
+ * (the merge and `readRunBatches` do; one that stops early stops the check too).
+ */
+async function* readRunLines(store: Store, dir: string, part: PartInfo): AsyncGenerator<Lines> {
   const key = keyJoin(dir, part.file);
   const where = store.describe(key);
   const hash = createHash('sha256');
@@ -276,18 +312,14 @@ export async function* readRunBatches(store: Store, dir: string, part: PartInfo)
     for await (const chunk of store.readStream(key)) {
       hash.update(chunk);
       const buf = rest ? Buffer.concat([rest, chunk]) : chunk;
-      const batch: StagedRow[] = [];
-      let start = 0;
-      // Line by line from the bytes: no string the size of a chunk.
-      for (let nl = buf.indexOf(0x0a, start); nl >= 0; nl = buf.indexOf(0x0a, start)) {
-        const row = parseRow(buf.toString('utf8', start, nl));
-        if (!row) throw corrupt('is not valid');
-        batch.push(row);
-        start = nl + 1;
+      const end = buf.lastIndexOf(0x0a) + 1;
+      rest = end < buf.length ? buf.subarray(end) : undefined;
+      if (end > 0) {
+        const lines = new Lines(buf.subarray(0, end), corrupt);
+        yield lines;
+        // The reader asks for more only once it has read these to the end.
+        rows += lines.rows;
       }
-      rest = start < buf.length ? buf.subarray(start) : undefined;
-      rows += batch.length;
-      if (batch.length > 0) yield batch;
     }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as { name?: string }).name === 'NoSuchKey') throw corrupt('is missing');
@@ -295,6 +327,15 @@ export async function* readRunBatches(store: Store, dir: string, part: PartInfo)
   }
   if (rest) throw corrupt('ends in the middle of a line');
   if (hash.digest('hex') !== part.sha256 || rows !== part.rows) throw corrupt('does not match its checkpoint entry (sha256 or rows)');
+}
+
+/** Reads a run back in batches of rows (one per chunk read, none empty), verified as by `readRunLines`. */
+export async function* readRunBatches(store: Store, dir: string, part: PartInfo): AsyncGenerator<StagedRow[]> {
+  for await (const lines of readRunLines(store, dir, part)) {
+    const batch: StagedRow[] = [];
+    for (let row = lines.next(); row; row = lines.next()) batch.push(row);
+    yield batch;
+  }
 }
 
 /** Reads a run back, row by row, verified as by `readRunBatches`. */
@@ -313,10 +354,10 @@ export async function removeOrphans(store: Store, dir: string, parts: readonly P
 /** Rows a merge hands on at once: one await per batch, not per row. */
 const MERGE_BATCH = 1024;
 
-/** The head of one input of the merge: its current batch and the next row in it. */
+/** The head of one input of the merge: its current chunk and the next row of it. */
 interface Head {
-  rows: StagedRow[];
-  at: number;
+  lines: Lines;
+  row: StagedRow;
   readonly i: number;
 }
 
@@ -325,10 +366,10 @@ interface Head {
  * by stream index: a binary heap over the streams' next rows. It waits only when
  * a stream's batch is used up.
  */
-async function* mergeStreams(streams: AsyncGenerator<StagedRow[]>[]): AsyncGenerator<StagedRow[]> {
+async function* mergeStreams(streams: AsyncGenerator<Lines>[]): AsyncGenerator<StagedRow[]> {
   const heap: Head[] = [];
   const less = (a: Head, b: Head) => {
-    const c = compareRows(a.rows[a.at]!, b.rows[b.at]!);
+    const c = compareRows(a.row, b.row);
     return c < 0 || (c === 0 && a.i < b.i);
   };
   const siftUp = (k: number) => {
@@ -351,31 +392,34 @@ async function* mergeStreams(streams: AsyncGenerator<StagedRow[]>[]): AsyncGener
       k = m;
     }
   };
-  /** The stream's next non-empty batch, or undefined at its end. */
-  const refill = async (i: number): Promise<StagedRow[] | undefined> => {
+  /** The stream's next chunk and its first row, or undefined at its end. */
+  const refill = async (i: number): Promise<{ lines: Lines; row: StagedRow } | undefined> => {
     for (;;) {
       const n = await streams[i]!.next();
       if (n.done) return undefined;
-      if (n.value.length > 0) return n.value;
+      const row = n.value.next();
+      if (row) return { lines: n.value, row };
     }
   };
   try {
     for (let i = 0; i < streams.length; i++) {
-      const rows = await refill(i);
-      if (rows) {
-        heap.push({ rows, at: 0, i });
+      const first = await refill(i);
+      if (first) {
+        heap.push({ ...first, i });
         siftUp(heap.length - 1);
       }
     }
     let out: StagedRow[] = [];
     while (heap.length > 0) {
       const top = heap[0]!;
-      out.push(top.rows[top.at++]!);
-      if (top.at === top.rows.length) {
-        const rows = await refill(top.i);
-        if (rows) {
-          top.rows = rows;
-          top.at = 0;
+      out.push(top.row);
+      const row = top.lines.next();
+      if (row) top.row = row;
+      else {
+        const next = await refill(top.i);
+        if (next) {
+          top.lines = next.lines;
+          top.row = next.row;
         } else {
           const last = heap.pop()!;
           if (heap.length === 0) break;
@@ -423,7 +467,7 @@ export async function* mergeRows(store: Store, staged: readonly StagedRun[], opt
       }
       const key = keyJoin(options.scratch, `merge-${round}-${String(next.length).padStart(5, '0')}.ndjson`);
       const rows = group.reduce((n, r) => n + r.part.rows, 0);
-      const part = await writeRows(store, key, rows, mergeStreams(group.map((r) => readRunBatches(store, r.dir, r.part))));
+      const part = await writeRows(store, key, rows, mergeStreams(group.map((r) => readRunLines(store, r.dir, r.part))));
       faultPoint('merge-round-written', key);
       next.push({ dir: options.scratch, part });
     }
@@ -441,7 +485,7 @@ export async function* mergeRows(store: Store, staged: readonly StagedRun[], opt
   }
 
   let held: StagedRow | undefined;
-  for await (const batch of mergeStreams(runs.map((r) => readRunBatches(store, r.dir, r.part)))) {
+  for await (const batch of mergeStreams(runs.map((r) => readRunLines(store, r.dir, r.part)))) {
     const out: StagedRow[] = [];
     for (const row of batch) {
       if (options.dirty.size > 0 && options.dirty.has(row.userId) && latest.get(row.keyId) !== row.seq) {
