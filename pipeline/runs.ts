@@ -364,7 +364,7 @@ interface Head {
 /**
  * A k-way merge of sorted streams of row batches in (sort key, seq) order, ties
  * by stream index: a binary heap over the streams' next rows. It waits only when
- * a stream's batch is used up.
+ * a stream's chunk is used up.
  */
 async function* mergeStreams(streams: AsyncGenerator<Lines>[]): AsyncGenerator<StagedRow[]> {
   const heap: Head[] = [];
