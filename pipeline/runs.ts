@@ -362,7 +362,7 @@ interface Head {
 }
 
 /**
- * A k-way merge of sorted streams of row batches in (sort key, seq) order, ties
+ * A k-way merge of sorted streams of line chunks in (sort key, seq) order, ties
  * by stream index: a binary heap over the streams' next rows. It waits only when
  * a stream's chunk is used up.
  */
