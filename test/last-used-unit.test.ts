@@ -63,6 +63,24 @@ test('a key the report cannot attribute unambiguously is a miss, with the reason
   assert.deepEqual(index.lookup(rec('alice', '2019-05-05T00:00:00.000Z')), { miss: 'no-matching-slot' });
 });
 
+test("the report's time is IAM's GeneratedTime unless a past moment of it is later; a future expiry or a name that reads as a year does not move it", async () => {
+  // A password policy's next expiry is in the future, and `new Date('12345')` is the year 12345.
+  const rows = [
+    HEADER,
+    '12345,arn:aws:iam::123456789012:user/12345,2015-01-01T00:00:00+00:00,true,2026-11-27T09:00:00+00:00,2026-10-01T00:00:00+00:00,2027-01-01T00:00:00+00:00,false,true,2020-01-01T00:00:00+00:00,2026-11-02T12:00:00+00:00,eu-west-1,s3,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A',
+  ];
+  const index = await ReportIndex.build(REPORT.generatedTime, rows.join('\n'));
+  assert.deepEqual(index.generatedTime, new Date(REPORT.generatedTime));
+  assert.deepEqual(index.lookup(rec('12345', '2020-01-01T00:00:00.000Z')), { hit: { date: new Date('2026-11-02T12:00:00.000Z'), service: 's3', region: 'eu-west-1' } });
+  // moto answers a fixed 2015 GeneratedTime: the latest past moment the report mentions is the lower bound.
+  for (const [column, value] of [[4, '2026-11-28T10:30:00+00:00'], [10, '2026-11-28T10:31:00+00:00'], [19, '2026-11-28T10:32:00+00:00']] as const) {
+    const cells = rows[1]!.split(',');
+    cells[column] = value;
+    const lifted = await ReportIndex.build('2015-01-01T00:00:00.000Z', [HEADER, cells.join(',')].join('\n'));
+    assert.deepEqual(lifted.generatedTime, new Date(value), HEADER.split(',')[column]);
+  }
+});
+
 test('days_since_last_used is whole days from the last use to the snapshot, null when never used', () => {
   const r = rec('alice', '2020-01-01T00:00:00.000Z');
   assert.equal(withLastUse(r, { date: new Date('2026-11-26T11:00:00.001Z'), service: 's3', region: 'us-east-1' }).days_since_last_used, 1);

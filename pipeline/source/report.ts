@@ -60,6 +60,18 @@ interface Slot {
 /** The last use of a slot the report has nothing for (most slots): one object for all. */
 const NO_USE: LastUse = Object.freeze({ date: null, service: null, region: null });
 
+/**
+ * The columns that date something that already happened when the report was made.
+ * Not `password_next_rotation` (a password policy's next expiry, in the future), and
+ * not text columns: a user named "12345" reads as the year 12345 to `new Date`.
+ */
+const PAST_MOMENTS = [
+  'user_creation_time',
+  'password_last_used',
+  'password_last_changed',
+  ...[1, 2].flatMap((n) => [`access_key_${n}_last_rotated`, `access_key_${n}_last_used_date`, `cert_${n}_last_rotated`]),
+];
+
 /** The columns of a report row the index keeps, in this order (a key slot is 4 of them). */
 const KEPT = ['arn', ...[1, 2].flatMap((n) => ['last_rotated', 'last_used_date', 'last_used_service', 'last_used_region'].map((c) => `access_key_${n}_${c}`))];
 
@@ -111,15 +123,15 @@ export class ReportIndex {
    */
   static async build(generatedTime: string, csv: CsvSource): Promise<ReportIndex> {
     const index = new ReportIndex(generatedTime);
-    // A report cannot mention a moment after its generation: when it does, its
-    // GeneratedTime is wrong (moto answers a fixed 2015 date) and the latest moment
-    // it mentions is the best lower bound of when it was made.
+    // A report cannot mention a past moment after its generation: when it does, its
+    // GeneratedTime is wrong (moto answers a fixed 2015 date) and the latest such moment
+    // is the best lower bound of when it was made.
     let latest = index.#generatedTime.getTime();
     const parser = parse({ columns: true, skip_empty_lines: true, relax_column_count: true });
     // pipeline() destroys the parser with the source's error: the loop below throws it.
     const records = pipeline(Readable.from(typeof csv === 'string' ? [Buffer.from(csv)] : csv, { objectMode: false }), parser, () => undefined);
     for await (const r of records as AsyncIterable<Record<string, string>>) {
-      for (const v of Object.values(r)) latest = Math.max(latest, date(v)?.getTime() ?? Number.NEGATIVE_INFINITY);
+      for (const c of PAST_MOMENTS) latest = Math.max(latest, date(r[c])?.getTime() ?? Number.NEGATIVE_INFINITY);
       if (r.user && r.user !== '<root_account>') index.#rows.set(r.user, packRow(r));
     }
     index.#generatedTime = new Date(latest);
