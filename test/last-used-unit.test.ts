@@ -63,6 +63,26 @@ test('a key the report cannot attribute unambiguously is a miss, with the reason
   assert.deepEqual(index.lookup(rec('alice', '2019-05-05T00:00:00.000Z')), { miss: 'no-matching-slot' });
 });
 
+test('the index keeps an ARN that is not the account prefix + path + user name whole, and matches ARNs exactly either way', async () => {
+  const row = (name: string, arn: string) => `"${name}","${arn}",2015-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,true,2020-01-01T00:00:00+00:00,2026-11-01T12:00:00+00:00,eu-west-1,s3,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A`;
+  const csv = [
+    HEADER,
+    row('alice', 'arn:aws:iam::123456789012:user/alice'),
+    row('eve', 'arn:aws:iam::210987654321:user/eve'), // another account's prefix
+    row('bob', 'arn:aws:iam::123456789012:user/eng/jimbob'), // the name's letters end the path too
+    row('dan', 'arn:aws:iam::123456789012:user/a/b/dan'),
+  ].join('\n');
+  const index = await ReportIndex.build(REPORT.generatedTime, csv);
+  const hit = { hit: { date: new Date('2026-11-01T12:00:00.000Z'), service: 's3', region: 'eu-west-1' } };
+  const at = '2020-01-01T00:00:00.000Z';
+  assert.deepEqual(index.lookup(rec('eve', at, 'arn:aws:iam::210987654321:user/eve')), hit);
+  assert.deepEqual(index.lookup(rec('eve', at)), { miss: 'user-replaced' });
+  assert.deepEqual(index.lookup(rec('bob', at, 'arn:aws:iam::123456789012:user/eng/jimbob')), hit);
+  assert.deepEqual(index.lookup(rec('bob', at, 'arn:aws:iam::123456789012:user/eng/jim/bob')), { miss: 'user-replaced' });
+  assert.deepEqual(index.lookup(rec('dan', at, 'arn:aws:iam::123456789012:user/a/b/dan')), hit);
+  assert.deepEqual(index.lookup(rec('dan', at)), { miss: 'user-replaced' });
+});
+
 test("the report's time is IAM's GeneratedTime unless a past moment of it is later; a future expiry or a name that reads as a year does not move it", async () => {
   // A password policy's next expiry is in the future, and `new Date('12345')` is the year 12345.
   const rows = [

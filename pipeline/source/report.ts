@@ -74,23 +74,43 @@ const PAST_MOMENTS = [
 
 /** The columns of a report row the index keeps, in this order (a key slot is 4 of them). */
 const KEPT = ['arn', ...[1, 2].flatMap((n) => ['last_rotated', 'last_used_date', 'last_used_service', 'last_used_region'].map((c) => `access_key_${n}_${c}`))];
+const DATED = new Set(KEPT.filter((c) => c.endsWith('_last_rotated') || c.endsWith('_last_used_date')));
+
+/** A moment as the index keeps it: epoch milliseconds in base 36 (8 characters, not 25), or '' for none. */
+function packDate(text: string | undefined): string {
+  return date(text)?.getTime().toString(36) ?? '';
+}
+
+function unpackDate(text: string | undefined): Date | null {
+  return text ? new Date(parseInt(text, 36)) : null;
+}
 
 /**
  * A report row as the index keeps it: the kept columns in one string, tab-separated
- * (no ARN, date, service or region holds a tab), "no value" texts emptied. One string
- * a user instead of a row of objects and dates: a third of the memory, and a
- * report's users are many (memory must not grow with the account) while lookups are
- * one per key.
+ * (no ARN, date, service or region holds a tab), "no value" texts emptied, dates as
+ * numbers, and the ARN as its path alone when it is `arnPrefix` + path + user name,
+ * as every user's is. One short string a user instead of a row of objects and dates:
+ * a report's users are many (memory must not grow with the account) while lookups
+ * are one per key.
  */
-function packRow(r: Record<string, string>): string {
-  return KEPT.map((c) => value(r[c]) ?? '').join('\t');
+function packRow(r: Record<string, string>, arnPrefix: string): string {
+  return KEPT.map((c) => (c === 'arn' ? packArn(value(r.arn) ?? '', r.user ?? '', arnPrefix) : DATED.has(c) ? packDate(r[c]) : (value(r[c]) ?? ''))).join('\t');
+}
+
+/**
+ * What lies between `prefix` and `name` in `arn` (the user's path: it starts with '/',
+ * which no ARN does) when `arn` is made of those three; else the ARN whole.
+ */
+function packArn(arn: string, name: string, prefix: string): string {
+  const path = arn.startsWith(prefix + '/') && arn.endsWith(name) ? arn.slice(prefix.length, arn.length - name.length) : '';
+  return path.startsWith('/') ? path : arn;
 }
 
 /** Key slot `n` (1 or 2) of a packed row's fields. */
 function slot(fields: readonly string[], n: 1 | 2): Slot {
   const at = 1 + (n - 1) * 4;
-  const rotated = date(fields[at]);
-  const lastUse = { date: date(fields[at + 1]), service: value(fields[at + 2]), region: value(fields[at + 3]) };
+  const rotated = unpackDate(fields[at]);
+  const lastUse = { date: unpackDate(fields[at + 1]), service: value(fields[at + 2]), region: value(fields[at + 3]) };
   return {
     rotated: rotated === null ? null : Math.floor(rotated.getTime() / 1000),
     lastUse: lastUse.date === null && lastUse.service === null && lastUse.region === null ? NO_USE : lastUse,
@@ -104,6 +124,8 @@ export type Miss = 'user-not-in-report' | 'user-replaced' | 'created-after-repor
 export class ReportIndex {
   /** Packed rows (packRow) by user name. */
   readonly #rows = new Map<string, string>();
+  /** What every user's ARN starts with, `arn:<partition>:iam::<account>:user` (from the first user's). */
+  #arnPrefix = '';
   #generatedTime: Date;
 
   private constructor(generatedTime: string) {
@@ -132,7 +154,13 @@ export class ReportIndex {
     const records = pipeline(Readable.from(typeof csv === 'string' ? [Buffer.from(csv)] : csv, { objectMode: false }), parser, () => undefined);
     for await (const r of records as AsyncIterable<Record<string, string>>) {
       for (const c of PAST_MOMENTS) latest = Math.max(latest, date(r[c])?.getTime() ?? Number.NEGATIVE_INFINITY);
-      if (r.user && r.user !== '<root_account>') index.#rows.set(r.user, packRow(r));
+      if (!r.user || r.user === '<root_account>') continue;
+      if (index.#rows.size === 0) {
+        const arn = r.arn ?? '';
+        const at = arn.indexOf(':user/');
+        index.#arnPrefix = at < 0 ? '' : arn.slice(0, at + ':user'.length);
+      }
+      index.#rows.set(r.user, packRow(r, index.#arnPrefix));
     }
     index.#generatedTime = new Date(latest);
     return index;
@@ -143,8 +171,9 @@ export class ReportIndex {
     const row = this.#rows.get(record.user_name);
     if (row === undefined) return { miss: 'user-not-in-report' };
     const fields = row.split('\t');
+    const arn = fields[0]!.startsWith('/') ? this.#arnPrefix + fields[0] + record.user_name : fields[0];
     // A user deleted and re-created (or renamed) under that name since: another ARN... or the same.
-    if (fields[0] !== record.user_arn) return { miss: 'user-replaced' };
+    if (arn !== record.user_arn) return { miss: 'user-replaced' };
     if (record.create_date.getTime() > this.#generatedTime.getTime()) return { miss: 'created-after-report' };
     const second = Math.floor(record.create_date.getTime() / 1000);
     const matching = [slot(fields, 1), slot(fields, 2)].filter((s) => s.rotated === second);
