@@ -81,6 +81,7 @@ function packDate(text: string | undefined): string {
   return date(text)?.getTime().toString(36) ?? '';
 }
 
+/** The moment `packDate` kept, or null for none. */
 function unpackDate(text: string | undefined): Date | null {
   return text ? new Date(parseInt(text, 36)) : null;
 }
@@ -94,7 +95,11 @@ function unpackDate(text: string | undefined): Date | null {
  * are one per key.
  */
 function packRow(r: Record<string, string>, arnPrefix: string): string {
-  return KEPT.map((c) => (c === 'arn' ? packArn(value(r.arn) ?? '', r.user ?? '', arnPrefix) : DATED.has(c) ? packDate(r[c]) : (value(r[c]) ?? ''))).join('\t');
+  const field = (c: string) => {
+    if (c === 'arn') return packArn(value(r.arn) ?? '', r.user ?? '', arnPrefix);
+    return DATED.has(c) ? packDate(r[c]) : (value(r[c]) ?? '');
+  };
+  return KEPT.map(field).join('\t');
 }
 
 /**
