@@ -64,8 +64,9 @@ function bucketProbe(prefix: string): StoreProbe {
 const POINTS = ['data-file-written@2', 's3-copied@2~access_keys/', 's3-copied~_SUCCESS', 'latest-written'];
 
 test(`parquet to s3://: SIGKILLs at 3 random moments of the export, then at each publish step (${POINTS.join(', ')}), every rerun on a fresh machine: every key exactly once, each published object written once, _SUCCESS last`, { skip }, async () => {
-  // ~2 s of IAM calls and ~20 commits: each random kill lands in a small share of it.
-  await withFake({ users: 80, seed: 31, keysPerUser: { min: 0, max: 4 }, latencyMs: 15, jitterMs: 6 }, async (fake) => {
+  // ~2 s of IAM calls and ~30 commits, 3 random kills of at most 250 ms each: a kill never
+  // meets a finished export (the calls are bound by the fake's latency, however fast the machine).
+  await withFake({ users: 120, seed: 31, keysPerUser: { min: 0, max: 4 }, latencyMs: 15, jitterMs: 6 }, async (fake) => {
     const prefix = 'crash/random';
     const out = `s3://${bucket}/${prefix}`;
     const args = ['--endpoint-url', fake.url, '--out', out, '--format', 'parquet', '--concurrency', '2', '--page-size', '2'];
