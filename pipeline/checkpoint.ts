@@ -167,7 +167,7 @@ export interface ProgressData {
 }
 
 /** Listing and user events: they belong to one account. */
-type UserEvent = Exclude<StateEvent, { kind: 'accounts-selected' | 'account-started' | 'account-done' | 'account-failed' }>;
+type UserEvent = Exclude<StateEvent, { kind: 'accounts-selected' | 'account-started' | 'account-facts' | 'account-done' | 'account-failed' }>;
 
 /** The users of one account in progress: the sets above, and the listing. */
 export class AccountProgress {
@@ -431,10 +431,12 @@ export class Checkpoint {
         const e = this.#entry(event.account.id, event.account.name);
         e.status = 'active';
         e.code = null;
-        e.facts = event.facts;
         e.progress ??= new AccountProgress();
         return;
       }
+      case 'account-facts':
+        this.#entry(event.account).facts = event.facts;
+        return;
       case 'account-done': {
         const e = this.#entry(event.account);
         const p = e.progress;

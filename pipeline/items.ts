@@ -51,8 +51,10 @@ export interface AccountFacts {
 export type StateEvent =
   /** The accounts the snapshot covers (from Organizations or the list): each starts pending. */
   | { readonly kind: 'accounts-selected'; readonly accounts: readonly AccountRef[] }
-  /** Reading `account` began: its credentials work; its facts for the accounts dataset. */
-  | { readonly kind: 'account-started'; readonly account: AccountRef; readonly facts: AccountFacts }
+  /** Reading `account` began: its credentials work. */
+  | { readonly kind: 'account-started'; readonly account: AccountRef }
+  /** The facts of `account` for the accounts dataset (asked while its users are read). */
+  | { readonly kind: 'account-facts'; readonly account: string; readonly facts: AccountFacts }
   /** Every user of `account` is finished or failed: its progress is no longer needed. */
   | { readonly kind: 'account-done'; readonly account: string }
   /** `account` could not be read (AssumeRole denied, ListUsers denied, closed, ...): a rerun retries it. */

@@ -289,7 +289,8 @@ test('accounts go pending, active, done: a done account keeps counts and failed 
   assert.equal(cp.exportComplete, false, 'accounts not selected yet');
   cp.selectAccounts([{ id: A, name: 'prod' }, { id: B, name: 'dev' }]);
   assert.deepEqual(cp.accounts.map((e) => [e.ref.id, e.status]), [[A, 'pending'], [B, 'pending']]);
-  cp.apply({ kind: 'account-started', account: { id: A, name: 'prod' }, facts: { alias: 'prod-alias', rootAccessKeysPresent: false } });
+  cp.apply({ kind: 'account-started', account: { id: A, name: 'prod' } });
+  cp.apply({ kind: 'account-facts', account: A, facts: { alias: 'prod-alias', rootAccessKeysPresent: false } });
   cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [userOf(A, 'X'), userOf(A, 'Y')] });
   cp.apply({ kind: 'users-scanned', account: A, users: [], complete: true });
   cp.apply({ kind: 'user-done', user: userOf(A, 'X') });
@@ -311,7 +312,8 @@ test('accounts go pending, active, done: a done account keeps counts and failed 
 test('a resume retries failed accounts and reopens a done account for its failed users only', () => {
   const cp = new Checkpoint('20261128T111000Z', new Date(), { ...config, accounts: 'organization' });
   cp.selectAccounts([{ id: A, name: null }, { id: B, name: null }]);
-  cp.apply({ kind: 'account-started', account: { id: A, name: null }, facts: { alias: null, rootAccessKeysPresent: null } });
+  cp.apply({ kind: 'account-started', account: { id: A, name: null } });
+  cp.apply({ kind: 'account-facts', account: A, facts: { alias: null, rootAccessKeysPresent: null } });
   cp.apply({ kind: 'users-page', account: A, token: null, nextToken: null, users: [userOf(A, 'X'), userOf(A, 'Y')] });
   cp.apply({ kind: 'users-scanned', account: A, users: [], complete: true });
   cp.apply({ kind: 'user-done', user: userOf(A, 'X') });
@@ -337,7 +339,8 @@ test('the checkpoint of a thousand done accounts stays small: done accounts keep
   const ids = Array.from({ length: 1000 }, (_, i) => String(100000000000 + i));
   cp.selectAccounts(ids.map((id) => ({ id, name: `acct-${id}` })));
   for (const id of ids) {
-    cp.apply({ kind: 'account-started', account: { id, name: `acct-${id}` }, facts: { alias: null, rootAccessKeysPresent: false } });
+    cp.apply({ kind: 'account-started', account: { id, name: `acct-${id}` } });
+    cp.apply({ kind: 'account-facts', account: id, facts: { alias: null, rootAccessKeysPresent: false } });
     const users = Array.from({ length: 50 }, (_, i) => userOf(id, `${id}U${i}`));
     cp.apply({ kind: 'users-page', account: id, token: null, nextToken: null, users });
     cp.apply({ kind: 'users-scanned', account: id, users: [], complete: true });
@@ -581,7 +584,8 @@ function sample(): Record<string, any> {
   cp.apply({ kind: 'user-missing', user: u('C'), token: 'kc' });
   cp.apply({ kind: 'user-failed', user: u('D'), code: 'AccessDenied', token: null });
   const b = { ...u('F'), accountId: B };
-  cp.apply({ kind: 'account-started', account: { id: B, name: 'dev' }, facts: { alias: null, rootAccessKeysPresent: false } });
+  cp.apply({ kind: 'account-started', account: { id: B, name: 'dev' } });
+  cp.apply({ kind: 'account-facts', account: B, facts: { alias: null, rootAccessKeysPresent: false } });
   cp.apply({ kind: 'users-page', account: B, token: null, nextToken: null, users: [b] });
   cp.apply({ kind: 'users-scanned', account: B, users: [], complete: true });
   cp.apply({ kind: 'user-failed', user: b, code: 'AccessDenied', token: 'kf' });
@@ -809,11 +813,13 @@ test('a resume leaves a done account without failed users done and unread; an ac
   assert.equal(cp.account(A)!.progress, null);
 
   const again = fresh();
-  again.apply({ kind: 'account-started', account: { id: A, name: null }, facts: { alias: null, rootAccessKeysPresent: null } });
+  again.apply({ kind: 'account-started', account: { id: A, name: null } });
+  again.apply({ kind: 'account-facts', account: A, facts: { alias: null, rootAccessKeysPresent: null } });
   again.apply({ kind: 'users-page', account: A, token: null, nextToken: 'p2', users: [u('A'), u('B')] });
   again.apply({ kind: 'user-done', user: u('A') });
   // A resume announces the account again before it reads on.
-  again.apply({ kind: 'account-started', account: { id: A, name: null }, facts: { alias: null, rootAccessKeysPresent: null } });
+  again.apply({ kind: 'account-started', account: { id: A, name: null } });
+  again.apply({ kind: 'account-facts', account: A, facts: { alias: null, rootAccessKeysPresent: null } });
   assert.deepEqual(progressOf(again).pending.map((p) => p.userId), ['AIDAB']);
   assert.equal(progressOf(again).listing.token, 'p2');
 });

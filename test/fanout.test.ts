@@ -106,7 +106,7 @@ async function runSource(o: RunOptions): Promise<RunResult> {
     // One account, the credentials' own (every error is the run's), unless it is done.
     accounts: entry?.status === 'done' ? [] : [{ ref: { id: account, name: null }, plan: o.cp.resumePlan(account), viaRole: false }],
     accountConcurrency: 1,
-    prepare: async () => ({ client: o.client, facts: { alias: null, rootAccessKeysPresent: null } }),
+    prepare: async () => ({ client: o.client, facts: Promise.resolve({ alias: null, rootAccessKeysPresent: null }) }),
     accountFailures: false,
     pathPrefix: o.pathPrefix ?? '/',
     pageSize: o.pageSize ?? 100,
@@ -650,7 +650,7 @@ test('destroying the stream (an error downstream) stops the paging', async () =>
   let calls = 0;
   const { client } = account.stub({ before: () => void calls++ });
   const stop = new AbortController();
-  const stream = sourceStream({ accounts: [{ ref: { id: ACCOUNT, name: null }, plan: freshCheckpoint().resumePlan(ACCOUNT), viaRole: false }], accountConcurrency: 1, prepare: async () => ({ client, facts: { alias: null, rootAccessKeysPresent: null } }), accountFailures: false, pathPrefix: '/', pageSize: 1, concurrency: 2, stop: stop.signal, onFatal: () => undefined, onThrottled: () => undefined, endpoint: 'x' });
+  const stream = sourceStream({ accounts: [{ ref: { id: ACCOUNT, name: null }, plan: freshCheckpoint().resumePlan(ACCOUNT), viaRole: false }], accountConcurrency: 1, prepare: async () => ({ client, facts: Promise.resolve({ alias: null, rootAccessKeysPresent: null }) }), accountFailures: false, pathPrefix: '/', pageSize: 1, concurrency: 2, stop: stop.signal, onFatal: () => undefined, onThrottled: () => undefined, endpoint: 'x' });
   for await (const _ of stream) break; // destroys it
   for (let i = 0; i < 200; i++) await tick();
   const after = calls;
@@ -778,7 +778,7 @@ function accountsRun(o: {
         const error = o.reachError?.(job.ref.id);
         if (error !== undefined) throw error;
         const lastUse = o.lastUse?.(job.ref.id);
-        return { client: stubs.get(job.ref.id)!.client, facts: { alias: null, rootAccessKeysPresent: null }, ...(lastUse ? { lastUse } : {}) };
+        return { client: stubs.get(job.ref.id)!.client, facts: Promise.resolve({ alias: null, rootAccessKeysPresent: null }), ...(lastUse ? { lastUse } : {}) };
       } finally {
         settled.add(job.ref.id);
       }
@@ -1353,4 +1353,24 @@ test('a call the stop aborted (it rejects with AbortError) fails no user and is 
   assert.equal(r.fatal, undefined);
   assert.equal(r.states.filter((s) => s.kind === 'user-failed').length, 0);
   assert.deepEqual(ids(r.records), ['AKIA000001K0'], 'alice only; bob stays where he was');
+});
+
+test("an account's facts are asked alongside its users: the listing does not wait for them, and they are announced after account-started and before account-done", { timeout: 5_000 }, async () => {
+  const account = new Account();
+  for (let i = 0; i < 4; i++) account.add(`user${i}`, 1);
+  // The facts answer only once the keys of a user were asked: a fan-out that waited for them would never list.
+  let keysAsked!: () => void;
+  const asked = new Promise<void>((resolve) => (keysAsked = resolve));
+  const { client } = account.stub({ before: (request) => void (request.action === 'ListAccessKeys' && keysAsked()) });
+  const facts = asked.then(() => ({ alias: 'prod', rootAccessKeysPresent: false }));
+  const cp = freshCheckpoint();
+  const states: string[] = [];
+  const stream = sourceStream({ accounts: [{ ref: { id: ACCOUNT, name: null }, plan: cp.resumePlan(ACCOUNT), viaRole: false }], accountConcurrency: 1, prepare: async () => ({ client, facts }), accountFailures: false, pathPrefix: '/', pageSize: 2, concurrency: 2, stop: new AbortController().signal, onFatal: (err) => assert.fail(err), onThrottled: () => assert.fail('throttled'), endpoint: 'x' });
+  for await (const batch of stream as AsyncIterable<readonly ({ type: 'RECORD' } | { type: 'STATE'; state: StateEvent })[]>) {
+    for (const item of batch) if (item.type === 'STATE') (cp.apply(item.state), states.push(item.state.kind));
+  }
+  const kinds = states.filter((k) => k.startsWith('account-'));
+  assert.deepEqual(kinds, ['account-started', 'account-facts', 'account-done']);
+  assert.ok(states.indexOf('users-page') < states.indexOf('account-facts'), `listed before the facts came: ${states.join(', ')}`);
+  assert.deepEqual(cp.account(ACCOUNT)!.facts, { alias: 'prod', rootAccessKeysPresent: false });
 });

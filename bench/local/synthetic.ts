@@ -65,7 +65,10 @@ export function* sourceBatches(total: number, seed = 1): Generator<Batch<SourceK
   const users = Math.ceil(total / KEYS_PER_USER);
   const pages = Math.ceil(users / USERS_PER_PAGE);
   let batch: Item<SourceKey>[] = [];
-  yield [{ type: 'STATE', state: { kind: 'account-started', account: { id: ACCOUNT, name: null }, facts: { alias: null, rootAccessKeysPresent: false } } }];
+  yield [
+    { type: 'STATE', state: { kind: 'account-started', account: { id: ACCOUNT, name: null } } },
+    { type: 'STATE', state: { kind: 'account-facts', account: ACCOUNT, facts: { alias: null, rootAccessKeysPresent: false } } },
+  ];
   for (const k of sourceKeys(total, seed)) {
     const userIndex = Math.floor(Number(k.user.userName.slice(5, 12)));
     if (k.first && userIndex % USERS_PER_PAGE === 0) {

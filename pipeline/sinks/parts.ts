@@ -26,7 +26,7 @@ export interface Committed extends StagedRecord {
 }
 
 /** States that only name accounts: committing them alone does not make a snapshot worth resuming. */
-const ANNOUNCEMENTS = new Set<StateEvent['kind']>(['accounts-selected', 'account-started', 'account-failed']);
+const ANNOUNCEMENTS = new Set<StateEvent['kind']>(['accounts-selected', 'account-started', 'account-facts', 'account-failed']);
 
 export interface PartWriterOptions {
   readonly checkpoint: Checkpoint;

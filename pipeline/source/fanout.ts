@@ -75,7 +75,11 @@ export interface AccountJob {
 /** An account reached: its IAM client and its facts for the accounts dataset. */
 export interface PreparedAccount {
   readonly client: IAMClient;
-  readonly facts: AccountFacts;
+  /**
+   * Being asked while the account's users are read (a round trip IAM would otherwise
+   * add before its first ListUsers); rejects as reaching the account would have.
+   */
+  readonly facts: Promise<AccountFacts>;
   /**
    * Settles once the account's last-use source is in place (its credential report
    * fetched and saved: seconds in IAM, so its users are read meanwhile); rejects as
@@ -251,13 +255,16 @@ class AccountsSource {
     // (done or failed) only once that has settled, so nothing of it is still being
     // written into the staging after its end.
     const lastUse = (prepared.lastUse ?? Promise.resolve()).catch(unreached);
+    let facts: Promise<unknown> = Promise.resolve();
     let complete: boolean;
     try {
-      await this.#out.push([{ type: 'STATE', state: { kind: 'account-started', account: job.ref, facts: prepared.facts } }]);
+      await this.#out.push([{ type: 'STATE', state: { kind: 'account-started', account: job.ref } }]);
+      // After account-started, so the facts are never announced before the account.
+      facts = prepared.facts.then((f) => this.#out.push([{ type: 'STATE', state: { kind: 'account-facts', account: job.ref.id, facts: f } }]), unreached);
       const source = new Source({ ...o, client: prepared.client, account: job.ref.id, plan: job.plan, stop, onFatal: fail }, this.#out);
       complete = await source.run();
     } finally {
-      await lastUse;
+      await Promise.all([lastUse, facts]);
     }
     if (failure) return this.#failed_(job, failure);
     if (complete && !this.#halted()) {

@@ -101,7 +101,8 @@ export class AccountReach {
       // AssumeRole now: a role that is missing or refuses fails this account here.
       await client.config.credentials();
     }
-    const facts = await accountFacts(client, signal, (action) => this.#warnOnce(`the accounts dataset lacks some facts: ${action} was denied (the identity needs it)`));
+    const facts = accountFacts(client, signal, (action) => this.#warnOnce(`the accounts dataset lacks some facts: ${action} was denied (the identity needs it)`));
+    facts.catch(() => undefined); // observed by the fan-out once the account's turn comes
     return { client, facts, lastUse: this.#lastUse(job.ref.id, client, signal) };
   };
 
