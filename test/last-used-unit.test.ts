@@ -326,3 +326,22 @@ test('an account\'s lookups wait for its report, then use it; they follow the ru
     });
   });
 });
+
+test('indexing a big report lets the event loop turn (the users being paged meanwhile get their answers), and indexes every row', async () => {
+  const row = (i: number) => `u${i},arn:aws:iam::123456789012:user/u${i},2015-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,true,2020-01-01T00:00:00+00:00,2026-11-01T12:00:00+00:00,eu-west-1,s3,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A\n`;
+  // 2,000 rows in chunks of 50, as a report streams in from the network.
+  const chunks: Buffer[] = [Buffer.from(`${HEADER}\n`)];
+  for (let c = 0; c < 40; c++) chunks.push(Buffer.from(Array.from({ length: 50 }, (_, j) => row(c * 50 + j)).join('')));
+  let turns = 0;
+  let building = true;
+  const count = () => {
+    if (!building) return;
+    turns++;
+    setImmediate(count);
+  };
+  setImmediate(count);
+  const index = await ReportIndex.build(REPORT.generatedTime, chunks);
+  building = false;
+  assert.ok(turns >= 5, `the event loop turned ${turns} times while 2,000 rows were indexed`);
+  for (const i of [0, 999, 1999]) assert.deepEqual(index.lookup(rec(`u${i}`, '2020-01-01T00:00:00.000Z')), { hit: { date: new Date('2026-11-01T12:00:00.000Z'), service: 's3', region: 'eu-west-1' } });
+});
