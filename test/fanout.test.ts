@@ -309,28 +309,46 @@ test('at most --concurrency users are paged at once, and the listing waits for a
 });
 
 test('a renamed user missing under its old name is found by the scan and read again from the start under its new name', async () => {
-  const account = new Account();
-  account.add('alice', 3);
-  account.add('bob', 2);
-  let renamed = false;
-  const { client } = account.stub({
-    before: (request) => {
-      // After bob's first page was read, he is renamed: the next call under his old name is NoSuchEntity.
-      if (request.action === 'ListAccessKeys' && request.UserName === 'bob' && request.Marker !== undefined && !renamed) {
-        renamed = true;
-        account.rename('bob', 'robert');
-      }
-    },
-  });
-  const cp = freshCheckpoint();
-  const r = await runSource({ client, cp, concurrency: 1, pageSize: 1 });
-  assert.equal(r.fatal, undefined);
-  const kinds = r.states.filter((s) => 'user' in s && s.user.userId === account.users.find((u) => u.UserName === 'robert')!.UserId).map((s) => s.kind);
-  assert.deepEqual(kinds, ['user-page', 'user-missing', 'user-found', 'user-page', 'user-done']);
-  assert.deepEqual(r.records.filter((x) => x.user.userName === 'robert').map((x) => x.key.AccessKeyId), account.keys.robert!.map((k) => k.AccessKeyId), 'read again from the start');
-  assert.equal(cp.dirtyUsers.size, 1, 'its first page may come twice: the merge keeps one');
-  assert.deepEqual(r.states.flatMap((s) => (s.kind === 'users-scanned' ? [s.complete] : [])), [false, true], 'a scan that found a renamed user is not the last');
-  assert.equal(cp.exportComplete, true);
+  // The first scan starts as the listing's last page comes, while users are still paged:
+  // bob is renamed before it reads the users (it sees robert: renamed, read again at once),
+  // or after (it saw bob: it cannot tell a rename after it from a deletion, a second scan does).
+  for (const when of ['before the first scan', 'after the first scan'] as const) {
+    const account = new Account();
+    account.add('alice', 3);
+    account.add('bob', 2);
+    let renamed = false;
+    let scans = 0;
+    const { client } = account.stub({
+      before: (request) => {
+        if (request.action === 'ListUsers' && request.MaxItems === 1000 && ++scans === 1 && when === 'before the first scan') {
+          renamed = true;
+          account.rename('bob', 'robert');
+        }
+        // After bob's first page was read, he is renamed: the next call under his old name is NoSuchEntity.
+        if (when === 'after the first scan' && request.action === 'ListAccessKeys' && request.UserName === 'bob' && request.Marker !== undefined && !renamed) {
+          assert.equal(scans, 1, 'the first scan read the users before');
+          renamed = true;
+          account.rename('bob', 'robert');
+        }
+      },
+    });
+    const cp = freshCheckpoint();
+    const r = await runSource({ client, cp, concurrency: 1, pageSize: 1 });
+    assert.equal(r.fatal, undefined);
+    assert.ok(renamed, when);
+    const kinds = r.states.filter((s) => 'user' in s && s.user.userId === account.users.find((u) => u.UserName === 'robert')!.UserId).map((s) => s.kind);
+    assert.deepEqual(kinds, when === 'before the first scan' ? ['user-missing', 'user-found', 'user-page', 'user-done'] : ['user-page', 'user-missing', 'user-found', 'user-page', 'user-done'], when);
+    assert.deepEqual(r.records.filter((x) => x.user.userName === 'robert').map((x) => x.key.AccessKeyId), account.keys.robert!.map((k) => k.AccessKeyId), 'read again from the start');
+    assert.equal(r.records.filter((x) => x.user.userName === 'bob').length, when === 'before the first scan' ? 0 : 1);
+    assert.equal(cp.dirtyUsers.size, when === 'before the first scan' ? 0 : 1, 'its first page may come twice: the merge keeps one');
+    assert.deepEqual(
+      r.states.flatMap((s) => (s.kind === 'users-scanned' ? [s.complete] : [])),
+      when === 'before the first scan' ? [false, true] : [false, false, true],
+      `${when}: a scan that found a renamed user, or could not tell, is not the last`,
+    );
+    assert.equal(cp.counters.usersVanished, 0, 'never vanished');
+    assert.equal(cp.exportComplete, true);
+  }
 });
 
 test('a user deleted after it was listed is vanished, also when a lagging listing still shows it under the same name', async () => {
@@ -361,7 +379,9 @@ test('a user deleted after it was listed is vanished, also when a lagging listin
       const r = await runSource({ client, cp });
       assert.ok(r.states.some((s) => s.kind === 'user-vanished' && s.user.userName === 'ghost'), 'listed under the very name IAM said NoSuchEntity for');
       assert.equal(requests.filter((q) => q.action === 'ListAccessKeys' && q.UserName === 'ghost').length, 1, 'not paged again under that name');
-      assert.equal(r.states.filter((s) => s.kind === 'users-scanned').length, 1, 'one scan settles it');
+      // The first scan started as the listing came, before ghost's NoSuchEntity: seeing the
+      // same name then does not prove a deletion (a rename may follow), the second scan does.
+      assert.deepEqual(r.states.flatMap((s) => (s.kind === 'users-scanned' ? [s.complete] : [])), [false, true], 'two scans settle it');
       assert.equal(cp.exportComplete, true);
     }
   }
@@ -1226,9 +1246,19 @@ test('a stop wins over the systemic check at the end: users that all failed befo
   const account = new Account();
   for (let i = 0; i < 3; i++) account.add(`user${i}`, 1);
   const stop = new AbortController();
+  let denied = 0;
+  let allDenied!: () => void;
+  const three = new Promise<void>((resolve) => (allDenied = resolve));
   const { client } = account.stub({
-    fail: (q) => (q.action === 'ListAccessKeys' ? awsError('AccessDenied', 403) : undefined),
-    before: (q) => (q.action === 'ListUsers' && q.MaxItems === 1000 ? stop.abort('signal') : undefined),
+    fail: (q) => (q.action === 'ListAccessKeys' ? (++denied === 3 && allDenied(), awsError('AccessDenied', 403)) : undefined),
+    // The verifying scan (it starts as the listing's last page comes) is answered once
+    // every user failed and said so: the stop comes just before the check at the end.
+    before: async (q) => {
+      if (q.action !== 'ListUsers' || q.MaxItems !== 1000) return;
+      await three;
+      await drain();
+      stop.abort('signal');
+    },
   });
   const r = await runSource({ client, cp: freshCheckpoint(), concurrency: 1, stop });
   assert.equal(r.fatal, undefined, 'stopped, not systemic');
@@ -1373,4 +1403,19 @@ test("an account's facts are asked alongside its users: the listing does not wai
   assert.deepEqual(kinds, ['account-started', 'account-facts', 'account-done']);
   assert.ok(states.indexOf('users-page') < states.indexOf('account-facts'), `listed before the facts came: ${states.join(', ')}`);
   assert.deepEqual(cp.account(ACCOUNT)!.facts, { alias: 'prod', rootAccessKeysPresent: false });
+});
+
+test("the verifying scan is asked while the listing's last users are still paged, not after them: no round trip is added at the end of the export", async () => {
+  const account = new Account();
+  for (let i = 0; i < 12; i++) account.add(`user${String(i).padStart(2, '0')}`, 1);
+  const { client, requests } = account.stub();
+  const cp = freshCheckpoint();
+  const r = await runSource({ client, cp, concurrency: 2, pageSize: 5 });
+  assert.equal(r.fatal, undefined);
+  const scan = requests.findIndex((q) => q.action === 'ListUsers' && q.MaxItems === 1000);
+  const lastKeys = requests.map((q) => q.action).lastIndexOf('ListAccessKeys');
+  assert.ok(scan >= 0 && scan < lastKeys, `the scan is request ${scan}, the last ListAccessKeys ${lastKeys}`);
+  assert.deepEqual(r.states.flatMap((s) => (s.kind === 'users-scanned' ? [s.complete] : [])), [true], 'one scan, nothing changed');
+  assert.equal(r.records.length, 12);
+  assert.equal(cp.exportComplete, true);
 });

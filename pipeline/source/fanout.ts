@@ -293,6 +293,12 @@ class AccountsSource {
   }
 }
 
+/** What a verifying scan saw that may matter, and who was missing as it started. */
+interface Scanned {
+  readonly users: readonly UserRef[];
+  readonly missingAtStart: ReadonlySet<string>;
+}
+
 class Source {
   readonly #o: AccountSourceOptions;
   readonly #out: Channel<Batch<SourceKey>>;
@@ -302,6 +308,11 @@ class Source {
   readonly #known: Set<string>;
   /** Users IAM said NoSuchEntity for, by UserId, not resolved yet. */
   readonly #missing = new Map<string, UserResume>();
+  /** Users started and not finished yet, by UserId: only they can still turn missing. */
+  readonly #active = new Set<string>();
+  /** The first verifying scan, started as the listing's last page came (see #verifyListing). */
+  #earlyScan: Promise<Scanned> | undefined;
+  readonly #scanStop = new AbortController();
   /** Users listed in this run or the checkpoint (for the systemic rule's sample). */
   #listingDone: boolean;
   #listingVerified: boolean;
@@ -347,6 +358,9 @@ class Source {
       if (!this.#o.stop.aborted) this.#o.onFatal(classifyFatal(err, this.#site('the export', 'nothing')));
     }
     await this.#settled();
+    // A scan started early and left unread (the run stopped first): nothing may outlive the source.
+    this.#scanStop.abort();
+    await this.#earlyScan?.catch(() => undefined);
     return !this.#halted() && this.#listingDone && this.#listingVerified && this.#missing.size === 0;
   }
 
@@ -357,9 +371,15 @@ class Source {
 
   #start(user: UserRef, token: string | null): void {
     this.#known.add(user.userId);
+    this.#active.add(user.userId);
     const task = this.#limit(() => this.#pageUser(user, token));
     this.#running.add(task);
-    void task.finally(() => this.#running.delete(task)).catch(() => undefined);
+    void task
+      .finally(() => {
+        this.#running.delete(task);
+        this.#active.delete(user.userId);
+      })
+      .catch(() => undefined);
   }
 
   /** Waits for a free slot so listing never runs ahead of the fan-out. */
@@ -393,6 +413,11 @@ class Source {
           const fresh = users.filter((u) => !this.#known.has(u.userId));
           o.onUsersListed?.(fresh.length + found.length, nextToken === null);
           await this.#emit({ kind: 'users-page', account: o.account, token, nextToken, users });
+          // The last page: the verifying scan can start now, while its users are paged.
+          if (nextToken === null && !this.#listingVerified && !this.#earlyScan) {
+            this.#earlyScan = this.#scan();
+            this.#earlyScan.catch(() => undefined); // observed by #verifyListing, or dropped by run()
+          }
           token = nextToken;
           for (const user of [...found, ...fresh]) {
             await this.#slot();
@@ -421,39 +446,50 @@ class Source {
   }
 
   /**
-   * Full ListUsers scans once the listing is done and every started user settled,
-   * until one finds no user the snapshot does not know and no missing user: users
-   * renamed behind the listing's cursor (or created since) are started; missing
-   * users found under a new name are paged again from the start, the others (not
-   * listed, or listed under the very name IAM said NoSuchEntity for: a listing
-   * lagging a deletion) vanished. After MAX_SCANS the listing counts as verified
-   * whatever the last scan found: IAM that never stops changing cannot be caught.
+   * Full ListUsers scans once the listing is done, until one finds no user the
+   * snapshot does not know and no missing user: users renamed behind the listing's
+   * cursor (or created since) are started; missing users found under a new name are
+   * paged again from the start, the others (not listed, or listed under the very
+   * name IAM said NoSuchEntity for: a listing lagging a deletion) vanished. After
+   * MAX_SCANS the listing counts as verified whatever the last scan found: IAM that
+   * never stops changing cannot be caught.
+   *
+   * The first scan starts as the listing's last page comes, so it costs no round
+   * trips after the last user is paged. It is judged once every user settled. A user
+   * that turned missing after it started and that it saw under another name is
+   * renamed; one it saw under the same name, or not at all, may have been renamed
+   * after the scan read past it: neither paged again nor vanished on its word,
+   * another scan decides.
    */
   async #verifyListing(): Promise<void> {
     const o = this.#o;
     for (let round = 1; this.#listingDone && !this.#listingVerified && !this.#halted(); round++) {
-      const unknown: UserRef[] = [];
-      const renamed: UserRef[] = [];
+      let scanned: Scanned;
       try {
-        for await (const page of paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: SCAN_PAGE_SIZE } }, { abortSignal: o.stop })) {
-          for (const u of page.Users.map(toUserRef)) {
-            const m = this.#missing.get(u.userId);
-            if (m) {
-              if (m.user.userName !== u.userName) renamed.push(u);
-            } else if (!this.#known.has(u.userId) && !unknown.some((x) => x.userId === u.userId)) unknown.push(u);
-          }
-        }
+        const early = this.#earlyScan;
+        this.#earlyScan = undefined;
+        scanned = await (early ?? this.#scan());
       } catch (err) {
         if (o.stop.aborted) return;
         const action = classifyUserError(err, this.#site('ListUsers', 'iam:ListUsers'));
         if (action.kind === 'throttled') return o.onThrottled();
         throw action.kind === 'fatal' ? action.error : classifyFatal(err, this.#site('ListUsers', 'iam:ListUsers'));
       }
+      await this.#settled();
+      const unknown: UserRef[] = [];
+      const renamed: UserRef[] = [];
+      for (const u of scanned.users) {
+        const m = this.#missing.get(u.userId);
+        if (m) {
+          if (m.user.userName !== u.userName) renamed.push(u);
+        } else if (!this.#known.has(u.userId)) unknown.push(u);
+      }
       // The last allowed scan pages nobody again: the missing users are vanished.
       const last = round >= MAX_SCANS;
       const renamedIds = new Set(last ? [] : renamed.map((u) => u.userId));
-      await this.#vanishMissing((id) => !renamedIds.has(id));
-      const complete = (unknown.length === 0 && renamed.length === 0) || last;
+      const undecided = new Set([...this.#missing.keys()].filter((id) => !scanned.missingAtStart.has(id) && !renamedIds.has(id)));
+      await this.#vanishMissing((id) => !renamedIds.has(id) && (last || !undecided.has(id)));
+      const complete = (unknown.length === 0 && renamed.length === 0 && undecided.size === 0) || last;
       o.onUsersListed?.(unknown.length, true);
       await this.#emit({ kind: 'users-scanned', account: o.account, users: unknown, complete });
       for (const user of [...(last ? [] : renamed), ...unknown]) {
@@ -466,6 +502,29 @@ class Source {
       if (last) await this.#vanishMissing(() => true);
       this.#listingVerified = complete && this.#missing.size === 0;
     }
+  }
+
+  /**
+   * One full ListUsers scan. Keeps only the users it may have to judge: those the
+   * snapshot does not know, missing ones, and those still being paged (they may turn
+   * missing); a user already finished cannot change the verdict, and keeping every
+   * user would be memory by the size of the account.
+   */
+  async #scan(): Promise<Scanned> {
+    const o = this.#o;
+    const missingAtStart = new Set(this.#missing.keys());
+    const users: UserRef[] = [];
+    const kept = new Set<string>();
+    const signal = AbortSignal.any([o.stop, this.#scanStop.signal]);
+    for await (const page of paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: SCAN_PAGE_SIZE } }, { abortSignal: signal })) {
+      for (const u of page.Users.map(toUserRef)) {
+        if (kept.has(u.userId)) continue;
+        if (this.#known.has(u.userId) && !this.#missing.has(u.userId) && !this.#active.has(u.userId)) continue;
+        kept.add(u.userId);
+        users.push(u);
+      }
+    }
+    return { users, missingAtStart };
   }
 
   /** Declares the missing users `which` selects vanished. */
