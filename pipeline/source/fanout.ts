@@ -293,10 +293,11 @@ class AccountsSource {
   }
 }
 
-/** What a verifying scan saw that may matter, and who was missing as it started. */
+/** What a verifying scan saw that may matter, and what it may not have seen: users missing or failed after it started. */
 interface Scanned {
   readonly users: readonly UserRef[];
   readonly missingAtStart: ReadonlySet<string>;
+  readonly failedAtStart: number;
 }
 
 class Source {
@@ -455,27 +456,30 @@ class Source {
    * never stops changing cannot be caught.
    *
    * The first scan starts as the listing's last page comes, so it costs no round
-   * trips after the last user is paged. It is judged once every user settled. A user
-   * that turned missing after it started and that it saw under another name is
-   * renamed; one it saw under the same name, or not at all, may have been renamed
-   * after the scan read past it: neither paged again nor vanished on its word,
-   * another scan decides.
+   * trips after the last user is paged. It stands only if no user turned missing or
+   * failed while it ran (a rename after it read past a user, or an account closed
+   * under the run, is what it cannot have seen): otherwise it is dropped and the
+   * users are scanned again once every one of them settled, as without it.
    */
   async #verifyListing(): Promise<void> {
     const o = this.#o;
     for (let round = 1; this.#listingDone && !this.#listingVerified && !this.#halted(); round++) {
-      let scanned: Scanned;
+      let scanned: Scanned | undefined;
       try {
         const early = this.#earlyScan;
         this.#earlyScan = undefined;
-        scanned = await (early ?? this.#scan());
+        if (early) {
+          scanned = await early;
+          await this.#settled();
+          if ([...this.#missing.keys()].some((id) => !scanned!.missingAtStart.has(id)) || this.#failedTotal !== scanned.failedAtStart) scanned = undefined;
+        }
+        scanned ??= await this.#scan();
       } catch (err) {
         if (o.stop.aborted) return;
         const action = classifyUserError(err, this.#site('ListUsers', 'iam:ListUsers'));
         if (action.kind === 'throttled') return o.onThrottled();
         throw action.kind === 'fatal' ? action.error : classifyFatal(err, this.#site('ListUsers', 'iam:ListUsers'));
       }
-      await this.#settled();
       const unknown: UserRef[] = [];
       const renamed: UserRef[] = [];
       for (const u of scanned.users) {
@@ -487,9 +491,8 @@ class Source {
       // The last allowed scan pages nobody again: the missing users are vanished.
       const last = round >= MAX_SCANS;
       const renamedIds = new Set(last ? [] : renamed.map((u) => u.userId));
-      const undecided = new Set([...this.#missing.keys()].filter((id) => !scanned.missingAtStart.has(id) && !renamedIds.has(id)));
-      await this.#vanishMissing((id) => !renamedIds.has(id) && (last || !undecided.has(id)));
-      const complete = (unknown.length === 0 && renamed.length === 0 && undecided.size === 0) || last;
+      await this.#vanishMissing((id) => !renamedIds.has(id));
+      const complete = (unknown.length === 0 && renamed.length === 0) || last;
       o.onUsersListed?.(unknown.length, true);
       await this.#emit({ kind: 'users-scanned', account: o.account, users: unknown, complete });
       for (const user of [...(last ? [] : renamed), ...unknown]) {
@@ -513,6 +516,7 @@ class Source {
   async #scan(): Promise<Scanned> {
     const o = this.#o;
     const missingAtStart = new Set(this.#missing.keys());
+    const failedAtStart = this.#failedTotal;
     const users: UserRef[] = [];
     const kept = new Set<string>();
     const signal = AbortSignal.any([o.stop, this.#scanStop.signal]);
@@ -524,7 +528,7 @@ class Source {
         users.push(u);
       }
     }
-    return { users, missingAtStart };
+    return { users, missingAtStart, failedAtStart };
   }
 
   /** Declares the missing users `which` selects vanished. */
