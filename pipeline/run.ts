@@ -29,7 +29,7 @@ import { sourceStream, type AccountJob } from './source/fanout.ts';
 import { callerIdentity, checkProfile, type CallerIdentity } from './source/identity.ts';
 import { AccountReach, organizationLister, savedReportTimes, selectAccounts } from './source/reach.ts';
 import { partWriter } from './sinks/parts.ts';
-import { applyRetention, combinedView, finalizeSnapshot, isPublished, viewOf, type SnapshotKeys, type SnapshotView, type StagedUnit, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
+import { ACCOUNTS_DIR, applyRetention, combinedView, DATASET_DIR, finalizeSnapshot, isPublished, updateLatest, viewOf, type SnapshotKeys, type SnapshotView, type StagedUnit, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
 import { deriveAgeStage } from './stages/deriveAge.ts';
 import { enrichLastUsedStage, lastUseSourceOf } from './stages/enrichLastUsed.ts';
 import { filterStatusStage } from './stages/filterStatus.ts';
@@ -209,7 +209,7 @@ export async function runExport(config: Config, hooks: RunHooks): Promise<RunOut
     const held = await beforeStop(stop.signal, async () =>
       config.shard ? await openShard(store, config, hooks, aws) : ((await resumable(store, config, hooks, aws)) ?? (await createSnapshot(store, config, hooks, aws))),
     );
-    if (held === 'published') return await publishedOutcome(store, config.snapshotId!, startedAt);
+    if (held === 'published') return await publishedOutcome(store, hooks, config.snapshotId!, startedAt);
     try {
       return await runHeld(store, config, hooks, held, aws, stop, startedAt);
     } finally {
@@ -513,8 +513,30 @@ async function publish(store: Store, config: Config, hooks: RunHooks, cp: Checkp
   };
 }
 
-/** The outcome of a run that finds its snapshot published already (a shard rerun after the publish). */
-async function publishedOutcome(store: Store, id: string, startedAt: number): Promise<RunOutcome> {
+/**
+ * The outcome of a run that finds its snapshot published already (a shard rerun after
+ * the publish). A staging still there is what a finalizer killed after the publish
+ * left: its last steps are done now, under the finalize lease (a live finalizer still
+ * at them keeps them): both _LATEST (they never move back), then the staging removed,
+ * so it neither fills the disk nor stops later runs as an unfinished snapshot.
+ */
+async function publishedOutcome(store: Store, hooks: RunHooks, id: string, startedAt: number): Promise<RunOutcome> {
+  const keys = snapshotKeys(id);
+  // Listing skips temp files and empty folders, what a kill inside the last removal leaves.
+  if ((await store.list(keys.root)).length > 0 || (await store.exists(keys.root.replace(/\/$/, '')))) {
+    let lease: Lease | undefined;
+    try {
+      lease = await takeLease(store, id, hooks, 'finalize');
+    } catch (err) {
+      if (!(err instanceof ExportError && err.code === 'OUTPUT_LOCKED')) throw err;
+    }
+    if (lease) {
+      await lease.quiesce();
+      for (const dataset of [ACCOUNTS_DIR, DATASET_DIR]) await updateLatest(store, id, dataset);
+      await removeStaging(store, keys);
+      await lease.release();
+    }
+  }
   const manifest = await readManifest(store, id);
   if (!manifest) throw new ExportError('INTERNAL', `snapshot ${id} is published without a manifest`);
   const c = manifest.users;
@@ -546,7 +568,7 @@ async function publishedOutcome(store: Store, id: string, startedAt: number): Pr
  * and by `iam-key-export finalize` (`explicit`: waiting is then exit 75).
  */
 export async function finalizeShards(store: Store, config: Config, hooks: RunHooks, id: string, count: number, startedAt: number, stop: AbortController, summary: () => RunSummary, explicit: boolean): Promise<RunOutcome> {
-  if (await isPublished(store, id)) return publishedOutcome(store, id, startedAt);
+  if (await isPublished(store, id)) return publishedOutcome(store, hooks, id, startedAt);
   const views: SnapshotView[] = [];
   const waiting: number[] = [];
   const stagings: string[] = [];

@@ -7,7 +7,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FakeIam } from './fake-iam/server.ts';
@@ -135,6 +136,30 @@ test('4 shards as a Kubernetes indexed job: shards SIGKILLed at random and the f
       const late = await runCli(shardArgs(s), shardEnv(s, 2));
       assert.equal(late.code, 0, late.stderr);
       await assertOnePublished(fake, out, s.id);
+    });
+  });
+});
+
+for (const point of ['after-promote', 'key-deleted@3~_staging/'])
+test(`the finalizer killed after it published (${point}): a rerun of any shard writes both _LATEST and removes the staging, and an unsharded run is not refused`, async () => {
+  const options = { users: 4, seed: 1305, keysPerUser: { min: 0, max: 3 }, accounts: { count: 5, usersPerAccount: { min: 2, max: 5 } } };
+  await withFake(options, async (fake) => {
+    await withTemp(async (out) => {
+      const s: Shards = { fake, out, id: snapshotIdOf(new Date()), count: 2, indexVariable: 'JOB_COMPLETION_INDEX' };
+      const first = await runCli(shardArgs(s), shardEnv(s, 0));
+      assert.equal(first.code, 0, first.stderr);
+      const last = await runCli(shardArgs(s), shardEnv(s, 1, { IKE_FAULT_POINT: point }));
+      assert.equal(last.signal, 'SIGKILL', `died at ${point} (exit ${last.code}: ${last.stderr})`);
+      assert.ok(existsSync(join(out, 'access_keys', `snapshot_id=${s.id}`, '_SUCCESS')), 'published before it died');
+      assert.notDeepEqual(await readdir(join(out, '_staging')), [], 'the staging is left');
+      const again = await runCli(shardArgs(s), shardEnv(s, 0));
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stderr, new RegExp(`published snapshot ${s.id}`));
+      await assertOnePublished(fake, out, s.id);
+      for (const dataset of ['access_keys', 'accounts']) assert.equal(await readFile(join(out, dataset, '_LATEST'), 'utf8'), `${s.id}\n`, `${dataset}/_LATEST`);
+      // What a staging left after the publish used to do: stop every later unsharded run as an unfinished sharded snapshot.
+      const next = await runCli(['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--organization', '--role-name', ROLE]);
+      assert.equal(next.code, 0, next.stderr);
     });
   });
 });

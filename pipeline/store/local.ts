@@ -358,7 +358,10 @@ export class LocalStore implements Store {
   }
 
   async deleteKeys(keys: readonly string[]): Promise<void> {
-    for (const key of keys) await this.delete(key);
+    for (const key of keys) {
+      await this.delete(key);
+      faultPoint('key-deleted', key);
+    }
   }
 
   async deletePrefix(prefix: string): Promise<void> {
