@@ -357,10 +357,19 @@ export class LocalStore implements Store {
     return out;
   }
 
+  /** Removes every key, then makes the removals durable with one fsync per folder (not per key). */
   async deleteKeys(keys: readonly string[]): Promise<void> {
+    const folders = new Set<string>();
     for (const key of keys) {
-      await this.delete(key);
+      const path = this.describe(key);
+      await rm(path, { force: true });
+      folders.add(dirname(path));
       faultPoint('key-deleted', key);
+    }
+    for (const folder of folders) {
+      await fsyncDir(folder).catch((err: unknown) => {
+        if (!isErrno(err, 'ENOENT')) throw err;
+      });
     }
   }
 
