@@ -523,7 +523,7 @@ async function publish(store: Store, config: Config, hooks: RunHooks, cp: Checkp
 async function publishedOutcome(store: Store, hooks: RunHooks, id: string, startedAt: number): Promise<RunOutcome> {
   const keys = snapshotKeys(id);
   // Listing skips temp files and empty folders, what a kill inside the last removal leaves.
-  if ((await store.list(keys.root)).length > 0 || (await store.exists(keys.root.replace(/\/$/, '')))) {
+  if ((await store.exists(keys.root.replace(/\/$/, ''))) || (await store.list(keys.root)).length > 0) {
     let lease: Lease | undefined;
     try {
       lease = await takeLease(store, id, hooks, 'finalize');

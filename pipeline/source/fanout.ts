@@ -309,8 +309,6 @@ class Source {
   readonly #known: Set<string>;
   /** Users IAM said NoSuchEntity for, by UserId, not resolved yet. */
   readonly #missing = new Map<string, UserResume>();
-  /** Users started and not finished yet, by UserId: only they can still turn missing. */
-  readonly #active = new Set<string>();
   /** The first verifying scan, started as the listing's last page came (see #verifyListing). */
   #earlyScan: Promise<Scanned> | undefined;
   readonly #scanStop = new AbortController();
@@ -372,15 +370,9 @@ class Source {
 
   #start(user: UserRef, token: string | null): void {
     this.#known.add(user.userId);
-    this.#active.add(user.userId);
     const task = this.#limit(() => this.#pageUser(user, token));
     this.#running.add(task);
-    void task
-      .finally(() => {
-        this.#running.delete(task);
-        this.#active.delete(user.userId);
-      })
-      .catch(() => undefined);
+    void task.finally(() => this.#running.delete(task)).catch(() => undefined);
   }
 
   /** Waits for a free slot so listing never runs ahead of the fan-out. */
@@ -509,26 +501,22 @@ class Source {
 
   /**
    * One full ListUsers scan. Keeps only the users it may have to judge: those the
-   * snapshot does not know, missing ones, and those still being paged (they may turn
-   * missing); a user already finished cannot change the verdict, and keeping every
-   * user would be memory by the size of the account.
+   * snapshot does not know and missing ones (keeping every user would be memory by
+   * the size of the account). A user that turns missing after the scan read it drops
+   * the scan (see #verifyListing), so a known user read then needs no keeping.
    */
   async #scan(): Promise<Scanned> {
     const o = this.#o;
     const missingAtStart = new Set(this.#missing.keys());
     const failedAtStart = this.#failedTotal;
-    const users: UserRef[] = [];
-    const kept = new Set<string>();
+    const users = new Map<string, UserRef>();
     const signal = AbortSignal.any([o.stop, this.#scanStop.signal]);
     for await (const page of paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: SCAN_PAGE_SIZE } }, { abortSignal: signal })) {
       for (const u of page.Users.map(toUserRef)) {
-        if (kept.has(u.userId)) continue;
-        if (this.#known.has(u.userId) && !this.#missing.has(u.userId) && !this.#active.has(u.userId)) continue;
-        kept.add(u.userId);
-        users.push(u);
+        if (!this.#known.has(u.userId) || this.#missing.has(u.userId)) users.set(u.userId, users.get(u.userId) ?? u);
       }
     }
-    return { users, missingAtStart, failedAtStart };
+    return { users: [...users.values()], missingAtStart, failedAtStart };
   }
 
   /** Declares the missing users `which` selects vanished. */

@@ -213,9 +213,7 @@ export class LocalStore implements Store {
     const path = this.describe(key);
     const remove = async () => {
       await rm(path, { force: true });
-      await fsyncDir(dirname(path)).catch((err: unknown) => {
-        if (!isErrno(err, 'ENOENT')) throw err;
-      });
+      await fsyncDirIfThere(dirname(path));
     };
     if (condition) await this.#compareAndSwap(key, condition.ifMatch, remove);
     else await remove();
@@ -366,19 +364,13 @@ export class LocalStore implements Store {
       folders.add(dirname(path));
       faultPoint('key-deleted', key);
     }
-    for (const folder of folders) {
-      await fsyncDir(folder).catch((err: unknown) => {
-        if (!isErrno(err, 'ENOENT')) throw err;
-      });
-    }
+    for (const folder of folders) await fsyncDirIfThere(folder);
   }
 
   async deletePrefix(prefix: string): Promise<void> {
     const path = this.describe(prefix.replace(/\/$/, ''));
     await rm(path, { recursive: true, force: true });
-    await fsyncDir(dirname(path)).catch((err: unknown) => {
-      if (!isErrno(err, 'ENOENT')) throw err;
-    });
+    await fsyncDirIfThere(dirname(path));
   }
 
   async promote(from: string, to: string, files: readonly string[]): Promise<void> {
@@ -400,6 +392,13 @@ export class LocalStore implements Store {
     faultPoint('publish-renamed', to);
     await fsyncDir(dirname(target));
   }
+}
+
+/** Makes removals in `dir` durable; a folder already gone (removed with its parent) has nothing to sync. */
+async function fsyncDirIfThere(dir: string): Promise<void> {
+  await fsyncDir(dir).catch((err: unknown) => {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  });
 }
 
 /** A failure of the file being written, as opposed to one of the bytes' source. */
