@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { parseCommand, type Config } from '../pipeline/config.ts';
 import { createReporter } from '../pipeline/report.ts';
-import type { Progress, StartInfo } from '../pipeline/run.ts';
+import { dataConfigOf, type Progress, type StartInfo } from '../pipeline/run.ts';
 
 /** A stream that keeps what is written to it, a terminal or not. */
 function sink(isTTY: boolean): NodeJS.WriteStream & { text(): string } {
@@ -27,7 +27,7 @@ function configOf(args: string[]): Config {
 const PROGRESS: Progress = { listingDone: true, usersListed: 10, usersDone: 4, usersDoneThisRun: 4, keys: 7, calls: 12, throttles: 0, retries: 0, elapsedMs: 1000 };
 
 function startInfo(config: Config): StartInfo {
-  return { snapshotId: '20261129T120000Z', resumed: false, resumes: 0, phase: 'export', config: config as unknown as StartInfo['config'], accountId: '123456789012', endpoint: 'https://iam.amazonaws.com' };
+  return { snapshotId: '20261129T120000Z', resumed: false, resumes: 0, phase: 'export', config: dataConfigOf(config, {}), accountId: '123456789012', endpoint: 'https://iam.amazonaws.com' };
 }
 
 for (const mode of ['tty', 'json', 'quiet'] as const) {
