@@ -18,7 +18,7 @@ import { GetAccountSummaryCommand, IAMClient, ListAccountAliasesCommand } from '
 import type { Logger } from '@smithy/types';
 import { classifyFatal, isDenied } from '../errors.ts';
 import type { AccountFacts } from '../items.ts';
-import { instrument, type ApiStats, type Endpoints } from './client.ts';
+import { instrument, reuseHandlers, type ApiStats, type Endpoints } from './client.ts';
 import { createRetryStrategy } from './retry.ts';
 
 import type { AccountRef } from '../items.ts';
@@ -105,6 +105,7 @@ export async function memberIamClient(o: {
     retryStrategy: createRetryStrategy(o.maxAttempts),
   });
   instrument(client, o.stats);
+  reuseHandlers(client);
   return client;
 }
 
