@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { startFakeIam } from './fake-iam/server.ts';
 import { withTemp } from './support/scope.ts';
 import { runCli, testEnv } from './support/cli.ts';
+import { startSlowProxy } from './support/slow-proxy.ts';
 import { expectedRows, onlySnapshotDir, publishedRows, sortRows, verifyManifest } from './support/expect.ts';
 
 
@@ -72,6 +73,33 @@ test('never more than --concurrency users are paged at once, and the fan-out use
       assert.equal(fake.stats().peakInFlightByAction.ListAccessKeys, 5);
     });
   } finally {
+    await fake.close();
+  }
+});
+
+test("a new snapshot's first ListUsers page is asked alongside GetCallerIdentity, not after the snapshot is set up, and only once", async () => {
+  const fake = await startFakeIam({ users: 30, seed: 4, keysPerUser: { min: 0, max: 3 } });
+  // GetCallerIdentity is answered only once a ListUsers arrived (or after 5 s): a run
+  // that lists only after knowing who it is waits the 5 s.
+  let listed!: () => void;
+  const listUsersArrived = new Promise<void>((resolve) => (listed = resolve));
+  let releasedBy = '';
+  const proxy = await startSlowProxy(fake.url, 0, (action) => {
+    if (action === 'ListUsers') listed();
+    if (action !== 'GetCallerIdentity') return undefined;
+    return Promise.race([listUsersArrived.then(() => void (releasedBy ||= 'ListUsers')), new Promise<void>((r) => setTimeout(() => (releasedBy ||= 'timeout', r()), 5_000))]);
+  });
+  try {
+    await withTemp(async (out) => {
+      const r = await runCli(['--endpoint-url', proxy.url, '--out', out, '--format', 'csv', '--page-size', '7', '--concurrency', '4']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(releasedBy, 'ListUsers', 'the first page was asked before the caller was known');
+      assert.deepEqual((await publishedRows(out, 'csv')).rows, expectedRows(fake));
+      // 30 users in pages of 7, and one verifying scan: the first page was not asked again.
+      assert.equal(fake.stats().calls.ListUsers, Math.ceil(30 / 7) + 1);
+    });
+  } finally {
+    await proxy.close();
     await fake.close();
   }
 });

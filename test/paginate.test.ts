@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IAMClient, type AccessKeyMetadata } from '@aws-sdk/client-iam';
+import { IAMClient, ListUsersCommand, type AccessKeyMetadata } from '@aws-sdk/client-iam';
 import { decodeToken, encodeToken, paginateAccessKeys, paginateUsers, type PaginationConfig } from '../pipeline/source/paginate.ts';
 import { ExportError } from '../pipeline/errors.ts';
 import { stubIam } from './support/stub-iam.ts';
@@ -355,4 +355,19 @@ test('an invalid StartingToken is named in the error (its first 40 characters)',
     },
     (err: unknown) => err instanceof ExportError && err.message.includes(`"${'x'.repeat(40)}"`) && !err.message.includes('x'.repeat(41)),
   );
+});
+
+test('a first page asked before the iteration is used instead of asking it again; the rest follows from its Marker, with MaxItems and tokens as without it', async () => {
+  const users = Array.from({ length: 7 }, (_, i) => ({ UserName: `user${i}`, UserId: `AIDA${i}`, Arn: `arn:aws:iam::123456789012:user/user${i}`, Path: '/', CreateDate: new Date(0) }));
+  const { client, requests } = stubIam({}, users);
+  const first = client.send(new ListUsersCommand({ MaxItems: 3 }));
+  await first;
+  const asked = requests.length;
+  const pages = [];
+  for await (const p of paginateUsers(client, { PaginationConfig: { PageSize: 3, MaxItems: 5 } }, {}, first)) pages.push(p);
+  assert.deepEqual(pages.map((p) => p.Users.map((u) => u.UserName)), [['user0', 'user1', 'user2'], ['user3', 'user4']]);
+  assert.deepEqual(requests.slice(asked).map((r) => r.Marker), ['user2'], 'only the pages after the first were asked');
+  const rest = [];
+  for await (const p of paginateUsers(client, { PaginationConfig: { PageSize: 3, StartingToken: pages[1]!.NextToken! } })) rest.push(...p.Users.map((u) => u.UserName));
+  assert.deepEqual(rest, ['user5', 'user6']);
 });

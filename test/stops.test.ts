@@ -49,10 +49,13 @@ test('--max-items with a fatal error mid-run (credentials expire): exit 1 within
       // One ListUsers page lists everyone: the calls after the start are the users' ListAccessKeys.
       // No credential report: it is read alongside the users, so which of its calls or theirs
       // meets the expired credentials first would depend on timing (a report that fails
-      // fails the run the same way: fanout.test.ts, last-used-unit.test.ts).
+      // fails the run the same way: fanout.test.ts, last-used-unit.test.ts). The account's
+      // facts are asked as its first users are paged: the credentials expire once they were
+      // answered. The 30 keys of --max-items go to one user at a time here, so the third
+      // ListAccessKeys comes two round trips after the first.
       const cli = startCli(['--endpoint-url', fake.url, '--out', out, '--max-items', '30', '--concurrency', '8', '--page-size', '100', '--last-used', 'off']);
       await started(cli);
-      await until(cli, () => fake.stats().calls.ListAccessKeys > 0, 'the first ListAccessKeys');
+      await until(cli, () => fake.stats().calls.ListAccessKeys >= 3, 'the third ListAccessKeys');
       fake.configure({ invalidCredentials: true });
       const t0 = Date.now();
       const r = await cli.done;

@@ -20,7 +20,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { Readable } from 'node:stream';
-import type { IAMClient } from '@aws-sdk/client-iam';
+import type { IAMClient, ListUsersCommandOutput } from '@aws-sdk/client-iam';
 import pLimit from 'p-limit';
 import { classifyFatal, classifyUserError, ExportError, isRejectedMarker, isThrottle, type CallSite } from '../errors.ts';
 import type { AccountFacts, AccountRef, Batch, Item, SourceKey, StateEvent, UserRef } from '../items.ts';
@@ -62,6 +62,12 @@ export interface AccountSourceOptions {
   readonly onUserFinished?: () => void;
   /** Progress hook: called with the number of new users of every ListUsers page, and whether it was the last. */
   readonly onUsersListed?: (count: number, last: boolean) => void;
+  /**
+   * The listing's first page (ListUsers with PathPrefix and MaxItems = pageSize, no
+   * Marker), asked before the source started; taken at most once, by a listing that
+   * starts from the beginning. Only for a run of one account: the page is that account's.
+   */
+  readonly takeFirstUsersPage?: () => Promise<ListUsersCommandOutput> | undefined;
 }
 
 /** An account to read in this run, with what its progress says is left. */
@@ -389,9 +395,12 @@ class Source {
   async #list(): Promise<void> {
     const o = this.#o;
     let token = o.plan.listToken;
+    // Asked already (with the caller's identity): only a listing from the start can use it, once.
+    let first = token === null ? o.takeFirstUsersPage?.() : undefined;
     for (let restarts = 0; ; restarts++) {
       try {
-        const pages = readAhead(paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: o.pageSize, ...(token ? { StartingToken: token } : {}) } }, { abortSignal: o.stop }));
+        const pages = readAhead(paginateUsers(o.client, { PathPrefix: o.pathPrefix, PaginationConfig: { PageSize: o.pageSize, ...(token ? { StartingToken: token } : {}) } }, { abortSignal: o.stop }, first));
+        first = undefined;
         for await (const page of pages) {
           const users = page.Users.map(toUserRef);
           const foreign = o.account ? users.find((u) => u.accountId !== o.account) : undefined;

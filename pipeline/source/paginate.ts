@@ -17,6 +17,7 @@ import {
   paginateListUsers,
   type AccessKeyMetadata,
   type IAMClient,
+  type ListUsersCommandOutput,
   type User,
 } from '@aws-sdk/client-iam';
 import { ExportError } from '../errors.ts';
@@ -163,16 +164,29 @@ export async function* paginateAccessKeys(
   }
 }
 
-/** Pages the account's users like boto3's ListUsers paginator (PathPrefix, PageSize, MaxItems, StartingToken). */
+/**
+ * Pages the account's users like boto3's ListUsers paginator (PathPrefix, PageSize, MaxItems, StartingToken).
+ * `first`: the answer to this iteration's first request (ListUsers with PathPrefix and
+ * MaxItems = PageSize, no Marker), asked earlier by the caller; used when the iteration
+ * starts at the beginning, instead of asking it again.
+ */
 export async function* paginateUsers(
   client: IAMClient,
   params: { PathPrefix?: string; PaginationConfig?: PaginationConfig },
   send: SendOptions = {},
+  first?: Promise<ListUsersCommandOutput>,
 ): AsyncGenerator<UsersPage> {
   const config = params.PaginationConfig ?? {};
   const fetchFrom = async function* (marker: string | undefined) {
     const input = params.PathPrefix === undefined ? {} : { PathPrefix: params.PathPrefix };
-    const pages = paginateListUsers({ client, pageSize: config.PageSize, startingToken: marker }, input, send);
+    let from = marker;
+    if (from === undefined && first) {
+      const p = await first;
+      yield { items: p.Users ?? [], marker: p.IsTruncated ? p.Marker : undefined };
+      if (!p.IsTruncated || p.Marker === undefined) return;
+      from = p.Marker;
+    }
+    const pages = paginateListUsers({ client, pageSize: config.PageSize, startingToken: from }, input, send);
     for await (const p of pages) yield { items: p.Users ?? [], marker: p.IsTruncated ? p.Marker : undefined };
   };
   for await (const page of truncate(config, (user: User) => user.UserId ?? '', fetchFrom)) {

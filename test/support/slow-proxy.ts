@@ -1,7 +1,8 @@
 /**
  * A loopback HTTP proxy that adds latency in front of another server (moto_server),
  * so a kill test against an IAM implementation we did not write has runs long
- * enough to be interrupted many times. It forwards requests and answers unchanged.
+ * enough to be interrupted many times. It forwards requests and answers unchanged;
+ * a test may hold requests of one action until something else happened.
  */
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -11,14 +12,18 @@ export interface SlowProxy {
   close(): Promise<void>;
 }
 
-/** Starts a proxy to `target` (http://host:port) that waits `latencyMs` before forwarding each request. */
-export async function startSlowProxy(target: string, latencyMs: number): Promise<SlowProxy> {
+/**
+ * Starts a proxy to `target` (http://host:port) that waits `latencyMs` before forwarding each request,
+ * and before that for `hold(action)` when it gives a promise (the request's Action, from its form body).
+ */
+export async function startSlowProxy(target: string, latencyMs: number, hold?: (action: string) => Promise<void> | undefined): Promise<SlowProxy> {
   const upstream = new URL(target);
   const sockets = new Set<Socket>();
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
+    req.on('end', async () => {
+      await hold?.(new URLSearchParams(Buffer.concat(chunks).toString('utf8')).get('Action') ?? '');
       setTimeout(() => {
         const fwd = request(
           { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
