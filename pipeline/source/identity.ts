@@ -1,5 +1,7 @@
 /**
- * Who the credentials are: `sts:GetCallerIdentity`, once, before any IAM call.
+ * Who the credentials are: `sts:GetCallerIdentity`, once, before anything is
+ * written. A new snapshot of the caller's own account asks its first ListUsers
+ * page alongside it (run.ts, prefetchUsers); a resume asks nothing else first.
  * Its account is compared with the account an unfinished snapshot was started
  * on, so a resume with another account's credentials stops before it reads
  * anything (exit 2, naming --fresh), and the caller's ARN goes into the manifest.
