@@ -29,7 +29,7 @@ import { sourceStream, type AccountJob } from './source/fanout.ts';
 import { callerIdentity, checkProfile, type CallerIdentity } from './source/identity.ts';
 import { AccountReach, organizationLister, savedReportTimes, selectAccounts } from './source/reach.ts';
 import { partWriter } from './sinks/parts.ts';
-import { ACCOUNTS_DIR, applyRetention, combinedView, DATASET_DIR, finalizeSnapshot, isPublished, updateLatest, viewOf, type SnapshotKeys, type SnapshotView, type StagedUnit, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
+import { ACCOUNTS_DIR, applyRetention, combinedView, completePublication, DATASET_DIR, finalizeSnapshot, isPublished, viewOf, type SnapshotKeys, type SnapshotView, type StagedUnit, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
 import { deriveAgeStage } from './stages/deriveAge.ts';
 import { enrichLastUsedStage, lastUseSourceOf } from './stages/enrichLastUsed.ts';
 import { filterStatusStage } from './stages/filterStatus.ts';
@@ -173,7 +173,8 @@ class Aws {
   /**
    * Asks the first ListUsers page of a new snapshot of the caller's own account now,
    * alongside GetCallerIdentity, instead of once the snapshot is set up: a round trip
-   * less before the first key. The listing takes it (takeFirstUsersPage), once; its
+   * less before the first key. Only such a run (one account) asks it, so the listing
+   * that takes it (takeFirstUsersPage, once) is that account's; its
    * failure is the listing's, met there as if it had asked. A run that ends before
    * leaves it unread (destroying the client ends it).
    */
@@ -558,8 +559,7 @@ async function publishedOutcome(store: Store, hooks: RunHooks, id: string, start
     }
     if (lease) {
       await lease.quiesce();
-      for (const dataset of [ACCOUNTS_DIR, DATASET_DIR]) await updateLatest(store, id, dataset);
-      await removeStaging(store, keys);
+      await completePublication(store, id, [ACCOUNTS_DIR, DATASET_DIR]);
       await lease.release();
     }
   }
@@ -755,7 +755,7 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
         onFatal,
         onThrottled,
         onUserFinished: () => live.usersDone++,
-        takeFirstUsersPage: config.accounts.mode === 'self' ? () => aws.takeFirstUsersPage() : undefined,
+        takeFirstUsersPage: () => aws.takeFirstUsersPage(),
         onUsersListed: (n, last) => {
           live.usersListed += n;
           live.listingDone ||= last;

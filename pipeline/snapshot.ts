@@ -437,12 +437,22 @@ export async function promoteSnapshot(store: Store, cp: Checkpoint, beforeStagin
     }
     faultPoint('after-promote');
   }
-  for (const dataset of publishing.datasets) await updateLatest(store, cp.snapshotId, dataset.name);
+  await completePublication(store, cp.snapshotId, publishing.datasets.map((d) => d.name), beforeStagingRemoval);
+  return store.describe(keys.published.replace(/\/$/, ''));
+}
+
+/**
+ * The last steps of a publication, once its folders are promoted: each dataset's
+ * _LATEST (never moved back), then the snapshot's staging removed (every shard's
+ * too). Also what a rerun does for a finalizer killed after the promotion.
+ */
+export async function completePublication(store: Store, id: string, datasets: readonly string[], beforeStagingRemoval?: () => Promise<void>): Promise<void> {
+  for (const dataset of datasets) await updateLatest(store, id, dataset);
   faultPoint('latest-written');
   await beforeStagingRemoval?.();
+  const keys = snapshotKeys(id);
   await removeStaging(store, { staging: keys.root, lease: keys.lease });
   faultPoint('staging-removed');
-  return store.describe(keys.published.replace(/\/$/, ''));
 }
 
 /**

@@ -65,7 +65,8 @@ export interface AccountSourceOptions {
   /**
    * The listing's first page (ListUsers with PathPrefix and MaxItems = pageSize, no
    * Marker), asked before the source started; taken at most once, by a listing that
-   * starts from the beginning. Only for a run of one account: the page is that account's.
+   * starts from the beginning. Only a run of one account asks it (run.ts), so it is that
+   * account's; otherwise there is none to take.
    */
   readonly takeFirstUsersPage?: () => Promise<ListUsersCommandOutput> | undefined;
 }
