@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PART_NAME, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeRows, mergeRuns, parseRow, readRun, readRunBatches, removeOrphans, runFileName, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
+import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeChunkBytes, mergeRows, mergeRuns, parseRow, readRun, readRunBatches, removeOrphans, runFileName, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
 import { encodeCsv } from '../pipeline/sinks/csv.ts';
 import { encodeStagedFile } from '../pipeline/sinks/index.ts';
 import { COLUMNS, compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
+import type { ReadOptions } from '../pipeline/store/store.ts';
 import { mulberry32 } from './fake-iam/random.ts';
 import { withFaultHook } from './support/fault-points.ts';
 import { MemoryStore } from './support/memory-store.ts';
@@ -37,17 +38,24 @@ function rec(user: string, key: string, userId = `AIDA${user.toUpperCase()}`, st
   };
 }
 
-/** A store (in memory: thousands of parts in a second) that counts how many objects are being read at once. */
+/** A store (in memory: thousands of parts in a second) that counts how many objects are being read at once, and the bytes of chunk they are read in. */
 class CountingStore extends MemoryStore {
   open = 0;
   peak = 0;
-  override async *readStream(key: string): AsyncIterable<Buffer> {
+  /** The most bytes of chunk asked of all the reads open at once. */
+  peakChunkBytes = 0;
+  #chunks = 0;
+  override async *readStream(key: string, options?: ReadOptions): AsyncIterable<Buffer> {
     this.open++;
     this.peak = Math.max(this.peak, this.open);
+    const chunk = options?.chunkBytes ?? 256 * 1024;
+    this.#chunks += chunk;
+    this.peakChunkBytes = Math.max(this.peakChunkBytes, this.#chunks);
     try {
       yield* super.readStream(key);
     } finally {
       this.open--;
+      this.#chunks -= chunk;
     }
   }
 }
@@ -73,8 +81,18 @@ test(`merging more than twice ${FAN_IN} parts never holds more than ${FAN_IN} op
   for await (const r of mergeRuns(store, parts.map((part) => ({ dir: 'runs/', part })), { dirty: new Set(), scratch: 'merge/' }, stats)) out.push(`${r.user_name}/${r.access_key_id}`);
   assert.ok(store.peak <= FAN_IN, `${store.peak} open at once`);
   assert.ok(store.peak > FAN_IN / 2, `${store.peak} open at once: the merge uses its fan-in`);
+  // A local run holds the chunk being read and one read ahead: 64 runs at 256 KiB held 32 MiB.
+  assert.ok(store.peakChunkBytes <= 1024 * 1024, `${store.peakChunkBytes} bytes of chunk asked of the runs open at once`);
   assert.deepEqual(out, [...all].sort());
   assert.equal(stats.duplicates, 0);
+});
+
+test('a merge reads its runs in chunks that shrink as more are open: 256 KiB for a few, 16 KiB at the least', () => {
+  assert.equal(mergeChunkBytes(1), 256 * 1024);
+  assert.equal(mergeChunkBytes(4), 256 * 1024);
+  assert.equal(mergeChunkBytes(13), 78 * 1024);
+  assert.equal(mergeChunkBytes(FAN_IN), 16 * 1024);
+  for (let open = 1; open <= FAN_IN; open++) assert.ok(open * mergeChunkBytes(open) <= 1024 * 1024 || mergeChunkBytes(open) === 16 * 1024);
 });
 
 test('one row per access key: a dirty user seen under two names keeps only its latest observation, wherever it sorts', async () => {

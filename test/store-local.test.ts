@@ -397,7 +397,7 @@ test('a disk that fills up during an upload is OUTPUT_IO naming the file, leavin
   });
 });
 
-test('a missing key reads as a stream error with code ENOENT; an existing one streams its bytes, 256 KiB at a time', async () => {
+test('a missing key reads as a stream error with code ENOENT; an existing one streams its bytes, 256 KiB at a time unless told', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);
     await assert.rejects(async () => {
@@ -409,6 +409,10 @@ test('a missing key reads as a stream error with code ENOENT; an existing one st
     for await (const c of store.readStream('big')) chunks.push(c);
     assert.deepEqual(Buffer.concat(chunks), big);
     assert.deepEqual(chunks.map((c) => c.length), [256 * 1024, 256 * 1024, 88 * 1024]);
+    const small: Buffer[] = [];
+    for await (const c of store.readStream('big', { chunkBytes: 100 * 1024 })) small.push(c);
+    assert.deepEqual(Buffer.concat(small), big);
+    assert.deepEqual(small.map((c) => c.length), [100 * 1024, 100 * 1024, 100 * 1024, 100 * 1024, 100 * 1024, 100 * 1024]);
   });
 });
 

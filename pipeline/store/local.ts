@@ -29,7 +29,7 @@ import { ExportError } from '../errors.ts';
 import { faultPoint } from '../faultpoint.ts';
 import { goneBecause, selfStamp, type ProcessStamp } from '../liveness.ts';
 import { fsyncDir, isTempName, tempPathFor } from '../fsutil.ts';
-import { PreconditionFailed, type Condition, type Store, type StoredObject, type UploadResult } from './store.ts';
+import { PreconditionFailed, type Condition, type ReadOptions, type Store, type StoredObject, type UploadResult } from './store.ts';
 
 /**
  * The store's own files: temp files (a write in flight, or one a crash abandoned)
@@ -55,6 +55,8 @@ const PUBLIC_DIR = 0o777; // the umask makes it 0755
 const PUBLIC_FILE = 0o644;
 /** Encoders emit small chunks; gathering them into writes of this size keeps syscalls few. */
 const WRITE_BATCH_BYTES = 256 * 1024;
+/** What a read stream asks the file for at once, unless told. */
+const READ_CHUNK_BYTES = 256 * 1024;
 
 export interface LocalStoreOptions {
   /** Keys under this prefix are private... */
@@ -326,8 +328,8 @@ export class LocalStore implements Store {
     return { bytes, sha256: hash.digest('hex') };
   }
 
-  async *readStream(key: string): AsyncIterable<Buffer> {
-    const stream = createReadStream(this.describe(key), { highWaterMark: 256 * 1024 });
+  async *readStream(key: string, options?: ReadOptions): AsyncIterable<Buffer> {
+    const stream = createReadStream(this.describe(key), { highWaterMark: options?.chunkBytes ?? READ_CHUNK_BYTES });
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk;
     } finally {

@@ -43,8 +43,12 @@ export interface Store {
   write(key: string, body: string | Uint8Array, condition?: Condition): Promise<string>;
   /** Streams `chunks` into `key`, atomically: the key appears complete or not at all. */
   upload(key: string, chunks: AsyncIterable<Uint8Array>): Promise<UploadResult>;
-  /** The bytes of `key`, streamed; a missing key throws an error whose `code` is 'ENOENT'. */
-  readStream(key: string): AsyncIterable<Buffer>;
+  /**
+   * The bytes of `key`, streamed; a missing key throws an error whose `code` is 'ENOENT'.
+   * `chunkBytes` is the most a read asks for at once, where the store chooses (locally:
+   * a merge with many runs open holds two chunks of each); S3 hands on what the socket gives.
+   */
+  readStream(key: string, options?: ReadOptions): AsyncIterable<Buffer>;
   /** Deletes `key` (absent is fine); with `ifMatch`, only that version (else PreconditionFailed). */
   delete(key: string, condition?: { readonly ifMatch: string }): Promise<void>;
   /**
@@ -67,6 +71,11 @@ export interface Store {
   exists(key: string): Promise<boolean>;
   /** Releases what the store holds open (an S3 client's connections); the store is not used after. */
   close?(): void;
+}
+
+/** How a stream of a key's bytes is read. */
+export interface ReadOptions {
+  readonly chunkBytes?: number;
 }
 
 /** A conditional write or delete whose condition did not hold. */
