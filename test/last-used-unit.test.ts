@@ -5,13 +5,16 @@ import type { DeserializeMiddleware } from '@smithy/types';
 import { ExportError } from '../pipeline/errors.ts';
 import type { AccessKeyRecord } from '../pipeline/schema.ts';
 import { LastUsedResolver, LookupHalt } from '../pipeline/source/lastUsed.ts';
-import { fetchCredentialReport, ReportIndex, withContentAside } from '../pipeline/source/report.ts';
+import { fetchCredentialReport, ReportIndex, withContentAside, type ContentSink } from '../pipeline/source/report.ts';
 import { enrichLastUsedStage, withLastUse } from '../pipeline/stages/enrichLastUsed.ts';
 import { withFake, withTemp } from './support/scope.ts';
-import { AccountReach } from '../pipeline/source/reach.ts';
+import { AccountReach, uploadSink } from '../pipeline/source/reach.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
 import type { Config } from '../pipeline/config.ts';
 import { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 
 const HEADER =
   'user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated';
@@ -26,6 +29,28 @@ const REPORT = {
     '"carol,ops","arn:aws:iam::123456789012:user/carol,ops",2015-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,true,2023-03-03T03:03:03+00:00,no_information,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A',
   ].join('\n'),
 };
+
+/** Content sinks, one per attempt, that keep the pieces each was given and how it ended. */
+function keeping() {
+  const attempts: { pieces: Buffer[]; ended: 'no' | 'end' | 'abort' }[] = [];
+  const open = (): ContentSink<Buffer> => {
+    const attempt: (typeof attempts)[number] = { pieces: [], ended: 'no' };
+    attempts.push(attempt);
+    return {
+      write: async (chunk) => {
+        attempt.pieces.push(chunk);
+      },
+      end: async () => {
+        attempt.ended = 'end';
+        return Buffer.concat(attempt.pieces);
+      },
+      abort: async () => {
+        attempt.ended = 'abort';
+      },
+    };
+  };
+  return { attempts, open };
+}
 
 function rec(user: string, created: string, arn = `arn:aws:iam::123456789012:user/${user}`): AccessKeyRecord {
   return {
@@ -178,8 +203,11 @@ test('GetCredentialReport with its Content kept from the SDK parser: the same re
       await client.send(new GenerateCredentialReportCommand({}));
       const plain = await client.send(new GetCredentialReportCommand({}));
       // What the SDK's deserializer is given: a probe between it and the middleware.
-      const chunks: Buffer[] = [];
-      const command = withContentAside(new GetCredentialReportCommand({}), (chunk) => chunks.push(chunk));
+      const sinks = keeping();
+      let csv: Buffer | undefined;
+      const command = withContentAside(new GetCredentialReportCommand({}), sinks.open, (content) => {
+        csv = content;
+      });
       let parsed = '';
       const probe: DeserializeMiddleware<GetCredentialReportCommandInput, GetCredentialReportCommandOutput> = (next) => async (args) => {
         const result = await next(args);
@@ -192,16 +220,26 @@ test('GetCredentialReport with its Content kept from the SDK parser: the same re
       assert.ok(!parsed.includes('<Content>'), 'the SDK parser never sees the report\'s Content');
       assert.ok(plain.Content && plain.Content.length > 20_000, 'a report of some size');
       assert.equal(aside.Content?.length, 0, 'the Content went aside');
-      assert.ok(chunks.length > 1, `decoded as the answer streamed in: ${chunks.length} piece(s)`);
-      assert.equal(Buffer.concat(chunks).toString('utf8'), Buffer.from(plain.Content!).toString('utf8'), 'the same CSV');
+      assert.equal(sinks.attempts.length, 1);
+      assert.ok(sinks.attempts[0]!.pieces.length > 1, `decoded as the answer streamed in: ${sinks.attempts[0]!.pieces.length} piece(s)`);
+      assert.equal(csv?.toString('utf8'), Buffer.from(plain.Content!).toString('utf8'), 'the same CSV');
       assert.equal(aside.ReportFormat, plain.ReportFormat);
       assert.equal(aside.GeneratedTime?.toISOString(), plain.GeneratedTime?.toISOString());
       // The whole fetch, as a run does it, gives that CSV.
-      const fetched = await fetchCredentialReport(client, new AbortController().signal, { service: 'IAM', endpoint: fake.url });
+      const fetched = await fetchCredentialReport(client, new AbortController().signal, { service: 'IAM', endpoint: fake.url }, keeping().open);
       assert.ok('report' in fetched, 'fetched');
-      assert.equal(Buffer.concat(fetched.report.csv).toString('utf8'), Buffer.from(plain.Content!).toString('utf8'));
+      assert.equal(fetched.report.content.toString('utf8'), Buffer.from(plain.Content!).toString('utf8'));
       fake.configure({ reportDenied: true });
-      await assert.rejects(client.send(withContentAside(new GetCredentialReportCommand({}), () => assert.fail('no Content in an error'))), (err: Error & { $fault?: string }) => err.name === 'AccessDenied' && err.$fault === 'client');
+      await assert.rejects(
+        client.send(
+          withContentAside(
+            new GetCredentialReportCommand({}),
+            () => assert.fail('no sink for an error'),
+            () => assert.fail('no Content in an error'),
+          ),
+        ),
+        (err: Error & { $fault?: string }) => err.name === 'AccessDenied' && err.$fault === 'client',
+      );
     } finally {
       client.destroy();
     }
@@ -223,9 +261,14 @@ test('the report\'s Content is decoded as the answer streams in, whatever the ch
       maxAttempts: 1,
       requestHandler: { handle: async () => ({ response: { statusCode: 200, headers: { 'content-type': 'text/xml' }, body: Readable.from(pieces) } }) },
     });
-    const chunks: Buffer[] = [];
-    const out = await client.send(withContentAside(new GetCredentialReportCommand({}), (chunk) => chunks.push(chunk)));
-    return { out, csv: Buffer.concat(chunks) };
+    const sinks = keeping();
+    let csv: Buffer = Buffer.alloc(0);
+    const out = await client.send(
+      withContentAside(new GetCredentialReportCommand({}), sinks.open, (content) => {
+        csv = content;
+      }),
+    );
+    return { out, csv };
   };
   for (const size of [1, 2, 3, 5, 9, 10, 11, 64, 4096, answer.length]) {
     const { out, csv: got } = await send(answer, size);
@@ -235,6 +278,98 @@ test('the report\'s Content is decoded as the answer streams in, whatever the ch
   }
   const cut = answer.subarray(0, answer.indexOf('</Content>') - 5);
   await assert.rejects(send(cut, 100), (err: Error) => err.name === 'ReportNotPresent');
+});
+
+test('each attempt at the report has a sink of its own: one cut inside the Content is aborted and the retry gives the CSV once; the answer is read at the pace of the sink', async () => {
+  const csv = Buffer.from(REPORT.csv.repeat(400));
+  const answer = Buffer.from(
+    `<GetCredentialReportResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><GetCredentialReportResult><Content>${csv.toString('base64')}</Content><ReportFormat>text/csv</ReportFormat><GeneratedTime>2026-11-28T10:00:00Z</GeneratedTime></GetCredentialReportResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></GetCredentialReportResponse>`,
+  );
+  const PIECE = 4096;
+  let pulled = 0;
+  let written = 0;
+  let lag = 0;
+  let attempt = 0;
+  async function* body(cutAt: number | undefined) {
+    for (let at = 0; at < answer.length; at += PIECE) {
+      if (cutAt !== undefined && at >= cutAt) throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+      pulled += Math.min(PIECE, answer.length - at);
+      // Decoded bytes the answer has given beyond what the sink took.
+      lag = Math.max(lag, (pulled * 3) / 4 - written);
+      yield answer.subarray(at, at + PIECE);
+    }
+  }
+  const client = new IAMClient({
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret' },
+    maxAttempts: 2,
+    requestHandler: {
+      handle: async (request: { body?: unknown }) => {
+        if (String(request.body).includes('Action=GenerateCredentialReport')) {
+          const generated = '<GenerateCredentialReportResponse><GenerateCredentialReportResult><State>COMPLETE</State></GenerateCredentialReportResult></GenerateCredentialReportResponse>';
+          return { response: { statusCode: 200, headers: { 'content-type': 'text/xml' }, body: Readable.from([Buffer.from(generated)]) } };
+        }
+        attempt++;
+        pulled = 0;
+        written = 0;
+        return { response: { statusCode: 200, headers: { 'content-type': 'text/xml' }, body: Readable.from(body(attempt === 1 ? answer.length / 2 : undefined)) } };
+      },
+    },
+  });
+  const sinks = keeping();
+  const slow = (): ContentSink<Buffer> => {
+    const inner = sinks.open();
+    return {
+      write: async (chunk) => {
+        await new Promise((resolve) => setImmediate(resolve));
+        written += chunk.length;
+        await inner.write(chunk);
+      },
+      end: () => inner.end(),
+      abort: (reason) => inner.abort(reason),
+    };
+  };
+  const fetched = await fetchCredentialReport(client, new AbortController().signal, { service: 'IAM', endpoint: 'x' }, slow, 5_000);
+  assert.ok('report' in fetched);
+  assert.equal(attempt, 2, 'the cut answer was tried again');
+  assert.deepEqual(
+    sinks.attempts.map((a) => a.ended),
+    ['abort', 'end'],
+    'the cut attempt\'s sink was aborted, the retry\'s ended',
+  );
+  assert.ok(fetched.report.content.equals(csv), 'the CSV once, not the cut part and then the whole');
+  assert.ok(lag < 100_000, `the answer waited for the sink: at most ${Math.round(lag)} decoded bytes ahead of it, of ${csv.length}`);
+});
+
+test('the report streams into the staging: a whole CSV is saved with its size and sha256; an aborted one leaves nothing; a store that fails is an error, not a wait', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const csv = Buffer.from(REPORT.csv.repeat(2000));
+    const sink = uploadSink(store, 'st/reports/self.csv');
+    for (let at = 0; at < csv.length; at += 50_000) await sink.write(csv.subarray(at, at + 50_000));
+    const saved = await sink.end();
+    assert.deepEqual(saved, { bytes: csv.length, sha256: createHash('sha256').update(csv).digest('hex') });
+    assert.ok((await store.read('st/reports/self.csv'))!.body.equals(csv));
+
+    const cut = uploadSink(store, 'st/reports/cut.csv');
+    await cut.write(csv.subarray(0, 300_000));
+    await cut.abort(new Error('socket hang up'));
+    assert.equal(await store.exists('st/reports/cut.csv'), false);
+    assert.deepEqual((await readdir(join(dir, 'st/reports'))).sort(), ['self.csv'], 'no temporary file left');
+
+    const full = Object.assign(new LocalStore(dir), {
+      upload: async () => {
+        throw new ExportError('OUTPUT_IO', 'disk full');
+      },
+    });
+    const failing = uploadSink(full, 'st/reports/full.csv');
+    await assert.rejects(
+      (async () => {
+        for (let at = 0; at < csv.length; at += 50_000) await failing.write(csv.subarray(at, at + 50_000));
+      })(),
+      (err: Error) => err.message === 'disk full',
+    );
+  });
 });
 
 test('an account is released (its resolver, report and client) once every record of it is enriched, never before', async () => {

@@ -11,16 +11,18 @@
  */
 import type { IAMClient } from '@aws-sdk/client-iam';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
 import { ExportError } from '../errors.ts';
 import type { Logger } from '@smithy/types';
 import type { AccountSelection, Config } from '../config.ts';
 import type { AccountRef } from '../items.ts';
-import type { Store } from '../store/store.ts';
+import type { Store, UploadResult } from '../store/store.ts';
 import { accountFacts, memberIamClient, organizationAccounts, partitionOf, shardOf } from './accounts.ts';
 import type { ApiStats, Endpoints } from './client.ts';
 import type { AccountJob, PreparedAccount } from './fanout.ts';
 import { LastUsedResolver, type LastUsedMode } from './lastUsed.ts';
-import { fetchCredentialReport, ReportIndex } from './report.ts';
+import { fetchCredentialReport, ReportIndex, type ContentSink } from './report.ts';
 
 /** The accounts a snapshot covers: its selection, less the excluded, of this shard. */
 export async function selectAccounts(o: {
@@ -147,7 +149,12 @@ export class AccountReach {
       if ('report' in info) return ReportIndex.build(info.report.generatedTime, info.report.csv);
       return ReportIndex.build(info.iamGeneratedTime, verified(o.store, `${reportsFolder(o.staging)}${info.csv}`, info));
     }
-    const outcome = await fetchCredentialReport(client, signal, site);
+    // The CSV goes to the staging as it comes; the index is built from the saved copy,
+    // as a resumed run builds it. The CSV first, then the record naming it: a crash
+    // between leaves no report, and the rerun fetches one.
+    const csvName = `${accountId || 'self'}.csv`;
+    const csvKey = `${reportsFolder(o.staging)}${csvName}`;
+    const outcome = await fetchCredentialReport(client, signal, site, () => uploadSink(o.store, csvKey));
     if ('denied' in outcome) {
       await o.store.write(key, JSON.stringify(outcome));
       this.#warnOnce(
@@ -155,13 +162,8 @@ export class AccountReach {
       );
       return undefined;
     }
-    const { generatedTime, csv } = outcome.report;
-    const index = await ReportIndex.build(generatedTime, csv);
-    // The CSV first, then the record naming it: a crash between leaves no report, and the rerun fetches one.
-    const csvName = `${accountId || 'self'}.csv`;
-    const uploaded = await o.store.upload(`${reportsFolder(o.staging)}${csvName}`, (async function* () {
-      yield* csv;
-    })());
+    const { generatedTime, content: uploaded } = outcome.report;
+    const index = await ReportIndex.build(generatedTime, verified(o.store, csvKey, uploaded));
     const info: SavedOutcome = { generatedTime: index.generatedTime.toISOString(), iamGeneratedTime: generatedTime, csv: csvName, bytes: uploaded.bytes, sha256: uploaded.sha256 };
     await o.store.write(key, JSON.stringify(info));
     return index;
@@ -211,6 +213,31 @@ type SavedOutcome =
   | { readonly denied: string }
   | { readonly generatedTime: string; readonly iamGeneratedTime: string; readonly csv: string; readonly bytes: number; readonly sha256: string }
   | { readonly report: { readonly generatedTime: string; readonly csv: string } };
+
+/**
+ * A content sink that streams the report's CSV into `key` of the store (atomically:
+ * an aborted attempt leaves nothing there), at the pace the store takes it.
+ */
+export function uploadSink(store: Store, key: string): ContentSink<UploadResult> {
+  const body = new PassThrough();
+  const uploaded = store.upload(key, body);
+  uploaded.catch(() => undefined); // awaited by end(), abort() or a write that waits
+  return {
+    async write(chunk) {
+      if (body.write(chunk)) return;
+      // A store that failed stops reading: its error, not a wait for ever.
+      await Promise.race([once(body, 'drain'), uploaded.then(() => Promise.reject(new Error(`the upload of ${key} ended before its content`)))]);
+    },
+    end() {
+      body.end();
+      return uploaded;
+    },
+    async abort(reason) {
+      body.destroy(reason instanceof Error ? reason : new Error(String(reason)));
+      await uploaded.catch(() => undefined);
+    },
+  };
+}
 
 /** A saved report's CSV from the store, checked against its size and sha256 as it streams. */
 async function* verified(store: Store, key: string, expect: { readonly bytes: number; readonly sha256: string }): AsyncGenerator<Buffer> {

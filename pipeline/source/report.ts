@@ -28,11 +28,26 @@ export interface LastUse {
 }
 
 /** A credential report as fetched. */
-export interface FetchedReport {
+export interface FetchedReport<T> {
   /** When IAM says it generated it (ISO 8601). */
   readonly generatedTime: string;
-  /** The CSV as IAM returned it (decoded from base64), in the chunks it arrived in. */
-  readonly csv: readonly Buffer[];
+  /** What the content sink made of the CSV (decoded from base64) of the answer the SDK returned. */
+  readonly content: T;
+}
+
+/**
+ * Where the CSV of one attempt of GetCredentialReport goes, piece by piece as the
+ * answer streams in: the report is never whole in memory (100,000 users: ~25 MB of
+ * CSV, and memory must not grow with the account). Every attempt the SDK makes has
+ * a sink of its own: an attempt cut midway and retried is aborted, never appended to.
+ */
+export interface ContentSink<T> {
+  /** Takes the next piece; resolves when the sink can take more. */
+  write(chunk: Buffer): Promise<void>;
+  /** The CSV is whole: what the sink made of it. */
+  end(): Promise<T>;
+  /** The attempt failed: the sink drops what it had; resolves once it has. */
+  abort(reason: unknown): Promise<void>;
 }
 
 /** The bytes of a CSV: one string, or chunks (from the network or a store, in order). */
@@ -196,14 +211,21 @@ export class ReportIndex {
 }
 
 /** How fetching the report went: the report, or why the API must do it all. */
-export type ReportOutcome = { readonly report: FetchedReport } | { readonly denied: string };
+export type ReportOutcome<T> = { readonly report: FetchedReport<T> } | { readonly denied: string };
 
 /**
  * Generates (if needed) and downloads the credential report, polling while IAM
  * generates it, with backoff. LimitExceeded is retried by the SDK as throttling.
- * A denied report is not fatal: enrichment falls back to the API.
+ * A denied report is not fatal: enrichment falls back to the API. The CSV goes to
+ * a sink from `open`, one per attempt of GetCredentialReport (ContentSink).
  */
-export async function fetchCredentialReport(client: IAMClient, signal: AbortSignal, site: Omit<CallSite, 'what' | 'permission'>, maxWaitMs = 300_000): Promise<ReportOutcome> {
+export async function fetchCredentialReport<T>(
+  client: IAMClient,
+  signal: AbortSignal,
+  site: Omit<CallSite, 'what' | 'permission'>,
+  open: () => ContentSink<T>,
+  maxWaitMs = 300_000,
+): Promise<ReportOutcome<T>> {
   const start = Date.now();
   let delay = 200;
   const wait = async () => {
@@ -224,10 +246,15 @@ export async function fetchCredentialReport(client: IAMClient, signal: AbortSign
         await wait();
         continue;
       }
-      const csv: Buffer[] = [];
-      const got = await client.send(withContentAside(new GetCredentialReportCommand({}), (chunk) => csv.push(chunk)), { abortSignal: signal });
-      if (!got.Content || !got.GeneratedTime) throw Object.assign(new Error('GetCredentialReport returned no content'), { name: 'ReportNotPresent', $fault: 'client' });
-      return { report: { generatedTime: got.GeneratedTime.toISOString(), csv } };
+      let content: { readonly value: T } | undefined;
+      const got = await client.send(
+        withContentAside(new GetCredentialReportCommand({}), open, (value) => {
+          content = { value };
+        }),
+        { abortSignal: signal },
+      );
+      if (!got.Content || !got.GeneratedTime || !content) throw Object.assign(new Error('GetCredentialReport returned no content'), { name: 'ReportNotPresent', $fault: 'client' });
+      return { report: { generatedTime: got.GeneratedTime.toISOString(), content: content.value } };
     } catch (err) {
       if (signal.aborted) throw err;
       const name = awsErrorName(err);
@@ -254,13 +281,15 @@ const SPACE = /[\s]/g;
  * one heap node per character, ~50 MiB of heap for a 5,000-user account and ~1 GiB
  * for 100,000 (measured), and V8 then sizes the heap after that moment for the rest
  * of the run. Content holds base64 only (no markup, no entities), so the element is
- * cut out of the raw answer as it streams in, and decoded piece by piece into
- * `onContent` (the answer is never whole in memory, in base64 or as text); the SDK
- * parses the rest (ReportFormat, GeneratedTime, errors: still the SDK's). The
- * output's Content is then empty: its bytes went to `onContent`. Only a 200 answer
- * with a Content element is touched.
+ * cut out of the raw answer as it streams in, and decoded piece by piece into a
+ * sink from `open`, one per attempt, written at the pace it takes them (the answer
+ * is never whole in memory, in base64 or as text); the SDK parses the rest
+ * (ReportFormat, GeneratedTime, errors: still the SDK's). `onContent` is given what
+ * the sink made of a whole Content, at each attempt that had one: the last call is
+ * the answer's the SDK returns. The output's Content is then empty: its bytes went
+ * to the sink. Only a 200 answer with a Content element is touched.
  */
-export function withContentAside(command: GetCredentialReportCommand, onContent: (chunk: Buffer) => void): GetCredentialReportCommand {
+export function withContentAside<T>(command: GetCredentialReportCommand, open: () => ContentSink<T>, onContent: (content: T) => void): GetCredentialReportCommand {
   let aside = false;
   // Around everything: tells the output its Content went aside.
   command.middlewareStack.add(
@@ -276,9 +305,21 @@ export function withContentAside(command: GetCredentialReportCommand, onContent:
     const result = await next(args);
     const response = result.response as { statusCode?: number; body?: unknown };
     if (response.statusCode !== 200 || response.body === undefined || response.body === null) return result;
-    const split = new ContentSplitter(onContent);
-    for await (const chunk of chunksOf(response.body)) split.push(chunk);
-    response.body = split.end();
+    const split = new ContentSplitter();
+    let sink: ContentSink<T> | undefined;
+    try {
+      for await (const chunk of chunksOf(response.body)) {
+        const piece = split.push(chunk);
+        if (split.entered) sink ??= open();
+        if (piece) await sink!.write(piece);
+      }
+      response.body = split.end();
+      if (split.found) onContent(await sink!.end());
+    } catch (err) {
+      // Cut midway (the SDK may try again, with a sink of its own), or no report.
+      await sink?.abort(err);
+      throw err;
+    }
     aside = split.found;
     return result;
   };
@@ -286,7 +327,7 @@ export function withContentAside(command: GetCredentialReportCommand, onContent:
   return command;
 }
 
-/** Splits an answer streaming in: the Content element's base64, decoded, to `onContent`; the rest kept. */
+/** Splits an answer streaming in: the Content element's base64, decoded, handed back by `push`; the rest kept. */
 class ContentSplitter {
   #state: 'before' | 'inside' | 'after' = 'before';
   /** Before: the answer so far; after: what follows </Content>. */
@@ -295,22 +336,27 @@ class ContentSplitter {
   /** Inside: bytes not yet decoded (a partial 4-character group, or what may begin </Content>). */
   #pending = '';
 
-  constructor(readonly onContent: (chunk: Buffer) => void) {}
+  /** The Content element has begun (maybe ended too). */
+  get entered(): boolean {
+    return this.#state !== 'before';
+  }
 
+  /** The Content element is whole. */
   get found(): boolean {
     return this.#state === 'after';
   }
 
-  push(chunk: Buffer): void {
+  /** Takes the next bytes of the answer; gives back the Content they complete, decoded, if any. */
+  push(chunk: Buffer): Buffer | undefined {
     if (this.#state === 'after') {
       this.#kept.push(chunk);
-      return;
+      return undefined;
     }
     if (this.#state === 'before') {
       // The part before <Content> is small (the element comes first): searched whole.
       this.#head = Buffer.concat([this.#head, chunk]);
       const open = this.#head.indexOf(CONTENT_OPEN);
-      if (open < 0) return;
+      if (open < 0) return undefined;
       this.#state = 'inside';
       const rest = this.#head.subarray(open + CONTENT_OPEN.length);
       this.#head = this.#head.subarray(0, open);
@@ -319,28 +365,20 @@ class ContentSplitter {
     const text = this.#pending + chunk.toString('latin1');
     const close = text.indexOf('</Content>');
     if (close >= 0) {
-      this.#decode(text.slice(0, close).replace(SPACE, ''), true);
       this.#state = 'after';
       this.#kept.push(Buffer.from(text.slice(close + CONTENT_CLOSE.length), 'latin1'));
-      return;
+      return decoded(text.slice(0, close).replace(SPACE, ''));
     }
     // Keep what could be the start of </Content>, and a partial group of 4.
     const safe = text.length - (CONTENT_CLOSE.length - 1);
     if (safe <= 0) {
       this.#pending = text;
-      return;
+      return undefined;
     }
     const b64 = text.slice(0, safe).replace(SPACE, '');
     const whole = b64.length - (b64.length % 4);
-    this.#decode(b64.slice(0, whole), false);
     this.#pending = b64.slice(whole) + text.slice(safe);
-  }
-
-  #decode(b64: string, last: boolean): void {
-    if (b64.length > 0 || last) {
-      const bytes = Buffer.from(b64, 'base64');
-      if (bytes.length > 0) this.onContent(bytes);
-    }
+    return decoded(b64.slice(0, whole));
   }
 
   /** The answer without its Content element, for the SDK to parse. */
@@ -350,6 +388,12 @@ class ContentSplitter {
     if (this.#state === 'inside') throw Object.assign(new Error('GetCredentialReport answer ended inside its Content'), { name: 'ReportNotPresent', $fault: 'client' });
     return Buffer.concat([this.#head, ...this.#kept]);
   }
+}
+
+/** The bytes of base64 text, or undefined when there are none. */
+function decoded(b64: string): Buffer | undefined {
+  const bytes = Buffer.from(b64, 'base64');
+  return bytes.length > 0 ? bytes : undefined;
 }
 
 /** The chunks of a raw answer (a Node stream from the SDK's HTTP handler, or bytes). */
