@@ -303,6 +303,8 @@ export function withContentAside<T>(command: GetCredentialReportCommand, open: (
   );
   // Inside the deserializer: sees the raw answer before it is parsed.
   const inner: DeserializeMiddleware<GetCredentialReportCommandInput, GetCredentialReportCommandOutput> = (next) => async (args) => {
+    // Each attempt says for itself whether its answer's Content went aside.
+    aside = false;
     const result = await next(args);
     const response = result.response as { statusCode?: number; body?: unknown };
     if (response.statusCode !== 200 || response.body === undefined || response.body === null) return result;
