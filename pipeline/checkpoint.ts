@@ -22,7 +22,6 @@
 import { createHash } from 'node:crypto';
 import { ExportError } from './errors.ts';
 import type { AccountFacts, AccountRef, StateEvent, UserRef } from './items.ts';
-import { PackedSet } from './packed.ts';
 import { compareText } from './schema.ts';
 import { PreconditionFailed, type Store } from './store/store.ts';
 
@@ -145,12 +144,8 @@ export interface ResumePlan {
   readonly listingDone: boolean;
   /** True when a full scan after the listing found no user the snapshot does not know. */
   readonly listingVerified: boolean;
-  /**
-   * Every user the account's progress knows, by UserId: the lister must not start them
-   * again. A set of the plan's own (off the heap: it grows with the account), which
-   * the source goes on adding the users it starts to.
-   */
-  readonly known: PackedSet;
+  /** Every user the account's progress knows, by UserId: the lister must not start them again. */
+  readonly known: ReadonlySet<string>;
   /** Users to page directly: in progress (from their token) or pending (from the start). */
   readonly resume: readonly UserResume[];
   /** Users IAM said NoSuchEntity for, to look for under another name. */
@@ -179,8 +174,7 @@ export class AccountProgress {
   #listToken: string | null = null;
   #listingDone = false;
   #listingVerified = false;
-  /** Off the heap: the one set of an account's progress that grows with the account. */
-  readonly #finished = new PackedSet();
+  readonly #finished = new Set<string>();
   readonly #pending = new Map<string, UserRef>();
   readonly #inProgress = new Map<string, UserResume>();
   readonly #missing = new Map<string, UserResume>();
@@ -283,8 +277,7 @@ export class AccountProgress {
 
   /** What a run must do: list from the token, skip known users, resume the others. */
   resumePlan(): ResumePlan {
-    const known = new PackedSet(this.#finished);
-    for (const set of [this.#pending, this.#inProgress, this.#missing, this.#failed]) for (const id of set.keys()) known.add(id);
+    const known = new Set<string>([...this.#finished, ...this.#pending.keys(), ...this.#inProgress.keys(), ...this.#missing.keys(), ...this.#failed.keys()]);
     const resume: UserResume[] = [...this.#inProgress.values(), ...[...this.#pending.values()].map((user) => ({ user, token: null }))];
     return { listToken: this.#listToken, listingDone: this.#listingDone, listingVerified: this.#listingVerified, known, resume, missing: [...this.#missing.values()], usersExported: this.exported };
   }
