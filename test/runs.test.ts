@@ -82,17 +82,17 @@ test(`merging more than twice ${FAN_IN} parts never holds more than ${FAN_IN} op
   assert.ok(store.peak <= FAN_IN, `${store.peak} open at once`);
   assert.ok(store.peak > FAN_IN / 2, `${store.peak} open at once: the merge uses its fan-in`);
   // A local run holds the chunk being read and one read ahead: 64 runs at 256 KiB held 32 MiB.
-  assert.ok(store.peakChunkBytes <= 1024 * 1024, `${store.peakChunkBytes} bytes of chunk asked of the runs open at once`);
+  assert.ok(store.peakChunkBytes <= FAN_IN * 64 * 1024, `${store.peakChunkBytes} bytes of chunk asked of the runs open at once`);
   assert.deepEqual(out, [...all].sort());
   assert.equal(stats.duplicates, 0);
 });
 
-test('a merge reads its runs in chunks that shrink as more are open: 256 KiB for a few, 16 KiB at the least', () => {
+test('a merge reads its runs in chunks that shrink as more are open: 256 KiB for a few, 64 KiB at the least', () => {
   assert.equal(mergeChunkBytes(1), 256 * 1024);
   assert.equal(mergeChunkBytes(4), 256 * 1024);
   assert.equal(mergeChunkBytes(13), 78 * 1024);
-  assert.equal(mergeChunkBytes(FAN_IN), 16 * 1024);
-  for (let open = 1; open <= FAN_IN; open++) assert.ok(open * mergeChunkBytes(open) <= 1024 * 1024 || mergeChunkBytes(open) === 16 * 1024);
+  assert.equal(mergeChunkBytes(FAN_IN), 64 * 1024);
+  for (let open = 1; open <= FAN_IN; open++) assert.ok(open * mergeChunkBytes(open) <= 1024 * 1024 || mergeChunkBytes(open) === 64 * 1024);
 });
 
 test('one row per access key: a dirty user seen under two names keeps only its latest observation, wherever it sorts', async () => {
