@@ -18,6 +18,7 @@ import { parse } from 'csv-parse';
 import { pipeline, Readable } from 'node:stream';
 import { setImmediate as turn, setTimeout as sleep } from 'node:timers/promises';
 import { awsErrorName, classifyFatal, isDenied, isThrottle, type CallSite } from '../errors.ts';
+import { PackedMap } from '../packed.ts';
 import type { AccessKeyRecord } from '../schema.ts';
 
 /** What the report says of one key slot: null where it says N/A, no_information or not_supported. */
@@ -145,8 +146,8 @@ const YIELD_ROWS = 128;
 
 /** The report, indexed for matching keys. */
 export class ReportIndex {
-  /** Packed rows (packRow) by user name. */
-  readonly #rows = new Map<string, string>();
+  /** Packed rows (packRow) by user name, off the heap (a report's users are many). */
+  readonly #rows = new PackedMap();
   /** What every user's ARN starts with, `arn:<partition>:iam::<account>:user` (from the first user's). */
   #arnPrefix = '';
   #generatedTime: Date;

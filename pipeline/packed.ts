@@ -1,0 +1,196 @@
+/**
+ * Maps and sets of short strings kept off the V8 heap: the entries' bytes in blocks
+ * of 1 MiB, found through an open-addressing hash table in a typed array. For the
+ * state a run keeps per user (the users it knows and has finished, the credential
+ * report's rows by user name), which must not grow the heap with the account
+ * (issue 9). As V8 objects, a 21-character user id in a Set cost ~65 bytes (the
+ * string and its share of the table, the table in large-object space) and V8 keeps
+ * its old generation ~1.4x what is live; here it costs its bytes, 8 bytes of
+ * header and 4 to 8 bytes of table. 100,000 users: 40.6 MiB live at the peak of a
+ * run, of which ~22 MiB were such structures.
+ *
+ * Reading a value back decodes it into a new string: what is iterated often (the
+ * checkpoint's finished users, sorted at every save) stays a JS Set. Kept here
+ * only what is looked up, not listed (a bench with the finished set packed cost
+ * the checkpoint +9.2 %).
+ *
+ * Entries are only added or replaced, never removed (a replaced entry's old bytes
+ * stay in its block): what these structures are used for only grows.
+ */
+
+/** Bytes of a block; an entry never spans two. */
+const BLOCK_BYTES = 1 << 20;
+/** The bits of a slot that hold an entry's offset within its block (the rest: its block). */
+const OFFSET_BITS = 20;
+/** An entry's header: its key's byte length and its value's (each a 32-bit integer). */
+const HEADER = 8;
+/** Blocks at most: a slot is a positive 32-bit integer. */
+const MAX_BLOCKS = 2047;
+/** The table doubles when more than this share of its slots are taken. */
+const MAX_LOAD = 0.5;
+
+/** A map from strings to strings, off the V8 heap (see above). */
+export class PackedMap {
+  readonly #blocks: Buffer[] = [];
+  /** Bytes used of each block. */
+  readonly #used: number[] = [];
+  /** Slot i: 0 when empty, else 1 + (block << OFFSET_BITS | offset) of its entry. */
+  #slots = new Int32Array(1024);
+  #size = 0;
+  /** The key being looked up, encoded. */
+  #scratch = Buffer.allocUnsafe(256);
+
+  get size(): number {
+    return this.#size;
+  }
+
+  has(key: string): boolean {
+    return this.#slots[this.#slotOf(this.#encode(key))]! !== 0;
+  }
+
+  get(key: string): string | undefined {
+    const at = this.#slots[this.#slotOf(this.#encode(key))]!;
+    if (at === 0) return undefined;
+    const { block, offset } = locate(at);
+    const b = this.#blocks[block]!;
+    const start = offset + HEADER + b.readUInt32LE(offset);
+    return b.toString('utf8', start, start + b.readUInt32LE(offset + 4));
+  }
+
+  set(key: string, value: string): this {
+    const keyBytes = this.#encode(key);
+    const slot = this.#slotOf(keyBytes);
+    const fresh = this.#slots[slot] === 0;
+    const valueBytes = Buffer.byteLength(value, 'utf8');
+    const need = HEADER + keyBytes + valueBytes;
+    if (need > BLOCK_BYTES) throw new RangeError(`PackedMap: an entry of ${need} bytes (at most ${BLOCK_BYTES})`);
+    if (this.#blocks.length === 0 || this.#used[this.#blocks.length - 1]! + need > BLOCK_BYTES) {
+      if (this.#blocks.length === MAX_BLOCKS) throw new RangeError(`PackedMap: more than ${MAX_BLOCKS} MiB`);
+      this.#blocks.push(Buffer.allocUnsafe(BLOCK_BYTES));
+      this.#used.push(0);
+    }
+    const block = this.#blocks.length - 1;
+    const b = this.#blocks[block]!;
+    const offset = this.#used[block]!;
+    b.writeUInt32LE(keyBytes, offset);
+    b.writeUInt32LE(valueBytes, offset + 4);
+    this.#scratch.copy(b, offset + HEADER, 0, keyBytes);
+    b.write(value, offset + HEADER + keyBytes, valueBytes, 'utf8');
+    this.#used[block] = offset + need;
+    this.#slots[slot] = 1 + ((block << OFFSET_BITS) | offset);
+    if (fresh && ++this.#size > this.#slots.length * MAX_LOAD) this.#grow();
+    return this;
+  }
+
+  /** The keys, once each, in the order they were last set. */
+  *keys(): Generator<string> {
+    for (const { b, keyStart, keyEnd } of this.#entries()) yield b.toString('utf8', keyStart, keyEnd);
+  }
+
+  /** Bytes held (blocks and table), for tests and measurements. */
+  get bytes(): number {
+    return this.#blocks.length * BLOCK_BYTES + this.#slots.byteLength;
+  }
+
+  /** Every entry's bytes as written, replaced ones skipped. */
+  *#entries(): Generator<{ b: Buffer; keyStart: number; keyEnd: number }> {
+    for (let block = 0; block < this.#blocks.length; block++) {
+      const b = this.#blocks[block]!;
+      for (let offset = 0; offset < this.#used[block]!; ) {
+        const keyBytes = b.readUInt32LE(offset);
+        const valueBytes = b.readUInt32LE(offset + 4);
+        const keyStart = offset + HEADER;
+        // Current when the table points at this very entry (a replaced one's key points elsewhere).
+        b.copy(this.#room(keyBytes), 0, keyStart, keyStart + keyBytes);
+        if (this.#slots[this.#slotOf(keyBytes)] === 1 + ((block << OFFSET_BITS) | offset)) yield { b, keyStart, keyEnd: keyStart + keyBytes };
+        offset = keyStart + keyBytes + valueBytes;
+      }
+    }
+  }
+
+  /** Puts `key` into the scratch buffer; its byte length. */
+  #encode(key: string): number {
+    const n = Buffer.byteLength(key, 'utf8');
+    this.#room(n).write(key, 0, n, 'utf8');
+    return n;
+  }
+
+  /** The scratch buffer, at least `n` bytes long. */
+  #room(n: number): Buffer {
+    if (this.#scratch.length < n) this.#scratch = Buffer.allocUnsafe(Math.max(n, this.#scratch.length * 2));
+    return this.#scratch;
+  }
+
+  /** The slot of the key in the scratch buffer's first `n` bytes: where it is, or the empty one it would go to. */
+  #slotOf(n: number): number {
+    const mask = this.#slots.length - 1;
+    for (let i = hash(this.#scratch, n) & mask; ; i = (i + 1) & mask) {
+      const at = this.#slots[i]!;
+      if (at === 0) return i;
+      const { block, offset } = locate(at);
+      const b = this.#blocks[block]!;
+      if (b.readUInt32LE(offset) === n && b.compare(this.#scratch, 0, n, offset + HEADER, offset + HEADER + n) === 0) return i;
+    }
+  }
+
+  #grow(): void {
+    const old = this.#slots;
+    this.#slots = new Int32Array(old.length * 2);
+    const mask = this.#slots.length - 1;
+    for (const at of old) {
+      if (at === 0) continue;
+      const { block, offset } = locate(at);
+      const b = this.#blocks[block]!;
+      let i = hash(b, b.readUInt32LE(offset), offset + HEADER) & mask;
+      while (this.#slots[i] !== 0) i = (i + 1) & mask;
+      this.#slots[i] = at;
+    }
+  }
+}
+
+/** A set of strings, off the V8 heap: a PackedMap with empty values. */
+export class PackedSet {
+  readonly #map = new PackedMap();
+
+  constructor(values: Iterable<string> = []) {
+    for (const v of values) this.add(v);
+  }
+
+  get size(): number {
+    return this.#map.size;
+  }
+
+  has(value: string): boolean {
+    return this.#map.has(value);
+  }
+
+  add(value: string): this {
+    if (!this.#map.has(value)) this.#map.set(value, '');
+    return this;
+  }
+
+  /** The values, in the order they were added. */
+  values(): Generator<string> {
+    return this.#map.keys();
+  }
+
+  [Symbol.iterator](): Generator<string> {
+    return this.#map.keys();
+  }
+
+  get bytes(): number {
+    return this.#map.bytes;
+  }
+}
+
+function locate(at: number): { block: number; offset: number } {
+  const v = at - 1;
+  return { block: v >>> OFFSET_BITS, offset: v & (BLOCK_BYTES - 1) };
+}
+
+/** FNV-1a of `n` bytes of `b` from `start`. */
+function hash(b: Buffer, n: number, start = 0): number {
+  let h = 0x811c9dc5;
+  for (let i = start; i < start + n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  return h >>> 0;
+}
