@@ -1,18 +1,17 @@
 /**
  * Maps and sets of short strings kept off the V8 heap: the entries' bytes in blocks
  * of 1 MiB, found through an open-addressing hash table in a typed array. For the
- * state a run keeps per user (the users it knows and has finished, the credential
- * report's rows by user name), which must not grow the heap with the account
+ * state a run keeps per user and only looks up (the users the source knows, the
+ * credential report's rows by user name), which must not grow the heap with the account
  * (issue 9). As V8 objects, a 21-character user id in a Set cost ~65 bytes (the
  * string and its share of the table, the table in large-object space) and V8 keeps
  * its old generation ~1.4x what is live; here it costs its bytes, 8 bytes of
  * header and 4 to 8 bytes of table. 100,000 users: 40.6 MiB live at the peak of a
  * run, of which ~22 MiB were such structures.
  *
- * Reading a value back decodes it into a new string: what is iterated often (the
- * checkpoint's finished users, sorted at every save) stays a JS Set. Kept here
- * only what is looked up, not listed (a bench with the finished set packed cost
- * the checkpoint +9.2 %).
+ * Reading a value back decodes it into a new string, so what is listed often stays
+ * a JS collection: the checkpoint's finished users are sorted and written whole at
+ * every save, and from here each save would decode every id again.
  *
  * Entries are only added or replaced, never removed (a replaced entry's old bytes
  * stay in its block): what these structures are used for only grows.
