@@ -22,6 +22,7 @@
 import { createHash } from 'node:crypto';
 import { ExportError } from './errors.ts';
 import type { AccountFacts, AccountRef, StateEvent, UserRef } from './items.ts';
+import { PackedSet } from './packed.ts';
 import { compareText } from './schema.ts';
 import { PreconditionFailed, type Store } from './store/store.ts';
 
@@ -144,8 +145,12 @@ export interface ResumePlan {
   readonly listingDone: boolean;
   /** True when a full scan after the listing found no user the snapshot does not know. */
   readonly listingVerified: boolean;
-  /** Every user the account's progress knows, by UserId: the lister must not start them again. */
-  readonly known: ReadonlySet<string>;
+  /**
+   * Every user the account's progress knows, by UserId: the lister must not start them
+   * again. Off the heap (it grows with the account), and the plan's own: the source
+   * goes on adding the users it starts to it.
+   */
+  readonly known: PackedSet;
   /** Users to page directly: in progress (from their token) or pending (from the start). */
   readonly resume: readonly UserResume[];
   /** Users IAM said NoSuchEntity for, to look for under another name. */
@@ -277,7 +282,8 @@ export class AccountProgress {
 
   /** What a run must do: list from the token, skip known users, resume the others. */
   resumePlan(): ResumePlan {
-    const known = new Set<string>([...this.#finished, ...this.#pending.keys(), ...this.#inProgress.keys(), ...this.#missing.keys(), ...this.#failed.keys()]);
+    const known = new PackedSet(this.#finished);
+    for (const users of [this.#pending, this.#inProgress, this.#missing, this.#failed]) for (const id of users.keys()) known.add(id);
     const resume: UserResume[] = [...this.#inProgress.values(), ...[...this.#pending.values()].map((user) => ({ user, token: null }))];
     return { listToken: this.#listToken, listingDone: this.#listingDone, listingVerified: this.#listingVerified, known, resume, missing: [...this.#missing.values()], usersExported: this.exported };
   }

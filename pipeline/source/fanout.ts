@@ -25,7 +25,7 @@ import pLimit from 'p-limit';
 import { classifyFatal, classifyUserError, ExportError, isRejectedMarker, isThrottle, type CallSite } from '../errors.ts';
 import type { AccountFacts, AccountRef, Batch, Item, SourceKey, StateEvent, UserRef } from '../items.ts';
 import type { ResumePlan, UserResume } from '../checkpoint.ts';
-import { PackedSet } from '../packed.ts';
+import type { PackedSet } from '../packed.ts';
 import type { KeyBudget } from './budget.ts';
 import { Channel } from './channel.ts';
 import { paginateAccessKeys, paginateUsers } from './paginate.ts';
@@ -313,7 +313,7 @@ class Source {
   readonly #out: Channel<Batch<SourceKey>>;
   readonly #limit: ReturnType<typeof pLimit>;
   readonly #running = new Set<Promise<void>>();
-  /** Users of the snapshot, by UserId: known from the checkpoint, or started in this run (off the heap: it grows with the account). */
+  /** Users of the snapshot, by UserId: known from the checkpoint, or started in this run (the plan's set). */
   readonly #known: PackedSet;
   /** Users IAM said NoSuchEntity for, by UserId, not resolved yet. */
   readonly #missing = new Map<string, UserResume>();
@@ -333,7 +333,7 @@ class Source {
     this.#o = o;
     this.#out = out;
     this.#limit = pLimit(o.concurrency);
-    this.#known = new PackedSet(o.plan.known);
+    this.#known = o.plan.known;
     for (const m of o.plan.missing) this.#missing.set(m.user.userId, m);
     this.#listingDone = o.plan.listingDone;
     this.#listingVerified = o.plan.listingVerified;
