@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { setMaxListeners } from 'node:events';
 import { after, before, test } from 'node:test';
 import { IAMClient, ListAccessKeysCommand, ListUsersCommand } from '@aws-sdk/client-iam';
-import { instrument, newApiStats, reuseHandlers } from '../pipeline/source/client.ts';
+import { NoOpLogger } from '@smithy/core/client';
+import { instrument, newApiStats, reuseHandlers, sdkLogger } from '../pipeline/source/client.ts';
 import { startFakeIam, type FakeIam } from './fake-iam/server.ts';
 
 let fake: FakeIam;
@@ -106,5 +107,24 @@ test('a command with middleware of its own, or a call with other options, is sen
     assert.equal(resolves, 3, 'other options: resolved per call, as the SDK does');
   } finally {
     client.destroy();
+  }
+});
+
+test('the SDK logs each call only when debug lines are kept: otherwise it gets the NoOpLogger its logger middleware skips', async () => {
+  const lines: string[] = [];
+  const kept = new IAMClient({ region: 'us-east-1', endpoint: fake.url, credentials: { accessKeyId: 'AKIAFAKE', secretAccessKey: 'secret' }, logger: sdkLogger((m) => lines.push(m)) });
+  const dropped = new IAMClient({ region: 'us-east-1', endpoint: fake.url, credentials: { accessKeyId: 'AKIAFAKE', secretAccessKey: 'secret' }, logger: sdkLogger(undefined) });
+  try {
+    await kept.send(new ListUsersCommand({ MaxItems: 2 }));
+    assert.equal(lines.length, 1, 'one entry for the call');
+    assert.match(lines[0]!, /"commandName":"ListUsersCommand"/);
+    // The middleware formats an entry (copying input and output through the sensitive-data
+    // filter) for any logger but this class, whatever its methods do.
+    assert.ok(dropped.config.logger instanceof NoOpLogger);
+    const r = await dropped.send(new ListUsersCommand({ MaxItems: 2 }));
+    assert.equal(r.Users?.length, 2);
+  } finally {
+    kept.destroy();
+    dropped.destroy();
   }
 });

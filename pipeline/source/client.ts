@@ -5,6 +5,7 @@
  * manifest and the operator; it observes only, it never decides.
  */
 import { IAMClient } from '@aws-sdk/client-iam';
+import { NoOpLogger } from '@smithy/core/client';
 import type { Logger, MetadataBearer, MiddlewareStack } from '@smithy/types';
 import { isThrottle } from '../errors.ts';
 import { createRetryStrategy } from './retry.ts';
@@ -63,13 +64,15 @@ export function endpointsOf(o: Pick<ClientOptions, 'endpointUrl'>, env: NodeJS.P
  * The SDK's own log lines (its warnings, such as "Multiple credential sources
  * detected") go to our logger at debug level instead of the console, so stderr
  * keeps the one line an operator is promised. Without a `debug` sink (debug lines
- * are not kept) nothing is formatted: the SDK logs every call's input and output at
- * info level, and turning each into JSON text only to drop it cost more CPU than all
- * of this project's own code in a latency-bound run.
+ * are not kept) the SDK gets its own NoOpLogger: its logger middleware recognizes
+ * that one and skips every call's log entry. Any other logger, even one whose
+ * methods do nothing, makes it copy each call's input and output through the
+ * operation's sensitive-data filter first, on the one thread every answer waits for.
  */
 export function sdkLogger(debug: ((message: string) => void) | undefined): Logger {
+  if (!debug) return new NoOpLogger();
   const none = () => undefined;
-  const sink = debug ? (...content: unknown[]) => debug(content.map(logText).join(' ')) : none;
+  const sink = (...content: unknown[]) => debug(content.map(logText).join(' '));
   return { trace: none, debug: none, info: sink, warn: sink, error: sink };
 }
 
