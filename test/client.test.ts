@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { setMaxListeners } from 'node:events';
 import { after, before, test } from 'node:test';
 import { IAMClient, ListAccessKeysCommand, ListUsersCommand } from '@aws-sdk/client-iam';
-import { NoOpLogger } from '@smithy/core/client';
 import { instrument, newApiStats, reuseHandlers, sdkLogger } from '../pipeline/source/client.ts';
 import { startFakeIam, type FakeIam } from './fake-iam/server.ts';
 
@@ -110,19 +109,32 @@ test('a command with middleware of its own, or a call with other options, is sen
   }
 });
 
-test('the SDK logs each call only when debug lines are kept: otherwise it gets the NoOpLogger its logger middleware skips', async () => {
+test('the SDK builds the log entry of each call only when debug lines are kept', async () => {
   const lines: string[] = [];
   const kept = new IAMClient({ region: 'us-east-1', endpoint: fake.url, credentials: { accessKeyId: 'AKIAFAKE', secretAccessKey: 'secret' }, logger: sdkLogger((m) => lines.push(m)) });
   const dropped = new IAMClient({ region: 'us-east-1', endpoint: fake.url, credentials: { accessKeyId: 'AKIAFAKE', secretAccessKey: 'secret' }, logger: sdkLogger(undefined) });
+  // The entry copies the output through the command's sensitive-data filter: count its calls.
+  let filtered = 0;
+  const counting = (client: IAMClient) =>
+    client.middlewareStack.add(
+      (next, context) => {
+        const filter = context.outputFilterSensitiveLog;
+        context.outputFilterSensitiveLog = (output: unknown) => (filtered++, filter(output));
+        return next;
+      },
+      { step: 'initialize', priority: 'high', name: 'countFilterCalls' },
+    );
+  counting(kept);
+  counting(dropped);
   try {
     await kept.send(new ListUsersCommand({ MaxItems: 2 }));
     assert.equal(lines.length, 1, 'one entry for the call');
     assert.match(lines[0]!, /"commandName":"ListUsersCommand"/);
-    // The middleware formats an entry (copying input and output through the sensitive-data
-    // filter) for any logger but this class, whatever its methods do.
-    assert.ok(dropped.config.logger instanceof NoOpLogger);
+    assert.equal(filtered, 1, 'the entry was built from the output');
+    filtered = 0;
     const r = await dropped.send(new ListUsersCommand({ MaxItems: 2 }));
     assert.equal(r.Users?.length, 2);
+    assert.equal(filtered, 0, 'no entry built: the output was not filtered');
   } finally {
     kept.destroy();
     dropped.destroy();

@@ -5,7 +5,6 @@
  * manifest and the operator; it observes only, it never decides.
  */
 import { IAMClient } from '@aws-sdk/client-iam';
-import { NoOpLogger } from '@smithy/core/client';
 import type { Logger, MetadataBearer, MiddlewareStack } from '@smithy/types';
 import { isThrottle } from '../errors.ts';
 import { createRetryStrategy } from './retry.ts';
@@ -64,14 +63,16 @@ export function endpointsOf(o: Pick<ClientOptions, 'endpointUrl'>, env: NodeJS.P
  * The SDK's own log lines (its warnings, such as "Multiple credential sources
  * detected") go to our logger at debug level instead of the console, so stderr
  * keeps the one line an operator is promised. Without a `debug` sink (debug lines
- * are not kept) the SDK gets its own NoOpLogger: its logger middleware recognizes
- * that one and skips every call's log entry. Any other logger, even one whose
- * methods do nothing, makes it copy each call's input and output through the
- * operation's sensitive-data filter first, on the one thread every answer waits for.
+ * are not kept) the logger has no `info` at all: the SDK's logger middleware sends
+ * every call's entry through `logger.info?.(...)`, and only a missing method spares
+ * it building that entry (the call's input and output copied through the
+ * operation's sensitive-data filter, on the one thread every answer waits for).
+ * The SDK's NoOpLogger would spare it too, but the credential chain takes that one
+ * for no logger and prints its warnings on the console.
  */
 export function sdkLogger(debug: ((message: string) => void) | undefined): Logger {
-  if (!debug) return new NoOpLogger();
   const none = () => undefined;
+  if (!debug) return { trace: none, debug: none, warn: none, error: none } as Omit<Logger, 'info'> as Logger;
   const sink = (...content: unknown[]) => debug(content.map(logText).join(' '));
   return { trace: none, debug: none, info: sink, warn: sink, error: sink };
 }
