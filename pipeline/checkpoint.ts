@@ -19,10 +19,10 @@
  * ids are unique across accounts) may have had keys committed twice (a listing
  * restarted after pages of it were committed); the merge keeps one row per key.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ExportError } from './errors.ts';
 import type { AccountFacts, AccountRef, StateEvent, UserRef } from './items.ts';
-import { PackedSet } from './packed.ts';
+import { PackedSet, SortedIds } from './packed.ts';
 import { compareText } from './schema.ts';
 import { PreconditionFailed, type Store } from './store/store.ts';
 
@@ -171,6 +171,9 @@ export interface ProgressData {
   readonly vanished: number;
 }
 
+/** How toJSON writes an account's finished users. */
+type FinishedWriter = (ids: SortedIds) => readonly string[];
+
 /** Listing and user events: they belong to one account. */
 type UserEvent = Exclude<StateEvent, { kind: 'accounts-selected' | 'account-started' | 'account-facts' | 'account-done' | 'account-failed' }>;
 
@@ -179,7 +182,7 @@ export class AccountProgress {
   #listToken: string | null = null;
   #listingDone = false;
   #listingVerified = false;
-  readonly #finished = new Set<string>();
+  readonly #finished = new SortedIds();
   readonly #pending = new Map<string, UserRef>();
   readonly #inProgress = new Map<string, UserResume>();
   readonly #missing = new Map<string, UserResume>();
@@ -297,10 +300,11 @@ export class AccountProgress {
     this.#failed.clear();
   }
 
-  toJSON(): ProgressData {
+  /** `finished` says how the finished users are written (by default: their ids, in byte order). */
+  toJSON(finished: FinishedWriter = (ids) => [...ids]): ProgressData {
     return {
       listing: { token: this.#listToken, done: this.#listingDone, verified: this.#listingVerified },
-      finished: [...this.#finished].sort(),
+      finished: finished(this.#finished),
       pending: [...this.#pending.values()],
       inProgress: [...this.#inProgress.values()],
       missing: [...this.#missing.values()],
@@ -566,8 +570,8 @@ export class Checkpoint {
     }
   }
 
-  /** Serializes the state (no secrets: names, ids, tokens and counts only). */
-  toJSON(): CheckpointData {
+  /** Serializes the state (no secrets: names, ids, tokens and counts only); `finished` as in AccountProgress.toJSON. */
+  toJSON(finished?: FinishedWriter): CheckpointData {
     return {
       version: CHECKPOINT_VERSION,
       snapshotId: this.snapshotId,
@@ -585,7 +589,7 @@ export class Checkpoint {
         status: e.status,
         facts: e.facts,
         code: e.code,
-        progress: e.progress?.toJSON() ?? null,
+        progress: e.progress?.toJSON(finished) ?? null,
         summary: e.summary ? { ...e.summary, failed: [...e.summary.failed].sort(byName) } : null,
         keys: e.keys,
       })),
@@ -766,8 +770,37 @@ export class CheckpointFile {
   }
 }
 
-function serialize(checkpoint: Checkpoint): string {
-  return JSON.stringify(checkpoint.toJSON(), null, 1);
+/**
+ * checkpoint.json's bytes. The finished users of each account are copied in as the
+ * JSON text their SortedIds keeps: JSON.stringify writes a marker in their place, one a
+ * user id cannot be (a NUL and a fresh nonce), and the text is cut there.
+ */
+export function serialize(checkpoint: Checkpoint): Buffer {
+  const nonce = randomBytes(8).toString('hex');
+  const lists: Buffer[] = [];
+  const text = JSON.stringify(
+    checkpoint.toJSON((ids) => {
+      lists.push(ids.json());
+      return [`\u0000finished ${nonce} ${lists.length - 1}`];
+    }),
+    null,
+    1,
+  );
+  const cuts = lists.map((bytes, i) => {
+    const marker = JSON.stringify(`\u0000finished ${nonce} ${i}`);
+    const at = text.indexOf(marker);
+    if (at < 0) throw new ExportError('INTERNAL', `checkpoint serialization lost the finished users of account ${i}`);
+    return { at, end: at + marker.length, bytes };
+  });
+  cuts.sort((a, b) => a.at - b.at);
+  const pieces: Buffer[] = [];
+  let from = 0;
+  for (const c of cuts) {
+    pieces.push(Buffer.from(text.slice(from, c.at)), c.bytes);
+    from = c.end;
+  }
+  pieces.push(Buffer.from(text.slice(from)));
+  return Buffer.concat(pieces);
 }
 
 function lostLease(where: string): ExportError {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { tempPathFor } from '../pipeline/fsutil.ts';
-import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig, type PartInfo } from '../pipeline/checkpoint.ts';
+import { Checkpoint, CheckpointFile, fingerprintOf, serialize, type DataConfig, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
 import type { StateEvent, UserRef } from '../pipeline/items.ts';
 import { removeOrphans } from '../pipeline/runs.ts';
@@ -29,7 +29,8 @@ const fresh = () => {
   cp.selectAccounts([{ id: A, name: null }]);
   return cp;
 };
-const roundTrip = (cp: Checkpoint) => Checkpoint.fromJSON(JSON.parse(JSON.stringify(cp.toJSON())), 'x');
+/** Through checkpoint.json's own bytes (serialize), as a rerun reads it. */
+const roundTrip = (cp: Checkpoint) => Checkpoint.fromJSON(JSON.parse(serialize(cp).toString('utf8')), 'x');
 /** True when the account's users are all read (the source then closes it: account-done). */
 const accountComplete = (cp: Checkpoint) => cp.account(A)?.progress?.complete === true;
 /** The serialized progress of the one account. */
@@ -842,4 +843,35 @@ test('closing an account with users left to read is INTERNAL, saying so', () => 
 
 test('the fingerprint is 16 hex digits and stays the same across builds for the same options (a resume after an upgrade is not refused)', () => {
   assert.equal(fingerprintOf(config), '7b88d11641abe19d');
+});
+
+test("checkpoint.json's bytes are the state's JSON: every account's finished users copied in sorted, ids that need escaping intact", () => {
+  const cp = new Checkpoint('20261128T111000Z', new Date('2026-11-28T11:10:00.123Z'), { ...config, accounts: 'organization' });
+  cp.selectAccounts([{ id: A, name: 'prod' }, { id: B, name: 'dev' }, { id: '333333333333', name: 'none finished' }]);
+  const odd = ['Q"uote', 'back\\slash', 'nl\nx', 'ütf', '\u0000finished 0 0', 'Z', 'A'];
+  const ids: Record<string, string[]> = { [A]: [], [B]: [] };
+  for (const account of [A, B, '333333333333']) {
+    cp.apply({ kind: 'account-started', account: { id: account, name: null } });
+    const users = account === '333333333333' ? [userOf(account, 'LONE')] : odd.map((id) => userOf(account, `${id}${account}`));
+    cp.apply({ kind: 'users-page', account, token: null, nextToken: 'more', users });
+    if (account === '333333333333') continue;
+    // More than one merge of the finished ids (4,096 wait at most), in no order.
+    for (let i = 0; i < 5000; i++) users.push(userOf(account, `${((i * 7919) % 5000).toString(36)}-${account}`));
+    for (const user of users) {
+      cp.apply({ kind: 'user-done', user });
+      ids[account]!.push(user.userId);
+    }
+  }
+  const bytes = serialize(cp);
+  const parsed = JSON.parse(bytes.toString('utf8'));
+  assert.deepEqual(parsed, JSON.parse(JSON.stringify(cp.toJSON())), 'the same JSON as toJSON');
+  const finished = (d: typeof parsed, account: string) => d.accounts.find((e: { id: string }) => e.id === account).progress.finished;
+  for (const account of [A, B]) {
+    const expected = [...new Set(ids[account])].sort((x, y) => Buffer.compare(Buffer.from(JSON.stringify(x)), Buffer.from(JSON.stringify(y))));
+    assert.deepEqual(finished(parsed, account), expected, `${account}: each id once, in the byte order of its JSON text`);
+  }
+  assert.deepEqual(finished(parsed, '333333333333'), [], 'an account with no one finished: an empty list');
+  const again = Checkpoint.fromJSON(parsed, 'x');
+  assert.deepEqual(serialize(again).toString('utf8').replace(/\s+/g, ''), bytes.toString('utf8').replace(/\s+/g, ''), 'read back, the same checkpoint');
+  assert.ok(again.resumePlan(A).known.has(`AIDA${odd[0]}${A}`) && again.resumePlan(B).known.has(`AIDA4-${B}`), 'finished users known after a rerun');
 });

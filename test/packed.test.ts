@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PackedMap, PackedSet } from '../pipeline/packed.ts';
+import { PackedMap, PackedSet, SortedIds } from '../pipeline/packed.ts';
 import { mulberry32 } from './fake-iam/random.ts';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -69,4 +69,50 @@ test('a PackedSet holds each value once; 100,000 user ids take ~3 MiB off the he
   assert.equal(set.has('AIDANOTTHERE'), false);
   assert.deepEqual([...set], [...new Set(ids)]);
   assert.ok(set.bytes <= 4 << 20, `${set.bytes} bytes`);
+});
+
+/** The order SortedIds keeps: the bytes of each id's JSON text. */
+const byJsonBytes = (a: string, b: string) => Buffer.compare(Buffer.from(JSON.stringify(a)), Buffer.from(JSON.stringify(b)));
+
+test('SortedIds answers as a Set does, and its json() is the sorted ids as JSON text, unchanged by later additions', () => {
+  const random = mulberry32(11);
+  const ids = new SortedIds();
+  const reference = new Set<string>();
+  const order: string[] = [];
+  let earlier: { bytes: Buffer; text: string; ids: string[] } | undefined;
+  // ~30,000 additions, a tenth of them again: many merges (4,096 ids wait at most).
+  for (let i = 0; i < 30_000; i++) {
+    const again = reference.size > 0 && random() < 0.1;
+    const id = again ? order[Math.floor(random() * order.length)]! : random() < 0.01 ? `x"\\${i}\u00e9` : userId(random);
+    if (!reference.has(id)) order.push(id);
+    ids.add(id);
+    reference.add(id);
+    if (i % 997 === 0) assert.equal(ids.has(id), true);
+    if (i === 12_345) {
+      const bytes = ids.json();
+      earlier = { bytes, text: bytes.toString('utf8'), ids: [...reference].sort(byJsonBytes) };
+    }
+  }
+  assert.equal(ids.size, reference.size);
+  const sorted = [...reference].sort(byJsonBytes);
+  assert.deepEqual([...ids], sorted, 'values in order');
+  assert.deepEqual(JSON.parse(`[${ids.json().toString('utf8')}]`), sorted, "json() is the inside of the array");
+  assert.equal(earlier!.bytes.toString('utf8'), earlier!.text, 'bytes returned earlier are not changed by later additions');
+  assert.deepEqual(JSON.parse(`[${earlier!.text}]`), earlier!.ids);
+  for (let i = 0; i < 2000; i++) assert.equal(ids.has(userId(random) + 'x'), false);
+  for (const id of reference) if (random() < 0.05) assert.equal(ids.has(id), true, id);
+});
+
+test('SortedIds: empty, one id, ids that are prefixes of one another, and an id longer than its scratch buffer', () => {
+  const empty = new SortedIds();
+  assert.equal(empty.json().length, 0);
+  assert.deepEqual([...empty], []);
+  assert.equal(empty.has(''), false);
+  const long = 'L'.repeat(5000);
+  const ids = new SortedIds(['AIDAB', 'AIDA', 'AIDABC', '', long, 'AIDA']);
+  assert.equal(ids.size, 5);
+  assert.deepEqual([...ids], ['', 'AIDA', 'AIDAB', 'AIDABC', long]);
+  assert.equal(ids.json().toString('utf8'), `"","AIDA","AIDAB","AIDABC","${long}"`);
+  for (const id of ['', 'AIDA', 'AIDAB', 'AIDABC', long]) assert.equal(ids.has(id), true, id.slice(0, 10));
+  for (const id of ['AID', 'AIDAA', 'AIDABCD', long + 'L']) assert.equal(ids.has(id), false, id.slice(0, 10));
 });
