@@ -44,9 +44,8 @@ const COMPRESSION = 'SNAPPY';
  * 100,000-user export (issue 9: memory must not grow with the account) peaked at
  * 155-163 MiB with 4,096-row groups, 149 MiB with 2,048 and 146-147 MiB with 1,024,
  * where the export itself, not the publication, sets the peak. The price is size:
- * the same 99,980 rows take 10.63 MB, 10.82 MB (+1.7 %) and 11.17 MB (+5.0 %), more
- * page headers, chunk metadata and statistics; readers split work by row group, so
- * more of them cost a reader nothing.
+ * the same 99,980 rows take 10.63 MB, 10.82 MB (+1.7 %) and 11.17 MB (+5.0 %): more
+ * page headers, chunk metadata and statistics, 98 row groups instead of 25.
  *
  * Version 1 data pages: the layout every Parquet reader has read the longest
  * (parquetjs-lite defaults to V2, which came out 2% bigger here).
