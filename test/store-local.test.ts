@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { rmSync, statSync } from 'node:fs';
+import { linkSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
@@ -337,6 +337,32 @@ test('of writers racing to break the same stale claim, one wins the version and 
       assert.deepEqual(await tree(dir), ['k']);
     });
   }
+});
+
+test('a writer that judged a claim stale, while another broke it first and took the version, puts the live claim back and loses', async () => {
+  await withTemp(async (dir) => {
+    const version = await new LocalStore(dir).write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    const live = JSON.stringify({ ...selfStamp(), writer: 'the other one' });
+    // Right after this writer judged the claim stale, another breaks it and puts its own,
+    // live claim in place (what a faster racer does between the judging and the rename).
+    const outcome = await withFaultHook(
+      (name) => {
+        if (name !== 'cas-claim-judged-stale') return;
+        renameSync(claim, `${claim}.gone`);
+        unlinkSync(`${claim}.gone`);
+        writeFileSync(`${claim}.other`, live);
+        linkSync(`${claim}.other`, claim);
+        unlinkSync(`${claim}.other`);
+      },
+      () => new LocalStore(dir).write('k', 'late writer', { ifMatch: version }).then(() => 'written', (err: unknown) => err),
+    );
+    assert.ok(isPreconditionFailed(outcome), `the late writer loses: ${String(outcome)}`);
+    assert.equal(readFileSync(claim, 'utf8'), live, "the other writer's claim is back in place");
+    assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'one', 'the key is unchanged');
+    assert.deepEqual((await readdir(dir)).filter((f) => f.includes('.stale.')), [], 'nothing left aside');
+  });
 });
 
 test('an upload streams its chunks into the key whole, returning their size and sha256', async () => {

@@ -72,6 +72,20 @@ function versionOf(s: BigIntStats): string {
 const isErrno = (err: unknown, ...codes: string[]): boolean => codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
 
 /** Removes a file of the store's own (a temp file, a claim) if it is there: a file where its folder should be means it is not. */
+/**
+ * What identifies the claim at `path`: its text (a writer's stamp and nonce), or for
+ * what is not a file (a link left there) its inode; undefined when nothing is there.
+ */
+async function claimIdentity(path: string): Promise<string | undefined> {
+  try {
+    const s = await lstat(path, { bigint: true });
+    return s.isFile() ? await readFile(path, 'utf8') : `not a file, inode ${s.ino}`;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return undefined;
+    throw err;
+  }
+}
+
 async function removeFile(path: string): Promise<void> {
   await rm(path, { force: true }).catch((err: unknown) => {
     if (!isErrno(err, 'ENOTDIR')) throw err;
@@ -225,7 +239,7 @@ export class LocalStore implements Store {
   async #compareAndSwap<T>(key: string, version: string, change: () => Promise<T>): Promise<T> {
     const path = this.describe(key);
     const claim = join(dirname(path), `.${basename(path)}.cas.${version}`);
-    await this.#claim(key, claim);
+    const mine = await this.#claim(key, claim);
     try {
       let current: string;
       try {
@@ -235,20 +249,28 @@ export class LocalStore implements Store {
         throw err;
       }
       if (current !== version) throw new PreconditionFailed(key);
+      // A writer breaking an older, stale claim may have moved ours aside meanwhile (it
+      // puts it back): change only while the claim in place is still ours.
+      if ((await claimIdentity(claim)) !== mine) throw new PreconditionFailed(key);
       return await change();
     } finally {
-      await removeFile(claim);
+      if ((await claimIdentity(claim)) === mine) await removeFile(claim);
     }
   }
 
-  async #claim(key: string, claim: string): Promise<void> {
+  /**
+   * Takes the claim of a version (an exclusive create); returns what identifies it (its
+   * text: this process's stamp and a nonce), or fails with PreconditionFailed.
+   */
+  async #claim(key: string, claim: string): Promise<string> {
+    const mine = JSON.stringify({ ...selfStamp(), claim: randomBytes(8).toString('hex') });
     for (let attempt = 0; attempt < 2; attempt++) {
       // Written whole, then linked into place: a claim is never seen half-written.
       const tmp = tempPathFor(claim);
       try {
-        await writeFile(tmp, JSON.stringify(selfStamp()), { mode: PRIVATE_FILE, flag: 'wx' });
+        await writeFile(tmp, mine, { mode: PRIVATE_FILE, flag: 'wx' });
         await link(tmp, claim);
-        return;
+        return mine;
       } catch (err) {
         if (isErrno(err, 'ENOENT', 'ENOTDIR')) break; // the folder is gone, and the key with it
         if (!isErrno(err, 'EEXIST')) throw err;
@@ -258,7 +280,9 @@ export class LocalStore implements Store {
       // Taken: by a live writer (this version is being replaced: we lost), or left
       // by a crash. Only a stale claim is taken over, by renaming it away first:
       // one renamer wins, and it retries the exclusive create once.
-      if (attempt > 0 || !(await this.#staleClaim(claim))) break;
+      const stale = attempt === 0 ? await this.#staleClaim(claim) : undefined;
+      if (stale === undefined) break;
+      faultPoint('cas-claim-judged-stale', claim);
       const moved = `${claim}.stale.${randomBytes(4).toString('hex')}`;
       try {
         await rename(claim, moved);
@@ -266,21 +290,34 @@ export class LocalStore implements Store {
         if (isErrno(err, 'ENOENT')) break;
         throw err;
       }
+      // Another writer may have broken the stale claim first and put its own in place:
+      // then the claim just moved is that live one (told apart by its text, since a
+      // new file may get the inode number of one just removed). Put it back, and lose.
+      if ((await claimIdentity(moved)) !== stale) {
+        await link(moved, claim).catch(() => undefined);
+        await rm(moved, { force: true });
+        break;
+      }
       await rm(moved, { force: true });
     }
     throw new PreconditionFailed(key);
   }
 
-  /** True when a claim's writer is gone (same machine), or the claim is older than CLAIM_STALE_MS. */
-  async #staleClaim(claim: string): Promise<boolean> {
+  /**
+   * What identifies a claim whose writer is gone (same machine), or that is older than
+   * CLAIM_STALE_MS, or that no writer made (not a file); undefined while it is live.
+   */
+  async #staleClaim(claim: string): Promise<string | undefined> {
     try {
-      const [s, text] = await Promise.all([stat(claim), readFile(claim, 'utf8')]);
-      if (Date.now() - s.mtimeMs >= CLAIM_STALE_MS) return true;
-      const stamp = JSON.parse(text) as ProcessStamp;
-      return typeof stamp?.pid === 'number' && goneBecause(stamp, selfStamp()) !== undefined;
-    } catch (err) {
-      // Gone meanwhile: try again.
-      return isErrno(err, 'ENOENT');
+      const s = await lstat(claim);
+      const identity = await claimIdentity(claim);
+      if (identity === undefined) return undefined; // gone meanwhile: another writer's turn
+      if (!s.isFile() || Date.now() - s.mtimeMs >= CLAIM_STALE_MS) return identity;
+      const stamp = JSON.parse(identity) as ProcessStamp;
+      return typeof stamp?.pid === 'number' && goneBecause(stamp, selfStamp()) !== undefined ? identity : undefined;
+    } catch {
+      // Gone meanwhile, or not a stamp (it blocks until it is old).
+      return undefined;
     }
   }
 
