@@ -365,6 +365,25 @@ test('a writer that judged a claim stale, while another broke it first and took 
   });
 });
 
+test('a holder whose claim was replaced after it took it (the narrow race above) changes nothing and leaves the other claim', async () => {
+  await withTemp(async (dir) => {
+    const version = await new LocalStore(dir).write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    const other = JSON.stringify({ ...selfStamp(), writer: 'a third one' });
+    const outcome = await withFaultHook(
+      (name) => {
+        if (name !== 'cas-claimed') return;
+        unlinkSync(claim);
+        writeFileSync(claim, other);
+      },
+      () => new LocalStore(dir).write('k', 'holder', { ifMatch: version }).then(() => 'written', (err: unknown) => err),
+    );
+    assert.ok(isPreconditionFailed(outcome), `the holder stops: ${String(outcome)}`);
+    assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'one', 'the key is unchanged');
+    assert.equal(readFileSync(claim, 'utf8'), other, 'the claim in place is not removed by the holder');
+  });
+});
+
 test('an upload streams its chunks into the key whole, returning their size and sha256', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);

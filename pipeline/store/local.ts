@@ -72,6 +72,15 @@ function versionOf(s: BigIntStats): string {
 const isErrno = (err: unknown, ...codes: string[]): boolean => codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
 
 /** Removes a file of the store's own (a temp file, a claim) if it is there: a file where its folder should be means it is not. */
+/** True when the claim at `path` is the one whose text is `mine` (one read: ours is a file). */
+async function holds(path: string, mine: string): Promise<boolean> {
+  try {
+    return (await readFile(path, 'utf8')) === mine;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * What identifies the claim at `path`: its text (a writer's stamp and nonce), or for
  * what is not a file (a link left there) its inode; undefined when nothing is there.
@@ -240,6 +249,7 @@ export class LocalStore implements Store {
     const path = this.describe(key);
     const claim = join(dirname(path), `.${basename(path)}.cas.${version}`);
     const mine = await this.#claim(key, claim);
+    faultPoint('cas-claimed', claim);
     try {
       let current: string;
       try {
@@ -251,10 +261,10 @@ export class LocalStore implements Store {
       if (current !== version) throw new PreconditionFailed(key);
       // A writer breaking an older, stale claim may have moved ours aside meanwhile (it
       // puts it back): change only while the claim in place is still ours.
-      if ((await claimIdentity(claim)) !== mine) throw new PreconditionFailed(key);
+      if (!(await holds(claim, mine))) throw new PreconditionFailed(key);
       return await change();
     } finally {
-      if ((await claimIdentity(claim)) === mine) await removeFile(claim);
+      if (await holds(claim, mine)) await removeFile(claim);
     }
   }
 
