@@ -15,9 +15,12 @@
  *   one claimant per version. Holding the claim it checks the key is still at that
  *   version, replaces it, and drops the claim. Any other writer of that version
  *   finds the claim taken or the version gone, so each version is replaced at most
- *   once. A claim left by a crash is taken over after CLAIM_STALE_MS; the critical
- *   section it guards lasts milliseconds, so only a writer frozen inside it for
- *   that long could be overtaken (S3's If-Match has no such window).
+ *   once. A claim left by a crash is taken over after CLAIM_STALE_MS (at once when
+ *   its process is gone from this machine); the critical section it guards lasts
+ *   milliseconds, so only a writer frozen inside it for that long could be overtaken
+ *   (S3's If-Match has no such window). Writers racing to take over the same stale
+ *   claim: one renames it away; one that renamed a live claim instead (the winner's)
+ *   puts it back and loses, and a holder re-reads its claim before changing the key.
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -71,7 +74,6 @@ function versionOf(s: BigIntStats): string {
 
 const isErrno = (err: unknown, ...codes: string[]): boolean => codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
 
-/** Removes a file of the store's own (a temp file, a claim) if it is there: a file where its folder should be means it is not. */
 /** True when the claim at `path` is the one whose text is `mine` (one read: ours is a file). */
 async function holds(path: string, mine: string): Promise<boolean> {
   try {
@@ -95,6 +97,7 @@ async function claimIdentity(path: string): Promise<string | undefined> {
   }
 }
 
+/** Removes a file of the store's own (a temp file, a claim) if it is there: a file where its folder should be means it is not. */
 async function removeFile(path: string): Promise<void> {
   await rm(path, { force: true }).catch((err: unknown) => {
     if (!isErrno(err, 'ENOTDIR')) throw err;
