@@ -327,13 +327,25 @@ test('a claim that is not a process stamp blocks while it is young and is broken
 });
 
 test('of writers racing to break the same stale claim, one wins the version and the others fail the precondition', async () => {
-  for (let round = 0; round < 8; round++) {
+  const random = mulberry32(17);
+  // 120 rounds of 2 to 5 racers, each starting after a random few turns of the event
+  // loop, so their steps interleave differently from round to round.
+  for (let round = 0; round < 120; round++) {
     await withTemp(async (dir) => {
       const version = await new LocalStore(dir).write('k', 'one');
       await writeFile(join(dir, `.k.cas.${version}`), JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
-      const results = await Promise.allSettled([0, 1, 2].map((i) => new LocalStore(dir).write('k', `writer ${i}`, { ifMatch: version })));
-      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, `round ${round}`);
+      const racers = 2 + Math.floor(random() * 4);
+      const results = await Promise.allSettled(
+        Array.from({ length: racers }, async (_, i) => {
+          for (let turns = Math.floor(random() * 4); turns > 0; turns--) await new Promise((r) => setImmediate(r));
+          await new LocalStore(dir).write('k', `writer ${i}`, { ifMatch: version });
+          return i;
+        }),
+      );
+      const won = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      assert.equal(won.length, 1, `round ${round}: ${racers} racers`);
       for (const r of results) if (r.status === 'rejected') assert.ok(isPreconditionFailed(r.reason), String(r.reason));
+      assert.equal(await readFile(join(dir, 'k'), 'utf8'), `writer ${won[0]}`, `round ${round}: the winner's text`);
       assert.deepEqual(await tree(dir), ['k']);
     });
   }
