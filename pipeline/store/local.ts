@@ -84,13 +84,15 @@ async function holds(path: string, mine: string): Promise<boolean> {
 }
 
 /**
- * What identifies the claim at `path`: its text (a writer's stamp and nonce), or for
- * what is not a file (a link left there) its inode; undefined when nothing is there.
+ * The claim at `path`: what identifies it (its text, a writer's stamp and nonce; for
+ * what is not a file, a link left there, its inode) and its age; undefined when
+ * nothing is there.
  */
-async function claimIdentity(path: string): Promise<string | undefined> {
+async function claimAt(path: string): Promise<{ identity: string; file: boolean; mtimeMs: number } | undefined> {
   try {
     const s = await lstat(path, { bigint: true });
-    return s.isFile() ? await readFile(path, 'utf8') : `not a file, inode ${s.ino}`;
+    const file = s.isFile();
+    return { identity: file ? await readFile(path, 'utf8') : `not a file, inode ${s.ino}`, file, mtimeMs: Number(s.mtimeMs) };
   } catch (err) {
     if (isErrno(err, 'ENOENT', 'ENOTDIR')) return undefined;
     throw err;
@@ -306,7 +308,7 @@ export class LocalStore implements Store {
       // Another writer may have broken the stale claim first and put its own in place:
       // then the claim just moved is that live one (told apart by its text, since a
       // new file may get the inode number of one just removed). Put it back, and lose.
-      if ((await claimIdentity(moved)) !== stale) {
+      if ((await claimAt(moved))?.identity !== stale) {
         await link(moved, claim).catch(() => undefined);
         await rm(moved, { force: true });
         break;
@@ -322,10 +324,10 @@ export class LocalStore implements Store {
    */
   async #staleClaim(claim: string): Promise<string | undefined> {
     try {
-      const s = await lstat(claim);
-      const identity = await claimIdentity(claim);
-      if (identity === undefined) return undefined; // gone meanwhile: another writer's turn
-      if (!s.isFile() || Date.now() - s.mtimeMs >= CLAIM_STALE_MS) return identity;
+      const found = await claimAt(claim);
+      if (found === undefined) return undefined; // gone meanwhile: another writer's turn
+      const { identity, file, mtimeMs } = found;
+      if (!file || Date.now() - mtimeMs >= CLAIM_STALE_MS) return identity;
       const stamp = JSON.parse(identity) as ProcessStamp;
       return typeof stamp?.pid === 'number' && goneBecause(stamp, selfStamp()) !== undefined ? identity : undefined;
     } catch {
