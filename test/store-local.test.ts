@@ -351,6 +351,44 @@ test('of writers racing to break the same stale claim, one wins the version and 
   }
 });
 
+test('racers with a stop injected: one of them crashes at a random step, and over the race and a rerun the version is still replaced exactly once', async () => {
+  const random = mulberry32(23);
+  const points = ['cas-claim-judged-stale', 'cas-claimed', 'store-write-midway'];
+  for (let round = 0; round < 60; round++) {
+    await withTemp(async (dir) => {
+      const version = await new LocalStore(dir).write('k', 'one');
+      const claim = join(dir, `.k.cas.${version}`);
+      if (random() < 0.7) await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+      const point = points[Math.floor(random() * points.length)]!;
+      const race = (wave: string) =>
+        Promise.allSettled(
+          Array.from({ length: 2 + Math.floor(random() * 3) }, async (_, i) => {
+            for (let turns = Math.floor(random() * 4); turns > 0; turns--) await new Promise((r) => setImmediate(r));
+            await new LocalStore(dir).write('k', `${wave} ${i}`, { ifMatch: version });
+            return `${wave} ${i}`;
+          }),
+        );
+      let crashed = false;
+      const first = await withFaultHook(
+        (name) => {
+          if (name !== point || crashed) return;
+          crashed = true;
+          throw new Crash(name);
+        },
+        () => race('first'),
+      );
+      // A claim the crashed writer held stays, stamped by a process that is now gone.
+      if (await readFile(claim, 'utf8').then(() => true, () => false)) await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 7, pid_start: '1' }));
+      const rerun = await race('rerun');
+      const all = [...first, ...rerun];
+      const won = all.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      assert.equal(won.length, 1, `round ${round} (${point}): ${won.join(', ')}`);
+      for (const r of all) if (r.status === 'rejected') assert.ok(isPreconditionFailed(r.reason) || r.reason instanceof Crash, String(r.reason));
+      assert.equal(await readFile(join(dir, 'k'), 'utf8'), won[0], `round ${round}: the winner's text`);
+    });
+  }
+});
+
 test('a writer that judged a claim stale, while another broke it first and took the version, puts the live claim back and loses', async () => {
   await withTemp(async (dir) => {
     const version = await new LocalStore(dir).write('k', 'one');
