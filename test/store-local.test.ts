@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { linkSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
@@ -321,8 +321,7 @@ test('a claim that is not a process stamp blocks while it is young and is broken
     const old = new Date(Date.now() - CLAIM_STALE_MS);
     await utimes(claim, old, old);
     await store.write('k', 'two', { ifMatch: version });
-    assert.deepEqual(await claims(dir), [], 'broken, then dropped');
-    assert.deepEqual((await readdir(dir)).filter((f) => f.includes('.stale.')), [], 'the renamed stale claim is removed too');
+    assert.deepEqual(await claims(dir), [], 'taken over, then dropped with the one above it');
   });
 });
 
@@ -377,8 +376,8 @@ test('racers with a stop injected: one of them crashes at a random step, and ove
         },
         () => race('first'),
       );
-      // A claim the crashed writer held stays, stamped by a process that is now gone.
-      if (await readFile(claim, 'utf8').then(() => true, () => false)) await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 7, pid_start: '1' }));
+      // A claim the crashed writer held stays (of any generation), stamped by a process that is now gone.
+      for (const f of await claims(dir)) await writeFile(join(dir, f), JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 7, pid_start: '1' }));
       const rerun = await race('rerun');
       const all = [...first, ...rerun];
       const won = all.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
@@ -389,29 +388,26 @@ test('racers with a stop injected: one of them crashes at a random step, and ove
   }
 });
 
-test('a writer that judged a claim stale, while another broke it first and took the version, puts the live claim back and loses', async () => {
+test('a writer that judged a claim stale, while another writer that finished dropped it and a third claimed the version afresh, withdraws its claim and loses', async () => {
   await withTemp(async (dir) => {
     const version = await new LocalStore(dir).write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
     await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
     const live = JSON.stringify({ ...selfStamp(), writer: 'the other one' });
-    // Right after this writer judged the claim stale, another breaks it and puts its own,
-    // live claim in place (what a faster racer does between the judging and the rename).
+    // Right after this writer judged the claim stale, it is gone (a writer that took it
+    // over finished and dropped it) and a new, live claim is in its place.
     const outcome = await withFaultHook(
       (name) => {
         if (name !== 'cas-claim-judged-stale') return;
-        renameSync(claim, `${claim}.gone`);
-        unlinkSync(`${claim}.gone`);
-        writeFileSync(`${claim}.other`, live);
-        linkSync(`${claim}.other`, claim);
-        unlinkSync(`${claim}.other`);
+        unlinkSync(claim);
+        writeFileSync(claim, live);
       },
       () => new LocalStore(dir).write('k', 'late writer', { ifMatch: version }).then(() => 'written', (err: unknown) => err),
     );
     assert.ok(isPreconditionFailed(outcome), `the late writer loses: ${String(outcome)}`);
-    assert.equal(readFileSync(claim, 'utf8'), live, "the other writer's claim is back in place");
+    assert.equal(readFileSync(claim, 'utf8'), live, "the other writer's claim is untouched");
+    assert.deepEqual(await claims(dir), [`.k.cas.${version}`], 'the claim it made over the gone one is withdrawn');
     assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'one', 'the key is unchanged');
-    assert.deepEqual((await readdir(dir)).filter((f) => f.includes('.stale.')), [], 'nothing left aside');
   });
 });
 
@@ -731,36 +727,94 @@ test('a claim the file system refuses to create fails the swap with that error',
   });
 });
 
-test('breaking a stale claim: a racer that breaks it first wins, a failed rename is an error, and a writer breaks at most one claim', async () => {
+test('taking over a stale claim: a racer that takes it over first wins, a failed create is an error, and claims of crashed writers taken over at each try make it lose', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);
     const version = await store.write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
     const crashed = JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 3, pid_start: '1' });
+    const live = JSON.stringify({ ...selfStamp(), writer: 'the other one' });
     await writeFile(claim, crashed);
-    // Another writer renames the stale claim away first: this one lost the version.
-    await withFs({ rename: (real) => async (from, to) => (from === claim ? (rmSync(claim), Promise.reject(errno('ENOENT'))) : real(from, to)) }, async () => {
+    // Another writer takes the stale claim over first (its next generation): this one lost the version.
+    await withFaultHook((name) => {
+      if (name === 'cas-claim-judged-stale') writeFileSync(`${claim}.g1`, live);
+    }, async () => {
       await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed);
     });
-    await writeFile(claim, crashed);
-    await withFs({ rename: (real) => async (from, to) => (from === claim ? Promise.reject(errno('EIO')) : real(from, to)) }, async () => {
+    assert.deepEqual((await claims(dir)).sort(), [`.k.cas.${version}`, `.k.cas.${version}.g1`], 'neither claim is touched');
+    assert.equal(await readFile(`${claim}.g1`, 'utf8'), live);
+    rmSync(`${claim}.g1`);
+    await withFs({ link: (real) => async (from, to) => (to === `${claim}.g1` ? Promise.reject(errno('EIO')) : real(from, to)) }, async () => {
       await assert.rejects(store.write('k', 'two', { ifMatch: version }), code('EIO'));
     });
-    // Once broken, another stale claim takes its place (a second crashed writer): left for the next writer.
-    let again = true;
+    assert.deepEqual(await tree(dir), [`.k.cas.${version}`, 'k'], 'no temp file, no new claim');
+    // Each claim it tries to create, a crashed writer created first: after three tries it loses,
+    // and leaves them to the next writer, which takes over the newest and drops them all.
+    const made: string[] = [];
     await withFs({
-      rename: (real) => async (from, to) => {
-        await real(from, to);
-        if (from === claim && again) {
-          again = false;
-          await writeFile(claim, crashed);
+      link: (real) => async (from, to) => {
+        if (String(to).includes('.cas.')) {
+          made.push(String(to));
+          await writeFile(String(to), crashed);
         }
+        return real(from, to);
       },
     }, async () => {
       await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed);
     });
-    assert.equal(await readFile(claim, 'utf8'), crashed);
+    assert.deepEqual(made, [1, 2, 3].map((g) => `${claim}.g${g}`));
+    assert.equal((await claims(dir)).length, 4);
     assert.equal((await store.read('k'))?.body.toString(), 'one');
+    await store.write('k', 'two', { ifMatch: version });
+    assert.equal((await store.read('k'))?.body.toString(), 'two');
+    assert.deepEqual(await claims(dir), []);
+  });
+});
+
+test('two writers that judged the same claim stale both create its next generation: one creates it and wins, the other finds it live and loses', async () => {
+  await withTemp(async (dir) => {
+    const version = await new LocalStore(dir).write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    // The first to link waits until the other has judged the claim too and is linking.
+    let arrived: () => void = () => undefined;
+    const both = new Promise<void>((resolve) => (arrived = resolve));
+    let linking = 0;
+    const results = await withFs({
+      link: (real) => async (from, to) => {
+        if (to === `${claim}.g1` && ++linking === 1) await both;
+        else if (to === `${claim}.g1`) arrived();
+        return real(from, to);
+      },
+    }, () => Promise.allSettled(['a', 'b'].map((w) => new LocalStore(dir).write('k', w, { ifMatch: version }).then(() => w))));
+    assert.equal(linking, 2, 'both judged the claim stale and tried to take it over');
+    const won = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    assert.equal(won.length, 1);
+    for (const r of results) if (r.status === 'rejected') assert.ok(isPreconditionFailed(r.reason), String(r.reason));
+    assert.equal(readFileSync(join(dir, 'k'), 'utf8'), won[0]);
+    assert.deepEqual(await tree(dir), ['k']);
+  });
+});
+
+test('a writer that judged a claim stale, while another took it over, changed the key and dropped the claims, withdraws the claim it then makes and loses', async () => {
+  await withTemp(async (dir) => {
+    const version = await new LocalStore(dir).write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    let other: Promise<unknown> | undefined;
+    const outcome = await withFs({
+      link: (real) => async (from, to) => {
+        if (to === `${claim}.g1` && other === undefined) {
+          // Between this writer's judging and its create, another one runs whole.
+          other = new LocalStore(dir).write('k', 'other', { ifMatch: version });
+          await other;
+        }
+        return real(from, to);
+      },
+    }, () => new LocalStore(dir).write('k', 'late', { ifMatch: version }).then(() => 'written', (err: unknown) => err));
+    assert.ok(isPreconditionFailed(outcome), String(outcome));
+    assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'other');
+    assert.deepEqual(await tree(dir), ['k'], 'its withdrawn claim is not left');
   });
 });
 

@@ -18,9 +18,13 @@
  *   once. A claim left by a crash is taken over after CLAIM_STALE_MS (at once when
  *   its process is gone from this machine); the critical section it guards lasts
  *   milliseconds, so only a writer frozen inside it for that long could be overtaken
- *   (S3's If-Match has no such window). Writers racing to take over the same stale
- *   claim: one renames it away; one that renamed a live claim instead (the winner's)
- *   puts it back and loses, and a holder re-reads its claim before changing the key.
+ *   (S3's If-Match has no such window).
+ *   Taking over never moves a claim: it creates the next generation of it
+ *   (`.<name>.cas.<version>.g<n>`) exclusively, so of writers racing to take over the
+ *   same stale claim one creates it and the others find it live. A claim is never
+ *   moved or replaced, so a holder's own claim cannot vanish under it for a moment;
+ *   the holder checks that its claim is still the newest before changing the key, and
+ *   drops the older ones after.
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -74,15 +78,6 @@ function versionOf(s: BigIntStats): string {
 
 const isErrno = (err: unknown, ...codes: string[]): boolean => codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
 
-/** True when the claim at `path` is the one whose text is `mine` (one read: ours is a file). */
-async function holds(path: string, mine: string): Promise<boolean> {
-  try {
-    return (await readFile(path, 'utf8')) === mine;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * The claim at `path`: what identifies it (its text, a writer's stamp and nonce; for
  * what is not a file, a link left there, its inode) and its age; undefined when
@@ -96,6 +91,102 @@ async function claimAt(path: string): Promise<{ identity: string; file: boolean;
   } catch (err) {
     if (isErrno(err, 'ENOENT', 'ENOTDIR')) return undefined;
     throw err;
+  }
+}
+
+/**
+ * What identifies a claim whose writer is gone (same machine), or that is older than
+ * CLAIM_STALE_MS, or that no writer made (not a file); undefined while it is live
+ * (or not a stamp, which blocks until it is old); 'gone' when it is not there.
+ */
+async function staleClaim(path: string): Promise<string | undefined | 'gone'> {
+  let found;
+  try {
+    found = await claimAt(path);
+  } catch {
+    return undefined;
+  }
+  if (found === undefined) return 'gone';
+  const { identity, file, mtimeMs } = found;
+  if (!file || Date.now() - mtimeMs >= CLAIM_STALE_MS) return identity;
+  try {
+    const stamp = JSON.parse(identity) as ProcessStamp;
+    return typeof stamp?.pid === 'number' && goneBecause(stamp, selfStamp()) !== undefined ? identity : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A claim this writer made: its file, its text (this process's stamp and a nonce), its generation. */
+interface Claim {
+  readonly path: string;
+  readonly text: string;
+  readonly generation: number;
+}
+
+/**
+ * The claims of one version of a key, in its folder: generation 0 is
+ * `.<name>.cas.<version>`, generation n `.<name>.cas.<version>.g<n>`. A claim is only
+ * ever created exclusively, one generation above the newest, and never moved; the
+ * newest one holds the version.
+ */
+class Claims {
+  readonly #dir: string;
+  readonly #base: string;
+
+  constructor(dir: string, base: string) {
+    this.#dir = dir;
+    this.#base = base;
+  }
+
+  path(generation: number): string {
+    return join(this.#dir, generation === 0 ? this.#base : `${this.#base}.g${generation}`);
+  }
+
+  /** Every claim there is, oldest first; null when the folder is gone. */
+  async all(): Promise<{ generation: number; path: string }[] | null> {
+    let names: string[];
+    try {
+      names = await readdir(this.#dir);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT', 'ENOTDIR')) return null;
+      throw err;
+    }
+    const found: { generation: number; path: string }[] = [];
+    for (const name of names) {
+      if (!name.startsWith(this.#base)) continue;
+      const rest = name.slice(this.#base.length);
+      const generation = rest === '' ? 0 : /^\.g[1-9]\d{0,8}$/.test(rest) ? Number(rest.slice(2)) : undefined;
+      if (generation !== undefined) found.push({ generation, path: join(this.#dir, name) });
+    }
+    return found.sort((a, b) => a.generation - b.generation);
+  }
+
+  /** True while `mine` is in place, with our text, and no newer claim is. */
+  async holds(mine: Claim): Promise<boolean> {
+    if (!(await this.#ours(mine))) return false;
+    return ((await this.all()) ?? []).every((c) => c.generation <= mine.generation);
+  }
+
+  /**
+   * Drops `mine` if it is still ours; while it is the newest, the older claims too:
+   * each was stale when the one above it was made, and none is made below a live one.
+   */
+  async release(mine: Claim): Promise<void> {
+    if (!(await this.#ours(mine))) return;
+    const all = (await this.all()) ?? [];
+    if (all.every((c) => c.generation <= mine.generation)) {
+      for (const c of all) if (c.generation < mine.generation) await rm(c.path, { force: true }).catch(() => undefined);
+    }
+    await removeFile(mine.path);
+  }
+
+  async #ours(mine: Claim): Promise<boolean> {
+    try {
+      return (await readFile(mine.path, 'utf8')) === mine.text;
+    } catch {
+      return false;
+    }
   }
 }
 
@@ -252,9 +343,9 @@ export class LocalStore implements Store {
   /** Runs `change` only if `key` is at `version`, with no other change of that version possible meanwhile. */
   async #compareAndSwap<T>(key: string, version: string, change: () => Promise<T>): Promise<T> {
     const path = this.describe(key);
-    const claim = join(dirname(path), `.${basename(path)}.cas.${version}`);
-    const mine = await this.#claim(key, claim);
-    faultPoint('cas-claimed', claim);
+    const claims = new Claims(dirname(path), `.${basename(path)}.cas.${version}`);
+    const mine = await this.#claim(key, claims);
+    faultPoint('cas-claimed', mine.path);
     try {
       let current: string;
       try {
@@ -264,76 +355,59 @@ export class LocalStore implements Store {
         throw err;
       }
       if (current !== version) throw new PreconditionFailed(key);
-      // A writer breaking an older, stale claim may have moved ours aside meanwhile (it
-      // puts it back): change only while the claim in place is still ours.
-      if (!(await holds(claim, mine))) throw new PreconditionFailed(key);
+      // Only a writer that judged this one stale (frozen past CLAIM_STALE_MS) makes a
+      // newer claim over a live one: change only while ours is still the newest.
+      if (!(await claims.holds(mine))) throw new PreconditionFailed(key);
       return await change();
     } finally {
-      if (await holds(claim, mine)) await removeFile(claim);
+      await claims.release(mine);
     }
   }
 
   /**
-   * Takes the claim of a version (an exclusive create); returns what identifies it (its
-   * text: this process's stamp and a nonce), or fails with PreconditionFailed.
+   * Claims a version: creates the newest claim of it exclusively, over no claim or over
+   * a stale one; fails with PreconditionFailed while a live writer holds the newest.
    */
-  async #claim(key: string, claim: string): Promise<string> {
-    const mine = JSON.stringify({ ...selfStamp(), claim: randomBytes(8).toString('hex') });
-    for (let attempt = 0; attempt < 2; attempt++) {
+  async #claim(key: string, claims: Claims): Promise<Claim> {
+    const text = JSON.stringify({ ...selfStamp(), claim: randomBytes(8).toString('hex') });
+    // Each failed create means another writer created that claim meanwhile: the next
+    // look finds it live (we lost) or, rarely, a crashed writer's (taken over once more).
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const all = await claims.all();
+      if (all === null) break; // the folder is gone, and the key with it
+      const newest = all.at(-1);
+      let over: { path: string; identity: string } | undefined;
+      if (newest !== undefined) {
+        const stale = await staleClaim(newest.path);
+        if (stale === 'gone') continue; // dropped meanwhile: look again
+        if (stale === undefined) break; // a live writer's: this version is being replaced
+        over = { path: newest.path, identity: stale };
+        faultPoint('cas-claim-judged-stale', newest.path);
+      }
+      const generation = newest === undefined ? 0 : newest.generation + 1;
+      const mine: Claim = { path: claims.path(generation), text, generation };
       // Written whole, then linked into place: a claim is never seen half-written.
-      const tmp = tempPathFor(claim);
+      const tmp = tempPathFor(mine.path);
       try {
-        await writeFile(tmp, mine, { mode: PRIVATE_FILE, flag: 'wx' });
-        await link(tmp, claim);
-        return mine;
+        await writeFile(tmp, text, { mode: PRIVATE_FILE, flag: 'wx' });
+        await link(tmp, mine.path);
       } catch (err) {
-        if (isErrno(err, 'ENOENT', 'ENOTDIR')) break; // the folder is gone, and the key with it
+        if (isErrno(err, 'ENOENT', 'ENOTDIR')) break;
         if (!isErrno(err, 'EEXIST')) throw err;
+        continue;
       } finally {
         await removeFile(tmp);
       }
-      // Taken: by a live writer (this version is being replaced: we lost), or left
-      // by a crash. Only a stale claim is taken over, by renaming it away first:
-      // one renamer wins, and it retries the exclusive create once.
-      const stale = attempt === 0 ? await this.#staleClaim(claim) : undefined;
-      if (stale === undefined) break;
-      faultPoint('cas-claim-judged-stale', claim);
-      const moved = `${claim}.stale.${randomBytes(4).toString('hex')}`;
-      try {
-        await rename(claim, moved);
-      } catch (err) {
-        if (isErrno(err, 'ENOENT')) break;
-        throw err;
-      }
-      // Another writer may have broken the stale claim first and put its own in place:
-      // then the claim just moved is that live one (told apart by its text, since a
-      // new file may get the inode number of one just removed). Put it back, and lose.
-      if ((await claimAt(moved))?.identity !== stale) {
-        await link(moved, claim).catch(() => undefined);
-        await rm(moved, { force: true });
+      // Taken over on what we saw: if the stale claim is not the one there now (a
+      // writer that finished meanwhile dropped it, and another claimed afresh), ours
+      // stands on nothing. Withdraw it, and lose.
+      if (over !== undefined && (await claimAt(over.path))?.identity !== over.identity) {
+        await removeFile(mine.path);
         break;
       }
-      await rm(moved, { force: true });
+      return mine;
     }
     throw new PreconditionFailed(key);
-  }
-
-  /**
-   * What identifies a claim whose writer is gone (same machine), or that is older than
-   * CLAIM_STALE_MS, or that no writer made (not a file); undefined while it is live.
-   */
-  async #staleClaim(claim: string): Promise<string | undefined> {
-    try {
-      const found = await claimAt(claim);
-      if (found === undefined) return undefined; // gone meanwhile: another writer's turn
-      const { identity, file, mtimeMs } = found;
-      if (!file || Date.now() - mtimeMs >= CLAIM_STALE_MS) return identity;
-      const stamp = JSON.parse(identity) as ProcessStamp;
-      return typeof stamp?.pid === 'number' && goneBecause(stamp, selfStamp()) !== undefined ? identity : undefined;
-    } catch {
-      // Gone meanwhile, or not a stamp (it blocks until it is old).
-      return undefined;
-    }
   }
 
   async upload(key: string, chunks: AsyncIterable<Uint8Array>): Promise<UploadResult> {
