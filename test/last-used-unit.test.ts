@@ -15,6 +15,8 @@ import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parse as parseCsv } from 'csv-parse/sync';
+import { stringify as stringifyCsv } from 'csv-stringify/sync';
 
 const HEADER =
   'user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated';
@@ -86,6 +88,19 @@ test('a key the report cannot attribute unambiguously is a miss, with the reason
   assert.deepEqual(index.lookup(rec('dave', '2020-01-01T00:00:00.000Z')), { miss: 'user-not-in-report' });
   assert.deepEqual(index.lookup(rec('alice', '2020-01-01T00:00:00.000Z', 'arn:aws:iam::123456789012:user/eng/alice')), { miss: 'user-replaced' });
   assert.deepEqual(index.lookup(rec('alice', '2019-05-05T00:00:00.000Z')), { miss: 'no-matching-slot' });
+});
+
+test('the report is read by its column names: columns in another order, and one IAM might add, read the same', async () => {
+  const rows = parseCsv(REPORT.csv) as string[][];
+  const order = rows[0]!.map((_, i) => i).reverse();
+  const moved = stringifyCsv(rows.map((r, n) => [...order.map((i) => r[i]!), n === 0 ? 'access_key_3_last_rotated' : '2026-01-01T00:00:00+00:00']));
+  const [index, reordered] = await Promise.all([ReportIndex.build(REPORT.generatedTime, REPORT.csv), ReportIndex.build(REPORT.generatedTime, moved)]);
+  for (const [user, created] of [['alice', '2020-01-01T00:00:00.999Z'], ['alice', '2021-06-01T00:00:07.000Z'], ['bob', '2022-02-02T02:02:02.000Z'], ['carol,ops', '2023-03-03T03:03:03.000Z'], ['alice', '2026-11-28T10:30:00.000Z']] as const) {
+    const r = rec(user, created, `arn:aws:iam::123456789012:user/${user}`);
+    assert.deepEqual(reordered.lookup(r), index.lookup(r), `${user} ${created}`);
+  }
+  assert.deepEqual(reordered.lookup(rec('alice', '2020-01-01T00:00:00.000Z')), { hit: { date: new Date('2026-11-01T12:00:00.000Z'), service: 's3', region: 'eu-west-1' } });
+  assert.deepEqual(reordered.generatedTime, index.generatedTime);
 });
 
 test('the index keeps an ARN that is not the account prefix + path + user name whole, and matches ARNs exactly either way', async () => {

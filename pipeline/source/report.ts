@@ -61,11 +61,10 @@ function value(text: string | undefined): string | null {
   return text === undefined || NO_VALUE.has(text) ? null : text;
 }
 
-function date(text: string | undefined): Date | null {
+/** The moment `text` says, in epoch milliseconds; NaN for none (or not a date). */
+function moment(text: string | undefined): number {
   const v = value(text);
-  if (v === null) return null;
-  const d = new Date(v);
-  return Number.isNaN(d.getTime()) ? null : d;
+  return v === null ? Number.NaN : Date.parse(v);
 }
 
 interface Slot {
@@ -90,11 +89,12 @@ const PAST_MOMENTS = [
 
 /** The columns of a report row the index keeps, in this order (a key slot is 4 of them). */
 const KEPT = ['arn', ...[1, 2].flatMap((n) => ['last_rotated', 'last_used_date', 'last_used_service', 'last_used_region'].map((c) => `access_key_${n}_${c}`))];
+/** The kept columns that are moments: each is one of PAST_MOMENTS too, so each is parsed once. */
 const DATED = new Set(KEPT.filter((c) => c.endsWith('_last_rotated') || c.endsWith('_last_used_date')));
 
 /** A moment as the index keeps it: epoch milliseconds in base 36 (8 characters, not 25), or '' for none. */
-function packDate(text: string | undefined): string {
-  return date(text)?.getTime().toString(36) ?? '';
+function packDate(ms: number): string {
+  return Number.isNaN(ms) ? '' : ms.toString(36);
 }
 
 /** The moment `packDate` kept, or null for none. */
@@ -110,12 +110,28 @@ function unpackDate(text: string | undefined): Date | null {
  * a report's users are many (memory must not grow with the account) while lookups
  * are one per key.
  */
-function packRow(r: Record<string, string>, arnPrefix: string): string {
-  const field = (c: string) => {
-    if (c === 'arn') return packArn(value(r.arn) ?? '', r.user ?? '', arnPrefix);
-    return DATED.has(c) ? packDate(r[c]) : (value(r[c]) ?? '');
-  };
-  return KEPT.map(field).join('\t');
+function packRow(row: readonly string[], at: Columns, moments: ReadonlyMap<string, number>, arnPrefix: string): string {
+  let packed = packArn(value(row[at.arn]) ?? '', row[at.user] ?? '', arnPrefix);
+  for (let i = 1; i < KEPT.length; i++) {
+    const c = KEPT[i]!;
+    packed += '\t' + (DATED.has(c) ? packDate(moments.get(c)!) : (value(row[at.kept[i]!]) ?? ''));
+  }
+  return packed;
+}
+
+/** Where the columns the index reads are in the report's rows (-1: not in this report). */
+interface Columns {
+  readonly user: number;
+  readonly arn: number;
+  /** Of each KEPT column, in its order. */
+  readonly kept: readonly number[];
+  /** Of each PAST_MOMENTS column, in its order. */
+  readonly past: readonly number[];
+}
+
+function columnsOf(header: readonly string[]): Columns {
+  const at = (c: string) => header.indexOf(c);
+  return { user: at('user'), arn: at('arn'), kept: KEPT.map(at), past: PAST_MOMENTS.map(at) };
 }
 
 /**
@@ -173,22 +189,34 @@ export class ReportIndex {
     // GeneratedTime is wrong (moto answers a fixed 2015 date) and the latest such moment
     // is the best lower bound of when it was made.
     let latest = index.#generatedTime.getTime();
-    const parser = parse({ columns: true, skip_empty_lines: true, relax_column_count: true });
+    // Rows as arrays, read by the header's positions: no object of 22 named fields a row.
+    const parser = parse({ skip_empty_lines: true, relax_column_count: true });
     // pipeline() destroys the parser with the source's error: the loop below throws it.
     const records = pipeline(Readable.from(typeof csv === 'string' ? [Buffer.from(csv)] : csv, { objectMode: false }), parser, () => undefined);
+    let at: Columns | undefined;
+    const moments = new Map<string, number>();
     let seen = 0;
-    for await (const r of records as AsyncIterable<Record<string, string>>) {
+    for await (const row of records as AsyncIterable<string[]>) {
+      if (at === undefined) {
+        at = columnsOf(row);
+        continue;
+      }
       // The report arrives while users are being paged: let their answers in between
       // (a 2,000-user report held the event loop for ~100 ms, every call waiting on it).
       if (++seen % YIELD_ROWS === 0) await turn();
-      for (const c of PAST_MOMENTS) latest = Math.max(latest, date(r[c])?.getTime() ?? Number.NEGATIVE_INFINITY);
-      if (!r.user || r.user === '<root_account>') continue;
-      if (index.#rows.size === 0) {
-        const arn = r.arn ?? '';
-        const at = arn.indexOf(':user/');
-        index.#arnPrefix = at < 0 ? '' : arn.slice(0, at + ':user'.length);
+      for (let i = 0; i < PAST_MOMENTS.length; i++) {
+        const ms = moment(row[at.past[i]!]);
+        moments.set(PAST_MOMENTS[i]!, ms);
+        if (ms > latest) latest = ms;
       }
-      index.#rows.set(r.user, packRow(r, index.#arnPrefix));
+      const user = row[at.user];
+      if (!user || user === '<root_account>') continue;
+      if (index.#rows.size === 0) {
+        const arn = row[at.arn] ?? '';
+        const found = arn.indexOf(':user/');
+        index.#arnPrefix = found < 0 ? '' : arn.slice(0, found + ':user'.length);
+      }
+      index.#rows.set(user, packRow(row, at, moments, index.#arnPrefix));
     }
     index.#generatedTime = new Date(latest);
     return index;
