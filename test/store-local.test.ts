@@ -430,6 +430,110 @@ test('a holder whose claim was replaced after it took it (the narrow race above)
   });
 });
 
+test('a holder overtaken by a newer claim (a writer that judged it stale) changes nothing and drops only its own claim', async () => {
+  await withTemp(async (dir) => {
+    const version = await new LocalStore(dir).write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    const crashed = JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' });
+    const newer = JSON.stringify({ ...selfStamp(), writer: 'took it over' });
+    await writeFile(claim, crashed);
+    // This writer takes the crashed writer's claim over (generation 1); right after, another
+    // one, which judged it frozen, makes generation 2.
+    const outcome = await withFaultHook(
+      (name) => {
+        if (name === 'cas-claimed') writeFileSync(`${claim}.g2`, newer);
+      },
+      () => new LocalStore(dir).write('k', 'overtaken', { ifMatch: version }).then(() => 'written', (err: unknown) => err),
+    );
+    assert.ok(isPreconditionFailed(outcome), String(outcome));
+    assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'one');
+    assert.deepEqual((await claims(dir)).sort(), [`.k.cas.${version}`, `.k.cas.${version}.g2`], 'its own claim dropped, the older and the newer left to the newest');
+    assert.equal(readFileSync(`${claim}.g2`, 'utf8'), newer);
+  });
+});
+
+test('a holder whose claim is gone (taken over and dropped by a writer that finished) changes nothing', async () => {
+  await withTemp(async (dir) => {
+    const version = await new LocalStore(dir).write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    const outcome = await withFaultHook(
+      (name) => {
+        if (name === 'cas-claimed') unlinkSync(claim);
+      },
+      () => new LocalStore(dir).write('k', 'late', { ifMatch: version }).then(() => 'written', (err: unknown) => err),
+    );
+    assert.ok(isPreconditionFailed(outcome), String(outcome));
+    assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'one');
+    assert.deepEqual(await tree(dir), ['k']);
+  });
+});
+
+test('claims are ordered by generation as a number (past 9, whatever order the folder lists them in), and a claim of another version is not one of this version', async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    const crashed = JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' });
+    // Eleven crashed writers, each having taken over the one before.
+    for (let g = 0; g <= 10; g++) await writeFile(g === 0 ? claim : `${claim}.g${g}`, crashed);
+    // Live claims whose names start like this version's: another version's, and not a claim.
+    const live = JSON.stringify(selfStamp());
+    for (const name of [`.k.cas.${version}7.g11`, `.k.cas.${version}.g11x`, `.k.cas.${version}.g011`]) await writeFile(join(dir, name), live);
+    const made: string[] = [];
+    await withFs({
+      link: (real) => async (from, to) => {
+        made.push(String(to));
+        return real(from, to);
+      },
+    }, () => store.write('k', 'two', { ifMatch: version }));
+    assert.deepEqual(made.filter((f) => f.includes('.cas.')), [`${claim}.g11`], 'the newest, generation 10, is taken over');
+    assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'two');
+    assert.deepEqual((await claims(dir)).sort(), [`.k.cas.${version}.g011`, `.k.cas.${version}.g11x`, `.k.cas.${version}7.g11`], "this version's claims all dropped, the others left");
+  });
+});
+
+test("listing a version's claims: a folder that fails is the swap's error; a claim gone before it is judged is looked for again; one that cannot be read is the swap's error", async () => {
+  await withTemp(async (dir) => {
+    const store = new LocalStore(dir);
+    const version = await store.write('k', 'one');
+    const claim = join(dir, `.k.cas.${version}`);
+    await withFs({ readdir: (real) => async (...args) => (args[0] === dir ? Promise.reject(errno('EIO')) : real(...args)) }, async () => {
+      await assert.rejects(store.write('k', 'two', { ifMatch: version }), code('EIO'));
+    });
+    // A crashed writer's claim, dropped by another writer between the listing and the check.
+    await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    let dropped = false;
+    await withFs({
+      lstat: (real) => async (...args) => {
+        if (args[0] === claim && !dropped) {
+          dropped = true;
+          rmSync(claim);
+        }
+        return real(...args);
+      },
+    }, () => store.write('k', 'two', { ifMatch: version }));
+    assert.ok(dropped);
+    assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'two');
+    assert.deepEqual(await tree(dir), ['k']);
+    // A claim that cannot be read can be judged neither live nor stale: that error, and it stays.
+    const v2 = (await store.read('k'))!.version;
+    const claim2 = join(dir, `.k.cas.${v2}`);
+    await writeFile(claim2, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    await withFs({ readFile: (real) => async (...args) => (args[0] === claim2 ? Promise.reject(errno('EIO')) : real(...args)) }, async () => {
+      await assert.rejects(store.write('k', 'three', { ifMatch: v2 }), code('EIO'));
+    });
+    assert.deepEqual(await claims(dir), [`.k.cas.${v2}`]);
+    // Read once to be judged stale, it fails when read again to check that what this writer
+    // took over is still there: the error, and this writer's new claim withdrawn.
+    let reads = 0;
+    await withFs({ readFile: (real) => async (...args) => (args[0] === claim2 && ++reads === 2 ? Promise.reject(errno('EIO')) : real(...args)) }, async () => {
+      await assert.rejects(store.write('k', 'three', { ifMatch: v2 }), code('EIO'));
+    });
+    assert.equal(reads, 2);
+    assert.deepEqual(await claims(dir), [`.k.cas.${v2}`]);
+  });
+});
+
 test('an upload streams its chunks into the key whole, returning their size and sha256', async () => {
   await withTemp(async (dir) => {
     const store = new LocalStore(dir);

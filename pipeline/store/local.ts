@@ -97,15 +97,11 @@ async function claimAt(path: string): Promise<{ identity: string; file: boolean;
 /**
  * What identifies a claim whose writer is gone (same machine), or that is older than
  * CLAIM_STALE_MS, or that no writer made (not a file); undefined while it is live
- * (or not a stamp, which blocks until it is old); 'gone' when it is not there.
+ * (or not a stamp, which blocks until it is old); 'gone' when it is not there. A claim
+ * that cannot be read fails with that error: it can be judged neither live nor stale.
  */
 async function staleClaim(path: string): Promise<string | undefined | 'gone'> {
-  let found;
-  try {
-    found = await claimAt(path);
-  } catch {
-    return undefined;
-  }
+  const found = await claimAt(path);
   if (found === undefined) return 'gone';
   const { identity, file, mtimeMs } = found;
   if (!file || Date.now() - mtimeMs >= CLAIM_STALE_MS) return identity;
@@ -176,7 +172,7 @@ class Claims {
     if (!(await this.#ours(mine))) return;
     const all = (await this.all()) ?? [];
     if (all.every((c) => c.generation <= mine.generation)) {
-      for (const c of all) if (c.generation < mine.generation) await rm(c.path, { force: true }).catch(() => undefined);
+      for (const c of all) if (c.generation < mine.generation) await rm(c.path).catch(() => undefined); // gone already, or not a file: left
     }
     await removeFile(mine.path);
   }
@@ -401,11 +397,16 @@ export class LocalStore implements Store {
       // Taken over on what we saw: if the stale claim is not the one there now (a
       // writer that finished meanwhile dropped it, and another claimed afresh), ours
       // stands on nothing. Withdraw it, and lose.
-      if (over !== undefined && (await claimAt(over.path))?.identity !== over.identity) {
+      let stands: boolean;
+      try {
+        stands = over === undefined || (await claimAt(over.path))?.identity === over.identity;
+      } catch (err) {
         await removeFile(mine.path);
-        break;
+        throw err;
       }
-      return mine;
+      if (stands) return mine;
+      await removeFile(mine.path);
+      break;
     }
     throw new PreconditionFailed(key);
   }
