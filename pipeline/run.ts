@@ -319,12 +319,7 @@ async function openShard(store: Store, config: Config, hooks: RunHooks, aws: Aws
     const cp = new Checkpoint(id, snapshotTimeOf(id), data);
     cp.accountId = identity.accountId;
     cp.callerArn = identity.arn;
-    // Accounts known without a call (the caller's own, a list) are selected in the
-    // first save: one save less before the first key. An organization's are listed
-    // in the export phase, which saves them.
-    if (config.accounts.mode !== 'organization') {
-      cp.selectAccounts(await selectAccounts({ selection: config.accounts, callerAccount: identity.accountId, shard: config.shard, organization: async () => [] }));
-    }
+    await selectKnownAccounts(cp, config, identity.accountId);
     const file = await CheckpointFile.create(store, keys.checkpoint, cp);
     return { checkpoint: cp, file, lease, resumed: false, keys };
   } catch (err) {
@@ -421,6 +416,16 @@ async function resumable(store: Store, config: Config, hooks: RunHooks, aws: Aws
   }
 }
 
+/**
+ * Selects the accounts of a new checkpoint when they are known without a call (the
+ * caller's own, a list), so its first save holds them: one save less before the first
+ * key. An organization's are listed in the export phase, which saves them.
+ */
+async function selectKnownAccounts(cp: Checkpoint, config: Config, callerAccount: string | null): Promise<void> {
+  if (config.accounts.mode === 'organization') return;
+  cp.selectAccounts(await selectAccounts({ selection: config.accounts, callerAccount, shard: config.shard, organization: async () => [] }));
+}
+
 /** Starts a new snapshot, stamped with this run's start. */
 async function createSnapshot(store: Store, config: Config, hooks: RunHooks, aws: Aws): Promise<Held> {
   // Credentials first: a run that cannot read IAM leaves nothing behind.
@@ -441,12 +446,7 @@ async function createSnapshot(store: Store, config: Config, hooks: RunHooks, aws
     const cp = new Checkpoint(id, time, dataConfigOf(config, hooks.env));
     cp.accountId = identity.accountId;
     cp.callerArn = identity.arn;
-    // Accounts known without a call (the caller's own, a list) are selected in the
-    // first save: one save less before the first key. An organization's are listed
-    // in the export phase, which saves them.
-    if (config.accounts.mode !== 'organization') {
-      cp.selectAccounts(await selectAccounts({ selection: config.accounts, callerAccount: identity.accountId, shard: config.shard, organization: async () => [] }));
-    }
+    await selectKnownAccounts(cp, config, identity.accountId);
     const file = await CheckpointFile.create(store, keys.checkpoint, cp);
     // Two runs that found nothing to resume at the same moment: the one that sees
     // the other's live snapshot yields (at least one of them sees the other).
