@@ -15,11 +15,11 @@
  * call (exit 2, naming --fresh).
  */
 import { pipeline } from 'node:stream/promises';
-import { ListUsersCommand, type IAMClient, type ListUsersCommandOutput } from '@aws-sdk/client-iam';
+import { ListAccessKeysCommand, ListUsersCommand, type IAMClient, type ListAccessKeysCommandOutput, type ListUsersCommandOutput } from '@aws-sdk/client-iam';
 import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig, type FailedUser } from './checkpoint.ts';
 import { describeSelection, snapshotTimeOf, type Config } from './config.ts';
 import { ExportError } from './errors.ts';
-import type { StateEvent } from './items.ts';
+import type { StateEvent, UserRef } from './items.ts';
 import { Lease, staleness, currentIdentity, type LeaseHolder, type LeaseOptions } from './lease.ts';
 import { removeOrphans } from './runs.ts';
 import { SCHEMA_VERSION } from './schema.ts';
@@ -148,6 +148,7 @@ class Aws {
   #built: IAMClient | undefined;
   #identity: CallerIdentity | undefined;
   #firstUsers: Promise<ListUsersCommandOutput> | undefined;
+  readonly #firstKeys = new Map<string, { readonly userName: string; readonly page: Promise<ListAccessKeysCommandOutput> }>();
 
   constructor(
     private readonly config: Config,
@@ -182,12 +183,34 @@ class Aws {
     const page = this.client().then((c) => c.send(new ListUsersCommand({ PathPrefix: pathPrefix, MaxItems: pageSize }), { abortSignal: this.signal }));
     page.catch(() => undefined);
     this.#firstUsers = page;
+    // The keys of the page's first users too (as many as the fan-out starts at once), while
+    // the snapshot is set up: their answers are on the way when the source starts. Not
+    // under --max-items, whose budget decides each user's first request.
+    if (this.config.maxItems === undefined) void page.then((p) => this.#prefetchKeys(p, pageSize), () => undefined);
+  }
+
+  async #prefetchKeys(page: ListUsersCommandOutput, pageSize: number): Promise<void> {
+    const client = await this.client();
+    for (const user of (page.Users ?? []).slice(0, this.config.concurrency)) {
+      if (this.signal.aborted) return;
+      const keys = client.send(new ListAccessKeysCommand({ UserName: user.UserName, MaxItems: pageSize }), { abortSignal: this.signal });
+      keys.catch(() => undefined);
+      this.#firstKeys.set(user.UserId ?? '', { userName: user.UserName ?? '', page: keys });
+    }
   }
 
   takeFirstUsersPage(): Promise<ListUsersCommandOutput> | undefined {
     const page = this.#firstUsers;
     this.#firstUsers = undefined;
     return page;
+  }
+
+  /** The first page of `user`'s keys if it was asked (same user id and name), once. */
+  takeFirstKeysPage(user: UserRef): Promise<ListAccessKeysCommandOutput> | undefined {
+    const asked = this.#firstKeys.get(user.userId);
+    if (asked === undefined || asked.userName !== user.userName) return undefined;
+    this.#firstKeys.delete(user.userId);
+    return asked.page;
   }
 
   logger() {
@@ -768,6 +791,7 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
         onThrottled,
         onUserFinished: () => live.usersDone++,
         takeFirstUsersPage: () => aws.takeFirstUsersPage(),
+        takeFirstKeysPage: (user) => aws.takeFirstKeysPage(user),
         onUsersListed: (n, last) => {
           live.usersListed += n;
           live.listingDone ||= last;

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as tick } from 'node:timers/promises';
-import type { AccessKeyMetadata, User } from '@aws-sdk/client-iam';
+import { ListAccessKeysCommand, type AccessKeyMetadata, type ListAccessKeysCommandOutput, type User } from '@aws-sdk/client-iam';
 import { Checkpoint } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import type { SourceKey, StateEvent } from '../pipeline/items.ts';
+import type { SourceKey, StateEvent, UserRef } from '../pipeline/items.ts';
 import { KeyBudget } from '../pipeline/source/budget.ts';
 import { MAX_LISTING_RESTARTS, MAX_SCANS, readAhead, sourceStream, SYSTEMIC_ACCOUNTS, SYSTEMIC_SAMPLE } from '../pipeline/source/fanout.ts';
 import { mulberry32 } from './fake-iam/random.ts';
@@ -87,6 +87,7 @@ interface RunOptions {
   readonly accountId?: string;
   readonly onUsersListed?: (count: number, last: boolean) => void;
   readonly onUserFinished?: () => void;
+  readonly takeFirstKeysPage?: (user: UserRef) => Promise<ListAccessKeysCommandOutput> | undefined;
 }
 
 /**
@@ -125,6 +126,7 @@ async function runSource(o: RunOptions): Promise<RunResult> {
     endpoint: 'https://iam.amazonaws.com',
     ...(o.onUsersListed ? { onUsersListed: o.onUsersListed } : {}),
     ...(o.onUserFinished ? { onUserFinished: o.onUserFinished } : {}),
+    ...(o.takeFirstKeysPage ? { takeFirstKeysPage: o.takeFirstKeysPage } : {}),
   });
   let batches = 0;
   for await (const batch of stream as AsyncIterable<readonly ({ type: 'RECORD'; record: SourceKey } | { type: 'STATE'; state: StateEvent })[]>) {
@@ -180,6 +182,47 @@ test('an uninterrupted run reads every key of every user once, with its user, an
   assert.deepEqual(cp.accounts.map((e) => [e.ref.id, e.status]), [[ACCOUNT, 'done']], 'the account is closed');
   assert.ok(requests.filter((q) => q.action === 'ListAccessKeys').every((q) => q.MaxItems === 2), 'PageSize on every call');
   assert.ok(requests.some((q) => q.action === 'ListUsers' && q.MaxItems === 1000), 'the verifying scan pages 1,000 users at a time');
+});
+
+test("a user's first keys page asked before the source started is used instead of asking it again, once; paging goes on from its Marker, and its failure is that user's", async () => {
+  const account = new Account();
+  account.add('alice', 5);
+  account.add('bob', 1);
+  account.add('carol', 2);
+  account.add('dave', 1);
+  const { client, requests } = account.stub();
+  // Asked as run.ts asks them, while the snapshot is set up: MaxItems = the page size, no Marker.
+  const ask = (name: string) => client.send(new ListAccessKeysCommand({ UserName: name, MaxItems: 2 }));
+  const asked = new Map<string, { userName: string; page: Promise<ListAccessKeysCommandOutput> }>([
+    [account.users.find((u) => u.UserName === 'alice')!.UserId!, { userName: 'alice', page: ask('alice') }],
+    [account.users.find((u) => u.UserName === 'bob')!.UserId!, { userName: 'bob', page: Promise.reject(awsError('AccessDenied', 403)) }],
+    // Asked for a user of that id under another name (renamed since): not bob's, not used.
+    [account.users.find((u) => u.UserName === 'carol')!.UserId!, { userName: 'carol-old', page: Promise.reject(new Error('never taken')) }],
+  ]);
+  for (const a of asked.values()) a.page.catch(() => undefined);
+  await asked.values().next().value!.page;
+  requests.length = 0;
+  const taken: string[] = [];
+  const cp = freshCheckpoint();
+  const r = await runSource({
+    client,
+    cp,
+    concurrency: 4,
+    pageSize: 2,
+    takeFirstKeysPage: (user) => {
+      const a = asked.get(user.userId);
+      if (a === undefined || a.userName !== user.userName) return undefined;
+      asked.delete(user.userId);
+      taken.push(user.userName);
+      return a.page;
+    },
+  });
+  assert.equal(r.fatal, undefined);
+  assert.deepEqual(taken.sort(), ['alice', 'bob']);
+  const keyCalls = requests.filter((q) => q.action === 'ListAccessKeys').map((q) => `${q.UserName} ${q.Marker === undefined ? 'first' : 'next'}`).sort();
+  assert.deepEqual(keyCalls, ['alice next', 'alice next', 'carol first', 'dave first'], "alice's first page and bob's were not asked again");
+  assert.deepEqual(sorted(ids(r.records)), allKeys(account).filter((id) => !id.startsWith(`AKIA${account.users.find((u) => u.UserName === 'bob')!.UserId!.slice(4)}`)));
+  assert.deepEqual(cp.failedUsers.map((f) => [f.user.userName, f.code, f.token]), [['bob', 'AccessDenied', null]]);
 });
 
 test('users are listed under the path prefix only', async () => {

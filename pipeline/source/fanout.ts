@@ -20,7 +20,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { Readable } from 'node:stream';
-import type { IAMClient, ListUsersCommandOutput } from '@aws-sdk/client-iam';
+import type { IAMClient, ListAccessKeysCommandOutput, ListUsersCommandOutput } from '@aws-sdk/client-iam';
 import pLimit from 'p-limit';
 import { classifyFatal, classifyUserError, ExportError, isRejectedMarker, isThrottle, type CallSite } from '../errors.ts';
 import type { AccountFacts, AccountRef, Batch, Item, SourceKey, StateEvent, UserRef } from '../items.ts';
@@ -70,6 +70,12 @@ export interface AccountSourceOptions {
    * account's; otherwise there is none to take.
    */
   readonly takeFirstUsersPage?: () => Promise<ListUsersCommandOutput> | undefined;
+  /**
+   * The first page of a user's keys (ListAccessKeys with MaxItems = pageSize, no Marker),
+   * asked before the source started (for the first users of the listing's first page);
+   * taken at most once, by a paging of that user from the beginning with no key budget.
+   */
+  readonly takeFirstKeysPage?: (user: UserRef) => Promise<ListAccessKeysCommandOutput> | undefined;
 }
 
 /** An account to read in this run, with what its progress says is left. */
@@ -557,10 +563,14 @@ class Source {
       let got = 0;
       let more = false;
       try {
+        // Asked already, when the listing's first page came: only a paging from the start
+        // with no budget asks what it asked (the same request), once.
+        const first = token === null && grant === undefined ? o.takeFirstKeysPage?.(user) : undefined;
         const pages = paginateAccessKeys(
           o.client,
           { UserName: user.userName, PaginationConfig: { PageSize: o.pageSize, ...(grant ? { MaxItems: grant } : {}), ...(token ? { StartingToken: token } : {}) } },
           { abortSignal: o.stop },
+          first,
         );
         for await (const page of pages) {
           if (o.stop.aborted) return;

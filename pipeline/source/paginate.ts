@@ -17,6 +17,7 @@ import {
   paginateListUsers,
   type AccessKeyMetadata,
   type IAMClient,
+  type ListAccessKeysCommandOutput,
   type ListUsersCommandOutput,
   type User,
 } from '@aws-sdk/client-iam';
@@ -142,23 +143,48 @@ async function* truncate<T>(
 }
 
 /**
+ * An iteration's answers from `marker`, as items and the Marker to go on from. When it
+ * starts at the beginning and `first` is given (the answer to its first request, asked
+ * earlier by the caller), that answer is its first page and `ask` goes on from its Marker.
+ */
+async function* answersFrom<A extends { IsTruncated?: boolean | undefined; Marker?: string | undefined }, T>(
+  marker: string | undefined,
+  first: Promise<A> | undefined,
+  itemsOf: (answer: A) => T[] | undefined,
+  ask: (from: string | undefined) => AsyncIterable<A>,
+): AsyncGenerator<{ items: T[]; marker: string | undefined }> {
+  let from = marker;
+  if (from === undefined && first) {
+    const p = await first;
+    yield { items: itemsOf(p) ?? [], marker: p.IsTruncated ? p.Marker : undefined };
+    if (!p.IsTruncated || p.Marker === undefined) return;
+    from = p.Marker;
+  }
+  for await (const p of ask(from)) yield { items: itemsOf(p) ?? [], marker: p.IsTruncated ? p.Marker : undefined };
+}
+
+/**
  * Pages one user's access keys like boto3's ListAccessKeys paginator.
  * PageSize is the MaxItems sent on each request; MaxItems caps the whole iteration.
+ * `first`: the answer to this iteration's first request (ListAccessKeys with MaxItems =
+ * PageSize, no Marker), asked earlier by the caller; used when the iteration starts at
+ * the beginning, instead of asking it again.
  */
 export async function* paginateAccessKeys(
   client: IAMClient,
   params: { UserName: string; PaginationConfig?: PaginationConfig },
   send: SendOptions = {},
+  first?: Promise<ListAccessKeysCommandOutput>,
 ): AsyncGenerator<AccessKeysPage> {
   const config = params.PaginationConfig ?? {};
-  const fetchFrom = async function* (marker: string | undefined) {
-    const pages = paginateListAccessKeys(
-      { client, pageSize: config.PageSize, startingToken: marker },
-      { UserName: params.UserName }, // a fresh input object: the SDK paginator writes into it
-      send,
+  const fetchFrom = (marker: string | undefined) =>
+    answersFrom(marker, first, (p) => p.AccessKeyMetadata, (from) =>
+      paginateListAccessKeys(
+        { client, pageSize: config.PageSize, startingToken: from },
+        { UserName: params.UserName }, // a fresh input object: the SDK paginator writes into it
+        send,
+      ),
     );
-    for await (const p of pages) yield { items: p.AccessKeyMetadata ?? [], marker: p.IsTruncated ? p.Marker : undefined };
-  };
   for await (const page of truncate(config, (key: AccessKeyMetadata) => key.AccessKeyId ?? '', fetchFrom)) {
     yield { AccessKeyMetadata: page.items, IsTruncated: page.IsTruncated, ...(page.NextToken ? { NextToken: page.NextToken } : {}) };
   }
@@ -177,18 +203,10 @@ export async function* paginateUsers(
   first?: Promise<ListUsersCommandOutput>,
 ): AsyncGenerator<UsersPage> {
   const config = params.PaginationConfig ?? {};
-  const fetchFrom = async function* (marker: string | undefined) {
-    const input = params.PathPrefix === undefined ? {} : { PathPrefix: params.PathPrefix };
-    let from = marker;
-    if (from === undefined && first) {
-      const p = await first;
-      yield { items: p.Users ?? [], marker: p.IsTruncated ? p.Marker : undefined };
-      if (!p.IsTruncated || p.Marker === undefined) return;
-      from = p.Marker;
-    }
-    const pages = paginateListUsers({ client, pageSize: config.PageSize, startingToken: from }, input, send);
-    for await (const p of pages) yield { items: p.Users ?? [], marker: p.IsTruncated ? p.Marker : undefined };
-  };
+  const fetchFrom = (marker: string | undefined) =>
+    answersFrom(marker, first, (p) => p.Users, (from) =>
+      paginateListUsers({ client, pageSize: config.PageSize, startingToken: from }, params.PathPrefix === undefined ? {} : { PathPrefix: params.PathPrefix }, send),
+    );
   for await (const page of truncate(config, (user: User) => user.UserId ?? '', fetchFrom)) {
     yield { Users: page.items, IsTruncated: page.IsTruncated, ...(page.NextToken ? { NextToken: page.NextToken } : {}) };
   }
