@@ -16,6 +16,19 @@ import { withTemp } from './support/scope.ts';
 
 const claims = async (dir: string) => (await readdir(dir)).filter((f) => f.includes('.cas.'));
 
+/** A claim's text as a writer of this machine whose process is gone left it. */
+const crashedClaim = (pid = 2 ** 22 + 5) => JSON.stringify({ ...selfStamp(), pid, pid_start: '1' });
+
+/** One conditional write of `text` to `k` at `version`, with `act` run at the fault point `point`: 'written', or its error. */
+function writeWithFault(dir: string, version: string, text: string, point: string, act: () => void): Promise<unknown> {
+  return withFaultHook(
+    (name) => {
+      if (name === point) act();
+    },
+    () => new LocalStore(dir).write('k', text, { ifMatch: version }).then(() => 'written', (err: unknown) => err),
+  );
+}
+
 /** A rejection check: the error has this errno code. */
 const code = (expected: string) => (err: unknown) => (err as NodeJS.ErrnoException).code === expected;
 
@@ -114,7 +127,7 @@ test('a claim left by a crashed writer is broken: at once when its process is go
     await writeFile(claim, JSON.stringify(selfStamp()));
     await assert.rejects(store.write('k', 'two', { ifMatch: version }), isPreconditionFailed);
     // A writer of this machine that is gone.
-    await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 3, pid_start: '1' }));
+    await writeFile(claim, crashedClaim(2 ** 22 + 3));
     const v2 = await store.write('k', 'two', { ifMatch: version });
     // A writer of another machine: only its age tells.
     const claim2 = join(dir, `.k.cas.${v2}`);
@@ -332,7 +345,7 @@ test('of writers racing to break the same stale claim, one wins the version and 
   for (let round = 0; round < 120; round++) {
     await withTemp(async (dir) => {
       const version = await new LocalStore(dir).write('k', 'one');
-      await writeFile(join(dir, `.k.cas.${version}`), JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+      await writeFile(join(dir, `.k.cas.${version}`), crashedClaim());
       const racers = 2 + Math.floor(random() * 4);
       const results = await Promise.allSettled(
         Array.from({ length: racers }, async (_, i) => {
@@ -357,7 +370,7 @@ test('racers with a stop injected: one of them crashes at a random step, and ove
     await withTemp(async (dir) => {
       const version = await new LocalStore(dir).write('k', 'one');
       const claim = join(dir, `.k.cas.${version}`);
-      if (random() < 0.7) await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+      if (random() < 0.7) await writeFile(claim, crashedClaim());
       const point = points[Math.floor(random() * points.length)]!;
       const race = (wave: string) =>
         Promise.allSettled(
@@ -377,7 +390,7 @@ test('racers with a stop injected: one of them crashes at a random step, and ove
         () => race('first'),
       );
       // A claim the crashed writer held stays (of any generation), stamped by a process that is now gone.
-      for (const f of await claims(dir)) await writeFile(join(dir, f), JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 7, pid_start: '1' }));
+      for (const f of await claims(dir)) await writeFile(join(dir, f), crashedClaim(2 ** 22 + 7));
       const rerun = await race('rerun');
       const all = [...first, ...rerun];
       const won = all.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
@@ -392,18 +405,14 @@ test('a writer that judged a claim stale, while another writer that finished dro
   await withTemp(async (dir) => {
     const version = await new LocalStore(dir).write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
-    await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    await writeFile(claim, crashedClaim());
     const live = JSON.stringify({ ...selfStamp(), writer: 'the other one' });
     // Right after this writer judged the claim stale, it is gone (a writer that took it
     // over finished and dropped it) and a new, live claim is in its place.
-    const outcome = await withFaultHook(
-      (name) => {
-        if (name !== 'cas-claim-judged-stale') return;
-        unlinkSync(claim);
-        writeFileSync(claim, live);
-      },
-      () => new LocalStore(dir).write('k', 'late writer', { ifMatch: version }).then(() => 'written', (err: unknown) => err),
-    );
+    const outcome = await writeWithFault(dir, version, 'late writer', 'cas-claim-judged-stale', () => {
+      unlinkSync(claim);
+      writeFileSync(claim, live);
+    });
     assert.ok(isPreconditionFailed(outcome), `the late writer loses: ${String(outcome)}`);
     assert.equal(readFileSync(claim, 'utf8'), live, "the other writer's claim is untouched");
     assert.deepEqual(await claims(dir), [`.k.cas.${version}`], 'the claim it made over the gone one is withdrawn');
@@ -416,14 +425,10 @@ test('a holder whose claim was replaced after it took it (the narrow race above)
     const version = await new LocalStore(dir).write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
     const other = JSON.stringify({ ...selfStamp(), writer: 'a third one' });
-    const outcome = await withFaultHook(
-      (name) => {
-        if (name !== 'cas-claimed') return;
-        unlinkSync(claim);
-        writeFileSync(claim, other);
-      },
-      () => new LocalStore(dir).write('k', 'holder', { ifMatch: version }).then(() => 'written', (err: unknown) => err),
-    );
+    const outcome = await writeWithFault(dir, version, 'holder', 'cas-claimed', () => {
+      unlinkSync(claim);
+      writeFileSync(claim, other);
+    });
     assert.ok(isPreconditionFailed(outcome), `the holder stops: ${String(outcome)}`);
     assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'one', 'the key is unchanged');
     assert.equal(readFileSync(claim, 'utf8'), other, 'the claim in place is not removed by the holder');
@@ -434,17 +439,12 @@ test('a holder overtaken by a newer claim (a writer that judged it stale) change
   await withTemp(async (dir) => {
     const version = await new LocalStore(dir).write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
-    const crashed = JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' });
+    const crashed = crashedClaim();
     const newer = JSON.stringify({ ...selfStamp(), writer: 'took it over' });
     await writeFile(claim, crashed);
     // This writer takes the crashed writer's claim over (generation 1); right after, another
     // one, which judged it frozen, makes generation 2.
-    const outcome = await withFaultHook(
-      (name) => {
-        if (name === 'cas-claimed') writeFileSync(`${claim}.g2`, newer);
-      },
-      () => new LocalStore(dir).write('k', 'overtaken', { ifMatch: version }).then(() => 'written', (err: unknown) => err),
-    );
+    const outcome = await writeWithFault(dir, version, 'overtaken', 'cas-claimed', () => writeFileSync(`${claim}.g2`, newer));
     assert.ok(isPreconditionFailed(outcome), String(outcome));
     assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'one');
     assert.deepEqual((await claims(dir)).sort(), [`.k.cas.${version}`, `.k.cas.${version}.g2`], 'its own claim dropped, the older and the newer left to the newest');
@@ -456,12 +456,7 @@ test('a holder whose claim is gone (taken over and dropped by a writer that fini
   await withTemp(async (dir) => {
     const version = await new LocalStore(dir).write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
-    const outcome = await withFaultHook(
-      (name) => {
-        if (name === 'cas-claimed') unlinkSync(claim);
-      },
-      () => new LocalStore(dir).write('k', 'late', { ifMatch: version }).then(() => 'written', (err: unknown) => err),
-    );
+    const outcome = await writeWithFault(dir, version, 'late', 'cas-claimed', () => unlinkSync(claim));
     assert.ok(isPreconditionFailed(outcome), String(outcome));
     assert.equal(readFileSync(join(dir, 'k'), 'utf8'), 'one');
     assert.deepEqual(await tree(dir), ['k']);
@@ -473,7 +468,7 @@ test('claims are ordered by generation as a number (past 9, whatever order the f
     const store = new LocalStore(dir);
     const version = await store.write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
-    const crashed = JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' });
+    const crashed = crashedClaim();
     // Eleven crashed writers, each having taken over the one before.
     for (let g = 0; g <= 10; g++) await writeFile(g === 0 ? claim : `${claim}.g${g}`, crashed);
     // Live claims whose names start like this version's: another version's, and not a claim.
@@ -501,7 +496,7 @@ test("listing a version's claims: a folder that fails is the swap's error; a cla
       await assert.rejects(store.write('k', 'two', { ifMatch: version }), code('EIO'));
     });
     // A crashed writer's claim, dropped by another writer between the listing and the check.
-    await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    await writeFile(claim, crashedClaim());
     let dropped = false;
     await withFs({
       lstat: (real) => async (...args) => {
@@ -518,7 +513,7 @@ test("listing a version's claims: a folder that fails is the swap's error; a cla
     // A claim that cannot be read can be judged neither live nor stale: that error, and it stays.
     const v2 = (await store.read('k'))!.version;
     const claim2 = join(dir, `.k.cas.${v2}`);
-    await writeFile(claim2, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    await writeFile(claim2, crashedClaim());
     await withFs({ readFile: (real) => async (...args) => (args[0] === claim2 ? Promise.reject(errno('EIO')) : real(...args)) }, async () => {
       await assert.rejects(store.write('k', 'three', { ifMatch: v2 }), code('EIO'));
     });
@@ -836,7 +831,7 @@ test('taking over a stale claim: a racer that takes it over first wins, a failed
     const store = new LocalStore(dir);
     const version = await store.write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
-    const crashed = JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 3, pid_start: '1' });
+    const crashed = crashedClaim(2 ** 22 + 3);
     const live = JSON.stringify({ ...selfStamp(), writer: 'the other one' });
     await writeFile(claim, crashed);
     // Another writer takes the stale claim over first (its next generation): this one lost the version.
@@ -879,7 +874,7 @@ test('two writers that judged the same claim stale both create its next generati
   await withTemp(async (dir) => {
     const version = await new LocalStore(dir).write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
-    await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    await writeFile(claim, crashedClaim());
     // The first to link waits until the other has judged the claim too and is linking.
     let arrived: () => void = () => undefined;
     const both = new Promise<void>((resolve) => (arrived = resolve));
@@ -904,7 +899,7 @@ test('a writer that judged a claim stale, while another took it over, changed th
   await withTemp(async (dir) => {
     const version = await new LocalStore(dir).write('k', 'one');
     const claim = join(dir, `.k.cas.${version}`);
-    await writeFile(claim, JSON.stringify({ ...selfStamp(), pid: 2 ** 22 + 5, pid_start: '1' }));
+    await writeFile(claim, crashedClaim());
     let other: Promise<unknown> | undefined;
     const outcome = await withFs({
       link: (real) => async (from, to) => {

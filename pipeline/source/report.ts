@@ -89,8 +89,8 @@ const PAST_MOMENTS = [
 
 /** The columns of a report row the index keeps, in this order (a key slot is 4 of them). */
 const KEPT = ['arn', ...[1, 2].flatMap((n) => ['last_rotated', 'last_used_date', 'last_used_service', 'last_used_region'].map((c) => `access_key_${n}_${c}`))];
-/** The kept columns that are moments: each is one of PAST_MOMENTS too, so each is parsed once. */
-const DATED = new Set(KEPT.filter((c) => c.endsWith('_last_rotated') || c.endsWith('_last_used_date')));
+/** Of each KEPT column that is a moment, its place in PAST_MOMENTS (each is one, so it is parsed once); else -1. */
+const KEPT_MOMENT = KEPT.map((c) => (c.endsWith('_last_rotated') || c.endsWith('_last_used_date') ? PAST_MOMENTS.indexOf(c) : -1));
 
 /** A moment as the index keeps it: epoch milliseconds in base 36 (8 characters, not 25), or '' for none. */
 function packDate(ms: number): string {
@@ -110,11 +110,11 @@ function unpackDate(text: string | undefined): Date | null {
  * a report's users are many (memory must not grow with the account) while lookups
  * are one per key.
  */
-function packRow(row: readonly string[], at: Columns, moments: ReadonlyMap<string, number>, arnPrefix: string): string {
+function packRow(row: readonly string[], at: Columns, moments: Float64Array, arnPrefix: string): string {
   let packed = packArn(value(row[at.arn]) ?? '', row[at.user] ?? '', arnPrefix);
   for (let i = 1; i < KEPT.length; i++) {
-    const c = KEPT[i]!;
-    packed += '\t' + (DATED.has(c) ? packDate(moments.get(c)!) : (value(row[at.kept[i]!]) ?? ''));
+    const m = KEPT_MOMENT[i]!;
+    packed += '\t' + (m >= 0 ? packDate(moments[m]!) : (value(row[at.kept[i]!]) ?? ''));
   }
   return packed;
 }
@@ -194,7 +194,7 @@ export class ReportIndex {
     // pipeline() destroys the parser with the source's error: the loop below throws it.
     const records = pipeline(Readable.from(typeof csv === 'string' ? [Buffer.from(csv)] : csv, { objectMode: false }), parser, () => undefined);
     let at: Columns | undefined;
-    const moments = new Map<string, number>();
+    const moments = new Float64Array(PAST_MOMENTS.length); // this row's, in PAST_MOMENTS order
     let seen = 0;
     for await (const row of records as AsyncIterable<string[]>) {
       if (at === undefined) {
@@ -206,7 +206,7 @@ export class ReportIndex {
       if (++seen % YIELD_ROWS === 0) await turn();
       for (let i = 0; i < PAST_MOMENTS.length; i++) {
         const ms = moment(row[at.past[i]!]);
-        moments.set(PAST_MOMENTS[i]!, ms);
+        moments[i] = ms;
         if (ms > latest) latest = ms;
       }
       const user = row[at.user];
