@@ -14,6 +14,7 @@
  * run's start. A resume with credentials of another account stops before any IAM
  * call (exit 2, naming --fresh).
  */
+import { setMaxListeners } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import { ListAccessKeysCommand, ListUsersCommand, type IAMClient, type ListAccessKeysCommandOutput, type ListUsersCommandOutput } from '@aws-sdk/client-iam';
 import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig, type FailedUser } from './checkpoint.ts';
@@ -244,11 +245,23 @@ class Aws {
   }
 }
 
+/**
+ * The run's stop. Every call in flight listens on its signal (the SDK adds an abort
+ * listener per call and removes it when the call ends): --concurrency calls at once, the
+ * first keys asked during the set-up, --last-used api's lookups. Many listeners are its
+ * use, not a leak, so Node's warning past 10 is off for it.
+ */
+function runStop(): AbortController {
+  const stop = new AbortController();
+  setMaxListeners(0, stop.signal);
+  return stop;
+}
+
 /** Runs (or resumes) the export described by `config`. Fatal problems throw ExportError. */
 export async function runExport(config: Config, hooks: RunHooks): Promise<RunOutcome> {
   const startedAt = Date.now();
   const store = hooks.store ?? (await openOutput(config, hooks));
-  const stop = new AbortController();
+  const stop = runStop();
   const onExternalStop = () => stop.abort('signal');
   if (hooks.stop?.aborted) onExternalStop();
   hooks.stop?.addEventListener('abort', onExternalStop, { once: true });
@@ -690,7 +703,7 @@ export async function finalizeShards(store: Store, config: Config, hooks: RunHoo
 export async function runFinalize(config: Config, hooks: RunHooks): Promise<RunOutcome> {
   const startedAt = Date.now();
   const store = hooks.store ?? (await openOutput(config, hooks));
-  const stop = new AbortController();
+  const stop = runStop();
   const onExternalStop = () => stop.abort('signal');
   hooks.stop?.addEventListener('abort', onExternalStop, { once: true });
   const empty: RunSummary = { rows: 0, usersExported: 0, usersVanished: 0, usersFailed: 0, calls: 0, throttles: 0, retries: 0, wallMs: 0, resumes: 0, accountId: null, accounts: null };

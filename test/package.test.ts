@@ -199,7 +199,8 @@ test('with TMPDIR, HOME, the working folder and the package read-only, --version
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stderr, '');
     }
-    const r = await run(installed.command, ['--endpoint-url', fake.url, '--out', out, '--quiet'], options);
+    // At the most calls at once that is allowed: each listens on the run's stop.
+    const r = await run(installed.command, ['--endpoint-url', fake.url, '--out', out, '--quiet', '--concurrency', '64'], options);
     assert.equal(r.code, 0, r.stderr);
     // One summary line and nothing else: no warning of this Node or of a dependency.
     assert.match(r.stderr, /^iam-key-export: published snapshot \S+ to .*\n$/);
