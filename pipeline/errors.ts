@@ -280,3 +280,13 @@ export function isRejectedMarker(err: unknown): boolean {
   if (CREDENTIAL_ERRORS.has(name) || name === 'NoSuchEntity' || name === 'NoSuchEntityException') return false;
   return httpStatus(err) === 400 || (httpStatus(err) === undefined && (err as AwsLikeError).$fault === 'client');
 }
+
+/**
+ * Waits for all of `work` to end, then throws the first failure, if any. Unlike
+ * Promise.all, nothing is still writing once it throws: the caller's next step
+ * (a lease released, a run ended with its exit code) never races what was started.
+ */
+export async function settleAll(work: readonly Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(work)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}

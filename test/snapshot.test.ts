@@ -116,7 +116,11 @@ test('finalize merges the parts into files of rowsPerFile rows, then writes the 
       { name: 'access_keys', files: ['part-00000.csv', 'part-00001.csv', 'part-00002.csv', '_manifest.json', '_SUCCESS'] },
     ],
   });
-  assert.ok(writes.indexOf(`write ${KEYS.staging}publish-feedf00d/accounts/_SUCCESS`) < writes.indexOf(`write ${dir}_manifest.json`), 'the accounts dataset before the access keys');
+  // The two datasets' files are written at once (nobody reads them before the promotion,
+  // which takes accounts/ first): each gate file after its manifest, all before the checkpoint.
+  const accountsDir = `${KEYS.staging}publish-feedf00d/accounts/`;
+  assert.ok(writes.indexOf(`write ${accountsDir}_manifest.json`) < writes.indexOf(`write ${accountsDir}_SUCCESS`), "the accounts' gate file last");
+  assert.ok(writes.indexOf(`write ${accountsDir}_SUCCESS`) < writes.lastIndexOf(`write ${KEYS.checkpoint}`), 'then the checkpoint');
   assert.match(store.text(`${KEYS.staging}publish-feedf00d/accounts/part-00000.csv`)!, new RegExp(`\n2026-11-28T11:10:00.000Z,${ACCOUNT},,,,3,0,0,5,exported,\n`), "one account row: 3 users exported, 5 keys");
   assert.deepEqual(store.keys(`${KEYS.staging}merge-`), [], 'the merge scratch is gone');
 });

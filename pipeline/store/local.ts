@@ -32,7 +32,7 @@ import { chmod, link, lstat, mkdir, open, readdir, readFile, rename, rm, stat, w
 import { basename, dirname, join, relative, sep } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { ExportError } from '../errors.ts';
+import { ExportError, settleAll } from '../errors.ts';
 import { faultPoint } from '../faultpoint.ts';
 import { goneBecause, selfStamp, type ProcessStamp } from '../liveness.ts';
 import { fsyncDir, isTempName, tempPathFor } from '../fsutil.ts';
@@ -484,16 +484,20 @@ export class LocalStore implements Store {
     return out;
   }
 
-  /** Removes every key, then makes the removals durable with one fsync per folder (not per key). */
+  /**
+   * Removes every key, then makes the removals durable with one fsync per folder (not
+   * per key). Both steps run their calls at once: a staging removal's dozen removals and
+   * syncs, one after the other, were ~5 ms of every run's end.
+   */
   async deleteKeys(keys: readonly string[]): Promise<void> {
-    const folders = new Set<string>();
-    for (const key of keys) {
-      const path = this.describe(key);
-      await rm(path, { force: true });
-      folders.add(dirname(path));
-      faultPoint('key-deleted', key);
-    }
-    for (const folder of folders) await fsyncDirIfThere(folder);
+    const folders = new Set(keys.map((key) => dirname(this.describe(key))));
+    await settleAll(
+      keys.map(async (key) => {
+        await rm(this.describe(key), { force: true });
+        faultPoint('key-deleted', key);
+      }),
+    );
+    await settleAll([...folders].map(fsyncDirIfThere));
   }
 
   async deletePrefix(prefix: string): Promise<void> {
