@@ -11,9 +11,10 @@
 // The package's `dependencies` stay outside the bundle, installed with it:
 // parquetjs-lite requires optional codecs by name at run time, pino can start
 // worker threads by file path, cli-progress is loaded only to draw a bar. What a run
-// loads before its first call is bundled (devDependencies): csv-parse, csv-stringify
-// and p-limit as ~20 separate modules from node_modules cost ~10 ms of each start
-// through the ES module loader (run chunk import 49-54 ms outside, 42-43 ms inside).
+// loads before its first call is bundled (devDependencies): csv-stringify and p-limit
+// (and csv-parse, before the report got its own reader) as ~20 separate modules from
+// node_modules cost ~10 ms of each start through the ES module loader (run chunk
+// import 49-54 ms outside, 42-43 ms inside).
 //
 //   node scripts/build.js [outdir]     (default dist)
 import { build } from 'esbuild';

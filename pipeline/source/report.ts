@@ -14,11 +14,10 @@
  */
 import { GenerateCredentialReportCommand, GetCredentialReportCommand, type GetCredentialReportCommandInput, type GetCredentialReportCommandOutput, type IAMClient } from '@aws-sdk/client-iam';
 import type { DeserializeMiddleware } from '@smithy/types';
-import { parse } from 'csv-parse';
-import { pipeline, Readable } from 'node:stream';
 import { setImmediate as turn, setTimeout as sleep } from 'node:timers/promises';
 import { awsErrorName, classifyFatal, isDenied, isThrottle, type CallSite } from '../errors.ts';
 import { PackedMap } from '../packed.ts';
+import { csvRecords, type CsvSource } from './csvRecords.ts';
 import type { AccessKeyRecord } from '../schema.ts';
 
 /** What the report says of one key slot: null where it says N/A, no_information or not_supported. */
@@ -51,8 +50,7 @@ export interface ContentSink<T> {
   abort(reason: unknown): Promise<void>;
 }
 
-/** The bytes of a CSV: one string, or chunks (from the network or a store, in order). */
-export type CsvSource = string | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+export type { CsvSource };
 
 /** Values of the report that mean "no value". */
 const NO_VALUE = new Set(['N/A', 'no_information', 'not_supported', '']);
@@ -189,34 +187,33 @@ export class ReportIndex {
     // GeneratedTime is wrong (moto answers a fixed 2015 date) and the latest such moment
     // is the best lower bound of when it was made.
     let latest = index.#generatedTime.getTime();
-    // Rows as arrays, read by the header's positions: no object of 22 named fields a row.
-    const parser = parse({ skip_empty_lines: true, relax_column_count: true });
-    // pipeline() destroys the parser with the source's error: the loop below throws it.
-    const records = pipeline(Readable.from(typeof csv === 'string' ? [Buffer.from(csv)] : csv, { objectMode: false }), parser, () => undefined);
     let at: Columns | undefined;
     const moments = new Float64Array(PAST_MOMENTS.length); // this row's, in PAST_MOMENTS order
     let seen = 0;
-    for await (const row of records as AsyncIterable<string[]>) {
-      if (at === undefined) {
-        at = columnsOf(row);
-        continue;
+    // Rows as arrays, read by the header's positions: no object of 22 named fields a row.
+    for await (const batch of csvRecords(csv)) {
+      for (const row of batch) {
+        if (at === undefined) {
+          at = columnsOf(row);
+          continue;
+        }
+        // The report arrives while users are being paged: let their answers in between
+        // (a 2,000-user report held the event loop for ~100 ms, every call waiting on it).
+        if (++seen % YIELD_ROWS === 0) await turn();
+        for (let i = 0; i < PAST_MOMENTS.length; i++) {
+          const ms = moment(row[at.past[i]!]);
+          moments[i] = ms;
+          if (ms > latest) latest = ms;
+        }
+        const user = row[at.user];
+        if (!user || user === '<root_account>') continue;
+        if (index.#rows.size === 0) {
+          const arn = row[at.arn] ?? '';
+          const found = arn.indexOf(':user/');
+          index.#arnPrefix = found < 0 ? '' : arn.slice(0, found + ':user'.length);
+        }
+        index.#rows.set(user, packRow(row, at, moments, index.#arnPrefix));
       }
-      // The report arrives while users are being paged: let their answers in between
-      // (a 2,000-user report held the event loop for ~100 ms, every call waiting on it).
-      if (++seen % YIELD_ROWS === 0) await turn();
-      for (let i = 0; i < PAST_MOMENTS.length; i++) {
-        const ms = moment(row[at.past[i]!]);
-        moments[i] = ms;
-        if (ms > latest) latest = ms;
-      }
-      const user = row[at.user];
-      if (!user || user === '<root_account>') continue;
-      if (index.#rows.size === 0) {
-        const arn = row[at.arn] ?? '';
-        const found = arn.indexOf(':user/');
-        index.#arnPrefix = found < 0 ? '' : arn.slice(0, found + ':user'.length);
-      }
-      index.#rows.set(user, packRow(row, at, moments, index.#arnPrefix));
     }
     index.#generatedTime = new Date(latest);
     return index;
