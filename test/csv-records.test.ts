@@ -42,10 +42,10 @@ test('every record as csv-parse reads it (empty lines skipped, rows of any lengt
   }
 });
 
-test('records come in one batch for each piece they end in; a quoted field that never ends is an error', async () => {
+test('records come in batches of up to 128, none waiting for a later piece; a quoted field that never ends is an error', async () => {
   const batches: number[] = [];
-  for await (const batch of csvRecords([Buffer.from('a,b\nc,d\n"e'), Buffer.from('",f\n')])) batches.push(batch.length);
-  assert.deepEqual(batches, [2, 1]);
+  for await (const batch of csvRecords([Buffer.from('a,b\nc,d\n"e'), Buffer.from('",f\n' + 'g\n'.repeat(300))])) batches.push(batch.length);
+  assert.deepEqual(batches, [2, 128, 128, 45]);
   await assert.rejects(read('a,b\n"never ends,c\n'), /quoted field that never ends/);
   await assert.rejects(read([Buffer.from('"open'), Buffer.from(' still')]), /quoted field that never ends/);
 });

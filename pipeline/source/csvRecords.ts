@@ -22,23 +22,33 @@ const LF = 0x0a;
 /** The bytes of a CSV: one string, or chunks in order (from the network or a store). */
 export type CsvSource = string | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
+/** Records handed on at once: an await per batch, not per record, and few alive at a time. */
+const BATCH = 128;
+
 /**
- * The records of `source`, each an array of its fields, in batches: those that end in
- * each piece of the text (an await per piece, not per record). Throws on a quoted field
- * that never ends.
+ * The records of `source`, each an array of its fields, in batches of up to BATCH (a
+ * batch never waits for the next piece of text). Throws on a quoted field that never ends.
  */
 export async function* csvRecords(source: CsvSource): AsyncGenerator<string[][]> {
   const reader = new RecordReader();
   if (typeof source === 'string') {
-    yield [...reader.take(source, true)];
+    yield* batches(reader.take(source, true));
     return;
   }
   const decoder = new StringDecoder('utf8');
-  for await (const chunk of source) {
-    const batch = [...reader.take(decoder.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)), false)];
-    if (batch.length > 0) yield batch;
+  for await (const chunk of source) yield* batches(reader.take(decoder.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)), false));
+  yield* batches(reader.take(decoder.end(), true));
+}
+
+function* batches(records: Iterable<string[]>): Generator<string[][]> {
+  let batch: string[][] = [];
+  for (const record of records) {
+    batch.push(record);
+    if (batch.length === BATCH) {
+      yield batch;
+      batch = [];
+    }
   }
-  const batch = [...reader.take(decoder.end(), true)];
   if (batch.length > 0) yield batch;
 }
 
