@@ -50,8 +50,6 @@ export interface ContentSink<T> {
   abort(reason: unknown): Promise<void>;
 }
 
-export type { CsvSource };
-
 /** Values of the report that mean "no value". */
 const NO_VALUE = new Set(['N/A', 'no_information', 'not_supported', '']);
 
