@@ -14,6 +14,7 @@ export const MODULES = {
   'pipeline/lease.ts': ['test/lease.test.ts'],
   'pipeline/errors.ts': ['test/errors.test.ts'],
   'pipeline/store/local.ts': ['test/store-local.test.ts'],
+  'pipeline/source/csvRecords.ts': ['test/csv-records.test.ts'],
   // Against moto (test/support/s3.ts starts it once per run of the file).
   'pipeline/store/s3.ts': ['test/store-s3.test.ts', 'test/store-s3-faults.test.ts'],
 };

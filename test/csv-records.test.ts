@@ -50,6 +50,23 @@ test('records come in batches of up to 128, none waiting for a later piece; a qu
   await assert.rejects(read([Buffer.from('"open'), Buffer.from(' still')]), /quoted field that never ends/);
 });
 
+test('a record is handed on in the batch of the piece it ends in, quoted or not, whatever the piece starts with', async () => {
+  const batches = async (pieces: string[]) => {
+    const out: string[][][] = [];
+    for await (const batch of csvRecords(pieces.map((p) => Buffer.from(p)))) out.push(batch);
+    return out;
+  };
+  // A quoted record whole in the first piece does not wait for the second.
+  assert.deepEqual(await batches(['"a,b",c\n"d', 'e",f\n']), [[['a,b', 'c']], [['de', 'f']]]);
+  assert.deepEqual(await batches(['x,"y"\n', 'z\n']), [[['x', 'y']], [['z']]]);
+  // A piece that starts with an empty line.
+  assert.deepEqual(await batches(['a\n', '\nb\n', '\nc\n']), [[['a']], [['b']], [['c']]]);
+});
+
+test('a lone CR is part of its field, quoted or not; only LF and CRLF end a record', async () => {
+  assert.deepEqual(await read('x\ry,z\n"a",b\rc\n'), [['x\ry', 'z'], ['a', 'b\rc']]);
+});
+
 test('a line of a lone CR before LF is empty and skipped (csv-parse makes it a record of "\\r")', async () => {
   assert.deepEqual(await read('a,b\n\r\nc,d\n'), [['a', 'b'], ['c', 'd']]);
 });
