@@ -21,6 +21,7 @@ const CASES = [
   '"a,b",c\n"he said ""hi""",d\n',
   '"multi\nline",z\n"two\r\nbreaks\n",w\n',
   'last,no,newline',
+  '"quoted","at the end"',
   '"q"\n',
   'a,"",b\n',
   '"a""",b\r\n"",""\r\n',
