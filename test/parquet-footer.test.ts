@@ -6,14 +6,15 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, describe, test } from 'node:test';
-import parquet from 'parquetjs-lite';
-import { ExportError } from '../pipeline/errors.ts';
+import parquet, { type ParquetValue } from 'parquetjs-lite';
 import type { AccessKeyRecord } from '../pipeline/record.generated.ts';
 import type { AccessKeyRecord as AccessKeyRecordV2 } from '../pipeline/record.generated.ts';
-import { parquetEncoder, withUtcTimestamps } from '../pipeline/sinks/parquet.ts';
+import thrift from 'parquetjs-lite/gen-nodejs/parquet_types.js';
+import thriftCodec from 'parquetjs-lite/lib/util.js';
+import { parquetEncoder, parquetSchema, WRITER_OPTIONS, type ParquetColumn } from '../pipeline/sinks/parquet.ts';
 import { writeDataFile } from '../pipeline/sinks/index.ts';
 
-import { schemaSpec } from '../pipeline/schema-spec.ts';
+import { ACCOUNTS_SPEC, schemaSpec } from '../pipeline/schema-spec.ts';
 import { queryDuckDb } from './support/duckdb.ts';
 
 /** The sink as the pipeline calls it, for a file path. */
@@ -196,10 +197,76 @@ describe('the footer of a parquet file', () => {
   });
 });
 
-describe('withUtcTimestamps', () => {
-  test('refuses bytes that are not one whole footer, as INTERNAL', () => {
-    for (const bytes of [Buffer.alloc(0), Buffer.from('PAR1'), Buffer.from([1, 2, 3, 4, 9, 0, 0, 0, 0x50, 0x41, 0x52, 0x31])]) {
-      assert.throws(() => withUtcTimestamps(bytes), (err) => err instanceof ExportError && err.code === 'INTERNAL');
+/** A row of any dataset's schema. */
+type Row = Record<string, ParquetValue>;
+
+/** The file parquetEncoder writes of `rows`, in memory. */
+async function ourFile(columns: readonly ParquetColumn[], rows: readonly Row[], metadata?: Record<string, string>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of parquetEncoder<Row>(columns, metadata ? { metadata } : {})(Readable.from(rows))) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+/** The file the library alone writes of `rows` with the same schema and options (its own footer), in memory. */
+async function libraryFile(columns: readonly ParquetColumn[], rows: readonly Row[], metadata?: Record<string, string>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const schema = parquetSchema(columns);
+  const envelope = new parquet.ParquetEnvelopeWriter(schema, async (chunk) => void chunks.push(chunk), async () => undefined, 0, WRITER_OPTIONS);
+  const writer = new parquet.ParquetWriter(schema, envelope, WRITER_OPTIONS);
+  for (const [key, value] of Object.entries(metadata ?? {})) writer.setMetadata(key, value);
+  for (const row of rows) await writer.appendRow(row);
+  await writer.close();
+  return Buffer.concat(chunks);
+}
+
+/** A file cut into what precedes its footer, and its FileMetaData's bytes. */
+function split(file: Buffer): { body: Buffer; metadata: Buffer } {
+  assert.equal(file.toString('latin1', file.length - 4), 'PAR1');
+  const length = file.readUInt32LE(file.length - 8);
+  return { body: file.subarray(0, file.length - 8 - length), metadata: file.subarray(file.length - 8 - length, file.length - 8) };
+}
+
+/** The oracle: the library's FileMetaData with the UTC logical type added to every TIMESTAMP_MILLIS column, re-encoded by the library. */
+function withUtcTimestamps(metadataBytes: Buffer): Buffer {
+  const metadata = new thrift.FileMetaData();
+  thriftCodec.decodeThrift(metadata, metadataBytes);
+  assert.deepEqual(thriftCodec.serializeThrift(metadata), metadataBytes, 'the library footer round-trips through its own codec');
+  for (const element of metadata.schema) {
+    if (element.converted_type === thrift.ConvertedType.TIMESTAMP_MILLIS) {
+      element.logicalType = new thrift.LogicalType({
+        TIMESTAMP: new thrift.TimestampType({ isAdjustedToUTC: true, unit: new thrift.TimeUnit({ MILLIS: new thrift.MilliSeconds() }) }),
+      });
     }
+  }
+  return thriftCodec.serializeThrift(metadata);
+}
+
+/** `n` distinct access key rows (schema v2), some with a last use and some without. */
+function manyRows(n: number): Row[] {
+  return Array.from({ length: n }, (_, i): Row => {
+    const base = RECORDS[i % RECORDS.length]!;
+    const id = String(i).padStart(6, '0');
+    return { ...base, user_name: `${base.user_name}-${id}`, user_id: `AIDA${id}${base.user_id.slice(10)}`, access_key_id: `AKIA${id}${base.access_key_id.slice(10)}`, key_age_days: i };
   });
+}
+
+describe("the footer parquetEncoder writes is the library's own with the UTC logical type added", () => {
+  const v2 = schemaSpec(2).columns;
+  const account: Row = { snapshot_time: SNAPSHOT_TIME, account_id: '012345678901', account_name: null, account_alias: 'prod', root_access_keys_present: false, users_exported: 2, users_vanished: 0, users_failed: 0, keys_exported: 2, outcome: 'complete', error_code: null };
+  const cases: [string, readonly ParquetColumn[], readonly Row[], Record<string, string> | undefined][] = [
+    ['zero rows', v2, [], undefined],
+    ['two rows, no metadata', v2, RECORDS.map((r) => ({ ...r })), undefined],
+    // Booleans and more nullable columns.
+    ['the accounts dataset, with metadata', ACCOUNTS_SPEC.columns, [account], { snapshot_id: '20261128T111000Z', schema_version: '1' }],
+    // Several row groups (1,024 rows each) and the last one short: what the footer lists grows with the file.
+    ['3,000 rows in three row groups, with metadata', v2, manyRows(3000), { snapshot_id: '20261128T111000Z', schema_version: '2' }],
+  ];
+  for (const [name, columns, rows, metadata] of cases) {
+    test(name, async () => {
+      const ours = split(await ourFile(columns, rows, metadata));
+      const library = split(await libraryFile(columns, rows, metadata));
+      assert.ok(ours.body.equals(library.body), 'the pages and row groups are the library\'s bytes');
+      assert.ok(ours.metadata.equals(withUtcTimestamps(library.metadata)), 'the footer is the library\'s with the logical type added');
+    });
+  }
 });

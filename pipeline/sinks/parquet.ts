@@ -11,15 +11,15 @@ import parquet, {
   type ParquetValue,
   type ParquetWriterOptions,
 } from 'parquetjs-lite';
-import thrift from 'parquetjs-lite/gen-nodejs/parquet_types.js';
-import thriftCodec from 'parquetjs-lite/lib/util.js';
+import thrift, { type FileMetaData, type RowGroup } from 'parquetjs-lite/gen-nodejs/parquet_types.js';
+import thriftLite from 'parquetjs-lite/modules/thrift-lite/index.js';
 import { ExportError } from '../errors.ts';
 import type { ColumnType } from '../schema.ts';
 
 const PARQUET_TYPE: Readonly<Record<ColumnType, ParquetFieldType>> = {
   string: 'UTF8',
-  // The library writes only the legacy converted type for this; the footer step
-  // below adds the UTC logical type (see UtcTimestampEnvelopeWriter).
+  // The library writes only the legacy converted type for this; the footer
+  // written below adds the UTC logical type (see UtcFooterEnvelopeWriter).
   timestamp: 'TIMESTAMP_MILLIS',
   int32: 'INT32',
   boolean: 'BOOLEAN',
@@ -50,7 +50,7 @@ const COMPRESSION = 'SNAPPY';
  * Version 1 data pages: the layout every Parquet reader has read the longest
  * (parquetjs-lite defaults to V2, which came out 2% bigger here).
  */
-const WRITER_OPTIONS: ParquetWriterOptions = {
+export const WRITER_OPTIONS: Readonly<ParquetWriterOptions> = {
   rowGroupSize: 1024,
   useDataPageV2: false,
 };
@@ -82,14 +82,18 @@ export function parquetEncoder<Row extends { readonly [K in keyof Row]: ParquetV
   columns: readonly ParquetColumn[],
   options: ParquetFileOptions = {},
 ): (records: AsyncIterable<Row>) => AsyncGenerator<Buffer> {
-  // A fresh schema per file: the library fills in defaults by mutating the definitions.
-  const schema = new parquet.ParquetSchema(
+  const schema = parquetSchema(columns);
+  const metadata = Object.entries(options.metadata ?? {});
+  return (records) => encodeParquet(schema, metadata, records);
+}
+
+/** The library's schema of `columns`; a fresh one per file, since the library fills in defaults by mutating the definitions. */
+export function parquetSchema(columns: readonly ParquetColumn[]): ParquetSchema {
+  return new parquet.ParquetSchema(
     Object.fromEntries(
       columns.map((c): [string, ParquetFieldDefinition] => [c.name, { type: PARQUET_TYPE[c.type], optional: c.nullable, compression: COMPRESSION }]),
     ),
   );
-  const metadata = Object.entries(options.metadata ?? {});
-  return (records) => encodeParquet(schema, metadata, records);
 }
 
 /**
@@ -105,7 +109,7 @@ async function* encodeParquet<Row extends { readonly [K in keyof Row]: ParquetVa
   records: AsyncIterable<Row>,
 ): AsyncGenerator<Buffer> {
   const pending: Buffer[] = [];
-  const envelope = new UtcTimestampEnvelopeWriter(
+  const envelope = new UtcFooterEnvelopeWriter(
     schema,
     async (chunk) => {
       pending.push(chunk);
@@ -123,8 +127,8 @@ async function* encodeParquet<Row extends { readonly [K in keyof Row]: ParquetVa
     if (pending.length > 0) yield* pending.splice(0);
   }
   await libraryCall(() => writer.close(), index);
-  if (!envelope.footerRewritten) {
-    // A library update that encodes its footer another way would otherwise
+  if (!envelope.footerWritten) {
+    // A library update that writes its footer another way would otherwise
     // silently bring back naive timestamps.
     throw new ExportError('INTERNAL', 'parquet footer was written without the UTC timestamp logical type (parquetjs-lite changed?)');
   }
@@ -132,70 +136,103 @@ async function* encodeParquet<Row extends { readonly [K in keyof Row]: ParquetVa
 }
 
 /**
- * The library's envelope writer with one addition to the footer it encodes: its
- * writeFooter encodes the file metadata and hands the bytes to writeSection in
- * the same synchronous call, so writeSection, told it is inside writeFooter,
- * rewrites those bytes with `withUtcTimestamps` before they leave. Everything
- * else (pages, row groups, offsets) is the library's own code, unchanged.
+ * The library's envelope writer with its own footer: the same FileMetaData the
+ * library's encodes (its row groups, row count, schema and key-value metadata), plus
+ * the logical type TIMESTAMP(isAdjustedToUTC = true, MILLIS) on every
+ * TIMESTAMP_MILLIS column. Without it, readers that honour logical types (DuckDB,
+ * polars, Arrow's newer paths) take the instants for local wall-clock times (issue
+ * 13); the converted type stays for readers that know only that. Pages, row groups
+ * and offsets are the library's own code, unchanged.
+ *
+ * Encoded here rather than rewritten after the library: its encoder keeps every byte
+ * of the footer as its own Buffer object until the end, and its footer holds the
+ * statistics of every column of every row group (99,980 rows: 98 row groups, 199 KB),
+ * so encoding, decoding and encoding it again took ~350 ms and ~26 MiB of heap at
+ * once as a 100,000-user export ended, its peak of memory (issue 9).
+ * test/parquet-footer.test.ts checks these bytes against the library's footer with
+ * the logical type added.
  */
-class UtcTimestampEnvelopeWriter extends parquet.ParquetEnvelopeWriter {
-  #inFooter = false;
-  /** Whether the footer went through `withUtcTimestamps`. */
-  footerRewritten = false;
+class UtcFooterEnvelopeWriter extends parquet.ParquetEnvelopeWriter {
+  /** Whether close() went through writeFooter below. */
+  footerWritten = false;
 
   override writeFooter(userMetadata: Record<string, string>): Promise<void> {
-    this.#inFooter = true;
-    try {
-      return super.writeFooter(userMetadata);
-    } finally {
-      this.#inFooter = false;
-    }
-  }
-
-  override writeSection(buf: Buffer): Promise<void> {
-    if (!this.#inFooter) return super.writeSection(buf);
-    const footer = withUtcTimestamps(buf);
-    this.footerRewritten = true;
-    return super.writeSection(footer);
+    const footer = encodeFooter(fileMetaData(this.schema, this.rowCount, this.rowGroups, userMetadata));
+    this.footerWritten = true;
+    return this.writeSection(footer);
   }
 }
 
-const PARQUET_MAGIC = 'PAR1';
+/** The version and writer the library puts in its footers. */
+const PARQUET_VERSION = 1;
+const CREATED_BY = 'parquet.js';
 
-/**
- * Takes a file's footer (thrift FileMetaData, its length as a 4-byte little
- * endian integer, `PAR1`) and returns it with every TIMESTAMP_MILLIS column also
- * marked with the logical type TIMESTAMP(isAdjustedToUTC = true, MILLIS). Without
- * it, readers that honour logical types (DuckDB, polars, Arrow's newer paths)
- * take the instants for local wall-clock times (issue 13). The converted type
- * stays for readers that know only that. Decoding and encoding use the library's
- * own Thrift code; a footer that does not re-encode to the same bytes is refused
- * rather than rewritten, since something in it would not survive.
- */
-export function withUtcTimestamps(footer: Buffer): Buffer {
-  const length = footer.length >= 8 ? footer.readUInt32LE(footer.length - 8) : -1;
-  if (length + 8 !== footer.length || footer.toString('latin1', footer.length - 4) !== PARQUET_MAGIC) {
-    throw new ExportError('INTERNAL', 'parquet footer rewrite: the bytes are not one whole footer');
-  }
-  const encoded = footer.subarray(0, length);
+/** A file's FileMetaData, as the library builds it for a flat schema, with the UTC timestamps' logical type. */
+function fileMetaData(schema: ParquetSchema, rowCount: number, rowGroups: readonly RowGroup[], userMetadata: Record<string, string>): FileMetaData {
+  if (schema.fieldList.length === 0) throw new ExportError('INTERNAL', 'parquet footer: a schema without columns');
   const metadata = new thrift.FileMetaData();
-  thriftCodec.decodeThrift(metadata, encoded);
-  if (!thriftCodec.serializeThrift(metadata).equals(encoded)) {
-    throw new ExportError('INTERNAL', 'parquet footer rewrite: the footer does not round-trip through the Thrift codec');
-  }
-  for (const element of metadata.schema) {
+  metadata.version = PARQUET_VERSION;
+  metadata.created_by = CREATED_BY;
+  metadata.num_rows = rowCount;
+  metadata.row_groups = [...rowGroups];
+  metadata.key_value_metadata = Object.entries(userMetadata).map(([key, value]) => new thrift.KeyValue({ key, value }));
+  metadata.schema = [new thrift.SchemaElement({ name: 'root', num_children: schema.fieldList.length })];
+  for (const field of schema.fieldList) {
+    if (field.isNested) throw new ExportError('INTERNAL', `parquet footer: column ${field.name} is nested`);
+    const element = new thrift.SchemaElement({ name: field.name, repetition_type: thrift.FieldRepetitionType[field.repetitionType], type: thrift.Type[field.primitiveType] });
+    if (field.originalType) element.converted_type = thrift.ConvertedType[field.originalType];
     if (element.converted_type === thrift.ConvertedType.TIMESTAMP_MILLIS) {
       element.logicalType = new thrift.LogicalType({
         TIMESTAMP: new thrift.TimestampType({ isAdjustedToUTC: true, unit: new thrift.TimeUnit({ MILLIS: new thrift.MilliSeconds() }) }),
       });
     }
+    element.type_length = field.typeLength;
+    metadata.schema.push(element);
   }
-  const rewritten = thriftCodec.serializeThrift(metadata);
-  const out = Buffer.alloc(rewritten.length + 8);
-  rewritten.copy(out);
-  out.writeUInt32LE(rewritten.length, rewritten.length);
-  out.write(PARQUET_MAGIC, rewritten.length + 4, 'latin1');
-  return out;
+  return metadata;
+}
+
+const PARQUET_MAGIC = 'PAR1';
+
+/** A footer's bytes: the FileMetaData (Thrift compact protocol), its length as a 4-byte little-endian integer, `PAR1`. */
+function encodeFooter(metadata: FileMetaData): Buffer {
+  const out = new GrowingBytes();
+  metadata.write(new thriftLite.TCompactProtocol(out));
+  const length = out.length;
+  out.write(Buffer.alloc(4));
+  out.write(Buffer.from(PARQUET_MAGIC, 'latin1'));
+  const footer = out.bytes();
+  footer.writeUInt32LE(length, length);
+  return footer;
+}
+
+/**
+ * A Thrift transport that copies what the protocol writes into one buffer, grown
+ * by doubling: the protocol's many small buffers (one a byte) die young instead of
+ * waiting in a list for the end.
+ */
+class GrowingBytes {
+  #buf = Buffer.allocUnsafe(1 << 16);
+  #length = 0;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  write(chunk: Uint8Array): void {
+    if (this.#length + chunk.length > this.#buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#length + chunk.length));
+      this.#buf.copy(grown, 0, 0, this.#length);
+      this.#buf = grown;
+    }
+    this.#buf.set(chunk, this.#length);
+    this.#length += chunk.length;
+  }
+
+  /** A copy of the bytes written, exactly as long. */
+  bytes(): Buffer {
+    return Buffer.from(this.#buf.subarray(0, this.#length));
+  }
 }
 
 /** parquetjs-lite throws strings; give them a code and the row they were about. */

@@ -33,18 +33,33 @@ declare module 'parquetjs-lite' {
   /** A leaf value; null or undefined for a missing optional value. */
   export type ParquetValue = string | number | boolean | Date | null | undefined;
 
-  /** A compiled schema; only one of its properties is declared. */
+  /** A column of a compiled schema, as the library's footer code reads it. */
+  export interface ParquetField {
+    readonly name: string;
+    /** A Thrift Type name, e.g. 'BYTE_ARRAY' (absent on a nested field). */
+    readonly primitiveType: 'BOOLEAN' | 'INT32' | 'INT64' | 'INT96' | 'FLOAT' | 'DOUBLE' | 'BYTE_ARRAY' | 'FIXED_LEN_BYTE_ARRAY';
+    /** A Thrift ConvertedType name, e.g. 'UTF8', or undefined. */
+    readonly originalType?: 'UTF8' | 'TIMESTAMP_MILLIS' | undefined;
+    readonly repetitionType: 'REQUIRED' | 'OPTIONAL' | 'REPEATED';
+    readonly typeLength?: number | undefined;
+    readonly isNested?: boolean;
+  }
+
+  /** A compiled schema; only what this project reads of it is declared. */
   export interface ParquetSchema {
-    readonly fieldList: readonly { readonly name: string }[];
+    readonly fieldList: readonly ParquetField[];
   }
 
   /** Low-level writer of the file envelope: emits every byte through `write`. */
   export interface ParquetEnvelopeWriter {
+    readonly schema: ParquetSchema;
     /** Rows in the row groups written so far. */
     readonly rowCount: number;
+    /** The metadata of each row group written so far, as the footer lists them. */
+    readonly rowGroups: readonly import('parquetjs-lite/gen-nodejs/parquet_types.js').RowGroup[];
     /** Emits `buf` through `write` and advances the file offset; every byte of the file goes through here. */
     writeSection(buf: Buffer): Promise<void>;
-    /** Encodes the footer (FileMetaData, its length, PAR1) and emits it with one synchronous writeSection call. */
+    /** Encodes the footer (FileMetaData, its length, PAR1) and emits it with one writeSection call; ParquetWriter.close calls it once. */
     writeFooter(userMetadata: Record<string, string>): Promise<void>;
   }
 
@@ -94,7 +109,7 @@ declare module 'parquetjs-lite' {
 
 /**
  * The library's Thrift classes of the Parquet format (generated code), as far as
- * the footer rewrite uses them. Optional fields are null when absent.
+ * the footer code and its tests use them. Optional fields are null when absent.
  */
 declare module 'parquetjs-lite/gen-nodejs/parquet_types.js' {
   export interface MilliSeconds {}
@@ -109,35 +124,68 @@ declare module 'parquetjs-lite/gen-nodejs/parquet_types.js' {
   export interface LogicalType {
     TIMESTAMP: TimestampType | null;
   }
-  export interface SchemaElement {
+  /** A Thrift struct: it encodes itself through a protocol. */
+  export interface ThriftStruct {
+    write(protocol: object): void;
+  }
+  export interface SchemaElement extends ThriftStruct {
     name: string;
+    /** A Type value. */
+    type: number | null;
+    type_length: number | null | undefined;
+    /** A FieldRepetitionType value. */
+    repetition_type: number | null;
+    num_children: number | null;
     /** A ConvertedType value. */
     converted_type: number | null;
     logicalType: LogicalType | null;
   }
-  export interface KeyValue {
+  export interface KeyValue extends ThriftStruct {
     key: string;
     value: string | null;
   }
-  export interface FileMetaData {
+  /** A row group's metadata (its columns' chunks and statistics): only passed on. */
+  export interface RowGroup extends ThriftStruct {
+    num_rows: number | object;
+  }
+  export interface FileMetaData extends ThriftStruct {
+    version: number;
     schema: SchemaElement[];
+    num_rows: number | object;
+    row_groups: RowGroup[];
     key_value_metadata: KeyValue[] | null;
+    created_by: string | null;
   }
 
   interface ThriftModule {
     FileMetaData: new () => FileMetaData;
+    SchemaElement: new (args: Partial<Pick<SchemaElement, 'name' | 'type' | 'repetition_type' | 'num_children'>>) => SchemaElement;
+    KeyValue: new (args: { key: string; value: string }) => KeyValue;
     LogicalType: new (args: Partial<LogicalType>) => LogicalType;
     TimestampType: new (args: TimestampType) => TimestampType;
     TimeUnit: new (args: Partial<TimeUnit>) => TimeUnit;
     MilliSeconds: new () => MilliSeconds;
     /** ConvertedType values by name, e.g. TIMESTAMP_MILLIS: 9. */
     ConvertedType: Readonly<Record<'UTF8' | 'TIMESTAMP_MILLIS', number>>;
+    /** Type values by name, e.g. INT64: 2. */
+    Type: Readonly<Record<import('parquetjs-lite').ParquetField['primitiveType'], number>>;
+    /** FieldRepetitionType values by name, e.g. OPTIONAL: 1. */
+    FieldRepetitionType: Readonly<Record<import('parquetjs-lite').ParquetField['repetitionType'], number>>;
   }
   const thrift: ThriftModule;
   export default thrift;
 }
 
-/** The library's Thrift compact-protocol helpers. */
+/** The library's copy of the Thrift runtime: the compact protocol over any transport with write(bytes). */
+declare module 'parquetjs-lite/modules/thrift-lite/index.js' {
+  interface ThriftLiteModule {
+    TCompactProtocol: new (transport: { write(chunk: Buffer): void }) => object;
+  }
+  const thriftLite: ThriftLiteModule;
+  export default thriftLite;
+}
+
+/** The library's Thrift compact-protocol helpers (the tests' oracle of its own footers). */
 declare module 'parquetjs-lite/lib/util.js' {
   interface UtilModule {
     /** Encodes a Thrift struct (compact protocol). */
