@@ -334,11 +334,26 @@ async function* readRunLines(store: Store, dir: string, part: PartInfo, chunkByt
   try {
     for await (const chunk of store.readStream(key, { chunkBytes })) {
       hash.update(chunk);
-      const buf = rest ? Buffer.concat([rest, chunk]) : chunk;
-      const end = buf.lastIndexOf(0x0a) + 1;
-      rest = end < buf.length ? buf.subarray(end) : undefined;
-      if (end > 0) {
-        const lines = new Lines(buf.subarray(0, end), corrupt);
+      // The line cut by the last read is completed with the start of this one: a copy of
+      // that line only, not of the whole chunk (a merge of 50 runs held each chunk twice).
+      let from = 0;
+      if (rest) {
+        const nl = chunk.indexOf(0x0a);
+        if (nl < 0) {
+          rest = Buffer.concat([rest, chunk]);
+          continue;
+        }
+        from = nl + 1;
+        const lines = new Lines(Buffer.concat([rest, chunk.subarray(0, from)]), corrupt);
+        rest = undefined;
+        yield lines;
+        rows += lines.rows;
+      }
+      const end = chunk.lastIndexOf(0x0a) + 1;
+      // Copied: the bytes after the last line end would otherwise keep the whole chunk alive.
+      if (end < chunk.length) rest = Buffer.from(chunk.subarray(end));
+      if (end > from) {
+        const lines = new Lines(chunk.subarray(from, end), corrupt);
         yield lines;
         // The reader asks for more only once it has read these to the end.
         rows += lines.rows;

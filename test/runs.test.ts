@@ -587,3 +587,25 @@ test('a part read back in batches never yields an empty batch, not even for a li
     assert.ok(merged.length > 0 && merged.every((n) => n > 0), `merged batch sizes ${merged.join(',')}`);
   }
 });
+
+test('a part read back in chunks of any size, down to one byte, gives its rows once each and passes its check', async () => {
+  /** The part's bytes in slices of `size`: lines cut anywhere, a line spread over many reads. */
+  class SlicingStore extends MemoryStore {
+    size = 1000;
+    override async *readStream(key: string): AsyncIterable<Buffer> {
+      for await (const chunk of super.readStream(key)) for (let at = 0; at < chunk.length; at += this.size) yield chunk.subarray(at, at + this.size);
+    }
+  }
+  const store = new SlicingStore();
+  const observations: Observation[] = ['ann', 'bob', 'cy', 'dee', 'émile'].map((user, i) => ({ record: { ...rec(user, `AKIA${i}`), user_path: `/${'p'.repeat(i * 37)}/` }, seq: i }));
+  const part = await writeRun(store, 'runs/run-0a1b2c3d-000001.ndjson', observations, 'parquet');
+  const expected: string[] = [];
+  for await (const row of readRun(store, 'runs/', part)) expected.push(row.line);
+  assert.equal(expected.length, 5);
+  for (const size of [1, 2, 3, 7, 64, 150, 151, 4096]) {
+    store.size = size;
+    const lines: string[] = [];
+    for await (const row of readRun(store, 'runs/', part)) lines.push(row.line);
+    assert.deepEqual(lines, expected, `chunks of ${size} bytes`);
+  }
+});
