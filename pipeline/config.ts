@@ -94,6 +94,8 @@ export function describeSelection(s: AccountSelection): string {
 export interface Tuning {
   /** IKE_COMMIT_ROWS: commit a part after this many records. */
   readonly commitRows: number;
+  /** IKE_COMMIT_USERS: commit once the progress of this many users waits (listed, paged or finished). */
+  readonly commitUsers: number;
   /** IKE_COMMIT_MS: commit at least this often while data flows (0 in the environment = only at the end: Infinity here). */
   readonly commitMs: number;
   /** IKE_ROWS_PER_FILE: rows per published data file. */
@@ -113,6 +115,11 @@ export const DEFAULTS = {
   logLevel: 'info' as LogLevel,
   maxSnapshotAgeMs: 24 * 3_600_000,
   commitRows: 20_000,
+  // Listed users count as well as finished ones, and the listing keeps just ahead of the
+  // fan-out: a commit every ~2,000 users. At 2,000, a 100,000-user export made 100 parts,
+  // whose merge at the publication held more than the commits saved (148-152 MiB against
+  // 135-145 MiB; 5 s alone: 146-149 MiB).
+  commitUsers: 4_000,
   commitMs: 5_000,
   rowsPerFile: 1_000_000,
 };
@@ -348,6 +355,7 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   envInt('IKE_HEAP_GROWING_PERCENT', 0, 0);
   const tuning: Tuning = {
     commitRows: envInt('IKE_COMMIT_ROWS', 1, DEFAULTS.commitRows),
+    commitUsers: envInt('IKE_COMMIT_USERS', 1, DEFAULTS.commitUsers),
     commitMs: envInt('IKE_COMMIT_MS', 0, DEFAULTS.commitMs) || Number.POSITIVE_INFINITY,
     rowsPerFile: envInt('IKE_ROWS_PER_FILE', 1, DEFAULTS.rowsPerFile),
   };

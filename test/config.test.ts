@@ -101,8 +101,11 @@ test('every problem is reported at once, one line each', () => {
 
 test('tuning variables are validated like flags', () => {
   assert.match(problems([], { IKE_COMMIT_ROWS: '0' })[0]!, /IKE_COMMIT_ROWS/);
-  const tuning = config([], { IKE_COMMIT_MS: '0', IKE_ROWS_PER_FILE: '10' }).tuning;
+  assert.match(problems([], { IKE_COMMIT_USERS: '0' })[0]!, /IKE_COMMIT_USERS must be an integer of at least 1/);
+  assert.equal(config([]).tuning.commitUsers, 4000);
+  const tuning = config([], { IKE_COMMIT_MS: '0', IKE_ROWS_PER_FILE: '10', IKE_COMMIT_USERS: '50' }).tuning;
   assert.equal(tuning.rowsPerFile, 10);
+  assert.equal(tuning.commitUsers, 50);
   assert.equal(tuning.commitMs, Number.POSITIVE_INFINITY, 'IKE_COMMIT_MS=0 commits only at the end');
 });
 

@@ -74,7 +74,7 @@ for (const format of ['csv', 'parquet'] as const) {
       let collectedBeforeCommit = -1;
       const committed: Committed[] = [];
       const keyIds: string[] = [];
-      // 300 records of 3 users; no commit until the end (commitRows and commitMs out of reach).
+      // 300 records of 3 users; no commit until the end (commitRows, commitUsers and commitMs out of reach).
       // The batches are handed on from a queue, so nothing here refers to one once it is read.
       const queue = [...batchesOf(300)];
       for (const b of queue) {
@@ -111,7 +111,7 @@ for (const format of ['csv', 'parquet'] as const) {
           runsDir: keys.runs,
           runId: '0a1b2c3d',
           assertHeld: () => undefined,
-          tuning: { commitRows: 1_000_000, commitMs: Number.POSITIVE_INFINITY },
+          tuning: { commitRows: 1_000_000, commitUsers: 1_000_000, commitMs: Number.POSITIVE_INFINITY },
           noteOf: (r) => `note-${r.status}`,
           onCommitted: (rs) => committed.push(...rs),
         }),
@@ -148,7 +148,7 @@ test('records not yet vouched for by a STATE wait for a later commit, keeping th
       }
     }
     // commitRows 1: every batch commits what its STATEs cover.
-    await pipeline(Readable.from(batches(), { objectMode: true }), partWriter({ checkpoint: cp, file, store, runsDir: keys.runs, runId: '0a1b2c3d', assertHeld: () => undefined, tuning: { commitRows: 1, commitMs: Number.POSITIVE_INFINITY } }));
+    await pipeline(Readable.from(batches(), { objectMode: true }), partWriter({ checkpoint: cp, file, store, runsDir: keys.runs, runId: '0a1b2c3d', assertHeld: () => undefined, tuning: { commitRows: 1, commitUsers: 1_000_000, commitMs: Number.POSITIVE_INFINITY } }));
     // A user's records are vouched for by its user-done: one part a user.
     assert.deepEqual(cp.parts.map((p) => p.rows), [100, 100, 50]);
     assert.ok(cp.exportComplete);
@@ -157,6 +157,31 @@ test('records not yet vouched for by a STATE wait for a later commit, keeping th
     assert.deepEqual(arrived.map((k) => seqs.get(k)), arrived.map((_, i) => i));
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a commit comes once the STATEs waiting carry commitUsers users, however few records wait; a ListUsers page counts each of its users', async () => {
+  for (const [commitUsers, parts] of [
+    // The first STATE lists the 10 users: alone, it commits at once (no part); then every 3 finished users.
+    [3, [300, 300, 300, 100]],
+    [4, [400, 400, 200]],
+    // Out of reach: one part, at the end.
+    [1_000_000, [1000]],
+  ] as const) {
+    const { dir, cp, store, keys, file } = await setup('csv');
+    try {
+      let saves = 0;
+      await pipeline(
+        Readable.from(batchesOf(1000), { objectMode: true }),
+        partWriter({ checkpoint: cp, file, store, runsDir: keys.runs, runId: '0a1b2c3d', assertHeld: () => undefined, tuning: { commitRows: 1_000_000, commitUsers, commitMs: Number.POSITIVE_INFINITY }, onCommit: () => saves++ }),
+      );
+      assert.deepEqual(cp.parts.map((p) => p.rows), parts, `commitUsers ${commitUsers}`);
+      // The listing's own commit, one a part, and the final one when the last part came before the end.
+      assert.equal(saves, commitUsers === 1_000_000 ? 1 : parts.length + 1, `commitUsers ${commitUsers}: saves`);
+      assert.ok(cp.exportComplete);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 });
 
@@ -170,7 +195,7 @@ test('a record that does not fit its column fails the pipeline with INTERNAL as 
     const item = second[at] as { type: 'RECORD'; record: AccessKeyRecord };
     second[at] = { type: 'RECORD', record: { ...item.record, key_age_days: 2.5 } };
     await assert.rejects(
-      pipeline(Readable.from(batches, { objectMode: true }), partWriter({ checkpoint: cp, file, store, runsDir: keys.runs, runId: '0a1b2c3d', assertHeld: () => undefined, tuning: { commitRows: 1, commitMs: Number.POSITIVE_INFINITY } })),
+      pipeline(Readable.from(batches, { objectMode: true }), partWriter({ checkpoint: cp, file, store, runsDir: keys.runs, runId: '0a1b2c3d', assertHeld: () => undefined, tuning: { commitRows: 1, commitUsers: 1_000_000, commitMs: Number.POSITIVE_INFINITY } })),
       (err: unknown) => err instanceof ExportError && err.code === 'INTERNAL' && /^record 109 \(AKIA\w+\): key_age_days/.test(err.message),
     );
     // The first user was committed; nothing of the second.
