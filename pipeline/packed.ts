@@ -1,6 +1,6 @@
 /**
  * Maps and sets of short strings kept off the V8 heap: the entries' bytes in blocks
- * of 1 MiB, found through an open-addressing hash table in a typed array. For the
+ * of 8 MiB, found through an open-addressing hash table in a typed array. For the
  * state a run keeps per user and only looks up (the users the source knows, the
  * credential report's rows by user name), which must not grow the heap with the account
  * (issue 9). As V8 objects, a 21-character user id in a Set cost ~65 bytes (the
@@ -16,14 +16,25 @@
  * stay in its block): what these structures are used for only grows.
  */
 
-/** Bytes of a block; an entry never spans two. */
-const BLOCK_BYTES = 1 << 20;
+/**
+ * Bytes of a block; an entry never spans two. A block's pages count in RSS only once
+ * written, so a small map costs what it holds. Blocks this big are their own mapping:
+ * glibc's malloc hands out a request from its heap, not a mapping of its own, when it is
+ * smaller than the largest one freed so far, and a run frees buffers of a few MiB (a
+ * checkpoint's text, the finished users' merged bytes). 1 MiB blocks, taken one after the
+ * other as users were added, landed in the heap between those freed buffers and kept its
+ * holes from being given back: a 100,000-user export peaked at 135-147 MiB with them,
+ * 135-138 MiB with these (the same run with glibc's threshold pinned at 128 KiB by
+ * MALLOC_MMAP_THRESHOLD_: 130-132 MiB). Blocks doubling from 64 KiB, so that a small
+ * map's is small, gave 139-146 MiB: the ones of 1 and 2 MiB landed in the heap again.
+ */
+const BLOCK_BYTES = 1 << 23;
 /** The bits of a slot that hold an entry's offset within its block (the rest: its block). */
-const OFFSET_BITS = 20;
+const OFFSET_BITS = 23;
 /** An entry's header: its key's byte length and its value's (each a 32-bit integer). */
 const HEADER = 8;
 /** Blocks at most: a slot is a positive 32-bit integer. */
-const MAX_BLOCKS = 2047;
+const MAX_BLOCKS = 255;
 /** The table doubles when more than this share of its slots are taken. */
 const MAX_LOAD = 0.5;
 
@@ -62,8 +73,9 @@ export class PackedMap {
     const valueBytes = Buffer.byteLength(value, 'utf8');
     const need = HEADER + keyBytes + valueBytes;
     if (need > BLOCK_BYTES) throw new RangeError(`PackedMap: an entry of ${need} bytes (at most ${BLOCK_BYTES})`);
-    if (this.#blocks.length === 0 || this.#used[this.#blocks.length - 1]! + need > BLOCK_BYTES) {
-      if (this.#blocks.length === MAX_BLOCKS) throw new RangeError(`PackedMap: more than ${MAX_BLOCKS} MiB`);
+    const last = this.#blocks.length - 1;
+    if (last < 0 || this.#used[last]! + need > this.#blocks[last]!.length) {
+      if (this.#blocks.length === MAX_BLOCKS) throw new RangeError(`PackedMap: more than ${MAX_BLOCKS} blocks`);
       this.#blocks.push(Buffer.allocUnsafe(BLOCK_BYTES));
       this.#used.push(0);
     }
@@ -85,9 +97,9 @@ export class PackedMap {
     for (const { b, keyStart, keyEnd } of this.#entries()) yield b.toString('utf8', keyStart, keyEnd);
   }
 
-  /** Bytes held (blocks and table), for tests and measurements. */
+  /** Bytes held (what is written of the blocks, and the table), for tests and measurements. */
   get bytes(): number {
-    return this.#blocks.length * BLOCK_BYTES + this.#slots.byteLength;
+    return this.#used.reduce((a, b) => a + b, 0) + this.#slots.byteLength;
   }
 
   /** Every entry's bytes as written, replaced ones skipped. */
