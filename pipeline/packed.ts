@@ -73,8 +73,7 @@ export class PackedMap {
     const valueBytes = Buffer.byteLength(value, 'utf8');
     const need = HEADER + keyBytes + valueBytes;
     if (need > BLOCK_BYTES) throw new RangeError(`PackedMap: an entry of ${need} bytes (at most ${BLOCK_BYTES})`);
-    const last = this.#blocks.length - 1;
-    if (last < 0 || this.#used[last]! + need > this.#blocks[last]!.length) {
+    if (this.#blocks.length === 0 || this.#used[this.#blocks.length - 1]! + need > BLOCK_BYTES) {
       if (this.#blocks.length === MAX_BLOCKS) throw new RangeError(`PackedMap: more than ${MAX_BLOCKS} blocks`);
       this.#blocks.push(Buffer.allocUnsafe(BLOCK_BYTES));
       this.#used.push(0);

@@ -198,12 +198,11 @@ const PARQUET_MAGIC = 'PAR1';
 function encodeFooter(metadata: FileMetaData): Buffer {
   const out = new GrowingBytes();
   metadata.write(new thriftLite.TCompactProtocol(out));
-  const length = out.length;
-  out.write(Buffer.alloc(4));
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(out.length);
+  out.write(length);
   out.write(Buffer.from(PARQUET_MAGIC, 'latin1'));
-  const footer = out.bytes();
-  footer.writeUInt32LE(length, length);
-  return footer;
+  return out.bytes();
 }
 
 /**
