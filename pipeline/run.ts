@@ -17,7 +17,7 @@
 import { setMaxListeners } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import { ListAccessKeysCommand, ListUsersCommand, type IAMClient, type ListAccessKeysCommandOutput, type ListUsersCommandOutput } from '@aws-sdk/client-iam';
-import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig, type FailedUser } from './checkpoint.ts';
+import { Checkpoint, CheckpointFile, fingerprintOf, type DataConfig, type FailedUser, type Phase } from './checkpoint.ts';
 import { describeSelection, snapshotTimeOf, type Config } from './config.ts';
 import { ExportError } from './errors.ts';
 import type { StateEvent, UserRef } from './items.ts';
@@ -538,8 +538,13 @@ async function runHeld(store: Store, config: Config, hooks: RunHooks, held: Held
       if ((failed.length > 0 || failedAccounts.length > 0) && !config.allowPartial) return { status: 'user-errors', snapshotId: cp.snapshotId, failed, failedAccounts, summary: summary() };
       lease.assertHeld();
       // A shard's part ends here: the snapshot is finalized once every shard is done.
-      cp.phase = config.shard ? 'done' : 'finalize';
-      await file.save(cp);
+      // The export's last commit saved this phase already when it found the export over.
+      const next = config.shard ? 'done' : 'finalize';
+      // (`as`: TypeScript keeps the narrowing of the test above across the awaits.)
+      if ((cp.phase as Phase) !== next) {
+        cp.phase = next;
+        await file.save(cp);
+      }
     } else {
       hooks.observer?.onStart?.(info(cp.phase === 'done' ? 'finalize' : cp.phase), () => idleProgress(cp, startedAt));
     }
@@ -837,11 +842,15 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
           }
           for (const [account, rows] of perAccount) cp.addKeys(account, rows);
         },
-        beforeSave: (c) => {
+        beforeSave: (c, last) => {
           for (const [op, n] of Object.entries(stats.calls)) c.counters.calls[op] = (base.calls[op] ?? 0) + n;
           c.counters.attempts = base.attempts + stats.attempts;
           c.counters.throttles = base.throttles + stats.throttles;
           c.counters.wallMs = base.wallMs + (Date.now() - startedAt);
+          // An export found over at its last commit saves its next phase with it: one
+          // save fewer at the end of every run (a rerun then goes straight to finalize,
+          // as it would after a separate save of the phase).
+          if (last && !fatal && !stop.signal.aborted) c.phase = phaseAfterExport(c, config) ?? c.phase;
         },
         onCommit: () => hooks.observer?.onCommit?.(progress()),
         onState: (event) => {
@@ -871,12 +880,30 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
  * published (fewer keys than the 20 the resolver judges on the way).
  */
 function systemicLastUse(cp: Checkpoint): void {
+  if (!lastUseDenied(cp)) return;
   const c = cp.counters.lastUsed;
-  if (c.denied === 0 || c.api > 0) return;
   throw new ExportError(
     'SOURCE_DENIED',
     `GetAccessKeyLastUsed was denied for every one of the ${c.denied} keys looked up: the identity needs iam:GetAccessKeyLastUsed; grant it and rerun with --fresh, or run with --last-used off`,
   );
+}
+
+/** Every last-use lookup denied, none answered (systemicLastUse). */
+function lastUseDenied(cp: Checkpoint): boolean {
+  const c = cp.counters.lastUsed;
+  return c.denied > 0 && c.api === 0;
+}
+
+/**
+ * The phase an export that is over moves to: finalize, or done for a shard (its
+ * snapshot is finalized once every shard is done). Undefined while it is not over,
+ * or ends in an error instead: every last-use lookup denied, or failed users or
+ * accounts without --allow-partial.
+ */
+function phaseAfterExport(cp: Checkpoint, config: Config): 'done' | 'finalize' | undefined {
+  if (!cp.exportComplete || lastUseDenied(cp)) return undefined;
+  if ((cp.failedUsers.length > 0 || cp.failedAccounts.length > 0) && !config.allowPartial) return undefined;
+  return config.shard ? 'done' : 'finalize';
 }
 
 /** What the manifest says of last use: the mode asked, the source used, the reports' time. */

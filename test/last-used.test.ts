@@ -95,18 +95,26 @@ test('a denied credential report falls back to the API with one warning line', a
   });
 });
 
-test('GetAccessKeyLastUsed denied for every key: exit 1, one line naming the permission and --last-used off, nothing published', async () => {
-  await withFake({ users: 30, seed: 15, keysPerUser: { min: 1, max: 2 }, lastUsedDenied: true }, async (fake) => {
-    await withTemp(async (out) => {
-      const r = await runCli(['--endpoint-url', fake.url, '--out', out, '--last-used', 'api']);
-      assert.equal(r.code, 1, r.stderr);
-      const lines = r.stderr.trim().split('\n');
-      assert.equal(lines.length, 1, r.stderr);
-      assert.match(lines[0]!, /iam:GetAccessKeyLastUsed.*--last-used off/);
-      assert.deepEqual(await readdir(join(out, 'access_keys')).catch(() => []), []);
+// 30 users: judged on the way (at 20 keys); 8 users (at most 16 keys): judged when the export ends.
+for (const users of [30, 8]) {
+  test(`GetAccessKeyLastUsed denied for every key (${users} users): exit 1, one line naming the permission and --last-used off, nothing published, a rerun neither`, async () => {
+    await withFake({ users, seed: 15, keysPerUser: { min: 1, max: 2 }, lastUsedDenied: true }, async (fake) => {
+      await withTemp(async (out) => {
+        const r = await runCli(['--endpoint-url', fake.url, '--out', out, '--last-used', 'api']);
+        assert.equal(r.code, 1, r.stderr);
+        const lines = r.stderr.trim().split('\n');
+        assert.equal(lines.length, 1, r.stderr);
+        assert.match(lines[0]!, /iam:GetAccessKeyLastUsed.*--last-used off/);
+        assert.deepEqual(await readdir(join(out, 'access_keys')).catch(() => []), []);
+        // The snapshot stays unfinished, not finalized: a rerun says the same and publishes nothing either.
+        const again = await runCli(['--endpoint-url', fake.url, '--out', out, '--last-used', 'api']);
+        assert.equal(again.code, 1, again.stderr);
+        assert.match(again.stderr, /iam:GetAccessKeyLastUsed.*--last-used off/);
+        assert.deepEqual(await readdir(join(out, 'access_keys')).catch(() => []), []);
+      });
     });
   });
-});
+}
 
 /** Key ids in the committed parts of the snapshot staged in `out` (our own staging format). */
 async function committedKeys(out: string): Promise<Set<string>> {

@@ -96,6 +96,41 @@ for (const format of ['csv', 'parquet'] as const) {
   });
 }
 
+test('the last commit of an export saves the finalize phase with it: killed right after it, the rerun asks IAM nothing and publishes exactly', async () => {
+  await withFake({ users: 30, seed: 31, keysPerUser: { min: 0, max: 4 } }, async (fake) => {
+    const args = (out: string) => ['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--concurrency', '2', '--page-size', '4'];
+    const env = { IKE_COMMIT_ROWS: '10', IKE_COMMIT_MS: '0' };
+    // How many commits an uninterrupted run makes: the last one is the point.
+    const saves = await withTemp(async (out) => {
+      const log = join(out, '..', `${process.pid}-points.log`);
+      const r = await runCli(args(out), testEnv({ ...env, IKE_FAULT_LOG: log }));
+      assert.equal(r.code, 0, r.stderr);
+      const points = (await readFile(log, 'utf8')).split('\n').map((l) => l.split('\t')[0]);
+      const n = points.filter((p) => p === 'checkpoint-saved').length;
+      // Nothing saves the checkpoint between the last commit and the data file (one save fewer than before).
+      assert.equal(points.indexOf('data-file-written'), points.lastIndexOf('checkpoint-saved') + 1, points.join(' '));
+      return n;
+    });
+    assert.ok(saves >= 3, `${saves} commits`);
+    await withTemp(async (out) => {
+      const crashed = await runCli(args(out), testEnv({ ...env, IKE_FAULT_POINT: `checkpoint-saved@${saves}` }));
+      assert.equal(crashed.signal, 'SIGKILL', crashed.stderr);
+      const [id] = await stagingIds(out);
+      const saved = JSON.parse(await readFile(join(out, '_staging', id!, 'checkpoint.json'), 'utf8')) as { phase: string };
+      assert.equal(saved.phase, 'finalize');
+      fake.resetStats();
+      const again = await runCli(args(out), testEnv(env));
+      assert.equal(again.code, 0, again.stderr);
+      assert.equal(fake.stats().calls.ListUsers, 0);
+      assert.equal(fake.stats().calls.ListAccessKeys, 0);
+      assert.deepEqual((await publishedRows(out, 'csv')).rows, expectedRows(fake));
+      const manifest = await verifyManifest(await onlySnapshotDir(out));
+      assert.equal(manifest.resumes, 1);
+      assert.deepEqual(await stagingIds(out), []);
+    });
+  });
+});
+
 test('SIGTERM stops within 10 s with exit 75 and the rerun finishes the exact snapshot', async () => {
   await withFake({ users: 120, seed: 4, keysPerUser: { min: 0, max: 4 }, latencyMs: 30 }, async (fake) => {
     await withTemp(async (out) => {

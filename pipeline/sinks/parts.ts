@@ -50,8 +50,11 @@ export interface PartWriterOptions {
   readonly noteOf?: (record: AccessKeyRecord) => string | undefined;
   /** Called with the records of each commit (as staged, with their notes) before the checkpoint that vouches for them is saved (counts saved with it). */
   readonly onCommitted?: (records: readonly Committed[]) => void;
-  /** Called just before each checkpoint save (e.g. to copy live counters into it). */
-  readonly beforeSave?: (checkpoint: Checkpoint) => void;
+  /**
+   * Called just before each checkpoint save (e.g. to copy live counters into it);
+   * `last` is the commit at the end of the stream, after which nothing more comes.
+   */
+  readonly beforeSave?: (checkpoint: Checkpoint, last: boolean) => void;
   /** Called with each STATE once it is applied and durable. */
   readonly onState?: (state: StateEvent) => void;
   /** Called after each durable commit. */
@@ -73,8 +76,8 @@ export function partWriter(o: PartWriterOptions): Writable {
   let lastCommit = Date.now();
   let nextRun = 1;
 
-  const commit = async (force = false) => {
-    if (states.length === 0 && !force) return;
+  const commit = async (last = false) => {
+    if (states.length === 0 && !last) return;
     const batch = records.slice(0, covered);
     const pending = states;
     records = records.slice(covered);
@@ -94,7 +97,7 @@ export function partWriter(o: PartWriterOptions): Writable {
     // failed) does not: a run that read nothing pins nothing for the next one.
     if (batch.length > 0 || pending.some((s) => !ANNOUNCEMENTS.has(s.kind))) o.checkpoint.commits++;
     o.onCommitted?.(batch);
-    o.beforeSave?.(o.checkpoint);
+    o.beforeSave?.(o.checkpoint, last);
     o.assertHeld();
     await o.file.save(o.checkpoint);
     faultPoint('checkpoint-saved');
