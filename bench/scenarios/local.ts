@@ -10,7 +10,8 @@
  *   The stages alone (into a null sink) show where the rest of ours goes.
  * - 5: peak RSS of ours for the 1,000,000 records.
  * - 6: ours with the default cadence (a commit every 20,000 rows or 5 s) against
- *   IKE_COMMIT_MS=0 IKE_COMMIT_ROWS=100000000 (one commit, at the end).
+ *   IKE_COMMIT_MS=0 IKE_COMMIT_ROWS=100000000 IKE_COMMIT_USERS=100000000 (one commit,
+ *   at the end; without the users bound it made ~6 commits, one every 2,000 users).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -32,7 +33,7 @@ const PARQUET_RECORDS = 200_000;
 const CHECKPOINT_REPEATS: number = 3;
 const TARGET_OVERHEAD = 1.5;
 const TARGET_CHECKPOINT = 0.05;
-const COMMIT_OFF = { IKE_COMMIT_MS: '0', IKE_COMMIT_ROWS: '100000000' };
+const COMMIT_OFF = { IKE_COMMIT_MS: '0', IKE_COMMIT_ROWS: '100000000', IKE_COMMIT_USERS: '100000000' };
 
 interface Measured extends WorkerResult {
   readonly processMs: number;
@@ -70,6 +71,8 @@ export async function localScenario(ctx: ScenarioContext): Promise<ScenarioResul
     csvOnce.push(await work(ctx, 'ours', 'csv', CSV_RECORDS, COMMIT_OFF));
   };
   await pair();
+  // The baseline is one commit or the row says nothing: a new commit bound must be turned off above too.
+  if (csvOnce[0]!.commits !== 1) throw new Error(`the one-commit baseline made ${csvOnce[0]!.commits} commits: COMMIT_OFF misses a commit bound`);
   const csvWriter = await work(ctx, 'writer', 'csv', CSV_RECORDS);
   const stages = await work(ctx, 'stages', 'csv', CSV_RECORDS);
   for (let i = 1; i < CHECKPOINT_REPEATS; i++) await pair();
