@@ -41,6 +41,20 @@ export class LinePacker {
     return full;
   }
 
+  /** Adds bytes already encoded, their line end included; as `add`, returns the buffer filled so far when they start a new one. */
+  copy(source: Uint8Array, start: number, end: number): Buffer | undefined {
+    const length = end - start;
+    let full: Buffer | undefined;
+    if (this.#at + length > this.#buf.length) {
+      if (this.#at > 0) full = this.#buf.subarray(0, this.#at);
+      this.#buf = Buffer.allocUnsafe(Math.max(this.#size, length));
+      this.#at = 0;
+    }
+    this.#buf.set(source.subarray(start, end), this.#at);
+    this.#at += length;
+    return full;
+  }
+
   /** What was added since the last buffer handed on, or undefined when nothing was. */
   end(): Buffer | undefined {
     if (this.#at === 0) return undefined;

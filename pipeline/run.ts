@@ -832,9 +832,10 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
         onCommitted: (records) => {
           const counts = cp.counters.lastUsed;
           const perAccount = new Map<string, number>();
-          for (const r of records) {
-            perAccount.set(r.account, (perAccount.get(r.account) ?? 0) + 1);
-            const source = r.note;
+          for (let i = 0; i < records.rows; i++) {
+            const account = records.account(i);
+            perAccount.set(account, (perAccount.get(account) ?? 0) + 1);
+            const source = records.note(i);
             if (source === 'report') counts.report++;
             else if (source === 'api') counts.api++;
             else if (source === 'vanished') counts.vanished++;

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PART_NAME, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeChunkBytes, mergeRows, mergeRuns, parseRow, readRun, readRunBatches, removeOrphans, runFileName, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
-import { encodeCsv } from '../pipeline/sinks/csv.ts';
+import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeChunkBytes, mergeRows, mergeRuns, parseRow, readRun, readRunBatches, removeOrphans, runFileName, StagedLines, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
+import { csvRows, encodeCsv } from '../pipeline/sinks/csv.ts';
 import { encodeStagedFile } from '../pipeline/sinks/index.ts';
 import { COLUMNS, compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
 import { LocalStore } from '../pipeline/store/local.ts';
@@ -59,6 +59,59 @@ class CountingStore extends MemoryStore {
     }
   }
 }
+
+for (const format of ['csv', 'parquet'] as const) {
+  test(`${format}: staged lines in chunks of 1 KiB (rows across chunks, chunks shared with rows left, given back and filled again) come back from each part sorted, whole, with their seq`, async () => {
+    const store = new MemoryStore();
+    const random = mulberry32(format === 'csv' ? 11 : 12);
+    const staged = new StagedLines(format, 1024);
+    const waiting: Observation[] = []; // what staged holds, in arrival order
+    let seq = 0;
+    let parts = 0;
+    for (let round = 0; round < 40; round++) {
+      // A batch of 0-30 records (a user name with a comma and a quote now and then: CSV quoting).
+      const batch: AccessKeyRecord[] = [];
+      for (let i = Math.floor(random() * 31); i > 0; i--) {
+        const user = `u${String(Math.floor(random() * 50)).padStart(2, '0')}${random() < 0.1 ? ',"q"' : ''}`;
+        batch.push(rec(user, `AKIA${String(Math.floor(random() * 1e6)).padStart(16, '0')}`, undefined, random() < 0.5 ? 'Active' : 'Inactive'));
+      }
+      const base = seq;
+      staged.add(batch, (j) => base + j, base, batch.map((_, j) => `note-${base + j}`));
+      for (const record of batch) waiting.push({ record, seq: seq++ });
+      assert.equal(staged.size, waiting.length);
+      // Commit a prefix of what waits, some of it or all.
+      const n = random() < 0.3 ? waiting.length : Math.floor(random() * (waiting.length + 1));
+      const part = staged.take(n);
+      const taken = waiting.splice(0, n);
+      assert.equal(part.rows, n);
+      assert.deepEqual(Array.from({ length: n }, (_, i) => [part.account(i), part.keyId(i), part.note(i)]), taken.map((o) => [o.record.account_id, o.record.access_key_id, `note-${o.seq}`]));
+      if (n === 0) continue;
+      const info = await part.write(store, `runs/${runFileName('0a1b2c3d', ++parts)}`);
+      assert.equal(info.rows, n);
+      const rows: StagedRow[] = [];
+      for await (const row of readRun(store, 'runs/', info)) rows.push(row);
+      const expected = [...taken].sort((a, b) => compareRows({ account: a.record.account_id, userName: a.record.user_name, keyId: a.record.access_key_id, seq: a.seq }, { account: b.record.account_id, userName: b.record.user_name, keyId: b.record.access_key_id, seq: b.seq }));
+      assert.deepEqual(rows.map((r) => [r.userName, r.keyId, r.seq, r.userId]), expected.map((o) => [o.record.user_name, o.record.access_key_id, o.seq, o.record.user_id]));
+      for (let i = 0; i < rows.length; i++) {
+        if (format === 'csv') assert.deepEqual(csvRowOf(rows[i]!), { text: csvRows([expected[i]!.record])[0], dated: false });
+        else assert.deepEqual(decodeRow(rows[i]!), expected[i]!.record);
+      }
+    }
+    assert.ok(parts >= 20, `${parts} parts`);
+  });
+}
+
+test('a part orders two observations of one key by seq, whatever order they were staged in', async () => {
+  const store = new MemoryStore();
+  const info = await writeRun(store, `runs/${runFileName('0a1b2c3d', 1)}`, [
+    { record: rec('bob', 'AKIA3', undefined, 'Inactive'), seq: 9 },
+    { record: rec('amy', 'AKIA1'), seq: 8 },
+    { record: rec('bob', 'AKIA3'), seq: 4 },
+  ], 'parquet');
+  const rows: StagedRow[] = [];
+  for await (const row of readRun(store, 'runs/', info)) rows.push(row);
+  assert.deepEqual(rows.map((r) => [r.keyId, r.seq]), [['AKIA1', 8], ['AKIA3', 4], ['AKIA3', 9]]);
+});
 
 test(`merging more than twice ${FAN_IN} parts never holds more than ${FAN_IN} open, and yields every row once in published order`, async () => {
   const store = new CountingStore();

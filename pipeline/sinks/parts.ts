@@ -1,6 +1,6 @@
 /**
  * The part writer: the end of the export pipeline. It renders each record for its
- * part as it arrives (runs.ts, `stageRecords`) and buffers that, and on each commit
+ * part as it arrives (runs.ts, `StagedLines`) and buffers that, and on each commit
  * (every `commitRows` records, once `commitUsers` users' progress waits, every
  * `commitMs` milliseconds, and at the end) writes the
  * buffer as one durable sorted part, and only then applies the STATE items
@@ -17,14 +17,10 @@ import type { Checkpoint, CheckpointFile } from '../checkpoint.ts';
 import type { Tuning } from '../config.ts';
 import { faultPoint } from '../faultpoint.ts';
 import type { Batch, StateEvent } from '../items.ts';
-import { runFileName, stageRecords, writeStaged, type StagedRecord } from '../runs.ts';
+import { runFileName, StagedLines, type CommittedRows } from '../runs.ts';
 import type { AccessKeyRecord } from '../schema.ts';
 import { keyJoin, type Store } from '../store/store.ts';
 
-/** A record as the part writer keeps it until its commit: staged, and its note. */
-export interface Committed extends StagedRecord {
-  note?: string | undefined;
-}
 
 /** States that only name accounts: committing them alone does not make a snapshot worth resuming. */
 const ANNOUNCEMENTS = new Set<StateEvent['kind']>(['accounts-selected', 'account-started', 'account-facts', 'account-failed']);
@@ -48,8 +44,8 @@ export interface PartWriterOptions {
   readonly onRecord?: () => void;
   /** A note kept with each record until it is committed (what `onCommitted` counts; the record itself is not kept). */
   readonly noteOf?: (record: AccessKeyRecord) => string | undefined;
-  /** Called with the records of each commit (as staged, with their notes) before the checkpoint that vouches for them is saved (counts saved with it). */
-  readonly onCommitted?: (records: readonly Committed[]) => void;
+  /** Called with the records of each commit (their accounts, key ids and notes) before the checkpoint that vouches for them is saved (counts saved with it). */
+  readonly onCommitted?: (records: CommittedRows) => void;
   /**
    * Called just before each checkpoint save (e.g. to copy live counters into it);
    * `last` is the commit at the end of the stream, after which nothing more comes.
@@ -63,8 +59,7 @@ export interface PartWriterOptions {
 
 /** The part writer as an object-mode Writable of batches of RECORD and STATE items. */
 export function partWriter(o: PartWriterOptions): Writable {
-  const format = o.checkpoint.config.format;
-  let records: Committed[] = [];
+  const staged = new StagedLines(o.checkpoint.config.format);
   let received = 0;
   let states: StateEvent[] = [];
   /** Users the waiting STATEs carry (usersIn). */
@@ -78,24 +73,20 @@ export function partWriter(o: PartWriterOptions): Writable {
 
   const commit = async (last = false) => {
     if (states.length === 0 && !last) return;
-    const batch = records.slice(0, covered);
+    const batch = staged.take(covered);
     const pending = states;
-    records = records.slice(covered);
     states = [];
     waitingUsers = 0;
     covered = 0;
     o.assertHeld();
-    if (batch.length > 0) {
-      // The snapshot's observation order: later observations of a key win at the merge.
-      const base = o.checkpoint.counters.rowsWritten;
-      batch.forEach((s, i) => (s.seq = base + i));
-      o.checkpoint.addPart(await writeStaged(o.store, keyJoin(o.runsDir, runFileName(o.runId, nextRun++)), batch, format));
+    if (batch.rows > 0) {
+      o.checkpoint.addPart(await batch.write(o.store, keyJoin(o.runsDir, runFileName(o.runId, nextRun++))));
       faultPoint('part-durable');
     }
     for (const s of pending) o.checkpoint.apply(s);
     // A commit of data counts; one that only names accounts (selected, reached,
     // failed) does not: a run that read nothing pins nothing for the next one.
-    if (batch.length > 0 || pending.some((s) => !ANNOUNCEMENTS.has(s.kind))) o.checkpoint.commits++;
+    if (batch.rows > 0 || pending.some((s) => !ANNOUNCEMENTS.has(s.kind))) o.checkpoint.commits++;
     o.onCommitted?.(batch);
     o.beforeSave?.(o.checkpoint, last);
     o.assertHeld();
@@ -103,7 +94,7 @@ export function partWriter(o: PartWriterOptions): Writable {
     faultPoint('checkpoint-saved');
     lastCommit = Date.now();
     for (const s of pending) o.onState?.(s);
-    o.onCommit?.({ rows: batch.length, states: pending.length });
+    o.onCommit?.({ rows: batch.rows, states: pending.length });
   };
 
   return new Writable({
@@ -118,25 +109,30 @@ export function partWriter(o: PartWriterOptions): Writable {
         } else {
           states.push(item.state);
           waitingUsers += usersIn(item.state);
-          covered = records.length + arrived.length;
+          covered = staged.size + arrived.length;
         }
       }
       if (arrived.length > 0) {
-        let staged: Committed[];
         try {
+          // The snapshot's observation order (a later observation of a key wins at the
+          // merge): the rows committed before, then the order records arrive in. A
+          // commit takes the rows waiting from the first, so this is the seq the
+          // commit would give them.
+          const base = o.checkpoint.counters.rowsWritten + staged.size;
           // Checked against the schema here (INTERNAL on a bad value), before anything of it is committed.
-          staged = stageRecords(arrived, format, received);
+          staged.add(
+            arrived,
+            (j) => base + j,
+            received,
+            o.noteOf ? arrived.map(o.noteOf) : undefined,
+          );
         } catch (err) {
           done(err as Error);
           return;
         }
         received += arrived.length;
-        for (let i = 0; i < staged.length; i++) {
-          if (o.noteOf) staged[i]!.note = o.noteOf(arrived[i]!);
-          records.push(staged[i]!);
-        }
       }
-      if (records.length >= o.tuning.commitRows || waitingUsers >= o.tuning.commitUsers || Date.now() - lastCommit >= o.tuning.commitMs) commit().then(() => done(), done);
+      if (staged.size >= o.tuning.commitRows || waitingUsers >= o.tuning.commitUsers || Date.now() - lastCommit >= o.tuning.commitMs) commit().then(() => done(), done);
       else done();
     },
     final(done) {
