@@ -19,6 +19,7 @@ import { faultPoint } from '../faultpoint.ts';
 import type { Batch, StateEvent } from '../items.ts';
 import { runFileName, StagedLines, type CommittedRows } from '../runs.ts';
 import type { AccessKeyRecord } from '../schema.ts';
+import { STAGE_HIGH_WATER_MARK } from '../stages/transform.ts';
 import { keyJoin, type Store } from '../store/store.ts';
 
 
@@ -99,7 +100,7 @@ export function partWriter(o: PartWriterOptions): Writable {
 
   return new Writable({
     objectMode: true,
-    highWaterMark: 16,
+    highWaterMark: STAGE_HIGH_WATER_MARK,
     write(batch: Batch<AccessKeyRecord>, _enc, done) {
       const arrived: AccessKeyRecord[] = [];
       for (const item of batch) {

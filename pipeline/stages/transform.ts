@@ -4,10 +4,21 @@
  */
 import { Transform } from 'node:stream';
 
+/**
+ * Chunks a stage holds on each side (Node's default is 16). When the part writer
+ * commits, the pipeline stands still and what its stages hold waits through the
+ * commit: long enough to outlive V8's young-generation collections and be copied
+ * into the old generation, to die there. At 16 a chunk the local bench (batches of
+ * 100 records) held ~13,000 records through each of its 51 commits: scavenges took
+ * 1.6 s against 1.0 s at 2, and the export 13.6 s against 12.8 s.
+ */
+export const STAGE_HIGH_WATER_MARK = 2;
+
 /** Wraps a synchronous chunk function as an object-mode Transform. */
 export function itemTransform<A, B>(fn: (item: A) => B | undefined): Transform {
   return new Transform({
     objectMode: true,
+    highWaterMark: STAGE_HIGH_WATER_MARK,
     transform(item: A, _enc, done) {
       let out: B | undefined;
       try {
@@ -38,6 +49,7 @@ export function orderedTransform<A, B>(fn: (item: A) => Promise<B | undefined>, 
   let flushed: ((err?: Error | null) => void) | undefined;
   const transform: Transform = new Transform({
     objectMode: true,
+    highWaterMark: STAGE_HIGH_WATER_MARK,
     transform(item: A, _enc, done) {
       const entry: Entry = { settled: false };
       inFlight.push(entry);
