@@ -239,6 +239,7 @@ export class StagedLines {
   #spare: Buffer[] = [];
   /** Bytes used in the last chunk. */
   #at = 0;
+  #allocated = 0;
   // Per row, in arrival order: its chunk, where its line starts, where its sort key
   // (account, user name, key id) ends, where the line ends (after its '\n'), its seq.
   #chunk: number[] = [];
@@ -257,6 +258,11 @@ export class StagedLines {
   /** Rows waiting. */
   get size(): number {
     return this.#seq.length;
+  }
+
+  /** Chunks taken from the allocator so far (not filled again from the spares). */
+  get allocated(): number {
+    return this.#allocated;
   }
 
   /**
@@ -281,7 +287,11 @@ export class StagedLines {
       let buf = this.#chunks[this.#chunks.length - 1];
       if (buf === undefined || this.#at + most > buf.length) {
         const spare = this.#spare.pop();
-        buf = spare !== undefined && spare.length >= most ? spare : Buffer.allocUnsafe(Math.max(this.#chunkBytes, most));
+        if (spare !== undefined && spare.length >= most) buf = spare;
+        else {
+          buf = Buffer.allocUnsafe(Math.max(this.#chunkBytes, most));
+          this.#allocated++;
+        }
         this.#chunks.push(buf);
         this.#at = 0;
       }
@@ -309,7 +319,6 @@ export class StagedLines {
       for (const c of chunks.slice(0, from)) if (this.#spare.length < MAX_SPARE_CHUNKS) this.#spare.push(c);
     });
     this.#chunks = chunks.slice(from);
-    if (this.#chunks.length === 0) this.#at = 0;
     this.#chunk = this.#chunk.slice(rows).map((c) => c - from);
     this.#start = this.#start.slice(rows);
     this.#keyEnd = this.#keyEnd.slice(rows);

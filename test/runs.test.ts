@@ -73,7 +73,9 @@ for (const format of ['csv', 'parquet'] as const) {
       const batch: AccessKeyRecord[] = [];
       for (let i = Math.floor(random() * 31); i > 0; i--) {
         const user = `u${String(Math.floor(random() * 50)).padStart(2, '0')}${random() < 0.1 ? ',"q"' : ''}`;
-        batch.push(rec(user, `AKIA${String(Math.floor(random() * 1e6)).padStart(16, '0')}`, undefined, random() < 0.5 ? 'Active' : 'Inactive'));
+        const r = rec(user, `AKIA${String(Math.floor(random() * 1e6)).padStart(16, '0')}`, undefined, random() < 0.5 ? 'Active' : 'Inactive');
+        // Two accounts (an organization's), so a row's account is its own.
+        batch.push(random() < 0.5 ? r : { ...r, account_id: '210987654321', user_arn: r.user_arn.replace('123456789012', '210987654321') });
       }
       const base = seq;
       staged.add(batch, (j) => base + j, base, batch.map((_, j) => `note-${base + j}`));
@@ -100,6 +102,34 @@ for (const format of ['csv', 'parquet'] as const) {
     assert.ok(parts >= 20, `${parts} parts`);
   });
 }
+
+test('staged lines fill the chunks of written parts again (at most two kept), one chunk holding many lines', async () => {
+  const store = new MemoryStore();
+  const staged = new StagedLines('csv', 2048);
+  const batch = Array.from({ length: 12 }, (_, i) => rec(`user${i}`, `AKIA${String(i).padStart(16, '0')}`));
+  staged.add(batch, (j) => j);
+  const chunks = staged.allocated;
+  assert.ok(chunks >= 3 && chunks <= 6, `${chunks} chunks for 12 lines`);
+  await staged.take(12).write(store, `runs/${runFileName('0a1b2c3d', 1)}`);
+  staged.add(batch, (j) => 12 + j);
+  // Two of them came back as spares and were filled again; the others are new.
+  assert.equal(staged.allocated, 2 * chunks - 2);
+  // A part not yet written keeps its chunks: all new ones.
+  const pending = staged.take(12);
+  staged.add(batch, (j) => 24 + j);
+  assert.equal(staged.allocated, 3 * chunks - 2);
+  await pending.write(store, `runs/${runFileName('0a1b2c3d', 2)}`);
+  // A line longer than a spare gets a chunk of its own size, not the spare (3-byte characters: longer than the spare in bytes).
+  const long = new StagedLines('parquet', 64);
+  long.add([rec('amy', 'AKIA1')], () => 0);
+  await long.take(1).write(store, `runs/${runFileName('0a1b2c3d', 3)}`);
+  const user = `u${'€'.repeat(200)}`;
+  long.add([rec(user, 'AKIA2')], () => 1);
+  const info = await long.take(1).write(store, `runs/${runFileName('0a1b2c3d', 4)}`);
+  const rows: StagedRow[] = [];
+  for await (const row of readRun(store, 'runs/', info)) rows.push(row);
+  assert.deepEqual(decodeRow(rows[0]!), rec(user, 'AKIA2'));
+});
 
 test('a part orders two observations of one key by seq, whatever order they were staged in', async () => {
   const store = new MemoryStore();
