@@ -22,7 +22,6 @@ import type { AccessKeyRecord } from '../schema.ts';
 import { STAGE_HIGH_WATER_MARK } from '../stages/transform.ts';
 import { keyJoin, type Store } from '../store/store.ts';
 
-
 /** States that only name accounts: committing them alone does not make a snapshot worth resuming. */
 const ANNOUNCEMENTS = new Set<StateEvent['kind']>(['accounts-selected', 'account-started', 'account-facts', 'account-failed']);
 
