@@ -231,6 +231,34 @@ const MAX_SPARE_CHUNKS = 2;
  * peak RSS 260 MB instead of 385 with the default cadence (720 instead of 830 with
  * one commit). At the commit the lines are copied out in sorted order, not rendered.
  */
+/**
+ * Per staged row, in arrival order: its chunk, where its line starts, where its sort
+ * key (account, user name, key id) ends, where the line ends (after its '\n'), its
+ * seq, its account and its note.
+ */
+interface StagedRows {
+  readonly chunk: number[];
+  readonly start: number[];
+  readonly keyEnd: number[];
+  readonly end: number[];
+  readonly seq: number[];
+  readonly accounts: string[];
+  readonly notes: (string | undefined)[];
+}
+
+/** Rows [from, to) of `rows`, their chunk numbers less `chunksBefore`. */
+function sliceRows(rows: StagedRows, from: number, to: number, chunksBefore = 0): StagedRows {
+  return {
+    chunk: rows.chunk.slice(from, to).map((c) => c - chunksBefore),
+    start: rows.start.slice(from, to),
+    keyEnd: rows.keyEnd.slice(from, to),
+    end: rows.end.slice(from, to),
+    seq: rows.seq.slice(from, to),
+    accounts: rows.accounts.slice(from, to),
+    notes: rows.notes.slice(from, to),
+  };
+}
+
 export class StagedLines {
   readonly #format: Format;
   readonly #chunkBytes: number;
@@ -240,15 +268,7 @@ export class StagedLines {
   /** Bytes used in the last chunk. */
   #at = 0;
   #allocated = 0;
-  // Per row, in arrival order: its chunk, where its line starts, where its sort key
-  // (account, user name, key id) ends, where the line ends (after its '\n'), its seq.
-  #chunk: number[] = [];
-  #start: number[] = [];
-  #keyEnd: number[] = [];
-  #end: number[] = [];
-  #seq: number[] = [];
-  #accounts: string[] = [];
-  #notes: (string | undefined)[] = [];
+  #rows: StagedRows = { chunk: [], start: [], keyEnd: [], end: [], seq: [], accounts: [], notes: [] };
 
   constructor(format: Format, chunkBytes = STAGED_CHUNK_BYTES) {
     this.#format = format;
@@ -257,7 +277,7 @@ export class StagedLines {
 
   /** Rows waiting. */
   get size(): number {
-    return this.#seq.length;
+    return this.#rows.seq.length;
   }
 
   /** Chunks taken from the allocator so far (not filled again from the spares). */
@@ -298,13 +318,14 @@ export class StagedLines {
       const start = this.#at;
       const keyEnd = start + buf.write(key, start, 'utf8');
       this.#at = keyEnd + buf.write(rest, keyEnd, 'utf8');
-      this.#chunk.push(this.#chunks.length - 1);
-      this.#start.push(start);
-      this.#keyEnd.push(keyEnd);
-      this.#end.push(this.#at);
-      this.#seq.push(seq);
-      this.#accounts.push(r.account_id);
-      this.#notes.push(notes?.[j]);
+      const rows = this.#rows;
+      rows.chunk.push(this.#chunks.length - 1);
+      rows.start.push(start);
+      rows.keyEnd.push(keyEnd);
+      rows.end.push(this.#at);
+      rows.seq.push(seq);
+      rows.accounts.push(r.account_id);
+      rows.notes.push(notes?.[j]);
     }
   }
 
@@ -314,18 +335,12 @@ export class StagedLines {
     const chunks = this.#chunks;
     // The chunks before the first row left are the part's alone (all of them when no
     // row is left); the last one may be shared, its lines before the ones still added.
-    const from = rows === this.size ? chunks.length : this.#chunk[rows]!;
-    const part = new StagedPart(chunks, this.#chunk.slice(0, rows), this.#start.slice(0, rows), this.#keyEnd.slice(0, rows), this.#end.slice(0, rows), this.#seq.slice(0, rows), this.#accounts.slice(0, rows), this.#notes.slice(0, rows), () => {
+    const from = rows === this.size ? chunks.length : this.#rows.chunk[rows]!;
+    const part = new StagedPart(chunks, sliceRows(this.#rows, 0, rows), () => {
       for (const c of chunks.slice(0, from)) if (this.#spare.length < MAX_SPARE_CHUNKS) this.#spare.push(c);
     });
     this.#chunks = chunks.slice(from);
-    this.#chunk = this.#chunk.slice(rows).map((c) => c - from);
-    this.#start = this.#start.slice(rows);
-    this.#keyEnd = this.#keyEnd.slice(rows);
-    this.#end = this.#end.slice(rows);
-    this.#seq = this.#seq.slice(rows);
-    this.#accounts = this.#accounts.slice(rows);
-    this.#notes = this.#notes.slice(rows);
+    this.#rows = sliceRows(this.#rows, rows, this.size, from);
     return part;
   }
 }
@@ -341,29 +356,17 @@ export interface CommittedRows {
 /** Rows taken from StagedLines for one part: written sorted by `write`. */
 export class StagedPart implements CommittedRows {
   readonly #chunks: readonly Buffer[];
-  readonly #chunk: readonly number[];
-  readonly #start: readonly number[];
-  readonly #keyEnd: readonly number[];
-  readonly #end: readonly number[];
-  readonly #seq: readonly number[];
-  readonly #accounts: readonly string[];
-  readonly #notes: readonly (string | undefined)[];
+  readonly #rows: StagedRows;
   readonly #written: () => void;
 
-  constructor(chunks: readonly Buffer[], chunk: number[], start: number[], keyEnd: number[], end: number[], seq: number[], accounts: string[], notes: (string | undefined)[], written: () => void) {
+  constructor(chunks: readonly Buffer[], rows: StagedRows, written: () => void) {
     this.#chunks = chunks;
-    this.#chunk = chunk;
-    this.#start = start;
-    this.#keyEnd = keyEnd;
-    this.#end = end;
-    this.#seq = seq;
-    this.#accounts = accounts;
-    this.#notes = notes;
+    this.#rows = rows;
     this.#written = written;
   }
 
   get rows(): number {
-    return this.#seq.length;
+    return this.#rows.seq.length;
   }
 
   /**
@@ -374,7 +377,7 @@ export class StagedPart implements CommittedRows {
   #sorted(): number[] {
     const keys: string[] = [];
     for (let i = 0; i < this.rows; i++) keys.push(this.#key(i));
-    const seq = this.#seq;
+    const seq = this.#rows.seq;
     return Array.from({ length: this.rows }, (_, i) => i).sort((a, b) => {
       const ka = keys[a]!;
       const kb = keys[b]!;
@@ -384,16 +387,18 @@ export class StagedPart implements CommittedRows {
 
   /** The sort key of row i: account, user name and key id joined by tabs. */
   #key(i: number): string {
-    return this.#chunks[this.#chunk[i]!]!.toString('utf8', this.#start[i]!, this.#keyEnd[i]!);
+    const r = this.#rows;
+    return this.#chunks[r.chunk[i]!]!.toString('utf8', r.start[i]!, r.keyEnd[i]!);
   }
 
   account(i: number): string {
-    return this.#accounts[i]!;
+    return this.#rows.accounts[i]!;
   }
 
   /** Row i's staged line, without its '\n'. */
   line(i: number): string {
-    return this.#chunks[this.#chunk[i]!]!.toString('utf8', this.#start[i]!, this.#end[i]! - 1);
+    const r = this.#rows;
+    return this.#chunks[r.chunk[i]!]!.toString('utf8', r.start[i]!, r.end[i]! - 1);
   }
 
   keyId(i: number): string {
@@ -402,7 +407,7 @@ export class StagedPart implements CommittedRows {
   }
 
   note(i: number): string | undefined {
-    return this.#notes[i];
+    return this.#rows.notes[i];
   }
 
   /**
@@ -413,9 +418,7 @@ export class StagedPart implements CommittedRows {
   async write(store: Store, key: string): Promise<PartInfo> {
     const order = this.#sorted();
     const chunks = this.#chunks;
-    const chunk = this.#chunk;
-    const start = this.#start;
-    const end = this.#end;
+    const { chunk, start, end } = this.#rows;
     async function* bytes(): AsyncGenerator<Buffer> {
       const packer = new LinePacker();
       for (const i of order) {
