@@ -43,6 +43,10 @@ declare module 'parquetjs-lite' {
     readonly repetitionType: 'REQUIRED' | 'OPTIONAL' | 'REPEATED';
     readonly typeLength?: number | undefined;
     readonly isNested?: boolean;
+    /** The names from the root to this column (one for a top-level column). */
+    readonly path: readonly string[];
+    /** The definition level of a present value (1 for a top-level OPTIONAL column, 0 for REQUIRED). */
+    readonly dLevelMax: number;
   }
 
   /** A compiled schema; only what this project reads of it is declared. */
@@ -63,8 +67,34 @@ declare module 'parquetjs-lite' {
     writeFooter(userMetadata: Record<string, string>): Promise<void>;
   }
 
+  /** One column of the row group being filled, shredded (the library's lib/shred.js). */
+  export interface ParquetColumnData {
+    dlevels: number[];
+    rlevels: number[];
+    /** The present values, converted to their primitive (a Buffer for UTF8, a number for TIMESTAMP_MILLIS). */
+    values: unknown[];
+    /** The present values as given (before conversion): the page statistics' min, max and distinct count. */
+    distinct_values: Set<unknown>;
+    count: number;
+  }
+
+  /** The rows of the row group being filled: empty until its first row, then filled by the shredder. */
+  export interface ParquetRowBuffer {
+    rowCount?: number;
+    pageRowCount?: number;
+    /** By the column's path joined by commas (its name, for a top-level column). */
+    columnData?: Record<string, ParquetColumnData>;
+    pages?: Record<string, unknown[]>;
+  }
+
   /** Buffers rows into row groups; `close` writes the last group and the footer. */
   export interface ParquetWriter {
+    readonly schema: ParquetSchema;
+    /** Its page size: rows after which the shredded rows are encoded as pages. */
+    readonly envelopeWriter: ParquetEnvelopeWriter & { readonly pageSize: number };
+    rowBuffer: ParquetRowBuffer;
+    readonly rowGroupSize: number;
+    readonly closed: boolean;
     /** Reads the schema's columns from `row` (other properties are ignored). */
     appendRow<Row extends { readonly [K in keyof Row]: ParquetValue }>(row: Row): Promise<void>;
     close(): Promise<void>;
@@ -99,7 +129,11 @@ declare module 'parquetjs-lite' {
       fileOffset: number,
       options: ParquetWriterOptions,
     ) => ParquetEnvelopeWriter;
-    ParquetWriter: new (schema: ParquetSchema, envelope: ParquetEnvelopeWriter, options: ParquetWriterOptions) => ParquetWriter;
+    ParquetWriter: {
+      new (schema: ParquetSchema, envelope: ParquetEnvelopeWriter, options: ParquetWriterOptions): ParquetWriter;
+      /** A writer into a new file at `path` (the bench's "parquetjs-lite alone", as a user writes it). */
+      openFile(schema: ParquetSchema, path: string, options?: ParquetWriterOptions): Promise<ParquetWriter>;
+    };
     ParquetReader: { openFile(path: string, options?: ParquetReaderOptions): Promise<ParquetReader> };
   }
 
@@ -183,6 +217,16 @@ declare module 'parquetjs-lite/modules/thrift-lite/index.js' {
   }
   const thriftLite: ThriftLiteModule;
   export default thriftLite;
+}
+
+/** The library's value conversions (what its shredder stores of a value). */
+declare module 'parquetjs-lite/lib/types.js' {
+  interface TypesModule {
+    /** Converts a value of a logical or primitive type to what the encoder writes; throws a string when it does not fit. */
+    toPrimitive(type: string, value: unknown): unknown;
+  }
+  const types: TypesModule;
+  export default types;
 }
 
 /** The library's Thrift compact-protocol helpers (the tests' oracle of its own footers). */
