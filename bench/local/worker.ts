@@ -1,7 +1,7 @@
 /**
  * One local throughput measure, run as its own process so its peak RSS is its own:
  *
- *   node --import tsx bench/local/worker.ts <ours|stages|writer|stringify> <csv|parquet> <records> <dir>
+ *   node --import tsx bench/local/worker.ts <ours|stages|writer|stringify|library> <csv|parquet> <records> <dir>
  *
  * - ours: the synthetic items through the modules run.ts composes (toRecord →
  *   deriveAge → filterStatus → partWriter, then publishSnapshot), with the commit
@@ -9,7 +9,11 @@
  * - stages: the same items through the three stages into a null sink (where the
  *   time of ours goes: stages, or parts and publish);
  * - writer: the same records given to `writeDataFile` (our sink alone);
- * - stringify: the same records through csv-stringify into a file, as by hand.
+ * - stringify: the same records through csv-stringify into a file, as by hand;
+ * - library (Parquet): the same records through parquetjs-lite's own writer into a
+ *   file, as by hand (its openFile, appendRow and close), with the file layout of ours
+ *   (schema, compression, row groups, page version): what our sink is measured against
+ *   now that it shreds rows itself (pipeline/sinks/parquet.ts, FlatRowsWriter).
  *
  * Prints one JSON line (`WorkerResult`) on stdout. Timing starts after the imports.
  */
@@ -19,11 +23,13 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { stringify } from 'csv-stringify';
+import parquet from 'parquetjs-lite';
 import { Checkpoint, CheckpointFile } from '../../pipeline/checkpoint.ts';
 import { LocalStore } from '../../pipeline/store/local.ts';
 import { parseCommand } from '../../pipeline/config.ts';
 import { dataConfigOf } from '../../pipeline/run.ts';
-import { COLUMN_NAMES } from '../../pipeline/schema.ts';
+import { COLUMN_NAMES, COLUMNS } from '../../pipeline/schema.ts';
+import { parquetSchema, WRITER_OPTIONS } from '../../pipeline/sinks/parquet.ts';
 import type { Batch } from '../../pipeline/items.ts';
 import type { AccessKeyRecord } from '../../pipeline/schema.ts';
 import { partWriter } from '../../pipeline/sinks/parts.ts';
@@ -34,7 +40,7 @@ import { filterStatusStage } from '../../pipeline/stages/filterStatus.ts';
 import { toRecordStage } from '../../pipeline/stages/toRecord.ts';
 import { ACCOUNT, finishedRecords, sourceBatches } from './synthetic.ts';
 
-export type WorkerMode = 'ours' | 'stages' | 'writer' | 'stringify';
+export type WorkerMode = 'ours' | 'stages' | 'writer' | 'stringify' | 'library';
 
 /** What a worker reports. */
 export interface WorkerResult {
@@ -143,14 +149,26 @@ async function stringifyAlone(total: number, dir: string): Promise<Omit<WorkerRe
   return { mode: 'stringify', format: 'csv', rows, ms: performance.now() - t0 };
 }
 
+async function libraryAlone(total: number, dir: string): Promise<Omit<WorkerResult, 'maxRssKb'>> {
+  const t0 = performance.now();
+  let rows = 0;
+  const writer = await parquet.ParquetWriter.openFile(parquetSchema(COLUMNS), join(dir, 'library.parquet'), WRITER_OPTIONS);
+  for (const r of finishedRecords(total, STAMP)) {
+    await writer.appendRow(r);
+    rows++;
+  }
+  await writer.close();
+  return { mode: 'library', format: 'parquet', rows, ms: performance.now() - t0 };
+}
+
 const [mode, format, count, dir] = process.argv.slice(2);
-if ((mode !== 'ours' && mode !== 'stages' && mode !== 'writer' && mode !== 'stringify') || (format !== 'csv' && format !== 'parquet') || !count || !dir) {
-  process.stderr.write('usage: worker.ts <ours|stages|writer|stringify> <csv|parquet> <records> <dir>\n');
+if ((mode !== 'ours' && mode !== 'stages' && mode !== 'writer' && mode !== 'stringify' && mode !== 'library') || (format !== 'csv' && format !== 'parquet') || !count || !dir) {
+  process.stderr.write('usage: worker.ts <ours|stages|writer|stringify|library> <csv|parquet> <records> <dir>\n');
   process.exit(2);
 }
 await mkdir(dir, { recursive: true });
 const total = Number(count);
-const run = { ours: () => ours(format, total, dir), stages: () => stagesAlone(total), writer: () => writerAlone(format, total, dir), stringify: () => stringifyAlone(total, dir) };
+const run = { ours: () => ours(format, total, dir), stages: () => stagesAlone(total), writer: () => writerAlone(format, total, dir), stringify: () => stringifyAlone(total, dir), library: () => libraryAlone(total, dir) };
 const result = await run[mode]();
 const out: WorkerResult = { ...result, maxRssKb: process.resourceUsage().maxRSS };
 process.stdout.write(JSON.stringify(out) + '\n');

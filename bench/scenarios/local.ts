@@ -5,8 +5,11 @@
  * (bench/local/worker.ts), so its peak RSS is its own and no JIT or heap state
  * carries over.
  *
- * - 4: records/s, ours against csv-stringify alone (CSV) and against our
- *   `writeDataFile` alone (CSV, Parquet); overhead ratio = ours / writer alone.
+ * - 4: records/s, ours against the library alone as a user writes it (csv-stringify;
+ *   parquetjs-lite's own writer, same file layout): the overhead ratio with the
+ *   target; and against our `writeDataFile` alone (CSV, Parquet). Since our Parquet sink
+ *   shreds rows itself (3× faster than the library's own writer), ours / our sink shows
+ *   the fixed cost of exactly-once (stages, parts, merge) beside a faster sink.
  *   The stages alone (into a null sink) show where the rest of ours goes.
  * - 5: peak RSS of ours for the 1,000,000 records.
  * - 6: ours with the default cadence (a commit every 20,000 rows or 5 s) against
@@ -76,6 +79,7 @@ export async function localScenario(ctx: ScenarioContext): Promise<ScenarioResul
   const csvWriter = await work(ctx, 'writer', 'csv', CSV_RECORDS);
   const stages = await work(ctx, 'stages', 'csv', CSV_RECORDS);
   for (let i = 1; i < CHECKPOINT_REPEATS; i++) await pair();
+  const parquetLibrary = await work(ctx, 'library', 'parquet', PARQUET_RECORDS);
   const parquetWriter = await work(ctx, 'writer', 'parquet', PARQUET_RECORDS);
   const parquetOurs = await work(ctx, 'ours', 'parquet', PARQUET_RECORDS);
   const stringifyAlone = { ...stringifies[0]!, ms: median(stringifies.map((r) => r.ms)), maxRssKb: median(stringifies.map((r) => r.maxRssKb)) };
@@ -89,7 +93,7 @@ export async function localScenario(ctx: ScenarioContext): Promise<ScenarioResul
   const oursCpu = cpuOf(csvOurs);
   const stringifyCpu = cpuOf(stringifies);
   const csvCpuRatio = oursCpu !== null && stringifyCpu !== null ? oursCpu / stringifyCpu : null;
-  const parquetRatio = parquetOurs.ms / parquetWriter.ms;
+  const parquetRatio = parquetOurs.ms / parquetLibrary.ms;
   const checkpointCost = oursMs / onceMs - 1;
   const split = (rs: Measured[]) => `export ${seconds(median(rs.map((r) => r.exportMs!)))} + publish ${seconds(median(rs.map((r) => r.publishMs!)))}`;
   const n = (count: number) => count.toLocaleString('en-US');
@@ -119,12 +123,14 @@ export async function localScenario(ctx: ScenarioContext): Promise<ScenarioResul
       runs: runsLabel(1),
     },
     { section: '4', measure: `Parquet ${n(PARQUET_RECORDS)}: ours`, value: `${perSecond(PARQUET_RECORDS, parquetOurs.ms)} (${seconds(parquetOurs.ms)} = ${split([parquetOurs])})`, target: '—', met: null, runs: runsLabel(1) },
-    { section: '4', measure: `Parquet ${n(PARQUET_RECORDS)}: writeDataFile alone (parquetjs-lite)`, value: `${perSecond(PARQUET_RECORDS, parquetWriter.ms)} (${seconds(parquetWriter.ms)})`, target: '—', met: null, runs: runsLabel(1) },
-    { section: '4', measure: 'Parquet overhead: ours / writer alone', value: parquetRatio.toFixed(2), target: `≤ ${TARGET_OVERHEAD}`, met: parquetRatio <= TARGET_OVERHEAD, runs: runsLabel(1) },
+    { section: '4', measure: `Parquet ${n(PARQUET_RECORDS)}: parquetjs-lite alone (its own writer, same layout)`, value: `${perSecond(PARQUET_RECORDS, parquetLibrary.ms)} (${seconds(parquetLibrary.ms)})`, target: '—', met: null, runs: runsLabel(1) },
+    { section: '4', measure: `Parquet ${n(PARQUET_RECORDS)}: writeDataFile alone (our sink)`, value: `${perSecond(PARQUET_RECORDS, parquetWriter.ms)} (${seconds(parquetWriter.ms)})`, target: '—', met: null, runs: runsLabel(1) },
+    { section: '4', measure: 'Parquet overhead: ours / parquetjs-lite alone', value: parquetRatio.toFixed(2), target: `≤ ${TARGET_OVERHEAD}`, met: parquetRatio <= TARGET_OVERHEAD, runs: runsLabel(1) },
+    { section: '4', measure: 'Parquet overhead: ours / writeDataFile alone', value: (parquetOurs.ms / parquetWriter.ms).toFixed(2), target: '—', met: null, runs: runsLabel(1) },
     {
       section: '5',
       measure: `peak RSS, ${n(CSV_RECORDS)} records through stages + CSV sink (in-process)`,
-      value: `${mib(median(csvOurs.map((r) => r.maxRssKb)))} (csv-stringify alone ${mib(stringifyAlone.maxRssKb)}, writeDataFile alone ${mib(csvWriter.maxRssKb)}; Parquet ${n(PARQUET_RECORDS)}: ours ${mib(parquetOurs.maxRssKb)}, alone ${mib(parquetWriter.maxRssKb)})`,
+      value: `${mib(median(csvOurs.map((r) => r.maxRssKb)))} (csv-stringify alone ${mib(stringifyAlone.maxRssKb)}, writeDataFile alone ${mib(csvWriter.maxRssKb)}; Parquet ${n(PARQUET_RECORDS)}: ours ${mib(parquetOurs.maxRssKb)}, writeDataFile alone ${mib(parquetWriter.maxRssKb)}, parquetjs-lite alone ${mib(parquetLibrary.maxRssKb)})`,
       target: '—',
       met: null,
       runs: runsLabel(csvOurs.length),
@@ -140,6 +146,6 @@ export async function localScenario(ctx: ScenarioContext): Promise<ScenarioResul
   ];
   return {
     rows,
-    data: { csvRecords: CSV_RECORDS, parquetRecords: PARQUET_RECORDS, stringifyAlone, stringifies, csvWriter, stages, csvOurs, csvOnce, parquetWriter, parquetOurs, csvRatio, csvCpuRatio, parquetRatio, checkpointCost },
+    data: { csvRecords: CSV_RECORDS, parquetRecords: PARQUET_RECORDS, stringifyAlone, stringifies, csvWriter, stages, csvOurs, csvOnce, parquetLibrary, parquetWriter, parquetOurs, csvRatio, csvCpuRatio, parquetRatio, checkpointCost },
   };
 }
