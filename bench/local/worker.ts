@@ -40,7 +40,8 @@ import { filterStatusStage } from '../../pipeline/stages/filterStatus.ts';
 import { toRecordStage } from '../../pipeline/stages/toRecord.ts';
 import { ACCOUNT, finishedRecords, sourceBatches } from './synthetic.ts';
 
-export type WorkerMode = 'ours' | 'stages' | 'writer' | 'stringify' | 'library';
+const MODES = ['ours', 'stages', 'writer', 'stringify', 'library'] as const;
+export type WorkerMode = (typeof MODES)[number];
 
 /** What a worker reports. */
 export interface WorkerResult {
@@ -162,13 +163,13 @@ async function libraryAlone(total: number, dir: string): Promise<Omit<WorkerResu
 }
 
 const [mode, format, count, dir] = process.argv.slice(2);
-if ((mode !== 'ours' && mode !== 'stages' && mode !== 'writer' && mode !== 'stringify' && mode !== 'library') || (format !== 'csv' && format !== 'parquet') || !count || !dir) {
-  process.stderr.write('usage: worker.ts <ours|stages|writer|stringify|library> <csv|parquet> <records> <dir>\n');
+if (!MODES.includes(mode as WorkerMode) || (format !== 'csv' && format !== 'parquet') || !count || !dir) {
+  process.stderr.write(`usage: worker.ts <${MODES.join('|')}> <csv|parquet> <records> <dir>\n`);
   process.exit(2);
 }
 await mkdir(dir, { recursive: true });
 const total = Number(count);
 const run = { ours: () => ours(format, total, dir), stages: () => stagesAlone(total), writer: () => writerAlone(format, total, dir), stringify: () => stringifyAlone(total, dir), library: () => libraryAlone(total, dir) };
-const result = await run[mode]();
+const result = await run[mode as WorkerMode]();
 const out: WorkerResult = { ...result, maxRssKb: process.resourceUsage().maxRSS };
 process.stdout.write(JSON.stringify(out) + '\n');
