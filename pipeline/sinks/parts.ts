@@ -91,7 +91,8 @@ export function partWriter(o: PartWriterOptions): Writable {
     o.beforeSave?.(o.checkpoint, last);
     o.assertHeld();
     await o.file.save(o.checkpoint);
-    faultPoint('checkpoint-saved');
+    // The phase saved with it: a test can kill the process right after the export's last commit, whichever number it has.
+    faultPoint('checkpoint-saved', o.checkpoint.phase);
     lastCommit = Date.now();
     for (const s of pending) o.onState?.(s);
     o.onCommit?.({ rows: batch.rows, states: pending.length });
