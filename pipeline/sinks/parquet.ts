@@ -151,6 +151,8 @@ interface FlatColumn {
   /** Its key in the row buffer: the path joined by commas, as the library keys it. */
   readonly key: string;
   readonly type: string;
+  /** A UTF8 column: its strings are kept as they are (see appendRow). */
+  readonly utf8: boolean;
   readonly required: boolean;
   readonly dLevelMax: number;
 }
@@ -183,7 +185,14 @@ class FlatRowsWriter extends parquet.ParquetWriter {
     super(schema, envelope, options);
     const flat = schema.fieldList.every((f) => !f.isNested && f.repetitionType !== 'REPEATED' && f.path.length === 1);
     this.#columns = flat
-      ? schema.fieldList.map((f) => ({ name: f.name, key: f.path.join(','), type: f.originalType ?? f.primitiveType, required: f.repetitionType === 'REQUIRED', dLevelMax: f.dLevelMax }))
+      ? schema.fieldList.map((f) => ({
+          name: f.name,
+          key: f.path.join(','),
+          type: f.originalType ?? f.primitiveType,
+          utf8: f.originalType === 'UTF8' && f.primitiveType === 'BYTE_ARRAY',
+          required: f.repetitionType === 'REQUIRED',
+          dLevelMax: f.dLevelMax,
+        }))
       : undefined;
     this.#converted = new Array<unknown>(schema.fieldList.length);
   }
@@ -217,7 +226,10 @@ class FlatRowsWriter extends parquet.ParquetWriter {
         return super.appendRow(row);
       } else {
         try {
-          converted[i] = parquetTypes.toPrimitive(c.type, v);
+          // A UTF8 string stays a string until its page is encoded: the library's PLAIN
+          // encoder turns every BYTE_ARRAY value into a Buffer there anyway (a copy, for
+          // the Buffer toPrimitive makes), and UTF-8 is Buffer.from's default.
+          converted[i] = c.utf8 && typeof v === 'string' ? v : parquetTypes.toPrimitive(c.type, v);
         } catch (err) {
           return Promise.reject(err);
         }
