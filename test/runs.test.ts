@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PART_NAME, type PartInfo } from '../pipeline/checkpoint.ts';
 import { ExportError } from '../pipeline/errors.ts';
-import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, mergeChunkBytes, mergeRows, mergeRuns, parseRow, readRun, readRunBatches, removeOrphans, runFileName, StagedLines, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
+import { compareRows, csvRowOf, decodeRow, encodeRow, FAN_IN, MAX_SPARE_CHUNKS, MERGE_BATCH, mergeChunkBytes, mergeRows, mergeRuns, parseRow, readRun, readRunBatches, removeOrphans, runFileName, StagedLines, writeRun, type Observation, type StagedRow } from '../pipeline/runs.ts';
 import { csvRows, encodeCsv } from '../pipeline/sinks/csv.ts';
 import { encodeStagedFile } from '../pipeline/sinks/index.ts';
 import { COLUMNS, compareRecords, type AccessKeyRecord } from '../pipeline/schema.ts';
@@ -103,7 +103,7 @@ for (const format of ['csv', 'parquet'] as const) {
   });
 }
 
-test('staged lines fill the chunks of written parts again (at most two kept), one chunk holding many lines', async () => {
+test('staged lines fill the chunks of written parts again (at most MAX_SPARE_CHUNKS kept), one chunk holding many lines', async () => {
   const store = new MemoryStore();
   const staged = new StagedLines('csv', 2048);
   const batch = Array.from({ length: 12 }, (_, i) => rec(`user${i}`, `AKIA${String(i).padStart(16, '0')}`));
@@ -112,13 +112,22 @@ test('staged lines fill the chunks of written parts again (at most two kept), on
   assert.ok(chunks >= 3 && chunks <= 6, `${chunks} chunks for 12 lines`);
   await staged.take(12).write(store, `runs/${runFileName('0a1b2c3d', 1)}`);
   staged.add(batch, (j) => 12 + j);
-  // Two of them came back as spares and were filled again; the others are new.
-  assert.equal(staged.allocated, 2 * chunks - 2);
+  // All of them came back as spares and were filled again: none is new.
+  assert.equal(staged.allocated, chunks);
   // A part not yet written keeps its chunks: all new ones.
   const pending = staged.take(12);
   staged.add(batch, (j) => 24 + j);
-  assert.equal(staged.allocated, 3 * chunks - 2);
+  assert.equal(staged.allocated, 2 * chunks);
   await pending.write(store, `runs/${runFileName('0a1b2c3d', 2)}`);
+  // A part of more chunks than that gives back MAX_SPARE_CHUNKS of them; the rest are freed.
+  const wide = new StagedLines('csv', 2048);
+  const many = Array.from({ length: 12 * MAX_SPARE_CHUNKS }, (_, i) => rec(`user${i}`, `AKIA${String(i).padStart(16, '0')}`));
+  wide.add(many, (j) => j);
+  const taken = wide.allocated;
+  assert.ok(taken > MAX_SPARE_CHUNKS + 2, `${taken} chunks for ${many.length} lines`);
+  await wide.take(many.length).write(store, `runs/${runFileName('0a1b2c3d', 5)}`);
+  wide.add(many, (j) => many.length + j);
+  assert.equal(wide.allocated, 2 * taken - MAX_SPARE_CHUNKS);
   // A line longer than a spare gets a chunk of its own size, not the spare (3-byte characters: longer than the spare in bytes).
   const long = new StagedLines('parquet', 64);
   long.add([rec('amy', 'AKIA1')], () => 0);
@@ -648,9 +657,9 @@ test('a large merge hands rows on in bounded batches, never empty ones, through 
   }
   assert.ok(store.objects.get('s/merge-0-00000.ndjson')!.body.length > 256 * 1024 + 1000, 'the intermediate run is more than one chunk');
   assert.deepEqual(keys, [...parts.keys()].flatMap((p) => many(`p${p}u`, 1000).map((o) => o.record.access_key_id)));
-  // The merge hands on at most 1,024 rows at once, and not row by row.
-  assert.ok(sizes.every((n) => n > 0 && n <= 1024), `batch sizes ${sizes.join(',')}`);
-  assert.ok(sizes.length <= 5, `batch sizes ${sizes.join(',')}`);
+  // The merge hands on at most MERGE_BATCH rows at once, and not row by row.
+  assert.ok(sizes.every((n) => n > 0 && n <= MERGE_BATCH), `batch sizes ${sizes.join(',')}`);
+  assert.ok(sizes.length <= Math.ceil(3000 / MERGE_BATCH) + 3, `batch sizes ${sizes.join(',')}`);
   for await (const _ of mergeRows(store, staged, { dirty: new Set(), scratch: 's2/' }, { duplicates: 0 })) break;
   assert.equal(store.open, 0, 'a merge stopped after its first batch closes every part');
 });
