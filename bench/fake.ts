@@ -32,6 +32,8 @@ export interface FakeProcess {
   configure(options: Readonly<Record<string, unknown>>): Promise<void>;
   /** Access key ids a complete export holds: those of users neither vanished nor denied (of `accountId`, default the served account). */
   readableKeyIds(accountId?: string): Promise<string[]>;
+  /** Every user name of the served account, as the fake's truth lists them. */
+  userNames(): Promise<string[]>;
   /** The organization's accounts (GET /_fake/accounts). */
   accountIds(): Promise<string[]>;
   /** Stops the process; idempotent. */
@@ -95,6 +97,7 @@ export async function startFake(flags: FakeFlags): Promise<FakeProcess> {
       const readable = new Set(truth.users.filter((u) => !u.vanished && !u.denied).map((u) => u.userName));
       return truth.keys.filter((k) => readable.has(k.userName)).map((k) => k.accessKeyId);
     },
+    userNames: async () => (await control<FakeTruth>('GET', 'truth')).users.map((u) => u.userName),
     accountIds: async () => (await control<{ readonly id: string }[]>('GET', 'accounts')).map((a) => a.id),
     stop,
   };

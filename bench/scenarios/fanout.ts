@@ -10,6 +10,7 @@
  * for c=16 also on the whole process: spawn to exit of the installed command, what
  * a scheduler sees.
  */
+import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exporterEnv, runExporter, type ExportRun } from '../exporter.ts';
@@ -22,6 +23,8 @@ const LATENCY_MS = 40;
 /** Runs per concurrency: c=1 takes ~80 s, so once; c=4 ~20 s, once; c=16 carries the target. */
 const REPEATS: Readonly<Record<number, number>> = { 1: 1, 4: 1, 16: 4, 32: 2 };
 const BASELINE_REPEATS = 2;
+/** Raw HTTP rounds against the fake, interleaved with ours (~5 s each). */
+const FLOOR_REPEATS = 2;
 const TARGET_EFFICIENCY_AT_16 = 0.9;
 const BASELINE = fileURLToPath(new URL('../baseline.ts', import.meta.url));
 /** What a Python user writes: boto3's paginators on 16 threads (issue 9: ours must be faster). */
@@ -60,6 +63,54 @@ async function oursAt(fake: FakeProcess, ctx: ScenarioContext, concurrency: numb
   return { ...run, concurrency, listUsersCalls, listAccessKeysCalls, idealMs, efficiency: idealMs / run.wallMs, processEfficiency: idealMs / run.processMs };
 }
 
+/** The fake's own pace: what no client can beat against it in this hour. */
+interface FloorRun {
+  readonly calls: number;
+  readonly wallMs: number;
+  /** Mean time of a round of `concurrency` calls. */
+  readonly roundMs: number;
+}
+
+/**
+ * ListAccessKeys for every user, `concurrency` at a time, over raw HTTP: keep-alive
+ * sockets, no SDK, no retries, the answers read and dropped, in this (otherwise idle)
+ * process. The fake waits 40 ms before every answer; its own work, its timers and the
+ * machine's hour add to that, and this says how much: 40 / roundMs is the most of the
+ * ideal any client reaches against it now.
+ */
+async function rawFloor(fake: FakeProcess, ctx: ScenarioContext, users: readonly string[], concurrency: number): Promise<FloorRun> {
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const url = new URL(fake.url);
+  // The fake reads the signer's key id from the credential scope and checks no signature.
+  const authorization = `AWS4-HMAC-SHA256 Credential=${exporterEnv().AWS_ACCESS_KEY_ID}/20261130/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0`;
+  const call = (user: string) =>
+    new Promise<void>((resolve, reject) => {
+      const body = `Action=ListAccessKeys&Version=2010-05-08&UserName=${encodeURIComponent(user)}`;
+      const req = request(
+        { host: url.hostname, port: url.port, path: '/', method: 'POST', agent, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), authorization } },
+        (res) => {
+          if (res.statusCode !== 200) reject(new Error(`raw ListAccessKeys ${user}: HTTP ${res.statusCode}`));
+          res.resume().on('end', resolve).on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  try {
+    let next = 0;
+    const started = performance.now();
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (next < users.length) await call(users[next++]!);
+    }));
+    const wallMs = performance.now() - started;
+    const roundMs = wallMs / (users.length / concurrency);
+    ctx.log(`  raw HTTP c=${concurrency}: ${users.length} ListAccessKeys in ${seconds(wallMs)}, ${roundMs.toFixed(1)} ms a round`);
+    return { calls: users.length, wallMs, roundMs };
+  } finally {
+    agent.destroy();
+  }
+}
+
 /** A baseline's own report (its last stdout line) with the process time of its run. */
 function reportOf(ctx: ScenarioContext, label: string, r: ChildResult): BaselineRun {
   const reported = JSON.parse(r.stdout.trim().split('\n').pop()!) as { rows: number; calls: number; wallMs: number };
@@ -87,6 +138,8 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
     ctx.log('  (warm-up run, discarded)');
     await oursAt(fake, ctx, 32);
     const runs: FanoutRun[] = [];
+    const users = await fake.userNames();
+    const floors: FloorRun[] = [];
     const baselines: BaselineRun[] = [];
     const boto3Runs: BaselineRun[] = [];
     // The command caps V8's heap growth (bin/heap-flag.js); these runs restore V8's own heuristics.
@@ -95,6 +148,7 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
     for (let i = 0; i < Math.max(REPEATS[16]!, REPEATS[32]!, BASELINE_REPEATS); i++) {
       if (i < REPEATS[16]!) runs.push(await oursAt(fake, ctx, 16));
       if (i < REPEATS[16]!) v8Heuristics.push(await oursAt(fake, ctx, 16, V8_HEURISTICS));
+      if (i < FLOOR_REPEATS) floors.push(await rawFloor(fake, ctx, users, 16));
       if (i < BASELINE_REPEATS) baselines.push(await baseline(fake, ctx, i));
       if (i < BASELINE_REPEATS) boto3Runs.push(await boto3Baseline(fake, ctx, i));
       if (i < REPEATS[32]!) runs.push(await oursAt(fake, ctx, 32));
@@ -130,6 +184,15 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
       met: processEff >= TARGET_EFFICIENCY_AT_16,
       runs: runsLabel(ours16.length),
     });
+    const floorRound = median(floors.map((f) => f.roundMs));
+    rows.push({
+      section: '1',
+      measure: `fan-out, 40 ms latency, c=16: the fake's own round over raw HTTP (${users.length} ListAccessKeys, no SDK), the most of the ideal any client reaches this hour`,
+      value: `${floorRound.toFixed(1)} ms a round of 16 (${LATENCY_MS} ms asked): ${(LATENCY_MS / floorRound).toFixed(2)} (runs ${floors.map((f) => f.roundMs.toFixed(1)).join(', ')} ms)`,
+      target: '—',
+      met: null,
+      runs: runsLabel(floors.length),
+    });
     const shippedProcess = median(ours16.map((r) => r.processMs));
     const heuristicsProcess = median(v8Heuristics.map((r) => r.processMs));
     rows.push({
@@ -164,6 +227,6 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
       met: oursProcess < boto3Process && boto3SameRows,
       runs: `median of ${ours16.length} + ${boto3Runs.length}`,
     });
-    return { rows, data: { users: USERS, latencyMs: LATENCY_MS, warmup: '1 discarded run at c=32', runs, v8Heuristics, baselines, boto3: boto3Runs } };
+    return { rows, data: { users: USERS, latencyMs: LATENCY_MS, warmup: '1 discarded run at c=32', runs, v8Heuristics, floors, baselines, boto3: boto3Runs } };
   });
 }
