@@ -161,8 +161,9 @@ interface FlatColumn {
  * The library's ParquetWriter, with the rows of a flat schema (every column top-level,
  * none repeated: every schema of this project) shredded here, into the same row buffer
  * the library's shredder fills and its encoder reads: per column the definition and
- * repetition levels, the values converted by the library's own `toPrimitive`, the
- * values as given (the page statistics) and the count. The first row of a row group
+ * repetition levels, the values converted by the library's own `toPrimitive` (UTF8
+ * strings left as they are, for its PLAIN encoder to convert), the values as given
+ * (the page statistics) and the count. The first row of a row group
  * and a row that fills a page or the group still go through the library's appendRow,
  * which sets the buffer up, then encodes the pages and writes the group; so do all
  * rows of any other schema. test/parquet-shred.test.ts checks the files are the
@@ -189,7 +190,7 @@ class FlatRowsWriter extends parquet.ParquetWriter {
           name: f.name,
           key: f.path.join(','),
           type: f.originalType ?? f.primitiveType,
-          utf8: f.originalType === 'UTF8' && f.primitiveType === 'BYTE_ARRAY',
+          utf8: f.originalType === 'UTF8' && f.primitiveType === 'BYTE_ARRAY' && f.encoding === 'PLAIN',
           required: f.repetitionType === 'REQUIRED',
           dLevelMax: f.dLevelMax,
         }))

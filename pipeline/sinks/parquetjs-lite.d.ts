@@ -42,6 +42,8 @@ declare module 'parquetjs-lite' {
     readonly originalType?: 'UTF8' | 'TIMESTAMP_MILLIS' | undefined;
     readonly repetitionType: 'REQUIRED' | 'OPTIONAL' | 'REPEATED';
     readonly typeLength?: number | undefined;
+    /** How its values are encoded in a page: 'PLAIN' unless the definition names another. */
+    readonly encoding?: string;
     readonly isNested?: boolean;
     /** The names from the root to this column (one for a top-level column). */
     readonly path: readonly string[];
