@@ -320,8 +320,8 @@ export class SortedIds {
 /**
  * The sign of Buffer.compare(a, b.subarray(start, end)), in JavaScript: `Buffer#compare`
  * with a range checks its arguments and crosses into C++ at every call, and a lookup
- * makes ~17 of them among 100,000 ids. Ids differ a few bytes in (after `"AIDA`), so the loop
- * is short. 100,000 ids (3 rounds of a micro-benchmark): 200,000 lookups
+ * makes ~17 of them among 100,000 ids. Ids differ a few bytes in (after `"AIDA`), so
+ * the loop is short. 100,000 ids, 3 rounds of a micro-benchmark: 200,000 lookups
  * 216-241 ms against 336-364, the adds 283-336 ms against 402-485. (Between two JSON
  * literals the lengths never decide: each ends at its one unescaped quote, so neither
  * is a prefix of the other.)

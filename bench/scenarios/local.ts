@@ -75,18 +75,18 @@ export async function localScenario(ctx: ScenarioContext): Promise<ScenarioResul
   let rounds = 0;
   const stringify = async () => void stringifies.push(await work(ctx, 'stringify', 'csv', CSV_RECORDS));
   const once = async () => void csvOnce.push(await work(ctx, 'ours', 'csv', CSV_RECORDS, COMMIT_OFF));
-  const pair = async () => {
+  const round = async () => {
     const [before, after] = rounds++ % 2 === 0 ? [stringify, once] : [once, stringify];
     await before();
     csvOurs.push(await work(ctx, 'ours', 'csv', CSV_RECORDS));
     await after();
   };
-  await pair();
+  await round();
   // The baseline is one commit or the row says nothing: a new commit bound must be turned off above too.
   if (csvOnce[0]!.commits !== 1) throw new Error(`the one-commit baseline made ${csvOnce[0]!.commits} commits: COMMIT_OFF misses a commit bound`);
   const csvWriter = await work(ctx, 'writer', 'csv', CSV_RECORDS);
   const stages = await work(ctx, 'stages', 'csv', CSV_RECORDS);
-  for (let i = 1; i < CHECKPOINT_REPEATS; i++) await pair();
+  for (let i = 1; i < CHECKPOINT_REPEATS; i++) await round();
   const parquetLibrary = await work(ctx, 'library', 'parquet', PARQUET_RECORDS);
   const parquetWriter = await work(ctx, 'writer', 'parquet', PARQUET_RECORDS);
   const parquetOurs = await work(ctx, 'ours', 'parquet', PARQUET_RECORDS);
