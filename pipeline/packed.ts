@@ -12,8 +12,11 @@
  * Reading a value back decodes it into a new string, so what is listed at every
  * save is kept otherwise: SortedIds holds it as the very text that is written.
  *
- * Entries are only added or replaced, never removed (a replaced entry's old bytes
- * stay in its block): what these structures are used for only grows.
+ * A replaced or deleted entry's old bytes stay in its block until they are more than
+ * the live ones (and at least COMPACT_BYTES): then the live entries are copied, in the
+ * order they were set, into fresh blocks and the old ones let go. So a map whose
+ * entries are deleted as a run goes (the credential report's rows, each user's once
+ * its keys are read) gives its memory back instead of holding the account's worth.
  */
 
 /**
@@ -37,6 +40,10 @@ const HEADER = 8;
 const MAX_BLOCKS = 255;
 /** The table doubles when more than this share of its slots are taken. */
 const MAX_LOAD = 0.5;
+/** The least a table has (and starts with). */
+const MIN_SLOTS = 1024;
+/** Dead bytes (of replaced or deleted entries) below which a map is never compacted. */
+const COMPACT_BYTES = 1 << 20;
 
 /** A map from strings to strings, off the V8 heap (see above). */
 export class PackedMap {
@@ -44,8 +51,10 @@ export class PackedMap {
   /** Bytes used of each block. */
   readonly #used: number[] = [];
   /** Slot i: 0 when empty, else 1 + (block << OFFSET_BITS | offset) of its entry. */
-  #slots = new Int32Array(1024);
+  #slots = new Int32Array(MIN_SLOTS);
   #size = 0;
+  /** Bytes of entries replaced or deleted, still in their blocks. */
+  #dead = 0;
   /** The key being looked up, encoded. */
   #scratch = Buffer.allocUnsafe(256);
 
@@ -69,26 +78,43 @@ export class PackedMap {
   set(key: string, value: string): this {
     const keyBytes = this.#encode(key);
     const slot = this.#slotOf(keyBytes);
-    const fresh = this.#slots[slot] === 0;
+    const was = this.#slots[slot]!;
     const valueBytes = Buffer.byteLength(value, 'utf8');
     const need = HEADER + keyBytes + valueBytes;
     if (need > BLOCK_BYTES) throw new RangeError(`PackedMap: an entry of ${need} bytes (at most ${BLOCK_BYTES})`);
-    if (this.#blocks.length === 0 || this.#used[this.#blocks.length - 1]! + need > BLOCK_BYTES) {
-      if (this.#blocks.length === MAX_BLOCKS) throw new RangeError(`PackedMap: more than ${MAX_BLOCKS} blocks`);
-      this.#blocks.push(Buffer.allocUnsafe(BLOCK_BYTES));
-      this.#used.push(0);
-    }
-    const block = this.#blocks.length - 1;
+    const { block, offset } = this.#append(need);
     const b = this.#blocks[block]!;
-    const offset = this.#used[block]!;
     b.writeUInt32LE(keyBytes, offset);
     b.writeUInt32LE(valueBytes, offset + 4);
     this.#scratch.copy(b, offset + HEADER, 0, keyBytes);
     b.write(value, offset + HEADER + keyBytes, valueBytes, 'utf8');
-    this.#used[block] = offset + need;
     this.#slots[slot] = 1 + ((block << OFFSET_BITS) | offset);
-    if (fresh && ++this.#size > this.#slots.length * MAX_LOAD) this.#grow();
+    if (was !== 0) this.#bury(was);
+    else if (++this.#size > this.#slots.length * MAX_LOAD) this.#grow();
     return this;
+  }
+
+  /** Removes `key`; false when it was not there. */
+  delete(key: string): boolean {
+    let hole = this.#slotOf(this.#encode(key));
+    const at = this.#slots[hole]!;
+    if (at === 0) return false;
+    // Linear probing without tombstones: each later entry of the probe run moves back
+    // into the hole when its own slot is not between the hole and where it sits.
+    const mask = this.#slots.length - 1;
+    for (let j = (hole + 1) & mask; this.#slots[j] !== 0; j = (j + 1) & mask) {
+      const { block, offset } = locate(this.#slots[j]!);
+      const b = this.#blocks[block]!;
+      const home = hash(b, b.readUInt32LE(offset), offset + HEADER) & mask;
+      if (((j - home) & mask) >= ((j - hole) & mask)) {
+        this.#slots[hole] = this.#slots[j]!;
+        hole = j;
+      }
+    }
+    this.#slots[hole] = 0;
+    this.#size--;
+    this.#bury(at);
+    return true;
   }
 
   /** The keys, once each, in the order they were last set. */
@@ -99,6 +125,54 @@ export class PackedMap {
   /** Bytes held (what is written of the blocks, and the table), for tests and measurements. */
   get bytes(): number {
     return this.#used.reduce((a, b) => a + b, 0) + this.#slots.byteLength;
+  }
+
+  /** Room for an entry of `need` bytes at the end of the last block, or of a new one. */
+  #append(need: number): { block: number; offset: number } {
+    if (this.#blocks.length === 0 || this.#used[this.#blocks.length - 1]! + need > BLOCK_BYTES) {
+      if (this.#blocks.length === MAX_BLOCKS) throw new RangeError(`PackedMap: more than ${MAX_BLOCKS} blocks`);
+      this.#blocks.push(Buffer.allocUnsafe(BLOCK_BYTES));
+      this.#used.push(0);
+    }
+    const block = this.#blocks.length - 1;
+    const offset = this.#used[block]!;
+    this.#used[block] = offset + need;
+    return { block, offset };
+  }
+
+  /** Counts the entry at `at` (no longer in the table) as dead; compacts once the dead outweigh the live. */
+  #bury(at: number): void {
+    const { block, offset } = locate(at);
+    const b = this.#blocks[block]!;
+    this.#dead += HEADER + b.readUInt32LE(offset) + b.readUInt32LE(offset + 4);
+    const written = this.#used.reduce((a, n) => a + n, 0);
+    if (this.#dead >= COMPACT_BYTES && this.#dead > written - this.#dead) this.#compact();
+  }
+
+  /**
+   * Copies the live entries, in the order they were set (their slots' order), into
+   * fresh blocks and a table sized for them; the old blocks go with their last reference.
+   */
+  #compact(): void {
+    const live = this.#slots.filter((at) => at !== 0).sort();
+    const old = this.#blocks.splice(0);
+    this.#used.length = 0;
+    let slots = MIN_SLOTS;
+    while (live.length > slots * MAX_LOAD) slots *= 2;
+    this.#slots = new Int32Array(slots);
+    const mask = slots - 1;
+    for (const at of live) {
+      const from = locate(at);
+      const b = old[from.block]!;
+      const keyBytes = b.readUInt32LE(from.offset);
+      const need = HEADER + keyBytes + b.readUInt32LE(from.offset + 4);
+      const to = this.#append(need);
+      b.copy(this.#blocks[to.block]!, to.offset, from.offset, from.offset + need);
+      let i = hash(b, keyBytes, from.offset + HEADER) & mask;
+      while (this.#slots[i] !== 0) i = (i + 1) & mask;
+      this.#slots[i] = 1 + ((to.block << OFFSET_BITS) | to.offset);
+    }
+    this.#dead = 0;
   }
 
   /** Every entry's bytes as written, replaced ones skipped. */

@@ -59,6 +59,90 @@ test('a PackedMap keeps any text: empty and non-ASCII keys and values, keys that
   assert.equal(m.get('big'), undefined, 'a refused entry is not there');
 });
 
+test('a PackedMap deletes as a Map does, in the middle of probe runs and across compactions: what is left keeps its values and the order it was last set in', () => {
+  const random = mulberry32(17);
+  const packed = new PackedMap();
+  // A Map in the order keys were last set (a replaced key moves to the end, as in PackedMap).
+  const reference = new Map<string, string>();
+  const keys: string[] = []; // the live ones
+  const gone: string[] = [];
+  const pick = () => Math.floor(random() * keys.length);
+  let compacted = 0;
+  let held = 0;
+  // 160,000 steps of ~50-byte entries: the map grows to ~3 MiB, then mostly shrinks, so the
+  // dead outweigh the live (and 1 MiB) several times.
+  for (let i = 0; i < 160_000; i++) {
+    const r = random();
+    const growing = i < 80_000;
+    if (r < (growing ? 0.8 : 0.05) || keys.length === 0) {
+      const key = userId(random);
+      keys.push(key);
+      const value = `/${i.toString(36)}\t${'v'.repeat(Math.floor(random() * 20))}`;
+      packed.set(key, value);
+      reference.delete(key);
+      reference.set(key, value);
+    } else if (r < (growing ? 0.9 : 0.15)) {
+      const key = keys[pick()]!;
+      packed.set(key, `again ${i}`);
+      reference.delete(key);
+      reference.set(key, `again ${i}`);
+    } else {
+      const at = pick();
+      const key = keys[at]!;
+      keys[at] = keys[keys.length - 1]!;
+      keys.pop();
+      gone.push(key);
+      assert.equal(packed.delete(key), true, `delete ${key}`);
+      reference.delete(key);
+      assert.equal(packed.delete(key), false, `${key} deleted twice`);
+    }
+    if (packed.bytes < held) compacted++;
+    held = packed.bytes;
+    if (i % 4999 === 0) {
+      assert.equal(packed.size, reference.size);
+      for (const [k, v] of reference) assert.equal(packed.get(k), v, k);
+    }
+  }
+  assert.equal(packed.size, reference.size);
+  for (const k of keys) assert.equal(packed.get(k), reference.get(k), k);
+  for (const k of gone) if (!reference.has(k)) assert.equal(packed.has(k), false, k);
+  assert.deepEqual([...packed.keys()], [...reference.keys()], 'the keys left, once each, in the order last set');
+  assert.ok(compacted >= 2, `compacted ${compacted} times`);
+  assert.equal(packed.delete('AIDANOTTHERE'), false);
+  // Everything deleted: the blocks and the table go.
+  for (const k of [...reference.keys()]) packed.delete(k);
+  assert.equal(packed.size, 0);
+  assert.deepEqual([...packed.keys()], []);
+  assert.ok(packed.bytes < 1 << 20, `${packed.bytes} bytes held once all is deleted`);
+  packed.set('back', 'again');
+  assert.equal(packed.get('back'), 'again');
+});
+
+test('a PackedMap compacts only once the dead outweigh the live and pass 1 MiB: a small map, or one mostly live, keeps its blocks', () => {
+  const random = mulberry32(23);
+  const small = new PackedMap();
+  const few = Array.from({ length: 5_000 }, () => userId(random));
+  for (const k of few) small.set(k, 'x'.repeat(40));
+  const before = small.bytes;
+  for (const k of few.slice(0, 4_900)) small.delete(k);
+  assert.equal(small.bytes, before, 'under 1 MiB dead: nothing copied');
+  assert.equal(small.size, 100);
+  for (const k of few.slice(4_900)) assert.equal(small.get(k), 'x'.repeat(40));
+
+  const big = new PackedMap();
+  const many = Array.from({ length: 60_000 }, () => userId(random));
+  for (const k of many) big.set(k, 'y'.repeat(40));
+  const full = big.bytes;
+  for (const k of many.slice(0, 29_000)) big.delete(k);
+  assert.equal(big.bytes, full, 'fewer dead than live: nothing copied');
+  for (const k of many.slice(29_000, 31_000)) big.delete(k);
+  assert.ok(big.bytes < full / 2, `more dead than live: ${big.bytes} of ${full} bytes held`);
+  assert.equal(big.size, 29_000);
+  for (const k of many.slice(31_000)) assert.equal(big.get(k), 'y'.repeat(40), k);
+  assert.deepEqual([...big.keys()], many.slice(31_000), 'copied in the order they were set');
+  for (const k of many.slice(0, 31_000)) assert.equal(big.has(k), false, k);
+});
+
 test('a PackedSet holds each value once; 100,000 user ids take ~3 MiB off the heap, not ~6.5 MiB on it', () => {
   const random = mulberry32(3);
   const ids = Array.from({ length: 100_000 }, () => userId(random));
