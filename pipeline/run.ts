@@ -818,7 +818,12 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
       toRecordStage({ snapshotTime: cp.snapshotTime }),
       deriveAgeStage(),
       filterStatusStage(cp.config.statuses),
-      enrichLastUsedStage((accountId) => reach.resolverOf(accountId), config.concurrency, (accountId) => reach.release(accountId)),
+      enrichLastUsedStage(
+        (accountId) => reach.resolverOf(accountId),
+        config.concurrency,
+        (accountId) => reach.release(accountId),
+        (user) => reach.forgetUser(user.accountId, user.userName),
+      ),
       partWriter({
         checkpoint: cp,
         file,

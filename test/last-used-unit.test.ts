@@ -387,20 +387,26 @@ test('the report streams into the staging: a whole CSV is saved with its size an
   });
 });
 
-test('an account is released (its resolver, report and client) once every record of it is enriched, never before', async () => {
+/** A resolver whose lookups wait until the test answers them (by user name), counting the answered ones. */
+function waitingResolver() {
   const answers = new Map<string, () => void>();
-  const ended: string[] = [];
-  let resolved = 0;
+  const count = { resolved: 0 };
   const resolver = {
     resolve: (record: AccessKeyRecord) =>
       new Promise((done) =>
         answers.set(record.user_name, () => {
-          resolved++;
+          count.resolved++;
           done({ lastUse: null, source: 'api' });
         }),
       ),
   } as unknown as LastUsedResolver;
-  const stage = enrichLastUsedStage(() => resolver, 4, (account) => ended.push(`${account} after ${resolved} lookups`));
+  return { resolver, answers, count };
+}
+
+test('an account is released (its resolver, report and client) once every record of it is enriched, never before', async () => {
+  const { resolver, answers, count } = waitingResolver();
+  const ended: string[] = [];
+  const stage = enrichLastUsedStage(() => resolver, 4, (account) => ended.push(`${account} after ${count.resolved} lookups`));
   const out: unknown[] = [];
   stage.on('data', (batch: unknown) => out.push(batch));
   const tick = () => new Promise((r) => setImmediate(r));
@@ -416,6 +422,40 @@ test('an account is released (its resolver, report and client) once every record
   await tick();
   assert.deepEqual(ended, ['123456789012 after 2 lookups', '210987654321 after 2 lookups']);
   assert.equal(out.length, 3);
+});
+
+test('a user forgotten by the report index is a miss from then on (its keys go to the API), and only that user', async () => {
+  const index = await ReportIndex.build(REPORT.generatedTime, REPORT.csv);
+  assert.equal(index.size, 3, 'alice, bob and carol,ops; not the root');
+  index.forget('alice');
+  index.forget('nobody');
+  assert.equal(index.size, 2);
+  assert.deepEqual(index.lookup(rec('alice', '2020-01-01T00:00:00.000Z')), { miss: 'user-not-in-report' });
+  assert.deepEqual(index.lookup(rec('carol,ops', '2023-03-03T03:03:03.000Z', 'arn:aws:iam::123456789012:user/carol,ops')), { hit: { date: null, service: null, region: null } });
+  const resolver = new LastUsedResolver({ mode: 'report', report: index, client: undefined as unknown as IAMClient, concurrency: 1, signal: new AbortController().signal, site: { service: 'IAM', endpoint: 'x' }, onFatal: () => undefined, onThrottled: () => undefined });
+  resolver.forget('carol,ops');
+  assert.equal(index.size, 1, 'the resolver forgets through its report');
+});
+
+test('a user is forgotten once every record of it is enriched (its user-done or user-vanished decided), never before, and not when it failed', async () => {
+  const { resolver, answers, count } = waitingResolver();
+  const forgotten: string[] = [];
+  const user = (name: string) => ({ userName: name, userId: `AIDA${name}`, accountId: '123456789012', arn: `arn:aws:iam::123456789012:user/${name}`, path: '/', createDate: null });
+  const stage = enrichLastUsedStage(() => resolver, 4, () => undefined, (u) => forgotten.push(`${u.userName} after ${count.resolved} lookups`));
+  stage.on('data', () => undefined);
+  const tick = () => new Promise((r) => setImmediate(r));
+  stage.write([{ type: 'RECORD', record: rec('a', '2020-01-01T00:00:00Z') }]);
+  stage.write([{ type: 'STATE', state: { kind: 'user-done', user: user('a') } }, { type: 'STATE', state: { kind: 'user-failed', user: user('f'), code: 'AccessDenied', token: null } }]);
+  stage.write([{ type: 'RECORD', record: rec('b', '2020-01-01T00:00:00Z') }, { type: 'STATE', state: { kind: 'user-vanished', user: user('b') } }]);
+  await tick();
+  assert.deepEqual(forgotten, [], "a's record is still being looked up");
+  answers.get('b')!();
+  await tick();
+  assert.deepEqual(forgotten, [], 'b is looked up, but the batches before it are not decided');
+  answers.get('a')!();
+  await tick();
+  await tick();
+  assert.deepEqual(forgotten, ['a after 2 lookups', 'b after 2 lookups'], 'the failed user is kept');
 });
 
 test('an account\'s lookups wait for its report, then use it; they follow the run\'s stop, not the account\'s; a report that cannot be had leaves them to the API', async () => {

@@ -70,6 +70,11 @@ export class LastUsedResolver {
     return this.#limit(() => this.#lookup(record));
   }
 
+  /** `userName`'s keys are all resolved: its row of the report is not needed any more. */
+  forget(userName: string): void {
+    this.#o.report?.forget(userName);
+  }
+
   async #lookup(record: AccessKeyRecord): Promise<Resolved> {
     const o = this.#o;
     if (o.signal.aborted) throw new LookupHalt('stopped');

@@ -170,6 +170,16 @@ export class AccountReach {
   }
 
   /**
+   * Forgets what the account's resolver holds of a user every key of which has been
+   * enriched (its report row), once the resolver is in place; nothing when the
+   * account has none (released, or not reached in this run).
+   */
+  forgetUser(accountId: string, userName: string): void {
+    const r = this.#resolvers.get(accountId) ?? this.#resolvers.get('');
+    void r?.then((resolver) => resolver.forget(userName));
+  }
+
+  /**
    * Forgets an account every record of which has been enriched: its resolver (with
    * its credential report's index) and its member client (closed). Without this a
    * run over an organization kept every account's report and client to the end:

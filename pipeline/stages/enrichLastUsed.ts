@@ -5,7 +5,7 @@
  * before they are committed: a resumed run never looks up a committed key again.
  * Several pages are enriched at once, and leave in the order they came.
  */
-import type { Batch, Item } from '../items.ts';
+import type { Batch, Item, UserRef } from '../items.ts';
 import type { AccessKeyRecord } from '../schema.ts';
 import type { LastUse } from '../source/report.ts';
 import { LookupHalt, type LastUsedResolver, type LastUseSource } from '../source/lastUsed.ts';
@@ -41,9 +41,15 @@ export function lastUseSourceOf(record: AccessKeyRecord): LastUseSource | undefi
  * `onAccountEnd(id)` is called once the batch holding an account's end (its
  * account-done or account-failed STATE, which comes after every record of it) is
  * decided: no lookup of that account is in flight or still to come, so its resolver
- * can go.
+ * can go. `onUserEnd(user)` likewise once the batch holding a user's user-done or
+ * user-vanished STATE (after every record of the user) is decided.
  */
-export function enrichLastUsedStage(resolverOf: (accountId: string) => LastUsedResolver | Promise<LastUsedResolver>, pages: number, onAccountEnd: (accountId: string) => void = () => undefined) {
+export function enrichLastUsedStage(
+  resolverOf: (accountId: string) => LastUsedResolver | Promise<LastUsedResolver>,
+  pages: number,
+  onAccountEnd: (accountId: string) => void = () => undefined,
+  onUserEnd: (user: UserRef) => void = () => undefined,
+) {
   // Decided in input order: a page is kept only if every page before it was.
   let previous: Promise<boolean> = Promise.resolve(true);
   const enrich = (batch: Batch<AccessKeyRecord>) =>
@@ -71,7 +77,12 @@ export function enrichLastUsedStage(resolverOf: (accountId: string) => LastUsedR
     previous = decided.then((out) => out !== undefined, () => false);
     return decided.then((out) => {
       if (out !== undefined) {
-        for (const item of out) if (item.type === 'STATE' && (item.state.kind === 'account-done' || item.state.kind === 'account-failed')) onAccountEnd(item.state.account);
+        for (const item of out) {
+          if (item.type !== 'STATE') continue;
+          const state = item.state;
+          if (state.kind === 'account-done' || state.kind === 'account-failed') onAccountEnd(state.account);
+          else if (state.kind === 'user-done' || state.kind === 'user-vanished') onUserEnd(state.user);
+        }
       }
       return out;
     });
