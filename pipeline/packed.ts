@@ -168,9 +168,7 @@ export class PackedMap {
       const need = HEADER + keyBytes + b.readUInt32LE(from.offset + 4);
       const to = this.#append(need);
       b.copy(this.#blocks[to.block]!, to.offset, from.offset, from.offset + need);
-      let i = hash(b, keyBytes, from.offset + HEADER) & mask;
-      while (this.#slots[i] !== 0) i = (i + 1) & mask;
-      this.#slots[i] = 1 + ((to.block << OFFSET_BITS) | to.offset);
+      this.#place(hash(b, keyBytes, from.offset + HEADER) & mask, 1 + ((to.block << OFFSET_BITS) | to.offset));
     }
     this.#dead = 0;
   }
@@ -216,6 +214,14 @@ export class PackedMap {
     }
   }
 
+  /** Puts `at` in the first empty slot from `home` on (a table being rebuilt: no key is there twice). */
+  #place(home: number, at: number): void {
+    const mask = this.#slots.length - 1;
+    let i = home;
+    while (this.#slots[i] !== 0) i = (i + 1) & mask;
+    this.#slots[i] = at;
+  }
+
   #grow(): void {
     const old = this.#slots;
     this.#slots = new Int32Array(old.length * 2);
@@ -224,9 +230,7 @@ export class PackedMap {
       if (at === 0) continue;
       const { block, offset } = locate(at);
       const b = this.#blocks[block]!;
-      let i = hash(b, b.readUInt32LE(offset), offset + HEADER) & mask;
-      while (this.#slots[i] !== 0) i = (i + 1) & mask;
-      this.#slots[i] = at;
+      this.#place(hash(b, b.readUInt32LE(offset), offset + HEADER) & mask, at);
     }
   }
 }
