@@ -479,7 +479,8 @@ Source
   --profile P                 AWS profile for credentials, IAM's and S3's (default: the SDK's chain, AWS_PROFILE)
   --max-attempts N            attempts per API call, adaptive retry mode, 1..100 (default 10)
 Speed
-  --concurrency N             users paged at once, 1..64 (default 8)
+  --concurrency N             IAM requests out at once per account (users' keys, listing, facts,
+                              report), 1..64 (default 8)
   --page-size N               PageSize for ListUsers and ListAccessKeys, 1..1000 (default 100)
 Runs and resume
   --fresh                     discard an unfinished snapshot in --out instead of resuming it
@@ -500,7 +501,7 @@ Many accounts
   --role-name R               the role assumed in every member account (required with either)
   --external-id X             ExternalId of that role's trust policy
   --role-session-name S       session name (default iam-key-export)
-  --account-concurrency N     accounts read at once, 1..64 (default 4); --concurrency users each
+  --account-concurrency N     accounts read at once, 1..64 (default 4); --concurrency requests each
                               The credentials' own account is read with them, not through the role.
 Shards (one snapshot, N processes of a scheduler; no coordinator)
   --shards N                  this run exports the accounts of one shard (a stable hash of the id)

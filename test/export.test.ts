@@ -69,14 +69,20 @@ for (const format of ['parquet', 'csv'] as const) {
   });
 }
 
-test('never more than --concurrency users are paged at once, and the fan-out uses all of them', async () => {
-  // Users of 3-4 pages each: paging them is slower than listing them, so the fan-out is the limit.
+test('never more than --concurrency IAM requests of the account at once, whatever asked them, and the fan-out uses all of them', async () => {
+  // Users of 3-4 pages each: paging them is slower than listing them, so the fan-out is the
+  // limit. The listing's ListUsers pages, the verifying scan, the account's facts and its
+  // credential report are asked while users are paged: they take their turn in the same 5.
   const fake = await startFakeIam({ users: 40, seed: 3, keysPerUser: { min: 6, max: 8 }, latencyMs: 25 });
   try {
     await withTemp(async (out) => {
       const r = await runCli(['--endpoint-url', fake.url, '--out', out, '--format', 'csv', '--concurrency', '5', '--page-size', '2']);
       assert.equal(r.code, 0, r.stderr);
-      assert.equal(fake.stats().peakInFlightByAction.ListAccessKeys, 5);
+      const stats = fake.stats();
+      const [account] = Object.values(stats.byAccount);
+      assert.equal(account?.peakIamInFlight, 5);
+      assert.equal(stats.peakInFlightByAction.ListAccessKeys, 5);
+      assert.ok((account?.calls.ListUsers ?? 0) > 20 && (account?.calls.GetAccountSummary ?? 0) > 0, 'other calls were asked too');
     });
   } finally {
     await fake.close();

@@ -292,7 +292,7 @@ describe('per-account limits, stats and truth', () => {
 
     const { byAccount } = fake.stats();
     const { firstAt, lastAt, ...hotStats } = byAccount[hot!.id]!;
-    assert.deepEqual(hotStats, { calls: { ListUsers: 3 }, totalCalls: 3, throttled: 1, rateLimited: 1, peakInFlight: 1 });
+    assert.deepEqual(hotStats, { calls: { ListUsers: 3 }, totalCalls: 3, throttled: 1, rateLimited: 1, peakInFlight: 1, peakIamInFlight: 1 });
     assert.ok(firstAt <= lastAt && lastAt <= byAccount[cold!.id]!.firstAt, 'the hot account was done before the cold one started');
     assert.deepEqual(byAccount[cold!.id]?.calls, { ListUsers: 5 });
     assert.equal(byAccount[cold!.id]?.throttled, 0);

@@ -20,6 +20,7 @@ import { classifyFatal, isDenied } from '../errors.ts';
 import type { AccountFacts } from '../items.ts';
 import { instrument, reuseHandlers, type ApiStats, type Endpoints } from './client.ts';
 import { createRetryStrategy } from './retry.ts';
+import { limitWire } from './wire.ts';
 
 import type { AccountRef } from '../items.ts';
 export type { AccountRef } from '../items.ts';
@@ -82,6 +83,8 @@ export async function memberIamClient(o: {
   region: string;
   endpoints: Endpoints;
   maxAttempts: number;
+  /** Requests out at once to this account (wire slots; see wire.ts). */
+  concurrency: number;
   stats: ApiStats;
   logger?: Logger;
 }): Promise<IAMClient> {
@@ -106,6 +109,7 @@ export async function memberIamClient(o: {
   });
   instrument(client, o.stats);
   reuseHandlers(client);
+  limitWire(client, o.concurrency);
   return client;
 }
 

@@ -8,6 +8,7 @@ import { IAMClient } from '@aws-sdk/client-iam';
 import type { Logger, MetadataBearer, MiddlewareStack } from '@smithy/types';
 import { isThrottle } from '../errors.ts';
 import { createRetryStrategy } from './retry.ts';
+import { limitWire } from './wire.ts';
 
 /** Live API counters of one run. */
 export interface ApiStats {
@@ -33,6 +34,8 @@ export interface ClientOptions {
   readonly region: string | undefined;
   readonly profile: string | undefined;
   readonly maxAttempts: number;
+  /** Requests out at once (wire slots; see wire.ts). */
+  readonly concurrency: number;
 }
 
 /** Where the SDK will send each service's calls, as far as the operator configured it. */
@@ -116,6 +119,7 @@ export async function createIamClient(o: ClientOptions, stats: ApiStats, logger?
   });
   instrument(client, stats);
   reuseHandlers(client);
+  limitWire(client, o.concurrency);
   return client;
 }
 

@@ -96,6 +96,7 @@ export class AccountReach {
         region: o.region,
         endpoints: o.endpoints,
         maxAttempts: o.config.maxAttempts,
+        concurrency: o.config.concurrency,
         stats: o.stats,
         ...(o.logger ? { logger: o.logger } : {}),
       });

@@ -2,7 +2,7 @@
  * What the fake saw: calls per action, concurrency peaks and the faults it
  * injected. Tests and the benchmark read these to check how a client behaved.
  */
-import { ACTIONS, type Action } from './catalog.ts';
+import { ACTIONS, SERVICE_OF, type Action } from './catalog.ts';
 import type { IamErrorCode } from './errors.ts';
 
 export interface FakeIamStats {
@@ -52,6 +52,8 @@ export interface AccountStats {
   readonly rateLimited: number;
   /** Most of this account's requests handled at once. */
   readonly peakInFlight: number;
+  /** Most of this account's IAM requests (not STS, not Organizations) handled at once. */
+  readonly peakIamInFlight: number;
   /** When the first and the last of these requests arrived (epoch ms). */
   readonly firstAt: number;
   readonly lastAt: number;
@@ -64,6 +66,8 @@ interface AccountCounters {
   rateLimited: number;
   inFlight: number;
   peakInFlight: number;
+  iamInFlight: number;
+  peakIamInFlight: number;
   firstAt: number;
   lastAt: number;
 }
@@ -96,6 +100,7 @@ export class StatsRecorder {
    * socket closing may report the end.
    */
   begin(action: Action | undefined, accountId?: string): () => void {
+    const iam = action !== undefined && SERVICE_OF[action] === 'iam';
     const account = accountId === undefined ? undefined : this.#account(accountId);
     if (account) {
       const now = Date.now();
@@ -105,6 +110,7 @@ export class StatsRecorder {
       if (action) account.calls[action] = (account.calls[action] ?? 0) + 1;
       account.inFlight++;
       account.peakInFlight = Math.max(account.peakInFlight, account.inFlight);
+      if (iam) account.peakIamInFlight = Math.max(account.peakIamInFlight, ++account.iamInFlight);
     }
     if (action) this.#calls[action]++;
     else this.#invalidActions++;
@@ -120,6 +126,7 @@ export class StatsRecorder {
       ended = true;
       this.#inFlight--;
       if (account) account.inFlight--;
+      if (account && iam) account.iamInFlight--;
       if (action) this.#inFlightByAction[action]--;
     };
   }
@@ -127,7 +134,7 @@ export class StatsRecorder {
   #account(accountId: string): AccountCounters {
     let counters = this.#accounts.get(accountId);
     if (!counters) {
-      counters = { calls: {}, totalCalls: 0, throttled: 0, rateLimited: 0, inFlight: 0, peakInFlight: 0, firstAt: 0, lastAt: 0 };
+      counters = { calls: {}, totalCalls: 0, throttled: 0, rateLimited: 0, inFlight: 0, peakInFlight: 0, iamInFlight: 0, peakIamInFlight: 0, firstAt: 0, lastAt: 0 };
       this.#accounts.set(accountId, counters);
     }
     return counters;
@@ -172,7 +179,7 @@ export class StatsRecorder {
       byAccount: Object.fromEntries(
         [...this.#accounts]
           .filter(([, c]) => c.totalCalls > 0)
-          .map(([id, c]) => [id, { calls: { ...c.calls }, totalCalls: c.totalCalls, throttled: c.throttled, rateLimited: c.rateLimited, peakInFlight: c.peakInFlight, firstAt: c.firstAt, lastAt: c.lastAt }]),
+          .map(([id, c]) => [id, { calls: { ...c.calls }, totalCalls: c.totalCalls, throttled: c.throttled, rateLimited: c.rateLimited, peakInFlight: c.peakInFlight, peakIamInFlight: c.peakIamInFlight, firstAt: c.firstAt, lastAt: c.lastAt }]),
       ),
     };
   }
@@ -194,7 +201,7 @@ export class StatsRecorder {
     this.#lookups = new Map();
     // Accounts keep their requests in flight, as the totals do.
     for (const counters of this.#accounts.values()) {
-      Object.assign(counters, { calls: {}, totalCalls: 0, throttled: 0, rateLimited: 0, peakInFlight: counters.inFlight });
+      Object.assign(counters, { calls: {}, totalCalls: 0, throttled: 0, rateLimited: 0, peakInFlight: counters.inFlight, peakIamInFlight: counters.iamInFlight });
     }
   }
 }
