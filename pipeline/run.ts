@@ -185,15 +185,16 @@ class Aws {
     const page = this.client().then((c) => c.send(new ListUsersCommand({ PathPrefix: pathPrefix, MaxItems: pageSize }), { abortSignal: this.signal }));
     page.catch(() => undefined);
     this.#firstUsers = page;
-    // The keys of the page's first users too (as many as the fan-out starts at once), while
-    // the snapshot is set up: their answers are on the way when the source starts. Not
+    // The keys of the page's first users too (as many as go out at once), while the snapshot
+    // is set up: their answers are on the way when the source starts. (Building the next
+    // 2 × --concurrency here too put the first ListAccessKeys ~10 ms later.) Not
     // under --max-items, whose budget decides each user's first request.
     if (this.config.maxItems === undefined) void page.then((p) => this.#prefetchKeys(p, pageSize), () => undefined);
   }
 
   async #prefetchKeys(page: ListUsersCommandOutput, pageSize: number): Promise<void> {
     const client = await this.client();
-    for (const user of (page.Users ?? []).slice(0, this.config.concurrency * USERS_PER_SLOT)) {
+    for (const user of (page.Users ?? []).slice(0, this.config.concurrency)) {
       if (this.signal.aborted) return;
       const keys = client.send(new ListAccessKeysCommand({ UserName: user.UserName, MaxItems: pageSize }), { abortSignal: this.signal });
       keys.catch(() => undefined);
