@@ -28,7 +28,6 @@ import { KeyBudget } from './source/budget.ts';
 import { createIamClient, endpointsOf, newApiStats, resolveRegion, sdkLogger, totalCalls, type ApiStats, type Endpoints } from './source/client.ts';
 import { sourceStream, type AccountJob } from './source/fanout.ts';
 import { callerIdentity, checkProfile, type CallerIdentity } from './source/identity.ts';
-import { USERS_PER_SLOT } from './source/wire.ts';
 import { AccountReach, organizationLister, savedReportTimes, selectAccounts } from './source/reach.ts';
 import { partWriter } from './sinks/parts.ts';
 import { ACCOUNTS_DIR, applyRetention, combinedView, completePublication, DATASET_DIR, finalizeSnapshot, isPublished, viewOf, type SnapshotKeys, type SnapshotView, type StagedUnit, listStaging, promoteSnapshot, readManifest, removeStaging, snapshotIdOf, snapshotKeys, type LastUseInfo, type Manifest, type PublishResult } from './snapshot.ts';
@@ -803,9 +802,7 @@ async function exportPhase(store: Store, config: Config, hooks: RunHooks, held: 
         accountFailures: config.accounts.mode !== 'self',
         pathPrefix: config.pathPrefix,
         pageSize: config.pageSize,
-        // Users paged at once: each account's client sends config.concurrency requests at
-        // once (wire.ts), the other users wait with their next request built and signed.
-        concurrency: config.concurrency * USERS_PER_SLOT,
+        concurrency: config.concurrency,
         stop: stop.signal,
         budget,
         endpoint: aws.endpoints.iamShown,

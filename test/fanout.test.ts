@@ -7,6 +7,7 @@ import { ExportError } from '../pipeline/errors.ts';
 import type { SourceKey, StateEvent, UserRef } from '../pipeline/items.ts';
 import { KeyBudget } from '../pipeline/source/budget.ts';
 import { MAX_LISTING_RESTARTS, MAX_SCANS, readAhead, sourceStream, SYSTEMIC_ACCOUNTS, SYSTEMIC_SAMPLE } from '../pipeline/source/fanout.ts';
+import { limitWire, USERS_PER_SLOT, usersAtOnce } from '../pipeline/source/wire.ts';
 import { mulberry32 } from './fake-iam/random.ts';
 import { DATA_CONFIG, SNAPSHOT_ID, SNAPSHOT_TIME } from './support/records.ts';
 import { drain, outcome } from './support/settle.ts';
@@ -315,6 +316,52 @@ test('a key budget stops each run after N keys were read, and the reruns read th
   const { records, runs } = await runToEnd(cp, () => ({ client, cp, concurrency: 3, pageSize: 2, maxItems: 4 }));
   assert.deepEqual(sorted(ids(records)), allKeys(account));
   assert.deepEqual(runs.map((r) => r.records.length), [4, 4, 4, 4, 2], 'exactly N a run, the rest at the end');
+});
+
+test('with a client that limits its requests on the wire, 3 × --concurrency users are paged once it is known unthrottled, and --concurrency again from a throttle on', async () => {
+  const account = new Account();
+  for (let i = 0; i < 30; i++) account.add(`user${String(i).padStart(2, '0')}`, 1);
+  let inFlight = 0;
+  let peak = 0;
+  const held: (() => void)[] = [];
+  const { client } = account.stub({
+    before: async (request) => {
+      if (request.action !== 'ListAccessKeys') return;
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      await new Promise<void>((resolve) => held.push(resolve));
+      inFlight--;
+    },
+  });
+  let unthrottled = false;
+  limitWire(client, 2, () => unthrottled);
+  const release = async (n: number) => {
+    for (let i = 0; i < n; i++) held.shift()?.();
+    await drain(20);
+  };
+  let done = false;
+  const running = runSource({ client, cp: freshCheckpoint(), concurrency: 2, pageSize: 5 }).finally(() => (done = true));
+  await drain(50);
+  assert.equal(inFlight, 2, 'not known unthrottled yet: --concurrency users');
+  unthrottled = true;
+  await release(1);
+  assert.equal(inFlight, 6, `unthrottled: ${USERS_PER_SLOT} users per wire slot`);
+  unthrottled = false;
+  await release(4);
+  assert.equal(inFlight, 2, 'throttled: no user started while --concurrency or more were paged');
+  await release(1);
+  assert.equal(inFlight, 2, 'one done, one started');
+  while (!done) await release(1);
+  const r = await running;
+  assert.equal(peak, 6);
+  assert.equal(r.records.length, 30);
+});
+
+test('with a client that does not limit its requests on the wire (a stub), --concurrency users whatever its answers', () => {
+  const { client } = new Account().stub();
+  assert.equal(usersAtOnce(client, 4), 4);
+  limitWire(client, 4, () => true);
+  assert.equal(usersAtOnce(client, 4), 4 * USERS_PER_SLOT);
 });
 
 test('at most --concurrency users are paged at once, and the listing waits for a free slot', async () => {

@@ -49,3 +49,20 @@ test('too few answers are not judged', () => {
   for (let i = 0; i < THROTTLE_MIN_SAMPLE - 1; i++) gate.updateClientSendingRate(THROTTLE);
   assert.ok(!seen.includes('throttle'));
 });
+
+test('a client is unthrottled once it had THROTTLE_MIN_SAMPLE answers and no throttle, and never again after one', () => {
+  const { inner } = recorder();
+  const gate = new ThrottleShareGate(inner, () => 0);
+  for (let i = 0; i < THROTTLE_MIN_SAMPLE - 1; i++) gate.updateClientSendingRate({});
+  assert.equal(gate.unthrottled, false, 'too few answers to tell');
+  gate.updateClientSendingRate({});
+  assert.equal(gate.unthrottled, true);
+  gate.updateClientSendingRate(THROTTLE);
+  for (let i = 0; i < 1000; i++) gate.updateClientSendingRate({});
+  assert.equal(gate.unthrottled, false, 'one throttle: the account has met its rate limit');
+
+  const early = new ThrottleShareGate(recorder().inner, () => 0);
+  early.updateClientSendingRate(THROTTLE);
+  for (let i = 0; i < THROTTLE_MIN_SAMPLE; i++) early.updateClientSendingRate({});
+  assert.equal(early.unthrottled, false);
+});

@@ -67,7 +67,7 @@ const ask = (client: IAMClient, user: string, signal?: AbortSignal) =>
 
 test('a client limited to 2 slots has at most 2 requests out; the next goes out as an answer comes in, in the order the calls were made', async () => {
   const { client, sent, peak } = heldTransport();
-  limitWire(client, 2);
+  limitWire(client, 2, () => false);
   const users = ['u1', 'u2', 'u3', 'u4', 'u5', 'u6'];
   const calls = users.map((u) => ask(client, u));
   await drain();
@@ -90,7 +90,7 @@ test('a client limited to 2 slots has at most 2 requests out; the next goes out 
 
 test('an answer whose body is still coming keeps its slot until the body has been read', async () => {
   const { client, sent } = heldTransport();
-  limitWire(client, 1);
+  limitWire(client, 1, () => false);
   const first = ask(client, 'u1');
   const second = ask(client, 'u2');
   await drain();
@@ -108,7 +108,7 @@ test('an answer whose body is still coming keeps its slot until the body has bee
 
 test('a request that fails gives its slot back', async () => {
   const { client, sent } = heldTransport();
-  limitWire(client, 1);
+  limitWire(client, 1, () => false);
   const first = ask(client, 'u1');
   const second = ask(client, 'u2');
   await drain();
@@ -122,7 +122,7 @@ test('a request that fails gives its slot back', async () => {
 
 test('a call stopped while it waits for a slot is never sent, rejects as an aborted call, and takes no slot', async () => {
   const { client, sent } = heldTransport();
-  const slots = limitWire(client, 1);
+  const slots = limitWire(client, 1, () => false);
   const stop = new AbortController();
   const first = ask(client, 'u1');
   const stopped = ask(client, 'u2', stop.signal);

@@ -19,7 +19,7 @@ import type { Logger } from '@smithy/types';
 import { classifyFatal, isDenied } from '../errors.ts';
 import type { AccountFacts } from '../items.ts';
 import { instrument, reuseHandlers, type ApiStats, type Endpoints } from './client.ts';
-import { createRetryStrategy } from './retry.ts';
+import { createRetryStrategy, ThrottleShareGate } from './retry.ts';
 import { limitWire } from './wire.ts';
 
 import type { AccountRef } from '../items.ts';
@@ -100,16 +100,17 @@ export async function memberIamClient(o: {
     // STS throttles too (many shards or accounts reached at once): the same retries as IAM.
     clientConfig: { region: o.region, ...(o.endpoints.sts ? { endpoint: o.endpoints.sts } : {}), retryStrategy: createRetryStrategy(o.maxAttempts) },
   });
+  const gate = new ThrottleShareGate();
   const client = new IAMClient({
     region: o.region,
     ...(o.endpoints.iam ? { endpoint: o.endpoints.iam } : {}),
     credentials,
     ...(o.logger ? { logger: o.logger } : {}),
-    retryStrategy: createRetryStrategy(o.maxAttempts),
+    retryStrategy: createRetryStrategy(o.maxAttempts, gate),
   });
   instrument(client, o.stats);
   reuseHandlers(client);
-  limitWire(client, o.concurrency);
+  limitWire(client, o.concurrency, () => gate.unthrottled);
   return client;
 }
 

@@ -7,7 +7,7 @@
 import { IAMClient } from '@aws-sdk/client-iam';
 import type { Logger, MetadataBearer, MiddlewareStack } from '@smithy/types';
 import { isThrottle } from '../errors.ts';
-import { createRetryStrategy } from './retry.ts';
+import { createRetryStrategy, ThrottleShareGate } from './retry.ts';
 import { limitWire } from './wire.ts';
 
 /** Live API counters of one run. */
@@ -109,17 +109,18 @@ export async function resolveRegion(o: Pick<ClientOptions, 'region' | 'profile'>
 
 /** Builds the client and wires the counting middleware into `stats`. */
 export async function createIamClient(o: ClientOptions, stats: ApiStats, logger?: Logger): Promise<IAMClient> {
+  const gate = new ThrottleShareGate();
   const client = new IAMClient({
     region: await resolveRegion(o),
     ...(o.profile ? { profile: o.profile } : {}),
     ...(o.endpointUrl ? { endpoint: o.endpointUrl } : {}),
     ...(logger ? { logger } : {}),
     // Adaptive mode (client-side rate limiting), with the limiter gated: see retry.ts.
-    retryStrategy: createRetryStrategy(o.maxAttempts),
+    retryStrategy: createRetryStrategy(o.maxAttempts, gate),
   });
   instrument(client, stats);
   reuseHandlers(client);
-  limitWire(client, o.concurrency);
+  limitWire(client, o.concurrency, () => gate.unthrottled);
   return client;
 }
 

@@ -1,8 +1,10 @@
 /**
  * The source: lists users page by page and pages the keys of at most
- * `concurrency` users at once (p-limit), emitting RECORD and STATE items into one
- * bounded channel. Listing pauses while `concurrency` users are already queued or
- * running, so neither memory nor pending work grows with the number of users.
+ * `concurrency` users at once (p-limit; up to USERS_PER_SLOT times that with an
+ * account's client that limits its requests on the wire and is not throttled: see
+ * wire.ts), emitting RECORD and STATE items into one bounded channel. Listing pauses
+ * while that many users are already queued or running, so neither memory nor pending
+ * work grows with the number of users.
  *
  * Identity: users are known by UserId. A user the snapshot already knows is never
  * started again by the lister, whatever name it is listed under now. A listing is
@@ -30,6 +32,7 @@ import type { KeyBudget } from './budget.ts';
 import { Channel } from './channel.ts';
 import { paginateAccessKeys, paginateUsers } from './paginate.ts';
 import { toUserRef } from './users.ts';
+import { usersAtOnce } from './wire.ts';
 
 /** How many times one listing may be restarted in one run after IAM rejected its Marker. */
 export const MAX_LISTING_RESTARTS = 2;
@@ -382,6 +385,13 @@ class Source {
     while (this.#running.size > 0) await Promise.all([...this.#running]);
   }
 
+  /** Users paged at once now (more while the account's client is not throttled: wire.ts). */
+  #atOnce(): number {
+    const n = usersAtOnce(this.#o.client, this.#o.concurrency);
+    if (this.#limit.concurrency !== n) this.#limit.concurrency = n;
+    return n;
+  }
+
   #start(user: UserRef, token: string | null): void {
     this.#known.add(user.userId);
     const task = this.#limit(() => this.#pageUser(user, token));
@@ -391,7 +401,7 @@ class Source {
 
   /** Waits for a free slot so listing never runs ahead of the fan-out. */
   async #slot(): Promise<void> {
-    while (this.#running.size >= this.#o.concurrency && !this.#halted()) await Promise.race(this.#running);
+    while (this.#running.size >= this.#atOnce() && !this.#halted()) await Promise.race(this.#running);
   }
 
   async #emit(state: StateEvent, records: SourceItem[] = []): Promise<void> {

@@ -35,6 +35,8 @@ export class ThrottleShareGate implements RateLimiter {
   readonly #now: () => number;
   readonly #window: boolean[] = [];
   #throttled = 0;
+  #answers = 0;
+  #ever = false;
   #lastCut = Number.NEGATIVE_INFINITY;
 
   constructor(inner: RateLimiter = new DefaultRateLimiter(), now: () => number = Date.now) {
@@ -46,6 +48,14 @@ export class ThrottleShareGate implements RateLimiter {
     return this.#inner.getSendToken();
   }
 
+  /**
+   * Whether the client has had THROTTLE_MIN_SAMPLE answers and not one throttle among
+   * them or since: its account's rate limit is not what bounds it (yet).
+   */
+  get unthrottled(): boolean {
+    return !this.#ever && this.#answers >= THROTTLE_MIN_SAMPLE;
+  }
+
   /** The share of throttled answers among the last THROTTLE_WINDOW. */
   get share(): number {
     return this.#window.length === 0 ? 0 : this.#throttled / this.#window.length;
@@ -54,7 +64,11 @@ export class ThrottleShareGate implements RateLimiter {
   updateClientSendingRate(response: unknown): void {
     const throttled = (response as { errorType?: unknown } | undefined)?.errorType === 'THROTTLING';
     this.#window.push(throttled);
-    if (throttled) this.#throttled++;
+    this.#answers++;
+    if (throttled) {
+      this.#throttled++;
+      this.#ever = true;
+    }
     if (this.#window.length > THROTTLE_WINDOW && this.#window.shift()) this.#throttled--;
     const now = this.#now();
     const cut = throttled && this.#window.length >= THROTTLE_MIN_SAMPLE && this.share >= THROTTLE_SHARE && now - this.#lastCut >= THROTTLE_COOLDOWN_MS;
@@ -65,7 +79,7 @@ export class ThrottleShareGate implements RateLimiter {
 }
 
 /** The retry strategy of every IAM client of a run. */
-export function createRetryStrategy(maxAttempts: number): AdaptiveRetryStrategy {
+export function createRetryStrategy(maxAttempts: number, gate: ThrottleShareGate = new ThrottleShareGate()): AdaptiveRetryStrategy {
   // A number, not a provider: with options, the SDK takes a provider as "3 attempts".
-  return new AdaptiveRetryStrategy(maxAttempts, { rateLimiter: new ThrottleShareGate() });
+  return new AdaptiveRetryStrategy(maxAttempts, { rateLimiter: gate });
 }

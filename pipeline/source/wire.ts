@@ -17,12 +17,30 @@
 import type { IAMClient } from '@aws-sdk/client-iam';
 
 /**
- * Users the fan-out pages at once per wire slot: one whose request is out, and two
- * whose request is built and signed, waiting for the slot. At 16 slots and 40 ms a
- * call, 2,000 users took ~40–70 ms less of ~5.7 s than with one user per slot; 2 per
- * slot gained less, 4 no more (bench/HISTORY.md).
+ * Users the fan-out pages at once per wire slot once the account's client has had 50
+ * answers and no throttle: one whose request is out, and two whose request is built and
+ * signed, waiting for the slot. At 16 slots and 40 ms a call, 2,000 users took ~40–70 ms
+ * less of ~5.7 s than with one user per slot; 2 per slot gained less, 4 no more. Where
+ * the account's rate limit is the bottleneck, the extra callers only draw more throttles
+ * and deeper backoffs (an organization at 20 req/s per account took 1.5× as long, even
+ * when they were dropped at the first throttle): there, and until that is known, one
+ * user per slot (bench/HISTORY.md).
  */
 export const USERS_PER_SLOT = 3;
+
+/** Wire-limited clients, each with whether it has answers enough and no throttle (see usersAtOnce). */
+const limitedClients = new WeakMap<IAMClient, () => boolean>();
+
+/**
+ * Users to page at once with `client` at --concurrency `concurrency`: USERS_PER_SLOT per
+ * slot for a client whose requests wait for wire slots (limitWire) and that is
+ * unthrottled (enough answers, no throttle); else `concurrency`, each user's request
+ * going out as it is built.
+ */
+export function usersAtOnce(client: IAMClient, concurrency: number): number {
+  const unthrottled = limitedClients.get(client);
+  return unthrottled?.() ? concurrency * USERS_PER_SLOT : concurrency;
+}
 
 /** A FIFO counting semaphore whose waiters can be aborted. */
 export class WireSlots {
@@ -90,9 +108,12 @@ interface ArrivingBody {
 /**
  * Puts `client`'s requests through `slots` wire slots. Call it once, on a new client,
  * before its first call: the SDK takes the handler when a call's middleware is resolved.
+ * `unthrottled` tells whether the client has had answers enough and no throttle (its
+ * retry strategy's ThrottleShareGate).
  */
-export function limitWire(client: IAMClient, slots: number): WireSlots {
+export function limitWire(client: IAMClient, slots: number, unthrottled: () => boolean): WireSlots {
   const wire = new WireSlots(slots);
+  limitedClients.set(client, unthrottled);
   const inner = client.config.requestHandler as unknown as SdkHandler;
   const limited: SdkHandler = {
     ...(inner.metadata ? { metadata: inner.metadata } : {}),
