@@ -318,46 +318,53 @@ test('a key budget stops each run after N keys were read, and the reruns read th
   assert.deepEqual(runs.map((r) => r.records.length), [4, 4, 4, 4, 2], 'exactly N a run, the rest at the end');
 });
 
-test('with a client that limits its requests on the wire, 3 × --concurrency users are paged once it is known unthrottled, and --concurrency again from a throttle on', async () => {
+/**
+ * An account of `users` users (one key each) whose ListAccessKeys calls are held until
+ * `release`d, one per call in the order they came: how many are in flight, and the most.
+ */
+function heldAccount(users: number) {
   const account = new Account();
-  for (let i = 0; i < 30; i++) account.add(`user${String(i).padStart(2, '0')}`, 1);
-  let inFlight = 0;
-  let peak = 0;
+  for (let i = 0; i < users; i++) account.add(`user${String(i).padStart(2, '0')}`, 1);
+  const seen = { inFlight: 0, peak: 0 };
   const held: (() => void)[] = [];
-  const { client } = account.stub({
+  const stub = account.stub({
     before: async (request) => {
       if (request.action !== 'ListAccessKeys') return;
-      inFlight++;
-      peak = Math.max(peak, inFlight);
+      seen.peak = Math.max(seen.peak, ++seen.inFlight);
       await new Promise<void>((resolve) => held.push(resolve));
-      inFlight--;
+      seen.inFlight--;
     },
   });
+  const release = async (n: number, turns = 20) => {
+    for (let i = 0; i < n; i++) held.shift()?.();
+    await drain(turns);
+  };
+  return { ...stub, seen, release };
+}
+
+test('with a client that limits its requests on the wire, 3 × --concurrency users are paged once it is known unthrottled, and --concurrency again from a throttle on', async () => {
+  const { client, seen, release } = heldAccount(30);
   let unthrottled = false;
   limitWire(client, 2, () => unthrottled);
-  const release = async (n: number) => {
-    for (let i = 0; i < n; i++) held.shift()?.();
-    await drain(20);
-  };
   let done = false;
   const running = runSource({ client, cp: freshCheckpoint(), concurrency: 2, pageSize: 5 }).finally(() => (done = true));
   await drain(50);
-  assert.equal(inFlight, 2, 'not known unthrottled yet: --concurrency users');
+  assert.equal(seen.inFlight, 2, 'not known unthrottled yet: --concurrency users');
   unthrottled = true;
   await release(1);
-  assert.equal(inFlight, 6, `unthrottled: ${USERS_PER_SLOT} users per wire slot`);
+  assert.equal(seen.inFlight, 6, `unthrottled: ${USERS_PER_SLOT} users per wire slot`);
   unthrottled = false;
   await release(4);
-  assert.equal(inFlight, 2, 'throttled: no user started while --concurrency or more were paged');
+  assert.equal(seen.inFlight, 2, 'throttled: no user started while --concurrency or more were paged');
   await release(1);
-  assert.equal(inFlight, 2, 'one done, one started');
+  assert.equal(seen.inFlight, 2, 'one done, one started');
   while (!done) await release(1);
   const r = await running;
-  assert.equal(peak, 6);
+  assert.equal(seen.peak, 6);
   assert.equal(r.records.length, 30);
 });
 
-test('with a client that does not limit its requests on the wire (a stub), --concurrency users whatever its answers', () => {
+test('usersAtOnce: --concurrency for a client that does not limit its requests on the wire (a stub), USERS_PER_SLOT times that for one that does and is unthrottled', () => {
   const { client } = new Account().stub();
   assert.equal(usersAtOnce(client, 4), 4);
   limitWire(client, 4, () => true);
@@ -365,36 +372,20 @@ test('with a client that does not limit its requests on the wire (a stub), --con
 });
 
 test('at most --concurrency users are paged at once, and the listing waits for a free slot', async () => {
-  const account = new Account();
-  for (let i = 0; i < 12; i++) account.add(`user${String(i).padStart(2, '0')}`, 1);
-  let inFlight = 0;
-  let peak = 0;
-  const held: (() => void)[] = [];
-  const { client, requests } = account.stub({
-    before: async (request) => {
-      if (request.action !== 'ListAccessKeys') return;
-      inFlight++;
-      peak = Math.max(peak, inFlight);
-      await new Promise<void>((resolve) => held.push(resolve));
-      inFlight--;
-    },
-  });
+  const { client, requests, seen, release } = heldAccount(12);
   const cp = freshCheckpoint();
   let done = false;
   const running = runSource({ client, cp, concurrency: 3, pageSize: 2 }).finally(() => (done = true));
   await drain(50);
-  assert.equal(inFlight, 3, 'three users paged at once');
+  assert.equal(seen.inFlight, 3, 'three users paged at once');
   const listed = requests.filter((q) => q.action === 'ListUsers').length;
   await drain(50);
   assert.equal(requests.filter((q) => q.action === 'ListUsers').length, listed, 'while every slot is busy the listing waits');
   // Pages 1 and 2 started three users (the fourth waits for a slot), and page 3 was read ahead: not one more.
   assert.equal(listed, 3, `${listed} of 6 pages listed ahead`);
-  while (!done) {
-    held.shift()?.();
-    await drain(10);
-  }
+  while (!done) await release(1, 10);
   const r = await running;
-  assert.equal(peak, 3);
+  assert.equal(seen.peak, 3);
   assert.equal(r.records.length, 12);
 });
 
