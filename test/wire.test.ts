@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { IAMClient, ListAccessKeysCommand } from '@aws-sdk/client-iam';
 import { HttpResponse } from '@smithy/core/transport';
 import { limitWire, WireSlots } from '../pipeline/source/wire.ts';
+import { mulberry32 } from './fake-iam/random.ts';
 import { drain } from './support/settle.ts';
 
 const answer = (user: string) =>
@@ -22,36 +23,50 @@ interface Sent {
   readonly fail: (error: Error) => void;
 }
 
-/** A transport that records what goes out and answers when the test says; aborted calls are refused as Node's handler refuses them. */
+/**
+ * A transport that records what goes out and answers when the test says. It counts a
+ * request as out from its sending until its answer is whole (a head's body ended), or it
+ * failed, or its call was aborted (refused as Node's handler refuses it, before or after
+ * sending).
+ */
 function heldTransport() {
   const sent: Sent[] = [];
   let out = 0;
   let peak = 0;
+  const aborted = () => Object.assign(new Error('Request aborted'), { name: 'AbortError' });
   const handler = {
     metadata: { handlerProtocol: 'http/1.1' },
     handle(request: { body?: unknown }, options: { abortSignal?: AbortSignal } = {}) {
-      if (options.abortSignal?.aborted) return Promise.reject(Object.assign(new Error('Request aborted'), { name: 'AbortError' }));
+      const signal = options.abortSignal;
+      if (signal?.aborted) return Promise.reject(aborted());
       const user = new URLSearchParams(String(request.body)).get('UserName') ?? '';
-      out++;
-      peak = Math.max(peak, out);
+      peak = Math.max(peak, ++out);
+      let settled = false;
+      const settle = () => {
+        if (settled) return false;
+        settled = true;
+        out--;
+        return true;
+      };
       return new Promise<{ response: HttpResponse }>((resolve, reject) => {
+        signal?.addEventListener('abort', () => settle() && reject(aborted()), { once: true });
         sent.push({
           user,
           answer: (how = 'whole') => {
-            out--;
+            if (settled) return undefined;
             const headers = { 'content-type': 'text/xml' };
             if (how === 'whole') {
+              settle();
               resolve({ response: new HttpResponse({ statusCode: 200, headers, body: Object.assign(Readable.from([Buffer.from(answer(user))]), { complete: true }) }) });
               return undefined;
             }
+            settled = true; // no abort after the head: the body is what is left
             const body = Object.assign(new PassThrough(), { complete: false });
+            body.once('end', () => out--);
             resolve({ response: new HttpResponse({ statusCode: 200, headers, body }) });
             return body;
           },
-          fail: (error) => {
-            out--;
-            reject(error);
-          },
+          fail: (error) => settle() && reject(error),
         });
       });
     },
@@ -59,7 +74,7 @@ function heldTransport() {
     httpHandlerConfigs: () => ({}),
   };
   const client = new IAMClient({ region: 'us-east-1', credentials: { accessKeyId: 'AKIAFAKE', secretAccessKey: 'x' }, maxAttempts: 1, requestHandler: handler });
-  return { client, sent, peak: () => peak };
+  return { client, sent, out: () => out, peak: () => peak };
 }
 
 const ask = (client: IAMClient, user: string, signal?: AbortSignal) =>
@@ -160,4 +175,69 @@ test('wire slots are a positive integer; a taker whose signal was aborted before
   assert.equal(await waiter, true);
   slots.give();
   assert.equal(await slots.take(), true, 'given back to the pool when no one waits');
+});
+
+/**
+ * Many rounds of callers against a few slots, with answers whole or in two parts, failures
+ * and stops (before a call is sent, while it is out) in a seeded random order: never more
+ * requests out than slots, every call settles (answered, failed, or aborted), a call
+ * stopped before its turn is never sent, and no slot is lost.
+ */
+test('wire slots under random answers, failures and stops: never more out than slots, every call settles, none lost', async () => {
+  const random = mulberry32(37);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  for (let round = 0; round < 40; round++) {
+    const { client, sent, out, peak } = heldTransport();
+    const n = 1 + Math.floor(random() * 4);
+    const slots = limitWire(client, n, () => false);
+    let settled = 0;
+    const calls = Array.from({ length: 4 + Math.floor(random() * 16) }, (_, i) => {
+      const stop = new AbortController();
+      const user = `r${round}u${i}`;
+      const result = ask(client, user, stop.signal)
+        .then(
+          () => 'answered' as const,
+          (err: Error) => (err.name === 'AbortError' ? ('aborted' as const) : ('failed' as const)),
+        )
+        .finally(() => settled++);
+      return { user, stop, result, stoppedWaiting: false };
+    });
+    const bodies: PassThrough[] = [];
+    const label = `round ${round} (${n} slots, ${calls.length} calls)`;
+    for (let step = 0; step < 500; step++) {
+      await drain(5);
+      assert.ok(out() <= n, `${label}: ${out()} out`);
+      const r = random();
+      if (r < 0.15) {
+        const c = pick(calls);
+        c.stoppedWaiting ||= !sent.some((q) => q.user === c.user);
+        c.stop.abort();
+      } else if (r < 0.25 && bodies.length > 0) bodies.shift()!.end(answer('x'));
+      else if (sent.length > 0) {
+        const q = pick(sent);
+        if (r < 0.35) q.fail(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
+        else {
+          const body = q.answer(r < 0.45 ? 'head' : 'whole');
+          if (body) bodies.push(body);
+        }
+      }
+      if (settled === calls.length && bodies.length === 0) break;
+    }
+    for (const b of bodies) b.end(answer('x'));
+    for (const q of sent) q.answer();
+    await drain(10);
+    const outcomes = await Promise.all(calls.map((c) => c.result));
+    assert.ok(peak() <= n, `${label}: peak ${peak()}`);
+    for (const [i, c] of calls.entries()) {
+      if (c.stoppedWaiting) assert.ok(!sent.some((q) => q.user === c.user), `${label}: ${c.user} was stopped before its turn and sent`);
+      if (!c.stop.signal.aborted) assert.notEqual(outcomes[i], 'aborted', `${label}: ${c.user} aborted without a stop`);
+    }
+    assert.equal(slots.waiting, 0, `${label}: nobody left waiting`);
+    // No slot lost: n new calls go out at once.
+    const more = Array.from({ length: n }, (_, i) => ask(client, `r${round}more${i}`));
+    await drain(10);
+    assert.equal(out(), n, `${label}: ${out()} of ${n} slots free at the end`);
+    for (const q of sent.slice(-n)) q.answer();
+    await Promise.all(more);
+  }
 });
