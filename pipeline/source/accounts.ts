@@ -18,9 +18,8 @@ import { GetAccountSummaryCommand, IAMClient, ListAccountAliasesCommand } from '
 import type { Logger } from '@smithy/types';
 import { classifyFatal, isDenied } from '../errors.ts';
 import type { AccountFacts } from '../items.ts';
-import { instrument, reuseHandlers, type ApiStats, type Endpoints } from './client.ts';
+import { equipIamClient, instrument, type ApiStats, type Endpoints } from './client.ts';
 import { createRetryStrategy, ThrottleShareGate } from './retry.ts';
-import { limitWire } from './wire.ts';
 
 import type { AccountRef } from '../items.ts';
 export type { AccountRef } from '../items.ts';
@@ -108,10 +107,7 @@ export async function memberIamClient(o: {
     ...(o.logger ? { logger: o.logger } : {}),
     retryStrategy: createRetryStrategy(o.maxAttempts, gate),
   });
-  instrument(client, o.stats);
-  reuseHandlers(client);
-  limitWire(client, o.concurrency, () => gate.unthrottled);
-  return client;
+  return equipIamClient(client, { stats: o.stats, concurrency: o.concurrency, gate });
 }
 
 /** The partition of an ARN (`arn:<partition>:...`), aws when it cannot be told. */

@@ -118,9 +118,18 @@ export async function createIamClient(o: ClientOptions, stats: ApiStats, logger?
     // Adaptive mode (client-side rate limiting), with the limiter gated: see retry.ts.
     retryStrategy: createRetryStrategy(o.maxAttempts, gate),
   });
-  instrument(client, stats);
+  return equipIamClient(client, { stats, concurrency: o.concurrency, gate });
+}
+
+/**
+ * What every account's IAM client gets once built: the counting middleware, the shared
+ * middleware handlers, and its wire slots (told by its retry strategy's gate whether IAM
+ * has throttled it: wire.ts).
+ */
+export function equipIamClient(client: IAMClient, o: { stats: ApiStats; concurrency: number; gate: ThrottleShareGate }): IAMClient {
+  instrument(client, o.stats);
   reuseHandlers(client);
-  limitWire(client, o.concurrency, () => gate.unthrottled);
+  limitWire(client, o.concurrency, () => o.gate.unthrottled);
   return client;
 }
 
