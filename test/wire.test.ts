@@ -121,6 +121,26 @@ test('an answer whose body is still coming keeps its slot until the body has bee
   assert.equal((await second).AccessKeyMetadata?.[0]?.UserName, 'u2');
 });
 
+test('answers that come in one turn of the event loop each send the next request before the SDK parses any of them', async () => {
+  const { client, sent } = heldTransport();
+  limitWire(client, 2, () => false);
+  const calls = ['u1', 'u2', 'u3', 'u4'].map((u) => ask(client, u));
+  await drain();
+  const outWhenParsed: string[][] = [];
+  for (const call of calls.slice(0, 2)) void call.then(() => outWhenParsed.push(sent.map((s) => s.user)));
+  // Two answers in two callbacks of one turn, as two sockets' reads are in Node's poll phase.
+  setImmediate(() => sent[0]!.answer());
+  setImmediate(() => sent[1]!.answer());
+  await drain();
+  assert.deepEqual(outWhenParsed, [
+    ['u1', 'u2', 'u3', 'u4'],
+    ['u1', 'u2', 'u3', 'u4'],
+  ], 'u4 went out before u1\'s answer was parsed');
+  sent[2]!.answer();
+  sent[3]!.answer();
+  assert.deepEqual((await Promise.all(calls)).map((o) => o.AccessKeyMetadata?.[0]?.UserName), ['u1', 'u2', 'u3', 'u4']);
+});
+
 test('a request that fails gives its slot back', async () => {
   const { client, sent } = heldTransport();
   limitWire(client, 1, () => false);

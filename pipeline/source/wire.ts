@@ -9,7 +9,11 @@
  * what the export does with it, happen outside the slot. So when an answer comes, the
  * next request goes out at once instead of after the SDK has parsed the answer and the
  * fan-out has started its next user; on one thread shared by every call, that was a
- * few milliseconds of each ~40 ms round (measured in bench/HISTORY.md).
+ * few milliseconds of each ~40 ms round (measured in bench/HISTORY.md). The SDK takes
+ * up an answer only in the event loop's next check phase: answers that arrived in one
+ * turn (Node reads each socket in its own callback of the poll phase) each send their
+ * slot's next request first, instead of the later ones waiting until the SDK has
+ * parsed the earlier ones and the export has written their keys.
  *
  * A call whose stop signal fires while it waits is handed to the SDK's handler with
  * that signal, which rejects it as the SDK rejects any aborted call, without sending it.
@@ -139,6 +143,9 @@ export function limitWire(client: IAMClient, slots: number, unthrottled: () => b
           body.once('close', give);
           body.once('error', give);
         } else give();
+        // The SDK parses the answer (and the export takes its keys) in the loop's check
+        // phase: the answers read in this poll phase send their next requests first.
+        await new Promise<void>((resolve) => setImmediate(resolve));
         return out;
       } catch (err) {
         give();
