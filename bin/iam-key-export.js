@@ -8,12 +8,11 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setFlagsFromString } from 'node:v8';
-import { heapFlag } from './heap-flag.js';
+import { capHeapGrowth, heapGrowingPercent } from './heap-flag.js';
 
-// Before anything allocates much: see heap-flag.js.
-const flag = heapFlag(process.execArgv, process.env);
-if (flag) setFlagsFromString(flag);
+// From the first full collection on: see heap-flag.js.
+const heapPercent = heapGrowingPercent(process.execArgv, process.env);
+if (heapPercent !== null) capHeapGrowth(heapPercent);
 
 // The SDK warns on every process start that Node 20 leaves its support window;
 // an operator gets that once from the README, not on every cron run.
