@@ -351,7 +351,7 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
     }
     return n;
   };
-  // Applied by the bin, once the heap grows (bin/heap-flag.js); checked here like every setting.
+  // Applied by the bin after each full collection (bin/heap-flag.js); checked here like every setting.
   envInt('IKE_HEAP_GROWING_PERCENT', 0, 0);
   const tuning: Tuning = {
     commitRows: envInt('IKE_COMMIT_ROWS', 1, DEFAULTS.commitRows),
