@@ -8,17 +8,52 @@
 // spawn-to-first-request went from ~600 ms to ~360 ms on this machine). Types are
 // checked by `tsc --noEmit` (make test), not here.
 //
-// The package's `dependencies` stay outside the bundle, installed with it:
-// parquetjs-lite requires optional codecs by name at run time, pino can start
-// worker threads by file path, cli-progress is loaded only to draw a bar. What a run
-// loads before its first call is bundled (devDependencies): csv-stringify and p-limit
-// (and csv-parse, before the report got its own reader) as ~20 separate modules from
-// node_modules cost ~10 ms of each start through the ES module loader (run chunk
-// import 49-54 ms outside, 42-43 ms inside).
+// The package's `dependencies` stay outside the bundle, installed with it: pino can
+// start worker threads by file path, cli-progress is loaded only to draw a bar. What a
+// run loads before its first call is bundled (devDependencies): csv-stringify and
+// p-limit (and csv-parse, before the report got its own reader) as ~20 separate
+// modules from node_modules cost ~10 ms of each start through the ES module loader
+// (run chunk import 49-54 ms outside, 42-43 ms inside). parquetjs-lite is bundled too
+// (its Parquet chunk is loaded by the first Parquet file), with `Buffer` bound to
+// pipeline/sinks/safe-buffer.ts in the modules of it that call the deprecated
+// `new Buffer()` (see there: Node's check at every such call took more of a 2,000-row
+// file's encoding than anything else).
 //
 //   node scripts/build.js [outdir]     (default dist)
 import { build } from 'esbuild';
 import { rmSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * parquetjs-lite and node-int64 (the Parquet writer's CommonJS code), bundled into an ES
+ * module, which is strict mode. Two changes make them run there as they do from
+ * node_modules, where Node loads them as sloppy scripts, and one makes them faster:
+ * - the Thrift types of gen-nodejs/parquet_types.js are assigned as implicit globals
+ *   (`Statistics = module.exports.Statistics = ...`), a ReferenceError in strict mode:
+ *   they are declared in the module;
+ * - `Buffer` is bound to pipeline/sinks/safe-buffer.ts in the modules that call the
+ *   deprecated `Buffer()` / `new Buffer()` (see there).
+ */
+const PARQUET_WRITER_MODULES = /[\\/]node_modules[\\/](parquetjs-lite|node-int64)[\\/].*\.js$/;
+const SAFE_BUFFER = fileURLToPath(new URL('../pipeline/sinks/safe-buffer.ts', import.meta.url));
+
+const strictParquetWriter = {
+  name: 'strict-parquet-writer',
+  setup(b) {
+    b.onLoad({ filter: PARQUET_WRITER_MODULES }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      const prelude = [];
+      const implicit = [...source.matchAll(/^([A-Za-z_$][\w$]*) = module\.exports\.\1 = /gm)].map((m) => m[1]);
+      if (implicit.length > 0) prelude.push(`var ${[...new Set(implicit)].join(', ')};`);
+      if (/(^|[^.\w$])Buffer\s*\(/m.test(source)) prelude.push(`var Buffer = require(${JSON.stringify(SAFE_BUFFER)}).SafeBuffer;`);
+      if (prelude.length === 0) return undefined;
+      // One line, so the module's own line numbers (in stack traces) move by one only.
+      return { contents: `${prelude.join(' ')}\n${source}`, loader: 'js', resolveDir: dirname(args.path) };
+    });
+  },
+};
 
 const outdir = process.argv[2] ?? 'dist';
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
@@ -39,4 +74,5 @@ await build({
   chunkNames: 'chunks/[name]-[hash]',
   logLevel: 'warning',
   legalComments: 'linked',
+  plugins: [strictParquetWriter],
 });

@@ -141,8 +141,9 @@ test('the installed package has no TypeScript tooling among its dependencies, at
     for (const name of TYPESCRIPT_TOOLING) assert.equal(pkg[field]?.[name], undefined, `${name} in ${field}`);
   }
   const names = await installedPackageNames(installed.packageDir);
-  assert.ok(names.has('parquetjs-lite') && names.has('pino'), 'the runtime dependencies are installed');
+  assert.ok(names.has('pino') && names.has('cli-progress'), 'the runtime dependencies are installed');
   assert.ok(![...names].some((n) => n.startsWith('@aws-sdk/') || n.startsWith('@smithy/')), 'the AWS SDK is in the bundle, not installed beside it');
+  assert.ok(!names.has('parquetjs-lite') && !names.has('node-int64'), 'the Parquet writer is in the bundle, not installed beside it');
   for (const name of TYPESCRIPT_TOOLING) assert.ok(!names.has(name), `${name} is not installed`);
   assert.deepEqual(await readdir(join(installed.prefix, 'lib', 'node_modules')), [PACKAGE_NAME]);
 });
@@ -213,6 +214,22 @@ test('with TMPDIR, HOME, the working folder and the package read-only, --version
     await fake.close();
   }
   assert.deepEqual(await treeState(watched), before, 'nothing written to TMPDIR, HOME, the working folder or the package');
+});
+
+test("the installed command writes Parquet without Node's deprecated Buffer constructor, whose every call costs a stack trace", async () => {
+  // Under --pending-deprecation Node warns (DEP0005) at the first `Buffer()` call from
+  // anywhere, node_modules included: the vendored thrift code of parquetjs-lite makes
+  // thousands a file unless the build binds its `Buffer` to SafeBuffer.
+  const out = join(work, 'out-deprecation');
+  const fake = await startFakeIam({ users: 40, seed: 9 });
+  try {
+    const r = await run(installed.command, ['--endpoint-url', fake.url, '--out', out, '--quiet', '--format', 'parquet'], { env: testEnv({ NODE_OPTIONS: '--pending-deprecation' }) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /DEP0005/);
+    assert.deepEqual((await publishedRows(out, 'parquet')).rows, expectedRows(fake));
+  } finally {
+    await fake.close();
+  }
 });
 
 test('in a checkout without node_modules the bin says in one line to run npm ci there, and exits 1', async () => {
