@@ -134,3 +134,89 @@ test('the old generation is read from V8: every space but the young generation\'
   ] as ReturnType<typeof getHeapSpaceStatistics>;
   assert.equal(oldGenerationBytes(spaces), 7 + 13 + 17);
 });
+
+interface HelperThreadsModule {
+  HELPER_NICE: number;
+  helperNice: (env: Record<string, string | undefined>) => number | null;
+  lowerHelperThreads: (nice: number, deps?: { platform?: string; pid?: number; tasks?: () => string[]; get?: (tid: number) => number; set?: (tid: number, nice: number) => void }) => number;
+}
+const helperThreadsModule = '../bin/helper-threads.js';
+
+test("V8's helper threads run at nice 19 unless IKE_HELPER_NICE says otherwise (0: as started); a bad value is one line, exit 2", async () => {
+  const { helperNice, HELPER_NICE } = (await import(helperThreadsModule)) as HelperThreadsModule;
+  assert.equal(HELPER_NICE, 19);
+  assert.equal(helperNice({}), 19);
+  assert.equal(helperNice({ IKE_HELPER_NICE: '' }), 19);
+  assert.equal(helperNice({ IKE_HELPER_NICE: '10' }), 10);
+  assert.equal(helperNice({ IKE_HELPER_NICE: '0' }), null);
+  assert.equal(helperNice({ IKE_HELPER_NICE: '20' }), null);
+  assert.equal(helperNice({ IKE_HELPER_NICE: '-5' }), null);
+  const bad = await runCli(['--endpoint-url', 'http://127.0.0.1:9', '--out', '/nonexistent'], testEnv({ IKE_HELPER_NICE: '20' }));
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /^iam-key-export: .*IKE_HELPER_NICE must be an integer from 0 to 19, got "20"/);
+  assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
+});
+
+test('every thread but the main one is lowered to the nice value, none raised; a thread or system that refuses is passed over', async () => {
+  const { lowerHelperThreads } = (await import(helperThreadsModule)) as HelperThreadsModule;
+  const niceOf = new Map([[100, 0], [101, 0], [102, 19], [103, 5], [104, 0]]);
+  const set: Array<[number, number]> = [];
+  const deps = {
+    platform: 'linux',
+    pid: 100,
+    tasks: () => ['100', '101', '102', '103', '104', 'x'],
+    get: (tid: number) => niceOf.get(tid)!,
+    set: (tid: number, nice: number) => {
+      if (tid === 104) throw Object.assign(new Error('ESRCH'), { code: 'ESRCH' });
+      set.push([tid, nice]);
+    },
+  };
+  assert.equal(lowerHelperThreads(10, deps), 2);
+  assert.deepEqual(set, [[101, 10], [103, 10]], 'not the main thread (100), not one lower already (102), 104 ended');
+  assert.equal(lowerHelperThreads(10, { ...deps, tasks: () => { throw new Error('EACCES'); } }), 0);
+  assert.equal(lowerHelperThreads(10, { ...deps, platform: 'darwin', set: () => assert.fail('not on darwin') }), 0);
+});
+
+/** Nice value of each thread of `pid` (Linux: field 19 of /proc/PID/task/TID/stat). */
+async function threadNices(pid: number): Promise<Map<number, number>> {
+  const { readdir } = await import('node:fs/promises');
+  const nices = new Map<number, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`)) {
+    try {
+      const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      nices.set(Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));
+    } catch {
+      // the thread ended
+    }
+  }
+  return nices;
+}
+
+test("the command lowers V8's helper threads, not its main thread, before the export starts", { skip: process.platform !== 'linux' }, async () => {
+  const { startFakeIam } = await import('./fake-iam/server.ts');
+  const { startCli } = await import('./support/cli.ts');
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir, getPriority } = await import('node:os');
+  const { join } = await import('node:path');
+  const own = getPriority();
+  const fake = await startFakeIam({ users: 3, seed: 1, latencyMs: 400 });
+  const dir = await mkdtemp(join(tmpdir(), 'ike-nice-'));
+  try {
+    for (const [env, lowered] of [[{}, true], [{ IKE_HELPER_NICE: '0' }, false]] as const) {
+      fake.resetStats();
+      const cli = startCli(['--endpoint-url', fake.url, '--out', join(dir, String(lowered)), '--quiet'], testEnv(env));
+      // Once IAM is asked, the bin's start is long past.
+      while (fake.stats().totalCalls === 0) await new Promise((r) => setTimeout(r, 10));
+      const nices = await threadNices(cli.child.pid!);
+      const r = await cli.done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(nices.get(cli.child.pid!), own, 'the main thread keeps the priority it started with');
+      const helpers = [...nices].filter(([tid]) => tid !== cli.child.pid).map(([, n]) => n);
+      if (lowered) assert.ok(helpers.filter((n) => n === Math.max(own, 19)).length >= 4, `V8's pool of 4 at 19: ${helpers.join(', ')}`);
+      else assert.ok(helpers.every((n) => n === own), `IKE_HELPER_NICE=0: as started: ${helpers.join(', ')}`);
+    }
+  } finally {
+    await fake.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
