@@ -181,26 +181,21 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
       });
     }
     const ours16 = byConcurrency.get(16)!;
-    const processEffs = ours16.map((r) => r.processEfficiency);
-    const processEff = median(processEffs);
-    rows.push({
-      section: '1',
-      measure: 'fan-out, 40 ms latency, c=16: whole-process efficiency ideal/(spawn to exit of the installed command)',
-      value: `${processEff.toFixed(2)} (${seconds(median(ours16.map((r) => r.processMs)))} vs ideal ${seconds(median(ours16.map((r) => r.idealMs)))}, range ${Math.min(...processEffs).toFixed(2)}–${Math.max(...processEffs).toFixed(2)})`,
-      target: `≥ ${TARGET_EFFICIENCY_AT_16.toFixed(2)}`,
-      met: processEff >= TARGET_EFFICIENCY_AT_16,
-      runs: runsLabel(ours16.length),
-    });
-    const parquetEffs = parquet16.map((r) => r.processEfficiency);
-    const parquetEff = median(parquetEffs);
-    rows.push({
-      section: '1',
-      measure: 'fan-out, 40 ms latency, c=16, the default format (Parquet): whole-process efficiency ideal/(spawn to exit of the installed command)',
-      value: `${parquetEff.toFixed(2)} (${seconds(median(parquet16.map((r) => r.processMs)))} vs ideal ${seconds(median(parquet16.map((r) => r.idealMs)))}, range ${Math.min(...parquetEffs).toFixed(2)}–${Math.max(...parquetEffs).toFixed(2)})`,
-      target: `≥ ${TARGET_EFFICIENCY_AT_16.toFixed(2)}`,
-      met: parquetEff >= TARGET_EFFICIENCY_AT_16,
-      runs: runsLabel(parquet16.length),
-    });
+    /** Spawn to exit of the installed command against the ideal, as its target asks. */
+    const wholeProcessRow = (what: string, rs: readonly FanoutRun[]): Row => {
+      const effs = rs.map((r) => r.processEfficiency);
+      const eff = median(effs);
+      return {
+        section: '1',
+        measure: `fan-out, 40 ms latency, c=16${what}: whole-process efficiency ideal/(spawn to exit of the installed command)`,
+        value: `${eff.toFixed(2)} (${seconds(median(rs.map((r) => r.processMs)))} vs ideal ${seconds(median(rs.map((r) => r.idealMs)))}, range ${Math.min(...effs).toFixed(2)}–${Math.max(...effs).toFixed(2)})`,
+        target: `≥ ${TARGET_EFFICIENCY_AT_16.toFixed(2)}`,
+        met: eff >= TARGET_EFFICIENCY_AT_16,
+        runs: runsLabel(rs.length),
+      };
+    };
+    rows.push(wholeProcessRow('', ours16));
+    rows.push(wholeProcessRow(', the default format (Parquet)', parquet16));
     const floorRound = median(floors.map((f) => f.roundMs));
     rows.push({
       section: '1',
