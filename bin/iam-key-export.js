@@ -9,14 +9,10 @@ import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { capHeapGrowth, heapGrowingPercent } from './heap-flag.js';
-import { helperNice, lowerHelperThreads } from './helper-threads.js';
 
 // From the first full collection on: see heap-flag.js.
 const heapPercent = heapGrowingPercent(process.execArgv, process.env);
 if (heapPercent !== null) capHeapGrowth(heapPercent);
-// Before the program loads: V8's helper threads, not libuv's (see helper-threads.js).
-const nice = helperNice(process.env);
-if (nice !== null) lowerHelperThreads(nice);
 
 // The SDK warns on every process start that Node 20 leaves its support window;
 // an operator gets that once from the README, not on every cron run.

@@ -341,19 +341,18 @@ export function parseCommand(argv: readonly string[], env: NodeJS.ProcessEnv = p
   } else if (str('shard-index') !== undefined) problems.push('--shard-index goes with --shards');
   if (finalize && (shards === undefined || snapshotId === undefined)) problems.push('finalize needs --out, --snapshot-id and --shards: the sharded snapshot to publish');
 
-  const envInt = (name: string, min: number, fallback: number, max = Number.MAX_SAFE_INTEGER): number => {
+  const envInt = (name: string, min: number, fallback: number): number => {
     const raw = env[name];
     if (raw === undefined || raw === '') return fallback;
     const n = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
-    if (!Number.isSafeInteger(n) || n < min || n > max) {
-      problems.push(`environment variable ${name} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`}, got ${JSON.stringify(raw)}`);
+    if (!Number.isSafeInteger(n) || n < min) {
+      problems.push(`environment variable ${name} must be an integer of at least ${min}, got ${JSON.stringify(raw)}`);
       return fallback;
     }
     return n;
   };
-  // Applied by the bin (bin/heap-flag.js, bin/helper-threads.js); checked here like every setting.
+  // Applied by the bin after each full collection (bin/heap-flag.js); checked here like every setting.
   envInt('IKE_HEAP_GROWING_PERCENT', 0, 0);
-  envInt('IKE_HELPER_NICE', 0, 0, 19);
   const tuning: Tuning = {
     commitRows: envInt('IKE_COMMIT_ROWS', 1, DEFAULTS.commitRows),
     commitUsers: envInt('IKE_COMMIT_USERS', 1, DEFAULTS.commitUsers),

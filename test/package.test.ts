@@ -127,7 +127,6 @@ test('the tarball holds the built program (as this checkout builds it now), its 
     'README.md',
     'package.json',
     'bin/heap-flag.js',
-    'bin/helper-threads.js',
     'bin/iam-key-export.js',
     'schemas/README.md',
     ...schemas.map((f) => `schemas/${f}`),

@@ -49,8 +49,6 @@ interface BaselineRun {
 
 /** V8's own heap growth heuristics, instead of the command's cap (bin/heap-flag.js). */
 const V8_HEURISTICS = { IKE_HEAP_GROWING_PERCENT: '0' };
-/** V8's helper threads at the process's priority, instead of nice 19 (bin/helper-threads.js). */
-const HELPERS_AS_STARTED = { IKE_HELPER_NICE: '0' };
 /** Issue 9: a default heap setting may cost at most 5 % at concurrency 16. */
 const HEAP_CAP_COST = 1.05;
 
@@ -148,13 +146,11 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
     const v8Heuristics: FanoutRun[] = [];
     // The rows above write CSV, as the baselines do; an operator who names no format gets Parquet.
     const parquet16: FanoutRun[] = [];
-    const helpersAsStarted: FanoutRun[] = [];
     // Interleaved, so drift (thermal, page cache) hits ours and the baseline alike.
     for (let i = 0; i < Math.max(REPEATS[16]!, REPEATS[32]!, BASELINE_REPEATS); i++) {
       if (i < REPEATS[16]!) runs.push(await oursAt(fake, ctx, 16));
       if (i < REPEATS[16]!) v8Heuristics.push(await oursAt(fake, ctx, 16, V8_HEURISTICS));
       if (i < REPEATS[16]!) parquet16.push(await oursAt(fake, ctx, 16, undefined, 'parquet'));
-      if (i < REPEATS[16]!) helpersAsStarted.push(await oursAt(fake, ctx, 16, HELPERS_AS_STARTED));
       if (i < FLOOR_REPEATS) floors.push(await rawFloor(fake, ctx, users, 16));
       if (i < BASELINE_REPEATS) baselines.push(await baseline(fake, ctx, i));
       if (i < BASELINE_REPEATS) boto3Runs.push(await boto3Baseline(fake, ctx, i));
@@ -215,15 +211,6 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
       met: shippedProcess / heuristicsProcess <= HEAP_CAP_COST,
       runs: `median of ${ours16.length} + ${v8Heuristics.length}`,
     });
-    const helpersProcess = median(helpersAsStarted.map((r) => r.processMs));
-    rows.push({
-      section: '1',
-      measure: "fan-out, 40 ms latency, c=16: V8's helper threads at nice 19, process time shipped / IKE_HELPER_NICE=0",
-      value: `${(shippedProcess / helpersProcess).toFixed(3)} (${seconds(shippedProcess)} vs ${seconds(helpersProcess)})`,
-      target: '—',
-      met: null,
-      runs: `median of ${ours16.length} + ${helpersAsStarted.length}`,
-    });
     const oursWall = median(ours16.map((r) => r.wallMs));
     const oursProcess = median(ours16.map((r) => r.processMs));
     const baseWall = median(baselines.map((b) => b.wallMs));
@@ -248,6 +235,6 @@ export async function fanoutScenario(ctx: ScenarioContext): Promise<ScenarioResu
       met: oursProcess < boto3Process && boto3SameRows,
       runs: `median of ${ours16.length} + ${boto3Runs.length}`,
     });
-    return { rows, data: { users: USERS, latencyMs: LATENCY_MS, warmup: '1 discarded run at c=32', runs, v8Heuristics, parquet16, helpersAsStarted, floors, baselines, boto3: boto3Runs } };
+    return { rows, data: { users: USERS, latencyMs: LATENCY_MS, warmup: '1 discarded run at c=32', runs, v8Heuristics, parquet16, floors, baselines, boto3: boto3Runs } };
   });
 }
