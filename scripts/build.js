@@ -28,13 +28,13 @@ import { fileURLToPath } from 'node:url';
 
 /**
  * parquetjs-lite and node-int64 (the Parquet writer's CommonJS code), bundled into an ES
- * module, which is strict mode. Two changes make them run there as they do from
- * node_modules, where Node loads them as sloppy scripts, and one makes them faster:
- * - the Thrift types of gen-nodejs/parquet_types.js are assigned as implicit globals
- *   (`Statistics = module.exports.Statistics = ...`), a ReferenceError in strict mode:
- *   they are declared in the module;
- * - `Buffer` is bound to pipeline/sinks/safe-buffer.ts in the modules that call the
- *   deprecated `Buffer()` / `new Buffer()` (see there).
+ * module, which is strict mode, with two changes to their source:
+ * - so that they run there as from node_modules (where Node loads them as sloppy
+ *   scripts): the Thrift types of gen-nodejs/parquet_types.js, assigned as implicit
+ *   globals (`Statistics = module.exports.Statistics = ...`, a ReferenceError in strict
+ *   mode), are declared in the module;
+ * - so that they run faster: `Buffer` is bound to pipeline/sinks/safe-buffer.ts in the
+ *   modules that call the deprecated `Buffer()` / `new Buffer()` (see there).
  */
 const PARQUET_WRITER_MODULES = /[\\/]node_modules[\\/](parquetjs-lite|node-int64)[\\/].*\.js$/;
 const SAFE_BUFFER = fileURLToPath(new URL('../pipeline/sinks/safe-buffer.ts', import.meta.url));
