@@ -18,6 +18,10 @@ if (heapPercent !== null) capHeapGrowth(heapPercent);
 // an operator gets that once from the README, not on every cron run.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
+// The build is minified: with --debug, stack traces go through its source maps (read
+// only then, for the modules loaded after this) to the files and lines of the sources.
+if (process.argv.includes('--debug')) process.setSourceMapsEnabled(true);
+
 // IAM_KEY_EXPORT_BUILD=test-dist runs a checkout's compiled build in that folder when it is
 // there (make test builds it once, so the hundreds of runs the tests start do not each
 // compile the sources); an installed package has none and ignores it.

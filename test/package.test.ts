@@ -116,10 +116,17 @@ async function makeWritable(dir: string): Promise<void> {
 test('the tarball holds the built program (as this checkout builds it now), its bin, the schema, README and LICENSE, and nothing else', async (t) => {
   t.diagnostic(`npm pack (prepack build included) ${(installed.packMs / 1000).toFixed(1)} s, npm install -g ${(installed.installMs / 1000).toFixed(1)} s`);
   // The same build again: chunk names carry a hash of their content, so a stale dist/ shows.
-  const fresh = join(work, 'fresh-build');
-  const built = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'build.js'), fresh], { cwd: REPO_ROOT, encoding: 'utf8' });
-  assert.equal(built.status, 0, built.stderr);
-  const program = await filesUnder(fresh);
+  // Into a folder beside dist/: a chunk's hash covers its source map, whose paths to the
+  // sources are relative to the folder the chunk is in.
+  const fresh = join(REPO_ROOT, `.fresh-dist-${process.pid}`);
+  let program: string[];
+  try {
+    const built = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'build.js'), fresh], { cwd: REPO_ROOT, encoding: 'utf8' });
+    assert.equal(built.status, 0, built.stderr);
+    program = await filesUnder(fresh);
+  } finally {
+    await rm(fresh, { recursive: true, force: true });
+  }
   assert.ok(program.includes('cli.js') && program.some((f) => f.startsWith('chunks/')), `the entry and its lazy chunks: ${program.join(', ')}`);
   const schemas = (await readdir(join(REPO_ROOT, 'schemas'))).filter((f) => f.endsWith('.json'));
   const expected = [
@@ -230,6 +237,21 @@ test("the installed command writes Parquet without Node's deprecated Buffer cons
   } finally {
     await fake.close();
   }
+});
+
+test("the installed command is minified, and --debug's stack trace names the sources' files and lines through its source maps", async () => {
+  // Nothing listens on port 1: GetCallerIdentity fails at once (one attempt), with a stack under --debug.
+  const args = ['--endpoint-url', 'http://127.0.0.1:1', '--out', join(work, 'out-debug'), '--max-attempts', '1', '--quiet'];
+  const entry = await readFile(join(installed.packageDir, 'dist', 'cli.js'), 'utf8');
+  assert.match(entry, /\n\/\/# sourceMappingURL=cli\.js\.map\n?$/);
+  assert.ok(existsSync(join(installed.packageDir, 'dist', 'cli.js.map')));
+  const plain = await run(installed.command, args);
+  assert.notEqual(plain.code, 0);
+  assert.doesNotMatch(plain.stderr, /\n\s+at /, 'no stack without --debug');
+  const debug = await run(installed.command, [...args, '--debug']);
+  assert.equal(debug.code, plain.code, debug.stderr);
+  assert.match(debug.stderr, /\n\s+at .*[\\/]pipeline[\\/]source[\\/]identity\.ts:\d+:\d+/, debug.stderr);
+  assert.doesNotMatch(debug.stderr, /[\\/]dist[\\/]chunks[\\/]/, 'no frame left in the bundle');
 });
 
 test('in a checkout without node_modules the bin says in one line to run npm ci there, and exits 1', async () => {
