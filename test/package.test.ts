@@ -239,7 +239,7 @@ test("the installed command writes Parquet without Node's deprecated Buffer cons
   }
 });
 
-test("the installed command is minified, and --debug's stack trace names the sources' files and lines through its source maps", async () => {
+test("the installed command ships source maps with its minified build, and --debug's stack trace names the sources' files and lines through them", async () => {
   // Nothing listens on port 1: GetCallerIdentity fails at once (one attempt), with a stack under --debug.
   const args = ['--endpoint-url', 'http://127.0.0.1:1', '--out', join(work, 'out-debug'), '--max-attempts', '1', '--quiet'];
   const entry = await readFile(join(installed.packageDir, 'dist', 'cli.js'), 'utf8');
